@@ -1,0 +1,1 @@
+"""Models: finding, validating, analysing and loading the networks convscope shows."""

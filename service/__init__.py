@@ -1,0 +1,1 @@
+"""convscope HTTP API: parses, validates, dispatches and serialises. Never imports torch."""

@@ -1,0 +1,133 @@
+"""The FastAPI application: lifespan, middleware (request id, logs, metrics, load shedding), errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from models.store import ModelStore
+from service import logs, schemas
+from service.context import AppContext
+from service.errors import ConvscopeError, error_body
+from service.forward import Runtimes
+from service.metrics import LATENCY, REQUESTS
+from service.routes import health, images, models, views
+from service.settings import Settings, get_settings
+from service.storage import ImageStore, connect
+
+log = logging.getLogger("convscope")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+HEAVY = re.compile(r"^/v1/models/[^/]+/(predict|activations|occlusion)$")
+# Bodies that appear in OpenAPI only through `openapi_extra` (JSON or multipart, parsed by hand).
+DOCUMENTED_BODIES: list[type[BaseModel]] = [schemas.PredictRequest, schemas.ActivationsRequest,
+                                            schemas.OcclusionRequest, schemas.ActivationsResponse,
+                                            schemas.OcclusionResponse]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        logs.setup(settings.log_level)
+        client = connect(settings.redis_url)
+        store = ModelStore(settings.data_dir)
+        app.state.ctx = AppContext(settings=settings, redis=client, models=store,
+                                   images=ImageStore(client, settings.redis_prefix, settings.image_ttl_s),
+                                   runtimes=Runtimes(store, settings))
+        log.info("convscope API ready", extra={"fields": {"models": [r.id for r in store.list()],
+                                                         "data_dir": str(settings.data_dir)}})
+        yield
+        client.close()
+
+    app = FastAPI(title="convscope", version="1.0.0", lifespan=lifespan,
+                  description="Shows what a convolutional network sees and learns.")
+    app.state.heavy_slots = asyncio.Semaphore(settings.max_concurrent_requests)
+    for router in (health.router, images.router, models.router, views.router):
+        app.include_router(router)
+    install_error_handlers(app)
+    install_middleware(app)
+    app.openapi = lambda: openapi_schema(app)
+    return app
+
+
+def openapi_schema(app: FastAPI) -> dict:
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in DOCUMENTED_BODIES:
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components[model.__name__] = body
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    def respond(status: int, body: dict, retry_after: int | None = None) -> JSONResponse:
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    @app.exception_handler(ConvscopeError)
+    async def convscope_error(request: Request, exc: ConvscopeError):
+        return respond(exc.status, exc.body(), exc.retry_after or (5 if exc.status in (429, 503) else None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
+        first = errors[0] if errors else {"msg": "invalid request", "loc": []}
+        return respond(422, error_body("validation_error", f"invalid request: {first['msg']}", errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return respond(exc.status_code, error_body(code, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error")
+        return respond(500, error_body("internal", "an internal error occurred; it has been logged",
+                                       {"request_id": logs.request_id.get()}))
+
+
+def install_middleware(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        incoming = request.headers.get("x-request-id", "")
+        rid = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex[:16]
+        token = logs.request_id.set(rid)
+        start = time.perf_counter()
+        slots: asyncio.Semaphore = request.app.state.heavy_slots
+        heavy = request.method == "POST" and HEAVY.match(request.url.path) is not None
+        status = 500
+        try:
+            if heavy and slots.locked():
+                response = JSONResponse(error_body("busy", "too many requests in flight; retry shortly"),
+                                        status_code=503, headers={"Retry-After": "1"})
+            elif heavy:
+                async with slots:
+                    response = await call_next(request)
+            else:
+                response = await call_next(request)
+            status = response.status_code
+            response.headers["X-Request-ID"] = rid
+            return response
+        finally:
+            elapsed = time.perf_counter() - start
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            REQUESTS.labels(request.method, route, str(status)).inc()
+            LATENCY.labels(request.method, route).observe(elapsed)
+            log.info("request", extra={"fields": {"method": request.method, "route": route, "status": status,
+                                                  "ms": round(elapsed * 1000, 1)}})
+            logs.request_id.reset(token)

@@ -1,0 +1,38 @@
+"""What the app holds for its lifetime (settings, Redis, stores, sessions) and how routes reach it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from fastapi import Request
+
+from models.record import ModelRecord
+from models.store import ModelStore
+from service.errors import NotFound
+from service.forward import Runtimes
+from service.settings import Settings
+from service.storage import ImageStore
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    redis: redis.Redis
+    models: ModelStore
+    images: ImageStore
+    runtimes: Runtimes
+
+    def model(self, model_id: str) -> ModelRecord:
+        try:
+            record = self.models.get(model_id)
+        except ValueError:
+            record = None
+        if record is None:
+            raise NotFound(f"no model with id {model_id!r}", code="model_not_found")
+        return record
+
+
+def context(request: Request) -> AppContext:
+    """FastAPI dependency: the running app's context."""
+    return request.app.state.ctx

@@ -1,0 +1,192 @@
+"""Forward views on ONNX Runtime: predictions, layer activations and occlusion sensitivity.
+
+Each model gets two sessions, built once and cached: a plain one that returns only the class
+scores (ONNX Runtime can fuse every op, so predictions and occlusion batches run at full speed),
+and a probe one with every layer of the layer list added as an output, for activations.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from models import runtime
+from models.record import ModelRecord
+from models.store import ModelStore
+from service.errors import Invalid, Unavailable
+from service.settings import Settings
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@dataclass
+class ModelRuntime:
+    """A model's ONNX Runtime sessions; the probe session is built on first use."""
+
+    record: ModelRecord
+    data: bytes
+    settings: Settings
+    plain: object = None
+    _probe: object = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _session(self, extra_outputs: list[str] = ()):
+        s = self.settings
+        return runtime.session(self.data, extra_outputs=extra_outputs, intra_threads=s.ort_intra_threads,
+                               inter_threads=s.ort_inter_threads, provider_setting=s.ort_providers)
+
+    @property
+    def probe(self):
+        with self._lock:
+            if self._probe is None:
+                self._probe = self._session([layer.name for layer in self.record.layers or []])
+            return self._probe
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """N×C×H×W input → N×classes logits."""
+        out = self.plain.run([self.record.logits_name], {self.record.input_name: x})[0]
+        return out.reshape(out.shape[0], -1)
+
+    def layer(self, x: np.ndarray, name: str) -> np.ndarray:
+        return self.probe.run([name], {self.record.input_name: x})[0]
+
+    def conv_weights(self, name: str) -> np.ndarray | None:
+        """Weights of the convolution producing layer `name` (None when it is not a Conv)."""
+        import onnx
+
+        from models.graph import conv_weights
+
+        return conv_weights(onnx.load_model_from_string(self.data), name)
+
+
+class Runtimes:
+    """Process-wide cache of `ModelRuntime`s keyed by model id and file digest."""
+
+    def __init__(self, store: ModelStore, settings: Settings):
+        self.store = store
+        self.settings = settings
+        self._cache: dict[tuple[str, str], ModelRuntime] = {}
+        self._lock = threading.Lock()
+
+    def get(self, record: ModelRecord) -> ModelRuntime:
+        key = (record.id, record.onnx_sha256)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is None:
+                try:
+                    data = self.store.blob_path(record.onnx_sha256).read_bytes()
+                except OSError as exc:
+                    raise Unavailable(f"the file of model {record.id!r} cannot be read: {exc.strerror}",
+                                      code="model_unavailable") from None
+                hit = ModelRuntime(record, data, self.settings)
+                hit.plain = hit._session()
+                self._cache = {k: v for k, v in self._cache.items() if k[0] != record.id}
+                self._cache[key] = hit
+            return hit
+
+    def drop(self, model_id: str) -> None:
+        with self._lock:
+            self._cache = {k: v for k, v in self._cache.items() if k[0] != model_id}
+
+    def count(self) -> int:
+        return sum(2 if rt._probe is not None else 1 for rt in list(self._cache.values()))
+
+
+def predict(rt: ModelRuntime, x: np.ndarray, top_k: int) -> list[dict]:
+    """Top-k classes: index, label, softmax probability and raw logit."""
+    logits = rt.logits(x)[0]
+    probs = softmax(logits)
+    order = np.argsort(-logits, kind="stable")[:top_k]
+    return [{"index": int(i), "label": rt.record.label(int(i)), "probability": float(probs[i]),
+             "logit": float(logits[i])} for i in order]
+
+
+def activation_stats(maps: np.ndarray) -> dict:
+    """Per-channel max, mean and fraction of exact zeros; a channel is dead when it never exceeds 0."""
+    flat = maps.reshape(maps.shape[0], -1)
+    peak = flat.max(axis=1)
+    return {
+        "max": peak.tolist(),
+        "mean": flat.mean(axis=1).tolist(),
+        "fraction_zero": (flat == 0).mean(axis=1).tolist(),
+        "dead_channels": np.flatnonzero(peak <= 0).tolist(),
+    }
+
+
+def fill_value(x: np.ndarray, fill: str | float, record: ModelRecord) -> np.ndarray:
+    """What an occluding patch holds, as a 1×C×H×W tensor in model-input space.
+
+    mean: the image's per-channel mean; zero: 0 in input space; blur: the image blurred
+    (Gaussian, radius = 1/16 of its size); a number: that grey level in 0–255 pixels.
+    """
+    if fill == "mean":
+        return np.broadcast_to(x.mean(axis=(2, 3), keepdims=True), x.shape)
+    if fill == "zero":
+        return np.zeros_like(x)
+    pre = record.preprocess
+    channels = x.shape[1]
+    mean = np.asarray(pre.mean[:channels], np.float32)[None, :, None, None]
+    std = np.asarray(pre.std[:channels], np.float32)[None, :, None, None]
+    if fill == "blur":
+        from service.images import from_tensor
+
+        image = Image.fromarray(from_tensor(x[0], record)).filter(ImageFilter.GaussianBlur(max(x.shape[2:]) / 16))
+        pixels = np.asarray(image, np.float32)
+        if pre.color == "BGR":
+            pixels = pixels[..., ::-1]
+        pixels = pixels[..., :channels].transpose(2, 0, 1)[None]
+        return ((pixels * pre.scale - mean) / std).astype(np.float32)
+    return np.broadcast_to(((float(fill) * pre.scale - mean) / std).astype(np.float32), x.shape)
+
+
+def occlusion_positions(size: int, patch: int, stride: int) -> list[int]:
+    """Top/left edges of patches along one axis: 0, stride, ... up to the last that fits."""
+    return list(range(0, size - patch + 1, stride))
+
+
+def occlusion(rt: ModelRuntime, x: np.ndarray, target: int, patch: int, stride: int, fill: str | float,
+              batch: int) -> tuple[np.ndarray, float, int]:
+    """Zeiler & Fergus (2014) occlusion: the target's probability with each patch covered.
+
+    Returns (map of shape rows×cols, unoccluded probability, number of forward passes). The
+    occluded copies go through ONNX Runtime `batch` at a time.
+    """
+    _, _, height, width = x.shape
+    if patch > min(height, width):
+        raise Invalid(f"patch {patch} px is larger than the model input ({height}×{width})", code="patch_too_large")
+    ys, xs = occlusion_positions(height, patch, stride), occlusion_positions(width, patch, stride)
+    if len(ys) * len(xs) > rt.settings.max_occlusion_positions:
+        raise Invalid(f"{len(ys) * len(xs)} patch positions; the limit is {rt.settings.max_occlusion_positions}"
+                      " (raise stride or patch)", code="too_many_positions")
+    baseline = float(softmax(rt.logits(x))[0, target])
+    cover = fill_value(x, fill, rt.record)
+    positions = [(y, x0) for y in ys for x0 in xs]
+    probs = np.empty(len(positions), np.float32)
+    for start in range(0, len(positions), batch):
+        chunk = positions[start:start + batch]
+        copies = np.repeat(x, len(chunk), axis=0)
+        for i, (y, x0) in enumerate(chunk):
+            copies[i, :, y:y + patch, x0:x0 + patch] = cover[0, :, y:y + patch, x0:x0 + patch]
+        probs[start:start + len(chunk)] = softmax(rt.logits(copies))[:, target]
+    return probs.reshape(len(ys), len(xs)), baseline, len(positions) + 1
+
+
+def occlusion_heat(prob_map: np.ndarray, baseline: float, size: tuple[int, int], patch: int, stride: int) -> np.ndarray:
+    """Per input pixel, the mean drop in probability over the patches that covered it, in [0, 1]."""
+    height, width = size
+    total = np.zeros((height, width), np.float32)
+    count = np.zeros((height, width), np.float32)
+    for r, y in enumerate(occlusion_positions(height, patch, stride)):
+        for c, x0 in enumerate(occlusion_positions(width, patch, stride)):
+            total[y:y + patch, x0:x0 + patch] += baseline - prob_map[r, c]
+            count[y:y + patch, x0:x0 + patch] += 1
+    drop = np.where(count > 0, total / np.maximum(count, 1), 0.0)
+    peak = np.abs(drop).max()
+    return np.clip(drop / peak, 0, 1) if peak > 0 else drop

@@ -1,0 +1,119 @@
+"""The one image pipeline: bytes → checked, decoded 8-bit image → the model's input tensor.
+
+Limits are checked on the header, before any pixel is decoded, so a decompression bomb
+(a few KB declaring 30000×30000 pixels) costs nothing. Every failure is a 4xx `ConvscopeError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from models.record import ModelRecord
+from service.errors import BadRequest, TooLarge, UnsupportedMedia
+
+FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "MPO"}
+Image.MAX_IMAGE_PIXELS = None  # our own limit, checked on the header, replaces Pillow's warning
+
+
+def image_id(data: bytes) -> str:
+    """Content-derived id: the same bytes always get the same id."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
+    """Decode an uploaded file to an RGB (or L) image, EXIF orientation applied, first frame only."""
+    if not data:
+        raise BadRequest("the image file is empty", code="empty_image")
+    if len(data) > max_bytes:
+        raise TooLarge(f"the image is {len(data)} bytes; the limit is {max_bytes}", code="image_too_large")
+    try:
+        image = Image.open(io.BytesIO(data), formats=sorted(FORMATS))
+    except UnidentifiedImageError:
+        raise UnsupportedMedia("the file is not an image in a format convscope reads "
+                               "(PNG, JPEG, WebP, BMP, GIF, TIFF)", code="unsupported_image") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise BadRequest(f"the image header could not be read: {exc}", code="corrupt_image") from None
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise BadRequest("the image has no pixels", code="corrupt_image")
+    if width * height > max_pixels:
+        raise TooLarge(f"the image is {width}×{height} pixels; the limit is {max_pixels} pixels",
+                       code="image_too_large", details={"width": width, "height": height})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image.seek(0)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return to_8bit_rgb(image)
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, Image.DecompressionBombError) as exc:
+        raise BadRequest(f"the image is truncated or corrupt: {exc}", code="corrupt_image") from None
+
+
+def format_of(data: bytes) -> str:
+    """Lower-case format name of an image file that `decode` accepted (png, jpeg, ...)."""
+    return (Image.open(io.BytesIO(data)).format or "unknown").lower()
+
+
+def to_8bit_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode → 8-bit RGB: 16-bit and float rescaled, alpha composited on white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") else max(float(values.max()), 1.0)
+        image = Image.fromarray(np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    return image.convert("RGB")
+
+
+def fit(image: Image.Image, record: ModelRecord, size: tuple[int, int] | None = None) -> Image.Image:
+    """Resize (short side to `preprocess.resize`) and centre-crop to the model's input size (H, W)."""
+    height, width = size or (record.input.height, record.input.width)
+    pre = record.preprocess
+    if pre.resize is None or not pre.crop:
+        return image.resize((width, height), Image.BICUBIC)
+    w, h = image.size
+    scale = max(pre.resize / min(w, h), height / h, width / w)
+    new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
+    image = image.resize((new_w, new_h), Image.BICUBIC)
+    left, top = (new_w - width) // 2, (new_h - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
+def to_tensor(image: Image.Image, record: ModelRecord) -> np.ndarray:
+    """An image already at input size → 1×C×H×W float32: `(pixel * scale - mean) / std`."""
+    pre = record.preprocess
+    if pre.color == "L" or record.input.channels == 1:
+        pixels = np.asarray(image.convert("L"), dtype=np.float32)[..., None]
+    else:
+        pixels = np.asarray(image, dtype=np.float32)
+        if pre.color == "BGR":
+            pixels = pixels[..., ::-1]
+    channels = pixels.shape[-1]
+    mean = np.asarray(pre.mean[:channels], np.float32)
+    std = np.asarray(pre.std[:channels], np.float32)
+    x = (pixels * pre.scale - mean) / std
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def from_tensor(x: np.ndarray, record: ModelRecord) -> np.ndarray:
+    """Inverse of `to_tensor`: C×H×W input-space values → H×W×3 uint8 RGB (for rendering)."""
+    pre = record.preprocess
+    channels = x.shape[0]
+    mean = np.asarray(pre.mean[:channels], np.float32)[:, None, None]
+    std = np.asarray(pre.std[:channels], np.float32)[:, None, None]
+    pixels = ((x * std + mean) / pre.scale).transpose(1, 2, 0)
+    if pre.color == "BGR":
+        pixels = pixels[..., ::-1]
+    if pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    return np.clip(pixels + 0.5, 0, 255).astype(np.uint8)

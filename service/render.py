@@ -1,0 +1,105 @@
+"""Pictures for people: colour maps, feature-map grids, heatmaps over images, filter tiles, PNG bytes.
+
+Pure numpy + Pillow (+ matplotlib's colour tables); shared by the API and the workers.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+
+import numpy as np
+from PIL import Image
+
+GAP = 2  # pixels between tiles
+MAX_GRID_PX = 2048
+
+
+@functools.cache
+def lut(name: str) -> np.ndarray:
+    """256×3 uint8 table of a matplotlib colour map; KeyError for an unknown name."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps[name]
+    return (cmap(np.linspace(0.0, 1.0, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
+
+
+def colormap_names() -> list[str]:
+    import matplotlib
+
+    return sorted(matplotlib.colormaps)
+
+
+def colorize(values: np.ndarray, cmap: str = "inferno") -> np.ndarray:
+    """Values in [0, 1] (any shape) → uint8 RGB of shape (..., 3)."""
+    index = np.clip(np.nan_to_num(values) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return lut(cmap)[index]
+
+
+def normalize(maps: np.ndarray, per: str = "channel") -> np.ndarray:
+    """Scale C×H×W maps to [0, 1], per channel or over the whole layer (min → 0, max → 1)."""
+    maps = maps.astype(np.float32)
+    axes = (1, 2) if per == "channel" else None
+    low = maps.min(axis=axes, keepdims=True)
+    span = maps.max(axis=axes, keepdims=True) - low
+    return (maps - low) / np.where(span > 0, span, 1.0)
+
+
+def tile_grid(tiles: np.ndarray, *, background: int = 32) -> Image.Image:
+    """N×h×w×3 uint8 tiles → one image, near-square, tiles upscaled (nearest) to be readable."""
+    n, h, w = tiles.shape[:3]
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    zoom = max(1, min(64 // max(h, w, 1) or 1, (MAX_GRID_PX // cols) // max(w, 1) or 1))
+    th, tw = h * zoom, w * zoom
+    canvas = np.full((rows * (th + GAP) + GAP, cols * (tw + GAP) + GAP, 3), background, np.uint8)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        tile = tiles[i].repeat(zoom, axis=0).repeat(zoom, axis=1)
+        y, x = GAP + r * (th + GAP), GAP + c * (tw + GAP)
+        canvas[y:y + th, x:x + tw] = tile
+    return Image.fromarray(canvas)
+
+
+def feature_grid(maps: np.ndarray, *, per: str = "channel", cmap: str = "inferno") -> Image.Image:
+    """C×H×W feature maps → a colour-mapped grid, channel 0 top-left, row by row."""
+    return tile_grid(colorize(normalize(maps, per), cmap))
+
+
+def overlay(image: Image.Image, heat: np.ndarray, *, cmap: str = "jet", alpha: float = 0.5) -> Image.Image:
+    """Blend a heatmap with values in [0, 1] (any h×w, upsampled bilinearly) over an RGB image."""
+    heat_img = Image.fromarray((np.clip(heat, 0, 1) * 255).astype(np.uint8)).resize(image.size, Image.BILINEAR)
+    colours = colorize(np.asarray(heat_img, np.float32) / 255.0, cmap)
+    base = np.asarray(image.convert("RGB"), np.float32)
+    return Image.fromarray((base * (1 - alpha) + colours * alpha + 0.5).astype(np.uint8))
+
+
+def filter_tiles(weights: np.ndarray) -> np.ndarray:
+    """O×I×kh×kw conv weights → tiles: colour (one per filter) for a 3-channel input, else one grey
+    tile per (output, input) slice. Each tile is scaled symmetrically about zero to 0–255."""
+    weights = weights.astype(np.float32)
+    if weights.shape[1] == 3:
+        tiles = weights.transpose(0, 2, 3, 1)
+        peak = np.abs(tiles).max(axis=(1, 2, 3), keepdims=True)
+    else:
+        tiles = weights.reshape(-1, *weights.shape[2:])[..., None].repeat(3, axis=-1)
+        peak = np.abs(tiles).max(axis=(1, 2, 3), keepdims=True)
+    tiles = tiles / np.where(peak > 0, peak, 1.0) * 127.5 + 127.5
+    return np.clip(tiles + 0.5, 0, 255).astype(np.uint8)
+
+
+def png(image: Image.Image | np.ndarray) -> bytes:
+    """PNG bytes of an image (fast compression: these are made per request)."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+def npy(array: np.ndarray) -> bytes:
+    """`.npy` bytes, float32 little-endian."""
+    out = io.BytesIO()
+    np.save(out, np.ascontiguousarray(array, dtype="<f4"), allow_pickle=False)
+    return out.getvalue()

@@ -1,0 +1,41 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.context import AppContext, context
+from service.errors import error_body
+from service.metrics import ORT_SESSIONS
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/healthz")
+def healthz() -> dict:
+    """200 while the process lives."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "Redis or the model store is unavailable"}})
+def readyz(ctx: AppContext = Depends(context)) -> Response:
+    """200 when Redis answers and the model store is readable; else 503 with the reason."""
+    problems = []
+    try:
+        ctx.redis.ping()
+    except Exception as exc:  # any Redis failure means not ready
+        problems.append(f"redis: {exc.__class__.__name__}")
+    if not ctx.models.readable():
+        problems.append(f"model store {ctx.models.root} is not readable")
+    if problems:
+        return JSONResponse(error_body("not_ready", "; ".join(problems), problems), status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+def metrics(ctx: AppContext = Depends(context)) -> Response:
+    """Prometheus text format."""
+    ORT_SESSIONS.set(ctx.runtimes.count())
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

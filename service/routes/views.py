@@ -1,0 +1,158 @@
+"""Forward views answered in the request: predict, activations, occlusion (ONNX Runtime)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from PIL import Image
+
+from models.record import ModelRecord
+from service import forward, images, render
+from service.bodies import read_request, resolve_image
+from service.context import AppContext, context
+from service.errors import Invalid
+from service.schemas import (ActivationsRequest, ActivationsResponse, ErrorResponse, OcclusionRequest,
+                             OcclusionResponse, PredictRequest, PredictResponse, ViewRequest)
+
+router = APIRouter(prefix="/v1/models", tags=["forward views"])
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503)}
+MEDIA = {"png": "image/png", "npy": "application/x-npy", "json": "application/json"}
+
+
+def body_doc(model: type, with_png: bool = True) -> dict:
+    """OpenAPI for a body that is JSON or multipart (`image` file + `spec` JSON string)."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    multipart = {"type": "object", "properties": {
+        "image": {"type": "string", "format": "binary"},
+        "spec": {"type": "string", "description": f"JSON of {model.__name__} (without `image`)"}}}
+    extra = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": ref}, "multipart/form-data": {"schema": multipart}}}}
+    if with_png:
+        extra["responses"] = {"200": {"content": {
+            "image/png": {}, "application/x-npy": {}, "application/json": {}}}}
+    return extra
+
+
+def choose_format(asked: str | None, request: Request) -> str:
+    if asked:
+        return asked
+    accept = request.headers.get("accept", "")
+    for fmt, media in (("json", "application/json"), ("npy", "application/x-npy")):
+        if media in accept and "image/png" not in accept:
+            return fmt
+    return "png"
+
+
+def model_input(ctx: AppContext, record: ModelRecord, spec: ViewRequest, files: dict[str, bytes]) -> tuple[np.ndarray, Image.Image]:
+    """Decode the request's image and make it the model's input: (1×C×H×W tensor, fitted RGB image)."""
+    data = resolve_image(spec.image, files.get("image"), ctx.images)
+    s = ctx.settings
+    fitted = images.fit(images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels), record)
+    return images.to_tensor(fitted, record), fitted
+
+
+def check_colormap(name: str) -> None:
+    try:
+        render.lut(name)
+    except KeyError:
+        raise Invalid(f"unknown colour map {name!r}", code="unknown_colormap",
+                      details={"examples": ["inferno", "viridis", "magma", "jet", "gray"]}) from None
+
+
+async def _spec(request: Request, ctx: AppContext, model: type):
+    return await read_request(request, model, ctx.settings.max_body_bytes)
+
+
+@router.post("/{model}/predict", response_model=PredictResponse, responses=ERRORS,
+             openapi_extra=body_doc(PredictRequest, with_png=False))
+async def predict(model: str, request: Request, ctx: AppContext = Depends(context)) -> PredictResponse:
+    """Top-k classes of one image (softmax probabilities and logits)."""
+    record = ctx.model(model)
+    spec, files = await _spec(request, ctx, PredictRequest)
+
+    def work():
+        x, _ = model_input(ctx, record, spec, files)
+        return PredictResponse(predictions=forward.predict(ctx.runtimes.get(record), x, spec.top_k))
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/{model}/activations", responses=ERRORS, response_class=Response,
+             openapi_extra=body_doc(ActivationsRequest))
+async def activations(model: str, request: Request, ctx: AppContext = Depends(context)) -> Response:
+    """A layer's feature maps: PNG grid, JSON statistics (`ActivationsResponse`) or raw C×H×W npy."""
+    record = ctx.model(model)
+    spec, files = await _spec(request, ctx, ActivationsRequest)
+    layer = record.layer(spec.layer)
+    if layer is None:
+        raise Invalid(f"model {model!r} has no layer {spec.layer!r}", code="unknown_layer",
+                      details={"layers": [l.name for l in (record.layers or [])][:50]})
+    channels = spec.channels if spec.channels is not None else list(range(layer.shape[0]))
+    bad = [c for c in channels if not 0 <= c < layer.shape[0]]
+    if bad or not channels:
+        raise Invalid(f"channels must be in 0..{layer.shape[0] - 1}; got {bad[:10] or 'none'}",
+                      code="channel_out_of_range")
+    check_colormap(spec.colormap)
+    fmt = choose_format(spec.format, request)
+
+    def work() -> bytes:
+        x, _ = model_input(ctx, record, spec, files)
+        maps = ctx.runtimes.get(record).layer(x, layer.name)[0][channels]
+        if fmt == "npy":
+            return render.npy(maps)
+        if fmt == "json":
+            body = ActivationsResponse(layer=layer.name, shape=list(maps.shape), channels=channels,
+                                       stats=forward.activation_stats(maps))
+            return body.model_dump_json().encode()
+        return render.png(render.feature_grid(maps, per=spec.normalize, cmap=spec.colormap))
+
+    return Response(await run_in_threadpool(work), media_type=MEDIA[fmt])
+
+
+@router.post("/{model}/occlusion", responses=ERRORS, response_class=Response,
+             openapi_extra=body_doc(OcclusionRequest))
+async def occlusion(model: str, request: Request, ctx: AppContext = Depends(context)) -> Response:
+    """Occlusion sensitivity (Zeiler & Fergus 2014): the target's probability with a patch covered.
+
+    PNG: the drop in probability blended over the image; JSON: `OcclusionResponse`; npy: the map.
+    """
+    record = ctx.model(model)
+    spec, files = await _spec(request, ctx, OcclusionRequest)
+    if spec.patch > min(record.input.height, record.input.width):
+        raise Invalid(f"patch {spec.patch} px is larger than the model input "
+                      f"({record.input.height}×{record.input.width})", code="patch_too_large")
+    check_colormap(spec.colormap)
+    fmt = choose_format(spec.format, request)
+
+    def work() -> bytes:
+        x, fitted = model_input(ctx, record, spec, files)
+        rt = ctx.runtimes.get(record)
+        target = resolve_target(record, spec.target, rt, x)
+        prob_map, baseline, _ = forward.occlusion(rt, x, target, spec.patch, spec.stride, spec.fill,
+                                                  ctx.settings.occlusion_batch)
+        if fmt == "npy":
+            return render.npy(prob_map)
+        if fmt == "json":
+            return json.dumps({"target": target, "label": record.label(target), "map": prob_map.tolist(),
+                               "baseline_probability": baseline, "patch": spec.patch,
+                               "stride": spec.stride}).encode()
+        heat = forward.occlusion_heat(prob_map, baseline, x.shape[2:], spec.patch, spec.stride)
+        return render.png(render.overlay(fitted, heat, cmap=spec.colormap))
+
+    return Response(await run_in_threadpool(work), media_type=MEDIA[fmt])
+
+
+def resolve_target(record: ModelRecord, target: int | str | None, rt: forward.ModelRuntime, x: np.ndarray) -> int:
+    """A class index from a request's `target`; the top-1 class when it is omitted."""
+    if target is None:
+        return int(np.argmax(rt.logits(x)[0]))
+    try:
+        return record.class_index(target)
+    except ValueError as exc:
+        raise Invalid(str(exc), code="unknown_target") from None
+
+
+__all__ = ["router", "OcclusionResponse"]

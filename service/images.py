@@ -31,8 +31,9 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
         raise BadRequest("the image file is empty", code="empty_image")
     if len(data) > max_bytes:
         raise TooLarge(f"the image is {len(data)} bytes; the limit is {max_bytes}", code="image_too_large")
+    Image.init()  # registers every plugin once; `formats=` looks names up without loading them
     try:
-        image = Image.open(io.BytesIO(data), formats=sorted(FORMATS))
+        image = Image.open(io.BytesIO(data), formats=sorted(FORMATS & set(Image.OPEN)))
     except UnidentifiedImageError:
         raise UnsupportedMedia("the file is not an image in a format convscope reads "
                                "(PNG, JPEG, WebP, BMP, GIF, TIFF)", code="unsupported_image") from None

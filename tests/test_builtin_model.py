@@ -1,0 +1,62 @@
+"""The built-in EfficientNet-Lite0: known answers, and ONNX == torch at every size it claims."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from tests.conftest import encode, sample
+
+CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+ESPRESSO = 967
+
+
+def predict(client, photo: str, top_k: int = 5) -> list[dict]:
+    response = client.post("/v1/models/efficientnet-lite0/predict",
+                           files={"image": ("x.png", encode(sample(photo)), "image/png")},
+                           data={"spec": f'{{"top_k": {top_k}}}'})
+    assert response.status_code == 200, response.text
+    return response.json()["predictions"]
+
+
+def test_chelsea_is_a_cat_in_top_2(client):
+    top = predict(client, "chelsea")
+    assert {p["index"] for p in top[:2]} & CAT_CLASSES, top
+
+
+def test_coffee_is_espresso(client):
+    top = predict(client, "coffee")
+    assert top[0]["index"] == ESPRESSO and top[0]["label"] == "espresso"
+
+
+def test_predictions_are_sorted_probabilities(client):
+    top = predict(client, "astronaut", top_k=10)
+    probs = [p["probability"] for p in top]
+    assert len(top) == 10 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+
+
+@pytest.mark.parametrize("size", [(224, 224), (225, 225), (193, 251), (256, 320), (97, 64)])
+def test_onnx_matches_torch_at_every_size(builtin, builtin_store, torch_lite0, size):
+    """The export claims dynamic H and W; TF SAME padding must not be frozen at 224."""
+    assert builtin.input.dynamic_size
+    session = ort.InferenceSession(str(builtin_store.blob_path(builtin.onnx_sha256)), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((2, 3, *size)).astype(np.float32)
+    with torch.no_grad():
+        expected = torch_lite0(torch.from_numpy(x)).numpy()
+    got = session.run([builtin.logits_name], {builtin.input_name: x})[0]
+    assert np.abs(expected - got).max() <= 1e-3
+
+
+def test_layer_list_has_receptive_fields(builtin):
+    names = {layer.name: layer for layer in builtin.layers}
+    stem = names["_relu0"]
+    assert stem.shape == [32, 112, 112]
+    assert (stem.receptive_field.size, stem.receptive_field.stride, stem.receptive_field.start) == (3, 2, 0)
+    # block 1: depthwise 3×3 stride 2 on 112 px (even): TF pads 0 before, 1 after.
+    dw = names["_blocks.1._relu1"].receptive_field
+    assert (dw.size, dw.stride, dw.start) == (3 + 2 * 2 + 2 * 2, 4, -2)
+    head = names["_relu1"]
+    assert head.shape == [1280, 7, 7] and head.receptive_field.stride == 32
+    assert builtin.layers[-1].name == "_relu1"

@@ -21,6 +21,7 @@ from service import logs, schemas
 from service.context import AppContext
 from service.errors import ConvscopeError, error_body
 from service.forward import Runtimes
+from service.images import InputCache
 from service.metrics import LATENCY, REQUESTS
 from service.routes import health, images, models, views
 from service.settings import Settings, get_settings
@@ -45,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = ModelStore(settings.data_dir)
         app.state.ctx = AppContext(settings=settings, redis=client, models=store,
                                    images=ImageStore(client, settings.redis_prefix, settings.image_ttl_s),
-                                   runtimes=Runtimes(store, settings))
+                                   runtimes=Runtimes(store, settings), inputs=InputCache())
         log.info("convscope API ready", extra={"fields": {"models": [r.id for r in store.list()],
                                                          "data_dir": str(settings.data_dir)}})
         yield

@@ -12,6 +12,7 @@ from models.store import ModelStore
 from service.errors import NotFound
 from service.forward import Runtimes
 from service.settings import Settings
+from service.images import InputCache
 from service.storage import ImageStore
 
 
@@ -22,6 +23,7 @@ class AppContext:
     models: ModelStore
     images: ImageStore
     runtimes: Runtimes
+    inputs: InputCache
 
     def model(self, model_id: str) -> ModelRecord:
         try:

@@ -47,24 +47,33 @@ def normalize(maps: np.ndarray, per: str = "channel") -> np.ndarray:
 
 
 def tile_grid(tiles: np.ndarray, *, background: int = 32) -> Image.Image:
-    """N×h×w×3 uint8 tiles → one image, near-square, tiles upscaled (nearest) to be readable."""
-    n, h, w = tiles.shape[:3]
+    """N×h×w×k uint8 tiles (k = 3: RGB, k = 1: palette indices) → one near-square image, tiles
+    upscaled (nearest) to be readable."""
+    n, h, w, k = tiles.shape
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     zoom = max(1, min(64 // max(h, w, 1) or 1, (MAX_GRID_PX // cols) // max(w, 1) or 1))
     th, tw = h * zoom, w * zoom
-    canvas = np.full((rows * (th + GAP) + GAP, cols * (tw + GAP) + GAP, 3), background, np.uint8)
+    canvas = np.full((rows * (th + GAP) + GAP, cols * (tw + GAP) + GAP, k), background, np.uint8)
     for i in range(n):
         r, c = divmod(i, cols)
         tile = tiles[i].repeat(zoom, axis=0).repeat(zoom, axis=1)
         y, x = GAP + r * (th + GAP), GAP + c * (tw + GAP)
         canvas[y:y + th, x:x + tw] = tile
-    return Image.fromarray(canvas)
+    return Image.fromarray(canvas[..., 0], "P") if k == 1 else Image.fromarray(canvas)
 
 
 def feature_grid(maps: np.ndarray, *, per: str = "channel", cmap: str = "inferno") -> Image.Image:
-    """C×H×W feature maps → a colour-mapped grid, channel 0 top-left, row by row."""
-    return tile_grid(colorize(normalize(maps, per), cmap))
+    """C×H×W feature maps → a colour-mapped grid, channel 0 top-left, row by row.
+
+    Built as a palette image (255 colour-map entries + one for the gaps): a third of the bytes
+    of RGB, so the PNG encodes about three times faster.
+    """
+    index = (np.clip(np.nan_to_num(normalize(maps, per)), 0, 1) * 254 + 0.5).astype(np.uint8)
+    grid = tile_grid(index[..., None], background=255)
+    palette = np.vstack([lut(cmap)[np.linspace(0, 255, 255).round().astype(int)], [[32, 32, 32]]])
+    grid.putpalette(palette.astype(np.uint8).tobytes())
+    return grid
 
 
 def overlay(image: Image.Image, heat: np.ndarray, *, cmap: str = "jet", alpha: float = 0.5) -> Image.Image:

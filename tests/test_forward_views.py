@@ -54,7 +54,9 @@ def test_activation_stats_and_png(client):
     png = post(client, "activations", {"layer": "_blocks.1._relu1", "channels": [0, 1, 2, 3]})
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     grid = Image.open(io.BytesIO(png.content))
-    assert grid.mode == "RGB" and grid.width == grid.height  # 4 tiles: 2×2
+    assert grid.mode in ("RGB", "P") and grid.width == grid.height  # 4 tiles: 2×2
+    colours = np.asarray(grid.convert("RGB")).reshape(-1, 3)
+    assert len(np.unique(colours, axis=0)) > 16  # colour-mapped, not flat
 
 
 def test_accept_header_picks_the_format(client):

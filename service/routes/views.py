@@ -50,8 +50,15 @@ def model_input(ctx: AppContext, record: ModelRecord, spec: ViewRequest, files: 
     """Decode the request's image and make it the model's input: (1×C×H×W tensor, fitted RGB image)."""
     data = resolve_image(spec.image, files.get("image"), ctx.images)
     s = ctx.settings
-    fitted = images.fit(images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels), record)
-    return images.to_tensor(fitted, record), fitted
+
+    def prepare():
+        decoded = images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
+        fitted = images.fit(decoded, record)
+        tensor = images.to_tensor(fitted, record)
+        tensor.setflags(write=False)
+        return tensor, fitted
+
+    return ctx.inputs.get((images.image_id(data), record.id, record.onnx_sha256), prepare)
 
 
 def check_colormap(name: str) -> None:

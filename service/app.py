@@ -9,7 +9,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.store import ModelStore
 from service import logs, schemas
+from service.auth import Authenticator, parse_keys, require_key
 from service.context import AppContext
 from service.errors import ConvscopeError, error_body
 from service.forward import Runtimes
@@ -49,14 +50,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                    runtimes=Runtimes(store, settings), inputs=InputCache())
         log.info("convscope API ready", extra={"fields": {"models": [r.id for r in store.list()],
                                                          "data_dir": str(settings.data_dir)}})
+        if app.state.auth.open:
+            log.warning("no API keys configured: the service is open to anyone who can reach it; "
+                        "it should listen on 127.0.0.1 only")
+        else:
+            log.info("API keys configured", extra={"fields": {"tenants": sorted({k.tenant for k in app.state.auth.keys})}})
         yield
         client.close()
 
     app = FastAPI(title="convscope", version="1.0.0", lifespan=lifespan,
                   description="Shows what a convolutional network sees and learns.")
     app.state.heavy_slots = asyncio.Semaphore(settings.max_concurrent_requests)
-    for router in (health.router, images.router, models.router, views.router):
-        app.include_router(router)
+    app.state.auth = Authenticator(parse_keys(settings.api_keys, settings.api_keys_file))
+    app.include_router(health.router)
+    for router in (images.router, models.router, views.router):
+        app.include_router(router, dependencies=[Depends(require_key)])
     install_error_handlers(app)
     install_middleware(app)
     app.openapi = lambda: openapi_schema(app)

@@ -9,6 +9,7 @@ from fastapi import Request
 
 from models.record import ModelRecord
 from models.store import ModelStore
+from service.auth import visible
 from service.errors import NotFound
 from service.forward import Runtimes
 from service.settings import Settings
@@ -30,7 +31,7 @@ class AppContext:
             record = self.models.get(model_id)
         except ValueError:
             record = None
-        if record is None:
+        if record is None or not visible(record.owner):
             raise NotFound(f"no model with id {model_id!r}", code="model_not_found")
         return record
 

@@ -36,6 +36,27 @@ class Settings(BaseSettings):
     # Load shedding.
     max_concurrent_requests: int = Field(16, gt=0, description="forward views running at once; more get 503")
 
+    # API keys (see service/auth.py); none configured → open service on 127.0.0.1 only.
+    api_keys: str = Field("", description="comma-separated `tenant:key` or bare keys", repr=False)
+    api_keys_file: Path | None = Field(None, description="file with one `tenant:key` or key per line")
+
+    # Jobs (RQ queue on the same Redis) and their results.
+    job_queue: str = Field("convscope", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="RQ queue name")
+    queue_max_length: int = Field(1000, ge=0, description="jobs waiting in the queue; more → 429")
+    queue_retry_after_s: int = Field(5, gt=0, description="Retry-After (s) sent with a 429 for a full queue")
+    artifact_ttl_s: int = Field(24 * 3600, gt=0, description="how long job records, results and artifacts are kept")
+    job_time_limit_scale: float = Field(1.0, gt=0, description="multiplies every kind's time limit (slow machines: > 1)")
+    jobs_listed_max: int = Field(10_000, gt=0, description="newest jobs kept in each caller's job list")
+
+    # Workers: liveness and resources. A dead worker's job ends (or is re-queued) within
+    # worker_heartbeat_ttl_s + job_monitor_interval_s seconds.
+    worker_heartbeat_s: float = Field(1.0, gt=0, description="how often a worker says it is alive (s)")
+    worker_heartbeat_ttl_s: int = Field(6, ge=2, description="a worker silent this long (s) is dead")
+    job_monitor_interval_s: float = Field(2.0, gt=0, description="how often API and workers look for lost jobs (s)")
+    worker_torch_threads: int = Field(1, ge=1, description="torch intra-op threads per worker process")
+    worker_cached_networks: int = Field(4, ge=1, description="models each worker keeps loaded (LRU)")
+    attribution_batch: int = Field(8, ge=1, le=1024, description="images per forward/backward pass in SmoothGrad and IG")
+
     # Logging.
     log_level: str = "INFO"
     host: str = "127.0.0.1"

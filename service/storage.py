@@ -32,7 +32,10 @@ class ImageStore:
         self.ttl_s = ttl_s
 
     def _key(self, image_id: str) -> str:
-        return f"{self.prefix}image:{image_id}"
+        """Images live in the caller's own namespace: another key's id is simply not there (404)."""
+        from service.auth import current_owner
+
+        return f"{self.prefix}image:{current_owner.get() or '_'}:{image_id}"
 
     def put(self, image_id: str, data: bytes) -> None:
         with redis_errors():

@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from models.record import ModelInfo
 from service import render
+from service.auth import visible
 from service.context import AppContext, context
 from service.errors import Invalid
 from service.schemas import ErrorResponse, ModelList
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 @router.get("", response_model=ModelList)
 def list_models(ctx: AppContext = Depends(context)) -> ModelList:
     """Every model the caller can use (without layer lists)."""
-    return ModelList(models=[r.info(with_layers=False) for r in ctx.models.list()])
+    return ModelList(models=[r.info(with_layers=False) for r in ctx.models.list() if visible(r.owner)])
 
 
 @router.get("/{model}", response_model=ModelInfo, responses={404: {"model": ErrorResponse}})

@@ -1,0 +1,85 @@
+"""API keys: each key is a tenant; every `/v1` call names one with `Authorization: Bearer <key>`.
+
+Keys come from `CONVSCOPE_API_KEYS` (comma-separated, each `tenant:key` or a bare key) and/or
+`CONVSCOPE_API_KEYS_FILE` (one per line, same forms, `#` comments). A bare key's tenant is
+`key-` + the first 12 hex digits of its SHA-256, so keys themselves are never stored or logged.
+With no keys configured the service is open (one tenant, `None`) and listens on 127.0.0.1 only.
+
+The caller's tenant is kept in a context variable for the duration of the request, so that every
+lookup (`AppContext.model`, `ImageStore.get`, jobs) applies ownership without each route repeating it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.errors import Unauthorized
+
+current_owner: contextvars.ContextVar[str | None] = contextvars.ContextVar("current_owner", default=None)
+bearer = HTTPBearer(auto_error=False, description="an API key from CONVSCOPE_API_KEYS")
+
+
+@dataclass(frozen=True)
+class Key:
+    tenant: str
+    secret: bytes
+
+
+def parse_keys(spec: str, file: Path | None = None) -> list[Key]:
+    """Keys from the setting and the keys file; empty when the service is open."""
+    entries = [e.strip() for e in spec.split(",")]
+    if file is not None:
+        entries += [line.strip() for line in Path(file).read_text().splitlines() if not line.lstrip().startswith("#")]
+    keys = []
+    for entry in filter(None, entries):
+        tenant, _, secret = entry.rpartition(":")
+        if not tenant:
+            tenant = "key-" + hashlib.sha256(secret.encode()).hexdigest()[:12]
+        keys.append(Key(tenant, secret.encode()))
+    return keys
+
+
+class Authenticator:
+    """Maps a bearer token to its tenant, comparing against every key in constant time."""
+
+    def __init__(self, keys: list[Key]):
+        self.keys = keys
+
+    @property
+    def open(self) -> bool:
+        return not self.keys
+
+    def tenant(self, token: str | None) -> str | None:
+        if self.open:
+            return None
+        if not token:
+            raise Unauthorized("this service needs an API key: send `Authorization: Bearer <key>`", code="missing_api_key")
+        given = token.encode()
+        found = None
+        for key in self.keys:  # no early exit: the time taken does not depend on which key matched
+            if hmac.compare_digest(given, key.secret):
+                found = key.tenant
+        if found is None:
+            raise Unauthorized("the API key is not valid", code="invalid_api_key")
+        return found
+
+
+async def require_key(request: Request) -> str | None:
+    """Router dependency for `/v1`: authenticate and remember the caller's tenant."""
+    credentials: HTTPAuthorizationCredentials | None = await bearer(request)
+    tenant = request.app.state.auth.tenant(credentials.credentials if credentials else None)
+    current_owner.set(tenant)
+    request.state.owner = tenant
+    return tenant
+
+
+def visible(owner: str | None) -> bool:
+    """Whether a resource owned by `owner` (None: shared, e.g. built-in models) is the caller's to see."""
+    return owner is None or owner == current_owner.get()

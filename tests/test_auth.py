@@ -1,0 +1,63 @@
+"""API keys: 401 without a valid key, and one key cannot see another key's resources."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.auth import Authenticator, parse_keys
+from service.errors import Unauthorized
+from tests.conftest import encode, sample
+
+PNG = encode(sample("coffee"))
+
+
+@pytest.fixture(scope="module")
+def keyed(settings):
+    with TestClient(create_app(settings.model_copy(update={"api_keys": "alice:alice-secret,bob:bob-secret"}))) as c:
+        yield c
+
+
+def as_(who: str) -> dict:
+    return {"Authorization": f"Bearer {who}-secret"}
+
+
+def test_no_key_is_401_with_the_json_error(keyed):
+    response = keyed.get("/v1/models")
+    assert response.status_code == 401 and response.json()["error"]["code"] == "missing_api_key"
+    assert keyed.get("/healthz").status_code == 200  # health needs no key
+
+
+def test_wrong_key_is_401(keyed):
+    response = keyed.get("/v1/models", headers={"Authorization": "Bearer mallory"})
+    assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_builtin_model_is_shared(keyed):
+    for who in ("alice", "bob"):
+        ids = [m["id"] for m in keyed.get("/v1/models", headers=as_(who)).json()["models"]]
+        assert "efficientnet-lite0" in ids
+
+
+def test_images_are_private_to_their_key(keyed):
+    image_id = keyed.post("/v1/images", files={"file": ("c.png", PNG, "image/png")}, headers=as_("alice")).json()["id"]
+    assert keyed.get(f"/v1/images/{image_id}", headers=as_("alice")).status_code == 200
+    assert keyed.get(f"/v1/images/{image_id}", headers=as_("bob")).status_code == 404
+    body = {"image": {"id": image_id}}
+    url = "/v1/models/efficientnet-lite0/predict"
+    assert keyed.post(url, json=body, headers=as_("alice")).status_code == 200
+    assert keyed.post(url, json=body, headers=as_("bob")).status_code == 404
+
+
+def test_keys_parse_with_and_without_tenant(tmp_path):
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# comment\ncarol:c-secret\nbare-secret\n")
+    keys = parse_keys("alice:a-secret", keys_file)
+    tenants = [k.tenant for k in keys]
+    assert tenants[:2] == ["alice", "carol"] and tenants[2].startswith("key-") and "bare" not in tenants[2]
+    auth = Authenticator(keys)
+    assert auth.tenant("c-secret") == "carol"
+    with pytest.raises(Unauthorized):
+        auth.tenant("a-secre")
+    assert Authenticator([]).tenant(None) is None  # open service

@@ -1,0 +1,68 @@
+"""What the image-making kinds share beyond the ascent loop: their result, 8-bit conversion,
+parameterisations and loop settings from params, and progress with previews."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from workers.methods import ascent
+
+
+@dataclass
+class Made:
+    """An image-making method's output: named RGB uint8 images (H×W×3) and JSON-able metrics."""
+
+    images: dict[str, np.ndarray]
+    metrics: dict = field(default_factory=dict)
+
+
+def to_uint8(rgb: torch.Tensor) -> np.ndarray:
+    """1×3×H×W RGB in [0, 1] → H×W×3 uint8 (what the PNG will hold)."""
+    return (rgb[0].detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def from_uint8(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+    """H×W×3 uint8 → 1×3×H×W RGB in [0, 1] on `device` (to measure what a client will get)."""
+    return torch.from_numpy(pixels).to(device).permute(2, 0, 1)[None].float() / 255.0
+
+
+def image_param(params, size: tuple[int, int], init: torch.Tensor | None = None) -> torch.nn.Module:
+    """The parameterisation a kind's params ask for, seeded (`init`: RGB in [0, 1] for pixels)."""
+    generator = torch.Generator().manual_seed(params.seed)
+    if params.parameterisation == "fourier":
+        return ascent.FourierImage(size, generator=generator)
+    return ascent.PixelImage(size, init=None if init is None else init.cpu(), generator=generator)
+
+
+def ascent_of(params) -> ascent.Ascent:
+    """Loop settings from `RenderParams`."""
+    regularisers = ascent.Regularisers(l2=params.l2, tv=params.tv, tv_beta=params.tv_beta,
+                                       blur_every=params.blur_every, blur_sigma=params.blur_sigma,
+                                       clip_norm_pct=params.clip_norm_pct)
+    return ascent.Ascent(steps=params.steps, lr=params.lr, transforms=ascent.standard_transforms(params.transforms),
+                         regularisers=regularisers, seed=params.seed, preview_every=params.preview_every)
+
+
+def reporter(task):
+    """progress(step, total, preview=tensor) for `ascent.optimise`, forwarding previews as uint8."""
+    def report(step: int, total: int, preview: torch.Tensor | None = None) -> None:
+        if preview is not None:
+            task.preview(step, to_uint8(preview))
+        task.progress(step, total)
+    return report
+
+
+def space_of(network) -> ascent.ModelSpace:
+    device = next(network.module.parameters()).device
+    return ascent.ModelSpace(network.record).to(device)
+
+
+@torch.no_grad()
+def features(network, x: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+    """Outputs of `layers` for model-space input `x` (one forward pass)."""
+    with ascent.capture(network, layers) as seen:
+        network.module(x)
+    return dict(seen.outputs)

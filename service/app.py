@@ -25,6 +25,7 @@ from service.forward import Runtimes
 from service.images import InputCache
 from service.metrics import LATENCY, REQUESTS
 from service.routes import health, images, models, views
+from service.routes import datasets as dataset_routes
 from service.settings import Settings, get_settings
 from service.storage import ImageStore, connect
 
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     for router in (images.router, models.router, views.router):
         app.include_router(router, dependencies=[Depends(require_key)])
+    app.include_router(dataset_routes.router, dependencies=[Depends(require_key)])
     install_error_handlers(app)
     install_middleware(app)
     app.openapi = lambda: openapi_schema(app)

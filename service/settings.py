@@ -26,6 +26,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024 * 1024, gt=0)
     image_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="how long uploaded images are kept in Redis")
 
+    # Datasets (POST /v1/datasets): archive limits end the upload with 413 before the bytes are produced.
+    max_dataset_upload_bytes: int = Field(1024 * 1024 * 1024, gt=0, description="request body of a dataset upload")
+    max_dataset_images: int = Field(10_000, gt=0, description="images kept per dataset; more → 413")
+    max_archive_members: int = Field(20_000, gt=0, description="entries in an archive (or files parts); more → 413")
+    max_dataset_bytes: int = Field(2 * 1024 * 1024 * 1024, gt=0, description="total uncompressed bytes of an upload")
+    max_compression_ratio: float = Field(100.0, gt=1, description="uncompressed ÷ compressed above this → 413 "
+                                                                   "(judged once past 1 MiB uncompressed)")
+    dataset_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="how long datasets are kept on disk")
+    max_datasets_per_key: int = Field(100, gt=0, description="datasets one key may hold at once; more → 429")
+    dataset_batch: int = Field(16, ge=1, le=512, description="images per ONNX Runtime call in dataset kinds")
+
     # ONNX Runtime.
     ort_intra_threads: int = Field(1, ge=0, description="intra-op threads per session (0: ORT decides)")
     ort_inter_threads: int = Field(1, ge=0)

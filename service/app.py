@@ -24,7 +24,9 @@ from service.errors import ConvscopeError, error_body
 from service.forward import Runtimes
 from service.images import InputCache
 from service.metrics import LATENCY, REQUESTS
-from service.routes import health, images, models, views
+from service.job_schemas import JobRequest
+from service.jobs import JobService, monitor
+from service.routes import health, images, jobs, models, views
 from service.routes import datasets as dataset_routes
 from service.settings import Settings, get_settings
 from service.storage import ImageStore, connect
@@ -35,7 +37,7 @@ HEAVY = re.compile(r"^/v1/models/[^/]+/(predict|activations|occlusion)$")
 # Bodies that appear in OpenAPI only through `openapi_extra` (JSON or multipart, parsed by hand).
 DOCUMENTED_BODIES: list[type[BaseModel]] = [schemas.PredictRequest, schemas.ActivationsRequest,
                                             schemas.OcclusionRequest, schemas.ActivationsResponse,
-                                            schemas.OcclusionResponse]
+                                            schemas.OcclusionResponse, JobRequest]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -56,7 +58,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         "it should listen on 127.0.0.1 only")
         else:
             log.info("API keys configured", extra={"fields": {"tenants": sorted({k.tenant for k in app.state.auth.keys})}})
+        app.state.jobs = JobService(settings, client, app.state.ctx.images)
+        watcher = asyncio.create_task(monitor(app.state.jobs, settings.job_monitor_interval_s))
         yield
+        watcher.cancel()
+        await app.state.jobs.close()
         client.close()
 
     app = FastAPI(title="convscope", version="1.0.0", lifespan=lifespan,
@@ -64,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.heavy_slots = asyncio.Semaphore(settings.max_concurrent_requests)
     app.state.auth = Authenticator(parse_keys(settings.api_keys, settings.api_keys_file))
     app.include_router(health.router)
-    for router in (images.router, models.router, views.router):
+    for router in (images.router, models.router, views.router, jobs.router):
         app.include_router(router, dependencies=[Depends(require_key)])
     app.include_router(dataset_routes.router, dependencies=[Depends(require_key)])
     install_error_handlers(app)

@@ -1,0 +1,32 @@
+"""`convscope serve` (the API) and `convscope worker` (one job worker)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="convscope", description="Shows what a convolutional network sees.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="serve the HTTP API on CONVSCOPE_HOST:CONVSCOPE_PORT")
+    commands.add_parser("worker", help="run a job worker (PyTorch; CUDA when present)", add_help=False)
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "worker":
+        from workers.main import main as worker_main
+
+        worker_main(rest)
+        return
+    if rest:
+        parser.error(f"unexpected arguments: {' '.join(rest)}")
+    import uvicorn
+
+    from service.settings import get_settings
+
+    settings = get_settings()
+    uvicorn.run("service.app:create_app", factory=True, host=settings.host, port=settings.port,
+                log_config=None, access_log=False)
+
+
+if __name__ == "__main__":
+    main()

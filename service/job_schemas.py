@@ -1,0 +1,92 @@
+"""Bodies of the job API: the request union built from the kind registry, and the `Job` view."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
+
+from service.schemas import ImageRef
+from workers.kinds import KINDS, Kind
+
+Status = Literal["queued", "started", "finished", "failed", "canceled"]
+MEDIA_TYPES = {".npy": "application/x-npy", ".png": "image/png", ".json": "application/json"}
+
+
+def media_type(name: str) -> str:
+    """An artifact's media type from its file name."""
+    return next((media for suffix, media in MEDIA_TYPES.items() if name.endswith(suffix)), "application/octet-stream")
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def request_model(kind: Kind) -> type[BaseModel]:
+    """The body of `POST /v1/jobs` for one kind: `kind`, `model`, what the kind reads, `params`, `retry`."""
+    fields: dict[str, Any] = {
+        "kind": (Literal[kind.name], Field(description=kind.summary)),
+        "model": (str, Field(min_length=1, max_length=128, description="a model id from `GET /v1/models`")),
+        "params": (kind.params, Field(default_factory=kind.params, description="the kind's parameters; "
+                                      "omitted ones take their defaults, shown filled in on the returned Job")),
+        "retry": (bool, Field(False, description="run the job once more if the worker running it dies "
+                                                 "(input errors and timeouts are never retried)")),
+    }
+    for part in ("image", "style_image"):
+        if part in kind.reads:
+            fields[part] = (ImageRef | None, Field(None, description=f"omit when sent as multipart part `{part}`"))
+    if "dataset" in kind.reads:
+        fields["dataset"] = (str, Field(min_length=1, max_length=128, description="a dataset id"))
+    return create_model(f"{_camel(kind.name)}Job", __config__=ConfigDict(extra="forbid"), __doc__=kind.summary,
+                        **fields)
+
+
+REQUEST_MODELS = {name: request_model(kind) for name, kind in KINDS.items()}
+
+
+class JobRequest(RootModel[Annotated[Union[tuple(REQUEST_MODELS.values())], Field(discriminator="kind")]]):
+    """`POST /v1/jobs`: one of the kinds, chosen by `kind` (JSON, or multipart with a `spec` part)."""
+
+
+class Progress(BaseModel):
+    step: int = Field(description="steps done")
+    total: int = Field(description="steps in all (0 until the job knows)")
+
+
+class ArtifactRef(BaseModel):
+    name: str
+    media_type: str
+    url: str
+
+
+class JobResult(BaseModel):
+    artifacts: list[ArtifactRef]
+    metrics: dict[str, Any]
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class Job(BaseModel):
+    """A queued computation and, once it has ended, its outcome."""
+
+    model_config = ConfigDict(json_schema_extra={"description": "A job; `params` show every default filled in."})
+    id: str
+    kind: str
+    model: str
+    status: Status
+    params: dict[str, Any]
+    progress: Progress
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    cached: bool = False
+    error: JobError | None = None
+    result: JobResult | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[Job]

@@ -1,0 +1,269 @@
+"""The job system as the API sees it: submit, read, list, cancel, wait, stream events, artifacts.
+
+Torch-free. A submitted spec is checked completely before anything is queued (params against the
+kind's model, then against the model record; the image is decoded under the usual limits), the
+image file is kept in Redis by content hash, and RQ gets `run_job(job_id, attempt)`.
+A spec identical to an earlier finished one — same model file, same image bytes, same params,
+same owner — is answered at once from that job's stored result (`cached: true`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import AsyncIterator
+
+import redis
+import redis.asyncio
+
+from models.record import ModelRecord
+from service import images, queueing
+from service.bodies import resolve_image
+from service.errors import Invalid, NotFound, NotReady, Overloaded
+from service.job_schemas import ArtifactRef, Job, JobError, JobResult, Progress, media_type
+from service.jobstore import ENDED, JobStore
+from service.metrics import JOB_SECONDS, QUEUE_DEPTH
+from service.settings import Settings
+from service.storage import ImageStore, redis_errors
+from service.supervisor import check_job, end_lost_jobs, time_limit
+from workers.kinds import KINDS
+
+log = logging.getLogger("convscope.jobs")
+MAX_WAIT_S = 60.0
+KEEPALIVE_S = 15.0
+
+
+def _when(value: str | None) -> datetime | None:
+    return datetime.fromtimestamp(float(value), tz=timezone.utc) if value else None
+
+
+def view(job_id: str, record: dict) -> Job:
+    """The client's view of a stored record (artifact URLs included)."""
+    spec = json.loads(record["spec"])
+    result = None
+    if record.get("result"):
+        raw = json.loads(record["result"])
+        result = JobResult(metrics=raw["metrics"], artifacts=[
+            ArtifactRef(name=name, media_type=media_type(name), url=f"/v1/jobs/{job_id}/artifacts/{name}")
+            for name in raw["artifacts"]])
+    return Job(id=job_id, kind=spec["kind"], model=spec["model"], status=record["status"], params=spec["params"],
+               progress=Progress(**json.loads(record.get("progress") or '{"step":0,"total":0}')),
+               created_at=_when(record["created_at"]), started_at=_when(record.get("started_at")),
+               ended_at=_when(record.get("ended_at")), cached=record.get("cached") == "1",
+               error=JobError(**json.loads(record["error"])) if record.get("error") else None, result=result)
+
+
+def spec_digest(spec: dict) -> str:
+    """What makes two jobs the same computation: kind, model file, image bytes, params, owner."""
+    same = {k: spec[k] for k in ("kind", "model", "model_sha256", "image", "params", "owner")}
+    return hashlib.sha256(json.dumps(same, sort_keys=True).encode()).hexdigest()
+
+
+class JobService:
+    """Everything `service/routes/jobs.py` does, on one sync and one asyncio Redis client."""
+
+    def __init__(self, settings: Settings, client: redis.Redis, image_store: ImageStore):
+        self.settings = settings
+        self.store = JobStore(client, settings.redis_prefix, settings.artifact_ttl_s)
+        self.queue = queueing.queue(client, settings.job_queue)
+        self.images = image_store
+        self.aclient = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=2,
+                                                    socket_timeout=KEEPALIVE_S + 10, health_check_interval=15)
+        self._ended_cursor: str | None = None
+
+    async def close(self) -> None:
+        await self.aclient.aclose()
+
+    # Submitting.
+    def submit(self, request, record: ModelRecord, files: dict[str, bytes], owner: str | None) -> Job:
+        kind = KINDS[request.kind]
+        try:
+            params = request.params.resolve(record)
+        except ValueError as exc:
+            raise Invalid(f"invalid params for {kind.name}: {exc}", code="invalid_params") from None
+        data = None
+        if "image" in kind.reads:
+            data = resolve_image(request.image, files.get("image"), self.images)
+            s = self.settings
+            images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
+        spec = {"kind": kind.name, "model": record.id, "model_sha256": record.onnx_sha256,
+                "image": hashlib.sha256(data).hexdigest() if data is not None else None,
+                "params": params.model_dump(mode="json"), "owner": owner, "retry": request.retry}
+        spec["digest"] = spec_digest(spec)
+        job_id = uuid.uuid4().hex
+        with redis_errors():
+            hit = self._from_cache(job_id, spec)
+            if hit is not None:
+                return hit
+            depth = self.queue.count
+            QUEUE_DEPTH.set(depth)
+            if depth >= self.settings.queue_max_length:
+                raise Overloaded(f"the job queue is full ({depth} jobs waiting); retry later", code="queue_full",
+                                 retry_after=self.settings.queue_retry_after_s)
+            if data is not None:
+                self.store.put_input(spec["image"], data)
+            self.store.create(job_id, spec, listed_max=self.settings.jobs_listed_max)
+            queueing.enqueue(self.queue, job_id, 1, time_limit_s=time_limit(kind.name, self.settings.job_time_limit_scale),
+                             ttl_s=self.settings.artifact_ttl_s)
+            return view(job_id, self.store.get(job_id))
+
+    def _from_cache(self, job_id: str, spec: dict) -> Job | None:
+        source_id = self.store.cached(spec["digest"])
+        source = self.store.get(source_id) if source_id else None
+        if source is None or source["status"] != "finished" or not self.store.copy_artifacts(source_id, job_id):
+            return None
+        now = repr(time.time())
+        self.store.create(job_id, spec, status="finished", listed_max=self.settings.jobs_listed_max, extra={
+            "cached": "1", "result": source["result"], "progress": source["progress"], "started_at": now,
+            "ended_at": now})
+        self.store.event(job_id, "end", {"status": "finished"})
+        return view(job_id, self.store.get(job_id))
+
+    # Reading.
+    def record(self, job_id: str, owner: str | None) -> dict:
+        """The stored record of a job the caller owns (404 otherwise); a lost job is ended first."""
+        with redis_errors():
+            record = self.store.get(job_id) if len(job_id) <= 64 else None
+            if record is None or json.loads(record["spec"]).get("owner") != owner:
+                raise NotFound(f"no job with id {job_id!r} (it may have expired)", code="job_not_found")
+            if record["status"] == "started" and check_job(self.store, self.queue, job_id, record,
+                                                           scale=self.settings.job_time_limit_scale):
+                record = self.store.get(job_id) or record
+        return record
+
+    def get(self, job_id: str, owner: str | None) -> Job:
+        return view(job_id, self.record(job_id, owner))
+
+    def list(self, owner: str | None, status: str | None, kind: str | None, limit: int) -> list[Job]:
+        with redis_errors():
+            found = []
+            for record in self.store.newest(owner):
+                if status and record["status"] != status:
+                    continue
+                if kind and json.loads(record["spec"])["kind"] != kind:
+                    continue
+                found.append(view(record.pop("id"), record))
+                if len(found) >= limit:
+                    break
+        return found
+
+    def artifact(self, job_id: str, name: str, owner: str | None) -> tuple[bytes, str]:
+        record = self.record(job_id, owner)
+        if record["status"] not in ENDED:
+            raise NotReady(f"job {job_id} is {record['status']}; artifacts exist once it has finished",
+                           code="job_not_finished")
+        names = json.loads(record["result"])["artifacts"] if record.get("result") else []
+        if name not in names:
+            raise NotFound(f"job {job_id} has no artifact {name!r}", code="artifact_not_found",
+                           details={"artifacts": names})
+        with redis_errors():
+            data = self.store.artifact(job_id, name)
+        if data is None:
+            raise NotFound(f"the artifacts of job {job_id} have expired", code="artifact_expired")
+        return data, media_type(name)
+
+    # Cancelling.
+    def cancel(self, job_id: str, owner: str | None) -> Job:
+        """Queued: cancelled now. Started: asked to stop at its next step (the Job still says started).
+        Already ended as canceled: returned as is. Finished or failed: 409."""
+        record = self.record(job_id, owner)
+        with redis_errors():
+            changed, before = self.store.transition(job_id, ("queued",), "canceled")
+            if changed:
+                queueing.remove_queued(self.queue, job_id, int(record.get("attempt", "1")))
+            elif before == "started":
+                self.store.request_cancel(job_id)
+            elif before in ("finished", "failed"):
+                raise NotReady(f"job {job_id} has already ended as {before}", code="job_ended")
+            return view(job_id, self.store.get(job_id))
+
+    # Waiting and streaming.
+    async def wait(self, job_id: str, seconds: float) -> dict:
+        """Hold until the job ends or `seconds` pass; returns the record as it then is."""
+        deadline = time.monotonic() + min(seconds, MAX_WAIT_S)
+        key, cursor = self.store.keys.events(job_id), "0-0"
+        with redis_errors():
+            while (left := deadline - time.monotonic()) > 0:
+                reply = await self.aclient.xread({key: cursor}, block=max(1, int(min(left, 5.0) * 1000)), count=100)
+                for _, entries in reply or []:
+                    for entry_id, fields in entries:
+                        cursor = entry_id
+                        if fields[b"event"] == b"end":
+                            return await self._record_async(job_id)
+                record = await self._record_async(job_id)
+                if record is None or record["status"] in ENDED:
+                    return record
+            return await self._record_async(job_id)
+
+    async def _record_async(self, job_id: str) -> dict | None:
+        raw = await self.aclient.hgetall(self.store.keys.job(job_id))
+        return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+
+    async def events(self, job_id: str, last_event_id: str | None) -> AsyncIterator[str]:
+        """Server-sent events: the job's `progress` (and `preview`) events, then one `end` carrying the Job."""
+        key, cursor = self.store.keys.events(job_id), last_event_id or "0-0"
+        try:
+            while True:
+                reply = await self.aclient.xread({key: cursor}, block=int(KEEPALIVE_S * 1000), count=100)
+                if not reply:
+                    record = await self._record_async(job_id)
+                    if record is None or (record["status"] in ENDED and not await self.aclient.exists(key)):
+                        if record is not None:
+                            yield _sse("end", view(job_id, record).model_dump_json())
+                        return
+                    yield ": keep-alive\n\n"
+                    continue
+                for entry_id, fields in reply[0][1]:
+                    cursor = entry_id.decode()
+                    event, data = fields[b"event"].decode(), fields[b"data"].decode()
+                    if event == "end":
+                        record = await self._record_async(job_id)
+                        yield _sse("end", view(job_id, record).model_dump_json() if record else data, cursor)
+                        return
+                    yield _sse(event, data, cursor)
+        except (redis.ConnectionError, redis.TimeoutError, asyncio.TimeoutError):
+            log.warning("event stream ended: Redis is unavailable", extra={"fields": {"job": job_id}})
+
+    # Background duties of the API process.
+    def monitor_once(self) -> None:
+        """End lost jobs, refresh the queue-depth gauge, observe durations of jobs that ended."""
+        end_lost_jobs(self.store, self.queue, scale=self.settings.job_time_limit_scale)
+        QUEUE_DEPTH.set(self.queue.count)
+        client, key = self.store.client, self.store.keys.ended
+        if self._ended_cursor is None:
+            last = client.xrevrange(key, count=1)
+            self._ended_cursor = last[0][0].decode() if last else "0-0"
+            return
+        for _, entries in client.xread({key: self._ended_cursor}, count=1000) or []:
+            for entry_id, fields in entries:
+                self._ended_cursor = entry_id.decode()
+                if fields[b"status"] == b"finished":
+                    JOB_SECONDS.labels(fields[b"kind"].decode()).observe(float(fields[b"seconds"]))
+
+
+def _sse(event: str, data: str, event_id: str | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {data}\n\n"
+
+
+async def monitor(service: JobService, interval_s: float) -> None:
+    """The API's background loop: `monitor_once` every `interval_s`, quietly surviving Redis outages."""
+    from fastapi.concurrency import run_in_threadpool
+
+    failing = False
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await run_in_threadpool(service.monitor_once)
+            failing = False
+        except redis.RedisError as exc:
+            if not failing:
+                log.warning("job monitor: Redis is unavailable", extra={"fields": {"error": exc.__class__.__name__}})
+            failing = True
+        except Exception:  # the loop must outlive any one bad record
+            log.exception("job monitor failed")

@@ -1,0 +1,217 @@
+"""Job records, events, artifacts and worker heartbeats in Redis, shared by the API and the workers.
+
+Keys (all under the settings' prefix `P`):
+
+    P job:<id>              hash: spec (JSON), status, progress, timestamps, error, result, worker, attempt
+    P job:<id>:artifacts    hash: artifact name → bytes
+    P job:<id>:events       stream: progress / preview / end events, read by SSE and `?wait=`
+    P jobs:<owner or ->     sorted set: job id → created_at, the caller's job list
+    P jobs:started          sorted set: ids of started jobs, scanned for lost ones
+    P jobs:ended            stream: {kind, status, seconds} of every ended job (metrics)
+    P jobcache:<digest>     id of a finished job with that spec (same model, image bytes, params)
+    P jobinput:<sha256>     an input image file, by content
+    P worker:<name>         heartbeat: the id of the job the worker runs ("-" when idle), short TTL
+
+Status changes go through one Lua script, so that a worker finishing, a client cancelling and a
+monitor declaring a worker dead can race without ever overwriting each other: each transition
+names the statuses (and attempt) it may start from, and an ending one appends the `end` event
+in the same step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import redis
+
+STATUSES = ("queued", "started", "finished", "failed", "canceled")
+ENDED = frozenset({"finished", "failed", "canceled"})
+EVENTS_MAXLEN = 2000
+
+# KEYS: job hash, events stream, started zset, ended stream, artifacts hash
+# ARGV: allowed statuses (comma list), attempt ('' = any), new status, ttl s, now, job id, then field/value pairs
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return {0, ''} end
+if not string.find(',' .. ARGV[1] .. ',', ',' .. current .. ',', 1, true) then return {0, current} end
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return {0, current} end
+local new, ttl, now, id = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+redis.call('HSET', KEYS[1], 'status', new)
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if new == 'started' then
+  redis.call('ZADD', KEYS[3], now, id)
+else
+  redis.call('ZREM', KEYS[3], id)
+end
+if new == 'finished' or new == 'failed' or new == 'canceled' then
+  redis.call('HSET', KEYS[1], 'ended_at', now)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', 2000, '*', 'event', 'end', 'data', cjson.encode({status = new}))
+  for _, key in ipairs({KEYS[1], KEYS[2], KEYS[5]}) do redis.call('EXPIRE', key, ttl) end
+  local kind = cjson.decode(redis.call('HGET', KEYS[1], 'spec'))['kind']
+  local began = redis.call('HGET', KEYS[1], 'started_at')
+  local seconds = began and (tonumber(now) - tonumber(began)) or 0
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', 10000, '*', 'kind', kind, 'status', new, 'seconds', tostring(seconds))
+end
+return {1, current}
+"""
+
+
+@dataclass
+class JobKeys:
+    prefix: str
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def artifacts(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}:artifacts"
+
+    def events(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}:events"
+
+    def index(self, owner: str | None) -> str:
+        return f"{self.prefix}jobs:{owner or '-'}"
+
+    @property
+    def started(self) -> str:
+        return f"{self.prefix}jobs:started"
+
+    @property
+    def ended(self) -> str:
+        return f"{self.prefix}jobs:ended"
+
+    def cache(self, digest: str) -> str:
+        return f"{self.prefix}jobcache:{digest}"
+
+    def input(self, sha256: str) -> str:
+        return f"{self.prefix}jobinput:{sha256}"
+
+    def worker(self, name: str) -> str:
+        return f"{self.prefix}worker:{name}"
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class JobStore:
+    """Reads and writes job records; every status change is one atomic transition."""
+
+    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int):
+        self.client = client
+        self.keys = JobKeys(prefix)
+        self.ttl_s = ttl_s
+        self._transition = client.register_script(_TRANSITION)
+
+    # Records.
+    def create(self, job_id: str, spec: dict, *, status: str = "queued", listed_max: int = 10_000,
+               extra: dict | None = None) -> None:
+        now = time.time()
+        fields = {"spec": json.dumps(spec), "status": status, "created_at": repr(now), "attempt": "1",
+                  "progress": json.dumps({"step": 0, "total": 0}), **(extra or {})}
+        index = self.keys.index(spec.get("owner"))
+        with self.client.pipeline() as pipe:
+            pipe.hset(self.keys.job(job_id), mapping=fields)
+            pipe.expire(self.keys.job(job_id), self.ttl_s)
+            pipe.zadd(index, {job_id: now})
+            pipe.zremrangebyrank(index, 0, -listed_max - 1)
+            pipe.expire(index, self.ttl_s)
+            pipe.execute()
+
+    def get(self, job_id: str) -> dict | None:
+        raw = self.client.hgetall(self.keys.job(job_id))
+        return {_text(k): _text(v) for k, v in raw.items()} if raw else None
+
+    def newest(self, owner: str | None, page: int = 100) -> Iterator[dict]:
+        """The owner's job records (with `id`), newest first; entries whose record expired are dropped."""
+        index, start = self.keys.index(owner), 0
+        while ids := [_text(i) for i in self.client.zrevrange(index, start, start + page - 1)]:
+            with self.client.pipeline() as pipe:
+                for job_id in ids:
+                    pipe.hgetall(self.keys.job(job_id))
+                records = pipe.execute()
+            gone = [job_id for job_id, raw in zip(ids, records) if not raw]
+            if gone:
+                self.client.zrem(index, *gone)
+            for job_id, raw in zip(ids, records):
+                if raw:
+                    yield {"id": job_id, **{_text(k): _text(v) for k, v in raw.items()}}
+            start += page - len(gone)
+
+    def transition(self, job_id: str, allowed: tuple[str, ...], new: str, *, expect_attempt: int | None = None,
+                   **fields) -> tuple[bool, str | None]:
+        """Move the job to `new` if its status is in `allowed` (and its attempt matches).
+
+        Returns (changed, status before). Field values are strings or JSON-able objects.
+        """
+        args = [",".join(allowed), "" if expect_attempt is None else str(expect_attempt), new, self.ttl_s, repr(time.time()), job_id]
+        for name, value in fields.items():
+            args += [name, value if isinstance(value, str) else json.dumps(value)]
+        keys = [self.keys.job(job_id), self.keys.events(job_id), self.keys.started, self.keys.ended,
+                self.keys.artifacts(job_id)]
+        changed, before = self._transition(keys=keys, args=args)
+        return bool(changed), (_text(before) or None)
+
+    # Progress, events, cancellation.
+    def event(self, job_id: str, event: str, data: dict, pipe=None) -> None:
+        target = pipe if pipe is not None else self.client
+        target.xadd(self.keys.events(job_id), {"event": event, "data": json.dumps(data)},
+                    maxlen=EVENTS_MAXLEN, approximate=True)
+        target.expire(self.keys.events(job_id), self.ttl_s)
+
+    def progress(self, job_id: str, step: int, total: int) -> bool:
+        """Record progress; returns True when cancellation of the job has been asked for."""
+        data = {"step": step, "total": total}
+        with self.client.pipeline() as pipe:
+            pipe.hset(self.keys.job(job_id), "progress", json.dumps(data))
+            self.event(job_id, "progress", data, pipe)
+            pipe.hget(self.keys.job(job_id), "cancel")
+            return pipe.execute()[-1] is not None
+
+    def request_cancel(self, job_id: str) -> None:
+        self.client.hset(self.keys.job(job_id), "cancel", "1")
+
+    # Artifacts.
+    def put_artifacts(self, job_id: str, artifacts: dict[str, bytes]) -> None:
+        if not artifacts:
+            return
+        with self.client.pipeline() as pipe:
+            pipe.hset(self.keys.artifacts(job_id), mapping=artifacts)
+            pipe.expire(self.keys.artifacts(job_id), self.ttl_s)
+            pipe.execute()
+
+    def artifact(self, job_id: str, name: str) -> bytes | None:
+        return self.client.hget(self.keys.artifacts(job_id), name)
+
+    def copy_artifacts(self, source_id: str, job_id: str) -> bool:
+        """Copy a finished job's artifacts to another job (a cache hit); False when they expired."""
+        return bool(self.client.copy(self.keys.artifacts(source_id), self.keys.artifacts(job_id), replace=True))
+
+    # Inputs and the result cache.
+    def put_input(self, sha256: str, data: bytes) -> None:
+        self.client.set(self.keys.input(sha256), data, ex=self.ttl_s)
+
+    def get_input(self, sha256: str) -> bytes | None:
+        return self.client.get(self.keys.input(sha256))
+
+    def cached(self, digest: str) -> str | None:
+        value = self.client.get(self.keys.cache(digest))
+        return _text(value) if value else None
+
+    def remember(self, digest: str, job_id: str) -> None:
+        self.client.set(self.keys.cache(digest), job_id, ex=self.ttl_s)
+
+    # Worker liveness.
+    def worker_job(self, name: str) -> str | None:
+        """What a worker's heartbeat says it runs: a job id, '-' when idle, None when it is silent (dead)."""
+        value = self.client.get(self.keys.worker(name))
+        return _text(value) if value is not None else None
+
+    def started_ids(self) -> list[str]:
+        return [_text(i) for i in self.client.zrange(self.keys.started, 0, -1)]
+
+    def forget_started(self, job_id: str) -> None:
+        self.client.zrem(self.keys.started, job_id)

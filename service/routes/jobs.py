@@ -1,0 +1,103 @@
+"""Queued jobs: submit, read, list, follow (SSE), fetch artifacts, cancel. One route set for every kind."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from service.bodies import read_request
+from service.context import AppContext, context
+from service.errors import Invalid
+from service.job_schemas import Job, JobList, JobRequest
+from service.jobs import MAX_WAIT_S, JobService, view
+from service.jobstore import ENDED
+from service.schemas import ErrorResponse
+from workers.kinds import KINDS
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def errors(*codes: int) -> dict:
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
+def jobs(request: Request) -> JobService:
+    """FastAPI dependency: the app's job service."""
+    return request.app.state.jobs
+
+
+def owner(request: Request) -> str | None:
+    """The caller's tenant, set by the API-key dependency when keys are configured (else None)."""
+    return getattr(request.state, "owner", None)
+
+
+SUBMIT_DOC = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "image": {"type": "string", "format": "binary"},
+        "style_image": {"type": "string", "format": "binary"},
+        "spec": {"type": "string", "description": "JSON of JobRequest (without the image parts)"}}}}}}}
+
+
+@router.post("", status_code=202, response_model=Job, responses={200: {"model": Job}, **errors(400, 404, 413, 415, 422, 429, 503)},
+             openapi_extra=SUBMIT_DOC)
+async def submit(request: Request, response: Response,
+                 wait: float = Query(0, ge=0, le=MAX_WAIT_S, description="seconds to hold the answer until the job ends"),
+                 ctx: AppContext = Depends(context), service: JobService = Depends(jobs)):
+    """Queue a job of any kind (202 + `Location`); with `?wait=`, an ended job comes back with 200."""
+    spec, files = await read_request(request, JobRequest, ctx.settings.max_body_bytes)
+    spec = spec.root
+    record = ctx.model(spec.model)
+    job = await run_in_threadpool(service.submit, spec, record, files, owner(request))
+    if wait and job.status not in ENDED:
+        job = view(job.id, await service.wait(job.id, wait))
+    status = 200 if job.status in ENDED else 202
+    return JSONResponse(job.model_dump(mode="json"), status_code=status, headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+@router.get("", response_model=JobList, responses=errors(422, 503))
+def list_jobs(request: Request,
+              status: Literal["queued", "started", "finished", "failed", "canceled"] | None = None,
+              kind: str | None = Query(None, description="one of the registered kinds"),
+              limit: int = Query(50, ge=1, le=500),
+              service: JobService = Depends(jobs)) -> JobList:
+    """The caller's jobs, newest first."""
+    if kind is not None and kind not in KINDS:
+        raise Invalid(f"unknown kind {kind!r}", code="unknown_kind", details={"kinds": sorted(KINDS)})
+    return JobList(jobs=service.list(owner(request), status, kind, limit))
+
+
+@router.get("/{job_id}", response_model=Job, responses=errors(404, 503))
+def get_job(job_id: str, request: Request, service: JobService = Depends(jobs)) -> Job:
+    """One job: status, progress, params, and once finished its result (metrics and artifact URLs)."""
+    return service.get(job_id, owner(request))
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse, responses={
+    200: {"content": {"text/event-stream": {}}, "description": "`progress` and `preview` events, then one `end` "
+          "whose data is the Job"}, **errors(404, 503)})
+async def job_events(job_id: str, request: Request, service: JobService = Depends(jobs)) -> StreamingResponse:
+    """Follow a job as server-sent events; reconnecting with `Last-Event-ID` resumes where it left off."""
+    await run_in_threadpool(service.record, job_id, owner(request))
+    return StreamingResponse(service.events(job_id, request.headers.get("last-event-id")),
+                             media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/{job_id}/artifacts/{name}", response_class=Response, responses={
+    200: {"content": {"application/x-npy": {}, "image/png": {}, "application/json": {}}}, **errors(404, 409, 503)})
+def job_artifact(job_id: str, name: str, request: Request, service: JobService = Depends(jobs)) -> Response:
+    """One artifact of a finished job (409 while the job has not ended)."""
+    data, media = service.artifact(job_id, name, owner(request))
+    return Response(data, media_type=media)
+
+
+@router.delete("/{job_id}", response_model=Job, responses={202: {"model": Job}, **errors(404, 409, 503)})
+def cancel_job(job_id: str, request: Request, service: JobService = Depends(jobs)) -> JSONResponse:
+    """Cancel: a queued job never runs (200, `canceled`); a running one stops at its next step (202)."""
+    job = service.cancel(job_id, owner(request))
+    return JSONResponse(job.model_dump(mode="json"), status_code=200 if job.status in ENDED else 202)
+

@@ -1,0 +1,59 @@
+"""A small conv-ReLU-maxpool classifier with fixed (seeded) weights, wrapped as a worker `Network`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from models.record import InputSpec, Layer, ModelRecord, Preprocess, ReceptiveField
+from workers.networks import Network
+
+SIZE = 16
+CLASSES = 5
+
+
+class SmallNet(nn.Module):
+    """3×16×16 → conv(6) ReLU maxpool → conv(8) ReLU maxpool → linear(5)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(6, 8, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.pool2 = nn.MaxPool2d(2)
+        self.fc = nn.Linear(8 * 4 * 4, CLASSES)
+
+    def features(self, x):
+        return self.relu2(self.conv2(self.pool1(self.relu1(self.conv1(x)))))
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool2(self.features(x)), 1))
+
+
+def small_record() -> ModelRecord:
+    field = ReceptiveField(size=1, stride=1, start=0)
+    return ModelRecord(
+        id="small", name="small", source="upload", input=InputSpec(channels=3, height=SIZE, width=SIZE),
+        preprocess=Preprocess(mean=[0.4, 0.5, 0.6], std=[0.2, 0.25, 0.3], resize=None),
+        num_classes=CLASSES, labels=[f"class{i}" for i in range(CLASSES)],
+        layers=[Layer(name="relu1", op="Relu", shape=[6, SIZE, SIZE], receptive_field=field),
+                Layer(name="relu2", op="Relu", shape=[8, SIZE // 2, SIZE // 2], receptive_field=field)],
+        onnx_sha256="0" * 64, input_name="x", logits_name="y")
+
+
+@pytest.fixture
+def small_net() -> Network:
+    torch.manual_seed(0)
+    module = SmallNet().eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return Network(module, small_record(), module.get_submodule)
+
+
+@pytest.fixture
+def small_input() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(1, 3, SIZE, SIZE, generator=generator)

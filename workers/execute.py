@@ -1,0 +1,171 @@
+"""The RQ entry point: run one attempt of one job and store what it returns.
+
+`run_job(job_id, attempt)` is the only function RQ may call (see `service.queueing.SafeJob`). It
+claims the job (queued → started, atomically; a job cancelled meanwhile is skipped), prepares
+the input with the same image pipeline as the forward views, calls the kind's method with a
+progress callback that also stops it on cancellation or at its time limit, and ends the job:
+
+    finished   artifacts stored, result {artifacts, metrics}, spec remembered for the cache
+    canceled   DELETE /v1/jobs/{id} was seen at a step
+    failed     {code, message}: the client's error codes (4xx kinds), `timeout`, `out_of_memory`,
+               or `internal` (the traceback goes to the log only)
+
+Redis errors are not caught: a worker that cannot reach Redis cannot record anything; it
+reconnects, and the supervisor sees the job's worker no longer runs it (`worker_lost`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+import redis
+import torch
+from rq.timeouts import JobTimeoutException
+
+from models.store import ModelStore
+from service import images
+from service.errors import ConvscopeError, Invalid, NotFound
+from service.jobstore import JobStore
+from service.settings import Settings
+from service.supervisor import DEADLINE_GRACE_S, time_limit
+from workers.artifacts import artifacts_of
+from workers.kinds import KINDS, Kind
+from workers.methods.task import Task
+from workers.networks import NetworkCache
+
+log = logging.getLogger("convscope.worker")
+PROGRESS_EVERY_S = 0.2
+
+
+class JobCanceled(Exception):
+    """The client cancelled the job; raised from the progress callback."""
+
+
+class JobTimedOut(Exception):
+    """The job passed its time limit; raised from the progress callback."""
+
+
+@dataclass
+class WorkerContext:
+    """What the worker process holds for its lifetime."""
+
+    settings: Settings
+    store: JobStore
+    models: ModelStore
+    networks: NetworkCache
+    name: str
+
+
+_context: WorkerContext | None = None
+
+
+def install(context: WorkerContext) -> None:
+    global _context
+    _context = context
+
+
+class Progress:
+    """The callback given to methods: records progress (at most every 0.2 s, and the last step),
+    and raises `JobCanceled` / `JobTimedOut` so a method stops at its next step."""
+
+    def __init__(self, store: JobStore, job_id: str, deadline: float):
+        self.store, self.job_id, self.deadline = store, job_id, deadline
+        self.last, self.total = 0.0, 0
+
+    def __call__(self, step: int, total: int) -> None:
+        now, self.total = time.time(), total
+        if now > self.deadline:
+            raise JobTimedOut
+        if now - self.last >= PROGRESS_EVERY_S or step >= total:
+            self.last = now
+            if self.store.progress(self.job_id, step, total):
+                raise JobCanceled
+        elif self.store.client.hexists(self.store.keys.job(self.job_id), "cancel"):
+            raise JobCanceled
+
+
+def method_of(kind: Kind):
+    module, _, function = kind.method.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def run_job(job_id: str, attempt: int) -> str:
+    """Run attempt `attempt` of job `job_id`; returns how it ended (for RQ's own records)."""
+    ctx = _context
+    assert ctx is not None, "run_job runs inside a convscope worker (python -m workers)"
+    record = ctx.store.get(job_id)
+    if record is None:
+        log.warning("job record expired before it ran", extra={"fields": {"job": job_id}})
+        return "missing"
+    spec = json.loads(record["spec"])
+    kind = KINDS[spec["kind"]]
+    started = time.time()
+    limit = time_limit(kind.name, ctx.settings.job_time_limit_scale)
+    claimed, before = ctx.store.transition(
+        job_id, ("queued",), "started", expect_attempt=attempt, worker=ctx.name, started_at=repr(started),
+        deadline=repr(started + limit + DEADLINE_GRACE_S), progress={"step": 0, "total": 0})
+    if not claimed:
+        log.info("job not run", extra={"fields": {"job": job_id, "status": before, "attempt": attempt}})
+        return f"skipped ({before})"
+    fields = {"job": job_id, "kind": kind.name, "attempt": attempt}
+    log.info("job started", extra={"fields": fields})
+    progress = Progress(ctx.store, job_id, deadline=started + limit)
+    try:
+        result, artifacts = compute(ctx, spec, kind, progress)
+    except JobCanceled:
+        return _end(ctx, job_id, attempt, "canceled", fields)
+    except (JobTimedOut, JobTimeoutException):
+        return _end(ctx, job_id, attempt, "failed", fields, error={
+            "code": "timeout", "message": f"the job ran past its time limit of {limit} s"})
+    except ConvscopeError as exc:
+        return _end(ctx, job_id, attempt, "failed", fields, error={"code": exc.code, "message": exc.message})
+    except torch.OutOfMemoryError:
+        return _end(ctx, job_id, attempt, "failed", fields, error={
+            "code": "out_of_memory", "message": "the worker ran out of memory; try a smaller input or batch"})
+    except redis.RedisError:
+        raise
+    except Exception as exc:  # a bug or a model the method cannot handle: log it, tell the client briefly
+        log.exception("job failed", extra={"fields": fields})
+        return _end(ctx, job_id, attempt, "failed", fields, error={
+            "code": "internal", "message": f"the {kind.name} method failed ({exc.__class__.__name__}); "
+                                           "the worker's log has the details"})
+    ctx.store.put_artifacts(job_id, artifacts)
+    done = max(progress.total, 1)
+    status = _end(ctx, job_id, attempt, "finished", fields, result=result, progress={"step": done, "total": done})
+    if status == "finished":
+        ctx.store.remember(spec["digest"], job_id)
+    return status
+
+
+def _end(ctx: WorkerContext, job_id: str, attempt: int, status: str, fields: dict, **values) -> str:
+    changed, before = ctx.store.transition(job_id, ("started",), status, expect_attempt=attempt, **values)
+    if not changed:  # cancelled and ended elsewhere, or declared lost: that ending stands
+        log.warning("job had already ended", extra={"fields": {**fields, "status": before}})
+        return f"ended elsewhere ({before})"
+    log.info("job ended", extra={"fields": {**fields, "status": status, **values.get("error", {})}})
+    return status
+
+
+def compute(ctx: WorkerContext, spec: dict, kind: Kind, progress: Progress) -> tuple[dict, dict]:
+    """Input → method → (result, artifacts); raises the errors `run_job` turns into endings."""
+    record = ctx.models.get(spec["model"])
+    if record is None:
+        raise NotFound(f"model {spec['model']!r} no longer exists", code="model_not_found")
+    if record.onnx_sha256 != spec["model_sha256"]:
+        raise Invalid(f"model {spec['model']!r} was replaced after the job was queued", code="model_changed")
+    params = kind.params.model_validate(spec["params"])
+    data = ctx.store.get_input(spec["image"])
+    if data is None:
+        raise NotFound("the job's input image has expired", code="input_expired")
+    s = ctx.settings
+    image = images.fit(images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels), record)
+    x = images.to_tensor(image, record)
+    network = ctx.networks.get(record)
+    task = Task(network, torch.from_numpy(x).to(ctx.networks.device), params, progress, batch=s.attribution_batch)
+    out = method_of(kind)(task)
+    artifacts = artifacts_of(x, image, out)
+    return {"artifacts": list(artifacts), "metrics": out.metrics}, artifacts

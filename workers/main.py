@@ -1,0 +1,166 @@
+"""The worker process: `python -m workers` (or `convscope worker`).
+
+Loads torch once, keeps recently used networks (LRU), and runs jobs from the RQ queue in its own
+process — an RQ `SimpleWorker`, which never forks, so a CUDA context survives from job to job.
+Device: CUDA when torch sees a GPU, else CPU. Any number of workers, on any machines that reach
+the same Redis, may serve one queue.
+
+A heartbeat thread refreshes `P worker:<name>` (the job it runs) every `worker_heartbeat_s` and
+looks for other workers' lost jobs every `job_monitor_interval_s` (see `service.supervisor`).
+When Redis goes away the worker backs off (1 s, doubling to 30 s) and reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+import redis
+import torch
+from rq import SimpleWorker
+from rq.exceptions import StopRequested
+from rq.serializers import JSONSerializer
+
+from models.store import ModelStore
+from service import logs, queueing
+from service.jobstore import JobStore
+from service.settings import Settings, get_settings
+from service.storage import connect
+from service.supervisor import end_lost_jobs
+from workers import execute
+from workers.networks import NetworkCache
+
+log = logging.getLogger("convscope.worker")
+MAX_BACKOFF_S = 30.0
+
+
+class Heartbeat(threading.Thread):
+    """Says, every `interval_s`, which job this worker runs; also runs the lost-job check."""
+
+    def __init__(self, store: JobStore, name: str, settings: Settings):
+        super().__init__(name="heartbeat", daemon=True)
+        self.store, self.worker, self.settings = store, name, settings
+        self.queue = queueing.queue(store.client, settings.job_queue)
+        self.current = "-"
+        self._lock = threading.Lock()
+        self._stop_event = threading.Event()
+        self._last_check = 0.0
+
+    def _beat(self) -> None:
+        with self._lock:  # never write a stale job id over a newer one
+            self.store.client.set(self.store.keys.worker(self.worker), self.current,
+                                  ex=self.settings.worker_heartbeat_ttl_s)
+
+    def running(self, job_id: str) -> None:
+        with self._lock:
+            self.current = job_id
+        self._beat()
+
+    def idle(self) -> None:
+        with self._lock:
+            self.current = "-"
+        try:
+            self._beat()
+        except redis.RedisError:
+            pass
+
+    def run(self) -> None:
+        failing = False
+        while True:
+            try:
+                self._beat()
+                if time.monotonic() - self._last_check >= self.settings.job_monitor_interval_s:
+                    self._last_check = time.monotonic()
+                    end_lost_jobs(self.store, self.queue, scale=self.settings.job_time_limit_scale)
+                failing = False
+            except redis.RedisError as exc:
+                if not failing:
+                    log.warning("heartbeat: Redis is unavailable", extra={"fields": {"error": exc.__class__.__name__}})
+                failing = True
+            except Exception:
+                log.exception("heartbeat: lost-job check failed")
+            if self._stop_event.wait(self.settings.worker_heartbeat_s):
+                return
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        try:
+            self.store.client.delete(self.store.keys.worker(self.worker))
+        except redis.RedisError:
+            pass
+
+
+class ConvscopeWorker(SimpleWorker):
+    """An RQ SimpleWorker (no fork) that tells its heartbeat which job it is running."""
+
+    liveness: Heartbeat
+
+    def execute_job(self, job, queue):
+        self.liveness.running(job.id.rsplit("-", 1)[0])
+        try:
+            super().execute_job(job, queue)
+        finally:
+            self.liveness.idle()
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+
+
+def serve(settings: Settings, name: str) -> None:
+    """Run jobs until asked to stop (SIGTERM/SIGINT: after the current job; twice: at once)."""
+    torch.set_num_threads(settings.worker_torch_threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    client = connect(settings.redis_url)
+    store = JobStore(client, settings.redis_prefix, settings.artifact_ttl_s)
+    models = ModelStore(settings.data_dir)
+    execute.install(execute.WorkerContext(settings, store, models,
+                                          NetworkCache(models, device, settings.worker_cached_networks), name))
+    heartbeat = Heartbeat(store, name, settings)
+    heartbeat.start()
+    log.info("worker ready", extra={"fields": {"name": name, "queue": settings.job_queue, "device": str(device),
+                                              "torch_threads": settings.worker_torch_threads}})
+    backoff = 1.0
+    try:
+        while True:
+            rq_client = connect(settings.redis_url)  # its own client: RQ lengthens its socket timeout
+            worker = ConvscopeWorker([queueing.queue(rq_client, settings.job_queue)], connection=rq_client,
+                                     name=f"{name}.{uuid.uuid4().hex[:4]}", serializer=JSONSerializer,
+                                     job_class=queueing.SafeJob, worker_ttl=60, maintenance_interval=60)
+            worker.liveness = heartbeat
+            try:
+                worker.work(logging_level=settings.log_level)
+            except redis.RedisError as exc:
+                log.warning("worker lost Redis", extra={"fields": {"error": exc.__class__.__name__}})
+            if worker._stop_requested or worker._shutdown_requested_date:
+                break
+            log.warning("worker loop ended; reconnecting", extra={"fields": {"in_s": backoff}})
+            time.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+            if _redis_answers(client):
+                backoff = 1.0
+    except StopRequested:
+        pass
+    finally:
+        heartbeat.stop()
+
+
+def _redis_answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="convscope worker", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--name", default=None, help="worker name (default host.pid.random)")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    logs.setup(settings.log_level)
+    serve(settings, args.name or worker_name())

@@ -1,0 +1,13 @@
+"""Saliency (Simonyan, Vedaldi & Zisserman 2014): attribution = d logit[target] / d input."""
+
+from __future__ import annotations
+
+from workers.methods.backprop import gradient_heat, input_gradient, label_metrics, objective_of
+from workers.methods.task import Attribution, Task
+
+
+def run(task: Task) -> Attribution:
+    """The raw input gradient (logit units per input unit); heatmap: max over channels of |gradient|."""
+    grad, info = input_gradient(task.network, task.x, objective_of(task.params, task.network.record))
+    attribution = grad[0].float().cpu().numpy()
+    return Attribution(attribution, gradient_heat(attribution), label_metrics(task.network, info))

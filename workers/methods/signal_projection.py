@@ -1,0 +1,14 @@
+"""What guided backpropagation and the deconvnet share: a class or unit projected back to pixels
+by one backward pass under a rectifier rule (see `backprop`)."""
+
+from __future__ import annotations
+
+from workers.methods.backprop import Rule, gradient_heat, input_gradient, label_metrics, objective_of
+from workers.methods.task import Attribution, Task
+
+
+def project(task: Task, rule: Rule) -> Attribution:
+    """The objective (class logit, or one unit) backpropagated to the input under `rule`."""
+    grad, info = input_gradient(task.network, task.x, objective_of(task.params, task.network.record), rule)
+    attribution = grad[0].float().cpu().numpy()
+    return Attribution(attribution, gradient_heat(attribution), {**label_metrics(task.network, info), "rule": rule})

@@ -1,0 +1,95 @@
+"""The torch side of a model: the network every method receives, loaded once per worker process.
+
+A `Network` is a float32 eval-mode module on the worker's device (input: model-space N×C×H×W,
+output: N×num_classes logits), its record, and `layer_module(name)`: the module whose forward
+output *is* the record's layer `name`, so hooks there see exactly what the layer list describes.
+The built-in model is the torch definition in `models/efficientnet_lite.py` (its layer names are
+module paths); any other model is the torch twin of its ONNX file (`models.twin.load_twin`).
+Parameters are frozen (`requires_grad=False`) at load: methods differentiate with respect to
+inputs and activations only, which also spares the weight gradients.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models.builtin import BUILTIN_ID
+from models.record import ModelRecord
+from models.store import ModelStore
+from service.errors import Invalid, Unavailable
+
+
+@dataclass
+class Network:
+    module: nn.Module
+    record: ModelRecord
+    resolve_layer: Callable[[str], nn.Module]
+
+    def layer_module(self, name: str) -> nn.Module:
+        """The module whose output is layer `name` (422 `unknown_layer` when there is none)."""
+        try:
+            return self.resolve_layer(name)
+        except (AttributeError, KeyError, ValueError, LookupError):
+            raise Invalid(f"model {self.record.id!r} has no layer {name!r} to hook", code="unknown_layer") from None
+
+
+def _prepare(module: nn.Module, device: torch.device) -> nn.Module:
+    module = module.to(device=device, dtype=torch.float32).eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return module
+
+
+def load_network(record: ModelRecord, store: ModelStore, device: torch.device) -> Network:
+    """Build the torch network of a model record on `device`."""
+    if record.source == "builtin" and record.id == BUILTIN_ID:
+        from models.efficientnet_lite import load_pretrained
+
+        module = _prepare(load_pretrained(), device)
+        return Network(module, record, module.get_submodule)
+    try:
+        from models.twin import load_twin
+    except ImportError as exc:
+        raise Unavailable(f"model {record.id!r} needs its torch twin, and this build cannot make one ({exc})",
+                          code="twin_unavailable") from None
+    try:
+        data = store.blob_path(record.onnx_sha256).read_bytes()
+    except OSError as exc:
+        raise Unavailable(f"the file of model {record.id!r} cannot be read: {exc.strerror}",
+                          code="model_unavailable") from None
+    twin = load_twin(record, data)
+    return Network(_prepare(twin.module, device), record, twin.layer_module)
+
+
+class NetworkCache:
+    """The worker's recently used networks, keyed by model id and file digest (least recent dropped)."""
+
+    def __init__(self, store: ModelStore, device: torch.device, capacity: int):
+        self.store = store
+        self.device = device
+        self.capacity = capacity
+        self._networks: OrderedDict[tuple[str, str], Network] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, record: ModelRecord) -> Network:
+        key = (record.id, record.onnx_sha256)
+        with self._lock:
+            network = self._networks.get(key)
+            if network is not None:
+                self._networks.move_to_end(key)
+                return network
+        network = load_network(record, self.store, self.device)
+        with self._lock:
+            self._networks[key] = network
+            while len(self._networks) > self.capacity:
+                self._networks.popitem(last=False)
+        return network
+
+    def __len__(self) -> int:
+        return len(self._networks)

@@ -24,6 +24,7 @@ import redis.asyncio
 from models.record import ModelRecord
 from service import images, queueing
 from service.bodies import resolve_image
+from service.datasets import DatasetStore
 from service.errors import Invalid, NotFound, NotReady, Overloaded
 from service.job_schemas import ArtifactRef, Job, JobError, JobResult, Progress, media_type
 from service.jobstore import ENDED, JobStore
@@ -59,8 +60,10 @@ def view(job_id: str, record: dict) -> Job:
 
 
 def spec_digest(spec: dict) -> str:
-    """What makes two jobs the same computation: kind, model file, image bytes, params, owner."""
+    """What makes two jobs the same computation: kind, model file, image bytes, dataset, params, owner."""
     same = {k: spec[k] for k in ("kind", "model", "model_sha256", "image", "params", "owner")}
+    if spec.get("dataset"):
+        same["dataset"] = spec["dataset"]
     return hashlib.sha256(json.dumps(same, sort_keys=True).encode()).hexdigest()
 
 
@@ -91,8 +94,11 @@ class JobService:
             data = resolve_image(request.image, files.get("image"), self.images)
             s = self.settings
             images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
+        dataset = None
+        if "dataset" in kind.reads:  # 404 unless it is the caller's; datasets never change, so the id is the content
+            dataset = DatasetStore(self.settings.data_dir, self.settings.dataset_ttl_s).get(request.dataset, owner).id
         spec = {"kind": kind.name, "model": record.id, "model_sha256": record.onnx_sha256,
-                "image": hashlib.sha256(data).hexdigest() if data is not None else None,
+                "image": hashlib.sha256(data).hexdigest() if data is not None else None, "dataset": dataset,
                 "params": params.model_dump(mode="json"), "owner": owner, "retry": request.retry}
         spec["digest"] = spec_digest(spec)
         job_id = uuid.uuid4().hex

@@ -158,6 +158,11 @@ def compute(ctx: WorkerContext, spec: dict, kind: Kind, progress: Progress) -> t
     if record.onnx_sha256 != spec["model_sha256"]:
         raise Invalid(f"model {spec['model']!r} was replaced after the job was queued", code="model_changed")
     params = kind.params.model_validate(spec["params"])
+    if "dataset" in kind.reads:  # ONNX Runtime over a stored dataset: workers/dataset_feed.py
+        from workers.dataset_feed import run_dataset_job
+
+        query = ctx.store.get_input(spec["image"]) if spec.get("image") else None
+        return run_dataset_job(ctx.settings, ctx.models, record, spec, params, progress, method_of(kind), query)
     data = ctx.store.get_input(spec["image"])
     if data is None:
         raise NotFound("the job's input image has expired", code="input_expired")

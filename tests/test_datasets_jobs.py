@@ -1,0 +1,139 @@
+"""Dataset kinds end to end: the real app, a real worker process (`python -m workers`), the real Redis."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import pytest
+import redis
+from PIL import Image
+
+from service.settings import Settings
+from tests.conftest import REDIS_URL, ROOT, clean_prefix
+from tests.test_datasets import data_dir
+from tests.test_datasets_kinds import photo_files
+
+MODEL = "efficientnet-lite0"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """(test client, settings) with one worker serving the module's own queue and data dir."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    token = uuid.uuid4().hex[:8]
+    settings = Settings(redis_url=REDIS_URL, redis_prefix=f"test-dsjob-{token}:", job_queue=f"test-ds-{token}",
+                        data_dir=data_dir(tmp_path_factory.mktemp("dsjobs")), dataset_batch=4)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVSCOPE_") and k != "REDIS_URL"}
+    env.update(CONVSCOPE_REDIS_URL=REDIS_URL, CONVSCOPE_REDIS_PREFIX=settings.redis_prefix,
+               CONVSCOPE_JOB_QUEUE=settings.job_queue, CONVSCOPE_DATA_DIR=str(settings.data_dir),
+               CONVSCOPE_DATASET_BATCH="4", PYTHONPATH=str(ROOT))
+    log = open(tmp_path_factory.mktemp("logs") / "worker.log", "w+b")
+    worker = subprocess.Popen([sys.executable, "-m", "workers", "--name", f"ds-{token}"], cwd=ROOT, env=env,
+                              stdout=log, stderr=subprocess.STDOUT)
+    client = redis.Redis.from_url(REDIS_URL)
+    deadline = time.monotonic() + 90
+    while not client.exists(f"{settings.redis_prefix}worker:ds-{token}"):
+        assert worker.poll() is None and time.monotonic() < deadline, log.seek(0) or log.read()[-3000:]
+        time.sleep(0.1)
+    try:
+        with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+            yield test_client, settings
+    finally:
+        worker.send_signal(signal.SIGINT)
+        try:
+            worker.wait(15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        prefix = settings.redis_prefix
+        jobs = {k.decode()[len(prefix) + 4:] for k in client.scan_iter(match=f"{prefix}job:*", count=1000)}
+        tokens = {token} | {j for j in jobs if ":" not in j}
+        clean_prefix(prefix)
+        for key in client.scan_iter(match="rq:*", count=1000):
+            if any(t in key.decode() for t in tokens):
+                client.delete(key)
+        for members in ("rq:queues", "rq:workers"):
+            stale = [m for m in client.smembers(members) if token in m.decode()]
+            if stale:
+                client.srem(members, *stale)
+
+
+@pytest.fixture(scope="module")
+def dataset_id(stack):
+    client, _ = stack
+    files = [("files", (name, data, "image/png")) for name, data in photo_files()[:6]]
+    r = client.post("/v1/datasets", files=files)
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def finished(client, response) -> dict:
+    assert response.status_code in (200, 202), response.text
+    job = response.json()
+    deadline = time.monotonic() + 120
+    while job["status"] not in ("finished", "failed", "canceled") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = client.get(f"/v1/jobs/{job['id']}").json()
+    assert job["status"] == "finished", job
+    return job
+
+
+def artifact(client, job: dict, name: str) -> bytes:
+    r = client.get(f"/v1/jobs/{job['id']}/artifacts/{name}")
+    assert r.status_code == 200, r.text
+    return r.content
+
+
+def test_top_activations_and_unit_stats_run_as_jobs(stack, dataset_id):
+    client, _ = stack
+    job = finished(client, client.post("/v1/jobs?wait=60", json={
+        "kind": "top_activations", "model": MODEL, "dataset": dataset_id,
+        "params": {"layer": "_blocks.3._relu1", "channel": 5, "k": 3}}))
+    assert job["params"] == {"layer": "_blocks.3._relu1", "channel": 5, "k": 3}
+    assert job["progress"]["step"] == job["progress"]["total"] > 0
+    top = json.loads(artifact(client, job, "top.json"))
+    assert len(top) == 3 and {e["image_index"] for e in top} <= set(range(6))
+    assert {a["name"] for a in job["result"]["artifacts"]} == {"top.json", "patches.png"}
+    Image.open(io.BytesIO(artifact(client, job, "patches.png"))).verify()
+
+    job = finished(client, client.post("/v1/jobs?wait=60", json={
+        "kind": "unit_stats", "model": MODEL, "dataset": dataset_id, "params": {}}))
+    units = json.loads(artifact(client, job, "units.json"))
+    assert len(units) == 1280 and job["params"]["layer"] == "_relu1"
+    assert job["result"]["metrics"]["dead"] == sum(u["dead"] for u in units)
+
+
+def test_neighbors_job_reads_an_image_and_a_dataset(stack, dataset_id):
+    client, _ = stack
+    name, query = photo_files()[2]
+    spec = {"kind": "neighbors", "model": MODEL, "dataset": dataset_id, "params": {"k": 3, "metric": "l2"}}
+    job = finished(client, client.post("/v1/jobs?wait=60", files={"image": (name, query, "image/png")},
+                                       data={"spec": json.dumps(spec)}))
+    found = json.loads(artifact(client, job, "neighbors.json"))
+    assert found[0]["image_index"] == 2 and found[0]["name"] == name and found[0]["distance"] < 1e-3
+    assert np.load(io.BytesIO(artifact(client, job, "input.npy"))).shape == (1, 3, 224, 224)
+
+
+def test_dataset_jobs_are_checked_before_queueing(stack, dataset_id):
+    client, _ = stack
+    missing = client.post("/v1/jobs", json={"kind": "embedding", "model": MODEL, "dataset": "0" * 32})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "dataset_not_found"
+    no_dataset = client.post("/v1/jobs", json={"kind": "embedding", "model": MODEL})
+    assert no_dataset.status_code == 422
+    bad_channel = client.post("/v1/jobs", json={"kind": "top_activations", "model": MODEL, "dataset": dataset_id,
+                                                "params": {"layer": "_relu1", "channel": 5000}})
+    assert bad_channel.status_code == 422 and "5000" in bad_channel.json()["error"]["message"]
+    bad_layer = client.post("/v1/jobs", json={"kind": "unit_stats", "model": MODEL, "dataset": dataset_id,
+                                              "params": {"layer": "nope"}})
+    assert bad_layer.status_code == 422

@@ -1,0 +1,237 @@
+"""Streaming a dataset through a model on ONNX Runtime, in batches, in bounded memory.
+
+The dataset kinds (`workers/methods/{top_activations,embedding,neighbors,unit_stats}.py`) see a
+`DatasetTask`: its `feed.batches(layers)` yields `FeatureBatch`es — dataset indices, the images
+as the model saw them (H×W×3 uint8, after resize and crop) and the requested layers' activations
+(N×C×h×w float32). While ONNX Runtime runs one batch, a background thread decodes the next
+(through `service.images`, the one image pipeline), so decoding hides behind the forward pass.
+At most `batch` × 3 decoded images exist at once, whatever the dataset's size. After every batch
+the job's progress callback runs; it raises to stop the job (cancel, time limit).
+
+ORT sessions whose outputs are exactly the wanted layers are built once per worker process and
+kept in a small LRU keyed by (model file, layers).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from models import runtime
+from models.record import ModelRecord
+from service import images
+from models.store import ModelStore
+from service.datasets import Dataset, DatasetStore
+from service.errors import NotFound, Unavailable
+from service.settings import Settings
+
+Progress = Callable[[int, int], None]
+
+
+def no_progress(step: int, total: int) -> None:
+    """Progress callback that ignores progress."""
+
+
+@dataclass
+class FeatureBatch:
+    indices: np.ndarray  # dataset indices (int64)
+    pixels: np.ndarray  # N×H×W×3 uint8: the images at model input size
+    features: dict[str, np.ndarray]  # layer name → N×C×h×w float32
+
+
+@dataclass
+class DatasetOutput:
+    """A dataset kind's result: artifacts already encoded (name → bytes) and JSON-able metrics."""
+
+    artifacts: dict[str, bytes]
+    metrics: dict = field(default_factory=dict)
+
+
+class LayerSessions:
+    """ONNX Runtime sessions that output exactly some layers of a model (the rest of the graph pruned)."""
+
+    def __init__(self, settings: Settings, capacity: int = 4):
+        self.settings = settings
+        self.capacity = capacity
+        self._sessions: OrderedDict[tuple, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, record: ModelRecord, data: Callable[[], bytes], layers: tuple[str, ...]):
+        key = (record.onnx_sha256, layers)
+        with self._lock:
+            if key in self._sessions:
+                self._sessions.move_to_end(key)
+                return self._sessions[key]
+        model = onnx.load_model_from_string(data())
+        del model.graph.output[:]
+        model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in layers)
+        s = self.settings
+        session = runtime.session(model, intra_threads=s.ort_intra_threads, inter_threads=s.ort_inter_threads,
+                                  provider_setting=s.ort_providers)
+        with self._lock:
+            self._sessions[key] = session
+            while len(self._sessions) > self.capacity:
+                self._sessions.popitem(last=False)
+        return session
+
+
+class Feed:
+    """A dataset as batches of model inputs and layer activations (see the module docstring)."""
+
+    def __init__(self, dataset: Dataset, record: ModelRecord, session_for: Callable[[tuple[str, ...]], object],
+                 settings: Settings, progress: Progress = no_progress, batch: int | None = None):
+        self.dataset = dataset
+        self.record = record
+        self.session_for = session_for
+        self.settings = settings
+        self.progress = progress
+        self.batch = batch or settings.dataset_batch
+        self._done = self._total = 0
+
+    def __len__(self) -> int:
+        return self.dataset.count
+
+    def name(self, index: int) -> str:
+        return self.dataset.entries[index].name
+
+    def prepare(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+        """Image bytes → (H×W×3 uint8 at input size, 1×C×H×W model input)."""
+        s = self.settings
+        image = images.fit(images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels),
+                           self.record)
+        return np.asarray(image.convert("RGB")), images.to_tensor(image, self.record)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            data = self.dataset.read(index)
+        except (OSError, IndexError):
+            raise NotFound(f"image {index} of dataset {self.dataset.id} is no longer stored (the dataset may have "
+                           "expired)", code="dataset_not_found") from None
+        return self.prepare(data)
+
+    def images(self, indices) -> Iterator[tuple[int, np.ndarray]]:
+        """(index, H×W×3 uint8 at input size) of a few chosen images, one decoded at a time, in index order;
+        progress continues after `batches` (see its `extra_steps`), one step per `batch` images."""
+        for n, index in enumerate(sorted({int(i) for i in indices})):
+            if n and n % self.batch == 0:
+                self._step()
+            yield index, self.load(index)[0]
+
+    def _step(self) -> None:
+        self._done = min(self._done + 1, self._total)
+        self.progress(self._done, self._total)
+
+    def forward(self, x: np.ndarray, layers: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Activations of `layers` for a model-input batch `x`."""
+        outputs = self.session_for(layers).run(list(layers), {self.record.input_name: x})
+        return {name: np.asarray(value, np.float32) for name, value in zip(layers, outputs)}
+
+    def batches(self, layers: list[str] | tuple[str, ...], extra_steps: int = 0) -> Iterator[FeatureBatch]:
+        """The whole dataset, `batch` images at a time; progress reported after each batch. `extra_steps`:
+        steps the kind will take after this pass (`images` of `extra_steps * batch` winners)."""
+        layers = tuple(dict.fromkeys(layers))
+        self._done, self._total = 0, -(-len(self) // self.batch) + extra_steps
+        self.progress(0, self._total)
+        for indices, pixels, x in self._decoded():
+            features = self.forward(x, layers)
+            yield FeatureBatch(indices, pixels, features)
+            self._step()
+
+    def steps_for(self, images: int) -> int:
+        """Progress steps `images` will take to load one by one."""
+        return max(0, -(-images // self.batch) - 1)
+
+    def _decoded(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Decoded batches, produced one ahead by a background thread (bounded queue)."""
+        chunks = [range(start, min(start + self.batch, len(self))) for start in range(0, len(self), self.batch)]
+        ready: queue.Queue = queue.Queue(maxsize=1)
+        stop = threading.Event()
+
+        def produce() -> None:
+            for chunk in chunks:
+                try:
+                    prepared = [self.load(i) for i in chunk]
+                    item = (np.asarray(chunk, np.int64), np.stack([p for p, _ in prepared]),
+                            np.concatenate([x for _, x in prepared]))
+                except BaseException as exc:  # handed to the consumer, raised there
+                    item = exc
+                while not stop.is_set():
+                    try:
+                        ready.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set() or isinstance(item, BaseException):
+                    return
+
+        worker = threading.Thread(target=produce, name="dataset-decode", daemon=True)
+        worker.start()
+        try:
+            for _ in chunks:
+                item = ready.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            worker.join(timeout=5)
+
+
+@dataclass
+class DatasetTask:
+    """One dataset-kind call: the model record, the kind's params, the dataset feed and, for kinds
+    that also read an image (neighbors), the query as (H×W×3 uint8, 1×C×H×W model input)."""
+
+    record: ModelRecord
+    params: object
+    feed: Feed
+    query: tuple[np.ndarray, np.ndarray] | None = None
+    threads: int = 1  # CPU threads the method may use beside ONNX Runtime (t-SNE, UMAP, BLAS)
+
+
+_sessions: LayerSessions | None = None
+_sessions_lock = threading.Lock()
+
+
+def layer_sessions(settings: Settings) -> LayerSessions:
+    """The worker process's session cache (built on first use)."""
+    global _sessions
+    with _sessions_lock:
+        if _sessions is None:
+            _sessions = LayerSessions(settings)
+        return _sessions
+
+
+def dataset_task(settings: Settings, models: ModelStore, record: ModelRecord, spec: dict, params,
+                 progress: Progress = no_progress, image: bytes | None = None) -> DatasetTask:
+    """The task of a dataset kind from a job spec: the dataset (owned by the job's owner), ORT sessions,
+    and the query image when the kind reads one."""
+    dataset = DatasetStore(settings.data_dir, settings.dataset_ttl_s).get(spec["dataset"], spec.get("owner"))
+    sessions = layer_sessions(settings)
+
+    def model_bytes() -> bytes:
+        try:
+            return models.blob_path(record.onnx_sha256).read_bytes()
+        except OSError as exc:
+            raise Unavailable(f"the file of model {record.id!r} cannot be read: {exc.strerror}",
+                              code="model_unavailable") from None
+
+    feed = Feed(dataset, record, lambda layers: sessions.get(record, model_bytes, layers), settings, progress)
+    return DatasetTask(record, params, feed, feed.prepare(image) if image is not None else None,
+                       threads=settings.worker_torch_threads)
+
+
+def run_dataset_job(settings: Settings, models: ModelStore, record: ModelRecord, spec: dict, params,
+                    progress: Progress, method: Callable[[DatasetTask], DatasetOutput],
+                    query: bytes | None = None) -> tuple[dict, dict]:
+    """The job runner's entry for dataset kinds: build the task, call the method; returns (result, artifacts)."""
+    if spec.get("image") and query is None:
+        raise NotFound("the job's input image has expired", code="input_expired")
+    out = method(dataset_task(settings, models, record, spec, params, progress, query))
+    return {"artifacts": list(out.artifacts), "metrics": out.metrics}, out.artifacts

@@ -26,9 +26,13 @@ from models.record import Layer, ReceptiveField
 # Ops whose output is plumbing, not a layer a person would want to look at.
 PLUMBING = {
     "Pad", "Slice", "Identity", "Dropout", "Cast", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
-    "Constant", "ConstantOfShape", "Shape", "Gather", "Expand", "Flatten",
+    "Constant", "ConstantOfShape", "Shape", "Gather", "Expand", "Flatten", "If", "Split", "Tile", "Where",
 }
-WINDOWED = {"Conv", "MaxPool", "AveragePool", "LpPool", "ConvTranspose"}
+WINDOWED = {"Conv", "MaxPool", "AveragePool", "LpPool"}
+# Ops whose output describes the input's shape, not its pixels: no receptive field flows through.
+METADATA = {"Shape", "Size", "ConstantOfShape"}
+# Between a trailing Softmax and the graph output (a head that flattens the probabilities).
+HEAD_PLUMBING = {"Identity", "Flatten", "Reshape", "Squeeze", "Dropout"}
 
 
 @dataclass(frozen=True)
@@ -63,16 +67,23 @@ def image_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
 
 
 def logits_name(model: onnx.ModelProto) -> str:
-    """The class-score tensor: the first graph output, or the input of a trailing Softmax."""
+    """The class-score tensor: the first graph output, or the input of a trailing Softmax
+    (also when only reshaping ops stand between the Softmax and the output)."""
     out = model.graph.output[0].name
-    for node in model.graph.node:
-        if out in node.output and node.op_type in ("Softmax", "LogSoftmax"):
+    producer = {o: node for node in model.graph.node for o in node.output}
+    name = out
+    while name in producer:
+        node = producer[name]
+        if node.op_type in ("Softmax", "LogSoftmax"):
             return node.input[0]
+        if node.op_type not in HEAD_PLUMBING:
+            break
+        name = node.input[0]
     return out
 
 
-def probe_values(model: onnx.ModelProto, input_name: str, shape: tuple[int, ...], providers: list[str]) -> dict[str, np.ndarray]:
-    """Run the model once on zeros with every node output exposed; returns name → array."""
+def probe_session(model: onnx.ModelProto, providers: list[str], threads: int = 1):
+    """An unoptimised ONNX Runtime session with every node output exposed (the model is not modified)."""
     import onnxruntime as ort
 
     probe = onnx.ModelProto()
@@ -85,11 +96,23 @@ def probe_values(model: onnx.ModelProto, input_name: str, shape: tuple[int, ...]
                 known.add(name)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=providers)
+    options.log_severity_level = 4  # failures come back as exceptions; keep ORT's own log quiet
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    data = probe.SerializeToString()
+    del probe
+    return ort.InferenceSession(data, options, providers=providers)
+
+
+def probe_values(model: onnx.ModelProto, input_name: str, shape: tuple[int, ...], providers: list[str],
+                 x: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Run the model once (on zeros, or on `x`) with every node output exposed; returns name → array."""
+    session = probe_session(model, providers)
     names = [o.name for o in session.get_outputs()]
-    values = session.run(names, {input_name: np.zeros(shape, np.float32)})
-    return dict(zip(names, values))
+    x = np.zeros(shape, np.float32) if x is None else x
+    values = dict(zip(names, session.run(names, {input_name: x})))
+    values.setdefault(input_name, x)
+    return values
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -117,33 +140,41 @@ class _Walker:
 
     def visit(self, node: onnx.NodeProto) -> None:
         if node.op_type == "Constant":
-            self.constants[node.output[0]] = numpy_helper.to_array(_attrs(node)["value"])
+            if "value" in _attrs(node):
+                self.constants[node.output[0]] = numpy_helper.to_array(_attrs(node)["value"])
             return
-        inputs = [self.fields[i] for i in node.input if i in self.fields]
+        if node.op_type in METADATA:
+            return
+        names = list(node.input) + (_outer_names(node) if node.op_type == "If" else [])
+        inputs = [self.fields[i] for i in names if i in self.fields]
         if not inputs:
             return
         attrs = _attrs(node)
-        if node.op_type in WINDOWED:
+        first = self.values.get(node.input[0])
+        spatial_in = first is None or first.ndim == 4
+        if node.op_type in WINDOWED and spatial_in:
             out = self._windowed(node, attrs, inputs[0])
-        elif node.op_type == "Pad":
+        elif node.op_type == "Pad" and spatial_in:
             out = self._pad(node, attrs, inputs[0])
-        elif node.op_type == "Slice":
+        elif node.op_type == "Slice" and spatial_in:
             out = self._slice(node, attrs, inputs[0])
         elif len(inputs) > 1:
             out = (Field.union([f[0] for f in inputs]), Field.union([f[1] for f in inputs]))
         else:
             out = inputs[0]
         for name in node.output:
-            if self.spatial(name) is not None:
+            if name in self.values:
                 self.fields[name] = out
 
     def _windowed(self, node, attrs, fin):
+        """Conv/pooling on the last two (spatial) axes; a 3-D window on N×C×D×H×W uses its last two."""
         if node.op_type == "Conv" and "kernel_shape" not in attrs:
             attrs["kernel_shape"] = list(self.value(node.input[1]).shape[2:])
-        kernel = attrs["kernel_shape"]
-        strides = attrs.get("strides", [1, 1])
-        dilations = attrs.get("dilations", [1, 1])
-        pads = attrs.get("pads", [0, 0, 0, 0])
+        rank = len(attrs["kernel_shape"])
+        kernel = attrs["kernel_shape"][-2:]
+        strides = list(attrs.get("strides", [1] * rank))[-2:]
+        dilations = list(attrs.get("dilations", [1] * rank))[-2:]
+        pads = list(attrs.get("pads", [0] * (2 * rank)))[:rank][-2:]
         size_in = self.spatial(node.input[0])
         out = []
         for axis in range(2):
@@ -207,7 +238,7 @@ def layers(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> list[Layer]
             continue
         for name in node.output:
             v = values.get(name)
-            if name in fields and v is not None and v.dtype == np.float32 and v.shape[2] * v.shape[3] > 1:
+            if name in fields and v is not None and v.dtype == np.float32 and v.ndim == 4 and v.shape[2] * v.shape[3] > 1:
                 fh, _ = fields[name]
                 found.append(Layer(
                     name=name, op=node.op_type, shape=list(v.shape[1:]),
@@ -226,8 +257,25 @@ def constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 
 def conv_weights(model: onnx.ModelProto, tensor: str) -> np.ndarray | None:
-    """The O×I×kh×kw weights of the Conv that produces `tensor`, or None if no Conv does."""
-    for node in model.graph.node:
-        if tensor in node.output and node.op_type == "Conv":
-            return constant_values(model).get(node.input[1])
-    return None
+    """The O×I×kh×kw weights of the Conv that produces `tensor`, or None if no Conv does
+    (weights reached through `Identity` or `Cast` of a constant are followed)."""
+    producer = {o: node for node in model.graph.node for o in node.output}
+    node = producer.get(tensor)
+    if node is None or node.op_type != "Conv":
+        return None
+    values = constant_values(model)
+    name = node.input[1]
+    while name not in values and name in producer and producer[name].op_type in ("Identity", "Cast"):
+        name = producer[name].input[0]
+    weights = values.get(name)
+    return None if weights is None else np.asarray(weights, np.float32)
+
+
+def _outer_names(node: onnx.NodeProto) -> list[str]:
+    """Names the subgraphs of `node` read from the enclosing graph."""
+    names = []
+    for a in node.attribute:
+        for graph in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+            local = {o for n in graph.node for o in n.output} | {i.name for i in graph.initializer}
+            names += [i for n in graph.node for i in n.input if i and i not in local]
+    return names

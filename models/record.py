@@ -71,6 +71,8 @@ class ModelRecord(ModelInfo):
     input_name: str
     logits_name: str = Field(description="tensor holding class scores (before any trailing Softmax)")
     owner: str | None = None
+    max_batch: int | None = Field(None, description="images ONNX Runtime takes per call (None: any number); "
+                                  "1 for files exported with a fixed batch of one")
     created_at: float = 0.0
     size_bytes: int = 0
 

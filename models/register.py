@@ -1,4 +1,9 @@
-"""The one path by which a model enters the store, built-in or uploaded: analyse, record, keep."""
+"""The one path by which a model enters the store, built-in or uploaded: check, probe, record, keep.
+
+`register` runs the static checks, the probe run and the twin-vs-ONNX-Runtime check in a
+sandboxed child (`models.sandbox`), checks the preprocessing and labels against what the probe
+found, and only then writes the file (named by its sha256) and the record, each atomically.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,17 @@ import time
 
 import onnx
 
-from models import graph, runtime
-from models.record import InputSpec, ModelRecord, Preprocess
+from models import graph
+from models.record import InputSpec, Layer, ModelRecord, Preprocess
+from models.sandbox import SandboxLimits, analyse
 from models.store import ModelStore
+from models.validate import Limits, ModelRejected
 
 
 def describe(data: bytes, *, default_size: int = 224) -> tuple[onnx.ModelProto, InputSpec, str, str]:
-    """Parse ONNX bytes (no external data) → (proto, input spec, input name, logits name)."""
+    """Parse ONNX bytes (no external data) → (proto, input spec, input name, logits name).
+
+    Declared sizes only: `register` probes and verifies them."""
     model = onnx.load_model_from_string(data)
     image = graph.image_input(model)
     dims = image.type.tensor_type.shape.dim
@@ -27,6 +36,26 @@ def describe(data: bytes, *, default_size: int = 224) -> tuple[onnx.ModelProto, 
     return model, spec, image.name, graph.logits_name(model)
 
 
+def default_preprocess(channels: int) -> Preprocess:
+    """0–255 pixels scaled to 0–1, no mean or std: RGB for colour models, L for grey ones."""
+    if channels == 1:
+        return Preprocess(mean=[0.0], std=[1.0], color="L")
+    return Preprocess()
+
+
+def check_preprocess(preprocess: Preprocess, channels: int) -> None:
+    if (preprocess.color == "L") != (channels == 1):
+        raise ModelRejected("preprocess_mismatch", f"the model takes {channels} channel(s) but preprocess.color is "
+                            f"{preprocess.color!r}; use 'L' for 1 channel, 'RGB' or 'BGR' for 3")
+    for key in ("mean", "std"):
+        values = getattr(preprocess, key)
+        if len(values) not in (1, channels):
+            raise ModelRejected("preprocess_mismatch", f"preprocess.{key} has {len(values)} values; the model "
+                                f"takes {channels} channel(s)")
+    if any(s == 0 for s in preprocess.std):
+        raise ModelRejected("preprocess_mismatch", "preprocess.std must not contain 0")
+
+
 def register(
     store: ModelStore,
     data: bytes,
@@ -34,25 +63,35 @@ def register(
     model_id: str,
     name: str,
     source: str,
-    preprocess: Preprocess,
+    preprocess: Preprocess | None = None,
     labels: list[str] | None = None,
     owner: str | None = None,
     provider_setting: str = "auto",
+    limits: Limits = Limits(),
+    sandbox: SandboxLimits = SandboxLimits(),
+    input_size: tuple[int, int] | None = None,
 ) -> ModelRecord:
-    """Analyse the model (probe run, layer graph) and keep it in the store; returns its record."""
-    model, spec, input_name, logits = describe(data)
-    values = graph.probe_values(model, input_name, (1, spec.channels, spec.height, spec.width),
-                                runtime.providers(provider_setting))
-    if logits not in values:
-        raise ValueError(f"class-score tensor {logits!r} was not produced by the probe run")
-    num_classes = int(values[logits].reshape(values[logits].shape[0], -1).shape[1])
+    """Analyse the model in the sandbox and keep it in the store; returns its record.
+
+    Raises `ModelRejected` (status 422, or 413 for size) with a message for the user. The probe
+    always runs on CPU in the sandbox; `provider_setting` is kept for callers of the old signature.
+    """
+    if len(data) > limits.max_bytes:
+        raise ModelRejected("model_too_large", f"the file is {len(data)} bytes; the limit is {limits.max_bytes}",
+                            status=413)
+    found = analyse(data, limits, sandbox, input_size)
+    spec = InputSpec(**found["input"])
+    preprocess = preprocess or default_preprocess(spec.channels)
+    check_preprocess(preprocess, spec.channels)
+    num_classes = found["num_classes"]
     if labels is not None and len(labels) != num_classes:
-        raise ValueError(f"{len(labels)} labels given for {num_classes} classes")
+        raise ModelRejected("labels_mismatch", f"{len(labels)} labels given for {num_classes} classes; "
+                            "give one label a line, in class-index order")
     record = ModelRecord(
         id=model_id, name=name, source=source, input=spec, preprocess=preprocess,
-        num_classes=num_classes, labels=labels, layers=graph.layers(model, values),
-        onnx_sha256=store.put_blob(data), input_name=input_name, logits_name=logits,
-        owner=owner, created_at=time.time(), size_bytes=len(data),
+        num_classes=num_classes, labels=labels, layers=[Layer(**layer) for layer in found["layers"]],
+        onnx_sha256=store.put_blob(data), input_name=found["input_name"], logits_name=found["logits_name"],
+        owner=owner, created_at=time.time(), size_bytes=len(data), max_batch=found["max_batch"],
     )
     store.put(record)
     return record

@@ -3,6 +3,7 @@
     ConvscopeError                 500 internal (never raised on purpose)
     ├── BadRequest                 400 malformed (JSON that does not parse, a bad multipart)
     ├── Unauthorized               401 no or unknown API key
+    ├── Forbidden                  403 the caller may not do this to that resource
     ├── NotFound                   404 unknown id (or owned by another key)
     ├── NotReady                   409 the thing exists but is not ready yet
     ├── TooLarge                   413 over a byte or pixel limit
@@ -43,6 +44,10 @@ class BadRequest(ConvscopeError):
 
 class Unauthorized(ConvscopeError):
     status, code = 401, "unauthorized"
+
+
+class Forbidden(ConvscopeError):
+    status, code = 403, "forbidden"
 
 
 class NotFound(ConvscopeError):

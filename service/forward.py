@@ -50,9 +50,12 @@ class ModelRuntime:
             return self._probe
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """N×C×H×W input → N×classes logits."""
-        out = self.plain.run([self.record.logits_name], {self.record.input_name: x})[0]
-        return out.reshape(out.shape[0], -1)
+        """N×C×H×W input → N×classes logits (one image per call for models with `max_batch` 1)."""
+        step = self.record.max_batch or len(x)
+        outs = [self.plain.run([self.record.logits_name], {self.record.input_name: x[i:i + step]})[0]
+                for i in range(0, len(x), step)]
+        out = outs[0] if len(outs) == 1 else np.concatenate(outs)
+        return out.reshape(len(x), -1)
 
     def layer(self, x: np.ndarray, name: str) -> np.ndarray:
         return self.probe.run([name], {self.record.input_name: x})[0]
@@ -86,7 +89,7 @@ class Runtimes:
                     raise Unavailable(f"the file of model {record.id!r} cannot be read: {exc.strerror}",
                                       code="model_unavailable") from None
                 hit = ModelRuntime(record, data, self.settings)
-                hit.plain = hit._session()
+                hit.plain = hit._session([record.logits_name])  # the Softmax input, when there is one
                 self._cache = {k: v for k, v in self._cache.items() if k[0] != record.id}
                 self._cache[key] = hit
             return hit

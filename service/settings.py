@@ -44,6 +44,20 @@ class Settings(BaseSettings):
     occlusion_batch: int = Field(32, gt=0, description="occluded copies per ONNX Runtime call")
     max_occlusion_positions: int = Field(4096, gt=0)
 
+    # Uploaded models (bytes, opsets, nodes, pixels, elements) and their sandboxed analysis.
+    max_model_bytes: int = Field(600 * 1024 * 1024, gt=0, description="largest ONNX file accepted (413 above)")
+    model_min_opset: int = Field(7, ge=1, description="oldest default-domain opset accepted")
+    model_max_opset: int = Field(22, ge=1, description="newest default-domain opset accepted")
+    max_model_nodes: int = Field(5000, gt=0, description="nodes in the graph, subgraphs included")
+    max_model_input_pixels: int = Field(2048 * 2048, gt=0, description="H × W of a model's input")
+    max_model_constant_elements: int = Field(64 * 1024 * 1024, gt=0,
+                                             description="elements a constant-shaped ConstantOfShape/Expand may make")
+    probe_memory_bytes: int = Field(8 * 1024 ** 3, gt=0, description="address-space cap of the analysis process")
+    probe_time_limit_s: float = Field(180.0, gt=0, description="wall-clock limit of one model analysis")
+    probe_threads: int = Field(1, ge=1, description="CPU threads of the analysis process (ORT and torch)")
+    max_concurrent_uploads: int = Field(1, gt=0, description="model analyses at once; more get 429")
+    max_labels_bytes: int = Field(2 * 1024 * 1024, gt=0, description="size of a labels file")
+
     # Load shedding.
     max_concurrent_requests: int = Field(16, gt=0, description="forward views running at once; more get 503")
 

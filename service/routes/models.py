@@ -4,23 +4,71 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+import threading
+
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from models.record import ModelInfo
-from service import render
-from service.auth import visible
+from service import render, uploads
+from service.auth import current_owner, visible
 from service.context import AppContext, context
-from service.errors import Invalid
+from service.errors import Forbidden, Invalid, Overloaded
 from service.schemas import ErrorResponse, ModelList
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary", "description": "the ONNX model (self-contained, opset 7-22)"},
+        "name": {"type": "string", "description": "display name (default: the file name)"},
+        "labels": {"type": "string", "format": "binary", "description": "text file, one class label a line"},
+        "preprocess": {"type": "string", "description": "JSON of `preprocess` (mean, std, scale, color, resize, "
+                       "crop) plus `input_size` ([H, W]) for models with a dynamic input size"}}}}}}}
 
 
 @router.get("", response_model=ModelList)
 def list_models(ctx: AppContext = Depends(context)) -> ModelList:
     """Every model the caller can use (without layer lists)."""
     return ModelList(models=[r.info(with_layers=False) for r in ctx.models.list() if visible(r.owner)])
+
+
+@router.post("", status_code=201, response_model=ModelInfo, openapi_extra=UPLOAD_BODY,
+             responses={code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 429)})
+async def upload_model(request: Request, ctx: AppContext = Depends(context)) -> JSONResponse:
+    """Upload an ONNX classifier. It is validated (static checks, then a probe run and a torch-twin
+    check in a sandboxed process) before it is kept; a refusal is 422 with the reason."""
+    slots = _upload_slots(request, ctx.settings.max_concurrent_uploads)
+    if not slots.acquire(blocking=False):
+        raise Overloaded("another model is being uploaded; retry in a little while", code="uploads_busy",
+                         retry_after=10)
+    try:
+        upload = await uploads.read_upload(request, ctx.settings)
+        owner = current_owner.get()
+        record = await run_in_threadpool(uploads.register_upload, ctx.models, upload, ctx.settings, owner)
+    finally:
+        slots.release()
+    info = record.info(with_layers=True)
+    return JSONResponse(info.model_dump(mode="json"), status_code=201, headers={"Location": f"/v1/models/{record.id}"})
+
+
+def _upload_slots(request: Request, size: int) -> threading.BoundedSemaphore:
+    slots = getattr(request.app.state, "upload_slots", None)
+    if slots is None:
+        slots = request.app.state.upload_slots = threading.BoundedSemaphore(size)
+    return slots
+
+
+@router.delete("/{model}", status_code=204, response_class=Response,
+               responses={code: {"model": ErrorResponse} for code in (403, 404)})
+def delete_model(model: str, ctx: AppContext = Depends(context)) -> Response:
+    """Delete an uploaded model (its file goes when no other model uses it); built-in models stay."""
+    record = ctx.model(model)
+    if record.source == "builtin":
+        raise Forbidden(f"{model!r} is a built-in model; only uploaded models can be deleted", code="builtin_model")
+    ctx.models.delete(record.id)
+    ctx.runtimes.drop(record.id)
+    return Response(status_code=204)
 
 
 @router.get("/{model}", response_model=ModelInfo, responses={404: {"model": ErrorResponse}})

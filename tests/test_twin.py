@@ -1,0 +1,138 @@
+"""The torch twin equals ONNX Runtime on the architectures real uploads have, at opset 9 and a
+current opset; rectifiers and max-pooling are stock torch modules; every layer has its module."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from models import analysis, graph
+from models.twin import build_twin, load_twin
+from models.validate import ModelRejected
+from tests.onnx_builders import (CURRENT_OPSET, ClassicNet, InceptionNet, ResidualNet, export, seeded,
+                                 sum_branches_model, zoo_style)
+
+NETS = {"classic": ClassicNet, "residual": ResidualNet, "inception": InceptionNet}
+
+
+def onnx_file(kind: str, opset: int) -> bytes:
+    dynamic = kind == "residual" or (kind == "inception" and opset >= 10)  # opset 9 cannot export dynamic ceil-mode
+    return export(seeded(NETS[kind]()), opset, dynamic=dynamic)
+
+
+def ort_outputs(data: bytes, x: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    model = onnx.load_model_from_string(data)
+    session = graph.probe_session(model, ["CPUExecutionProvider"])
+    return session.run(names, {model.graph.input[0].name: x})
+
+
+def twin_of(data: bytes, layers: list[str] = ()):
+    model = onnx.load_model_from_string(data)
+    return build_twin(model, graph.image_input(model).name, graph.logits_name(model), layers), model
+
+
+@pytest.mark.parametrize("opset", [9, CURRENT_OPSET])
+@pytest.mark.parametrize("kind", sorted(NETS))
+def test_twin_equals_onnx_runtime(kind, opset):
+    data = onnx_file(kind, opset)
+    found = analysis.analyse(data, input_size=(64, 64))  # the same path as an upload, in-process
+    assert all(check["agree"] for check in found["checks"]), found["checks"]
+    twin, model = twin_of(data, [layer["name"] for layer in found["layers"]])
+    x = np.random.default_rng(5).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    logits = graph.logits_name(model)
+    names = [logits] + [layer["name"] for layer in found["layers"]]
+    expected = dict(zip(names, ort_outputs(data, x, names)))
+    seen = {}
+    hooks = [twin.layer_module(n).register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, o))
+             for n in names[1:]]
+    try:
+        out = twin.module(torch.from_numpy(x))
+    finally:
+        for h in hooks:
+            h.remove()
+    np.testing.assert_allclose(out.numpy(), expected[logits].reshape(3, -1), rtol=1e-4, atol=1e-5)
+    for name in names[1:]:  # the module of each layer outputs exactly that layer's tensor
+        np.testing.assert_allclose(seen[name].numpy(), expected[name], rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_zoo_style_file_constant_weights_dropout_mask_and_asymmetric_pads():
+    data = zoo_style(export(seeded(ClassicNet()), 9))
+    model = onnx.load_model_from_string(data)
+    ops = [n.op_type for n in model.graph.node]
+    assert "Constant" in ops and "Dropout" in ops and "LRN" in ops
+    pads = [list(a.ints) for n in model.graph.node if n.op_type == "MaxPool" for a in n.attribute if a.name == "pads"]
+    assert [0, 0, 1, 1] in pads or [0, 0, 2, 2] in pads  # ceil mode spelled as extra padding at the end
+    found = analysis.analyse(data)
+    assert found["checks"][0]["agree"] and found["input"]["dynamic_size"] is False
+    twin, _ = twin_of(data)
+    convs = [m for m in twin.module.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 3 and convs[0].weight.abs().sum() > 0  # the Constant-node weights became a parameter
+
+
+def test_sum_of_three_branches_and_masked_average_pool_at_batch_one_only():
+    found = analysis.analyse(sum_branches_model(9))
+    assert found["checks"][0]["agree"], found["checks"]
+    assert found["max_batch"] == 1  # declared batch 1: ONNX Runtime takes one image at a time
+    assert found["num_classes"] == 4 and found["logits_name"] == "fc"
+
+
+def test_rectifiers_and_pools_are_stock_modules():
+    classic, _ = twin_of(onnx_file("classic", 9))
+    types = {type(m) for m in classic.module.modules()}
+    assert {nn.ReLU, nn.MaxPool2d, nn.LocalResponseNorm, nn.Linear, nn.Conv2d} <= types
+    residual, _ = twin_of(onnx_file("residual", CURRENT_OPSET))
+    types = {type(m) for m in residual.module.modules()}
+    assert {nn.ReLU6, nn.LeakyReLU, nn.ReLU} <= types
+    assert not any(p.requires_grad for p in residual.module.parameters())
+    assert not residual.module.training
+
+
+def test_clip_spellings():
+    from onnx import helper
+
+    from tests.onnx_builders import stack_model
+
+    def clip_module(opset, **bounds):
+        if opset >= 11:
+            inits = [onnx.numpy_helper.from_array(np.array(v, np.float32), k) for k, v in bounds.items()]
+            node = helper.make_node("Clip", ["x", "min" if "min" in bounds else "", "max" if "max" in bounds else ""],
+                                    ["y"])
+        else:
+            inits, node = [], helper.make_node("Clip", ["x"], ["y"], **bounds)
+        twin, _ = twin_of(stack_model([node], inits, opset=opset))
+        return twin.layer_module("y")
+
+    for opset in (9, 13):
+        assert type(clip_module(opset, min=0.0, max=6.0)) is nn.ReLU6
+        assert type(clip_module(opset, min=0.0)) is nn.ReLU
+        hardtanh = clip_module(opset, min=-1.0, max=2.0)
+        assert type(hardtanh) is nn.Hardtanh and (hardtanh.min_val, hardtanh.max_val) == (-1.0, 2.0)
+
+
+def test_a_wrong_twin_is_refused_naming_the_first_layer_that_differs(monkeypatch):
+    from models import twin_ops
+
+    monkeypatch.setitem(twin_ops.CONVERTERS, "LRN", lambda c: nn.Identity())
+    with pytest.raises(ModelRejected) as refused:
+        analysis.analyse(onnx_file("classic", 9))
+    assert refused.value.code == "twin_mismatch"
+    assert "LRN" in refused.value.message and "first at layer" in refused.value.message
+
+
+def test_builtin_model_twin_matches_at_two_sizes(builtin, builtin_store):
+    data = builtin_store.blob_path(builtin.onnx_sha256).read_bytes()
+    twin = load_twin(builtin, data)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    for size in (224, 160):
+        x = np.random.default_rng(size).standard_normal((2, 3, size, size)).astype(np.float32)
+        expected = session.run(None, {builtin.input_name: x})[0]
+        got = twin.module(torch.from_numpy(x)).numpy()
+        assert np.abs(got - expected).max() <= analysis.tolerance(expected)
+    assert sum(isinstance(m, nn.ReLU6) for m in twin.module.modules()) == 33
+    assert isinstance(twin.layer_module(builtin.layers[1].name), nn.ReLU6)
+    assert isinstance(twin.layer_module(builtin.layers[0].name), nn.Conv2d)
+

@@ -1,0 +1,152 @@
+"""Upload → use (predict, activations, filters, occlusion) → restart → delete, through the real
+app with real Redis and the real sandboxed analysis; the API keeps answering during an upload."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from models.store import ModelStore
+from service.app import create_app
+from service.settings import Settings
+from tests.conftest import BUILTIN_DATA, REDIS_URL, clean_prefix, encode, sample
+from tests.onnx_builders import ClassicNet, ResidualNet, export, seeded, sum_branches_model
+
+CAT = encode(sample("chelsea"))
+LABELS = "\n".join(f"class {i}" for i in range(10)) + "\n"
+
+
+@pytest.fixture(scope="module")
+def upload_settings(tmp_path_factory):
+    prefix = f"test-upload-{uuid.uuid4().hex[:8]}:"
+    yield Settings(redis_url=REDIS_URL, redis_prefix=prefix, data_dir=tmp_path_factory.mktemp("data"))
+    clean_prefix(prefix)
+
+
+@pytest.fixture(scope="module")
+def app_client(upload_settings):
+    with TestClient(create_app(upload_settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+def upload(client, data: bytes, name: str = "net", labels: str | None = None, preprocess: dict | None = None):
+    files = {"file": (f"{name}.onnx", data, "application/octet-stream")}
+    if labels is not None:
+        files["labels"] = ("labels.txt", labels.encode(), "text/plain")
+    form = {"preprocess": json.dumps(preprocess)} if preprocess is not None else {}
+    return client.post("/v1/models", files=files, data=form)
+
+
+def view(client, model: str, name: str, spec: dict):
+    return client.post(f"/v1/models/{model}/{name}", files={"image": ("cat.png", CAT, "image/png")},
+                       data={"spec": json.dumps(spec)})
+
+
+@pytest.fixture(scope="module")
+def classic(app_client):
+    response = upload(app_client, export(seeded(ClassicNet()), 9), "Classic net", LABELS,
+                      {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "color": "BGR"})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_upload_returns_the_model_info(app_client, classic):
+    assert classic["source"] == "upload" and classic["name"] == "Classic net"
+    assert classic["id"].startswith("classic-net-")
+    assert classic["input"] == {"channels": 3, "height": 64, "width": 64, "dynamic_size": False}
+    assert classic["num_classes"] == 10 and classic["labels"][3] == "class 3"
+    assert classic["preprocess"]["color"] == "BGR"
+    ops = [layer["op"] for layer in classic["layers"]]
+    assert ops[:4] == ["Conv", "Relu", "LRN", "MaxPool"]
+    assert classic["layers"][0]["receptive_field"] == {"size": 5, "stride": 2, "start": -2}
+    listed = app_client.get("/v1/models").json()["models"]
+    assert classic["id"] in [m["id"] for m in listed]
+    assert app_client.get(f"/v1/models/{classic['id']}").json() == classic
+
+
+def test_uploaded_model_serves_every_forward_view(app_client, classic):
+    model, conv = classic["id"], classic["layers"][0]["name"]
+    predictions = view(app_client, model, "predict", {"top_k": 3}).json()["predictions"]
+    assert len(predictions) == 3 and predictions[0]["label"].startswith("class ")
+    probabilities = [p["probability"] for p in predictions]
+    assert probabilities == sorted(probabilities, reverse=True)
+    stats = view(app_client, model, "activations", {"layer": conv, "format": "json"}).json()
+    assert stats["shape"] == [16, 32, 32]
+    png = view(app_client, model, "activations", {"layer": classic["layers"][2]["name"]})
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    weights = app_client.get(f"/v1/models/{model}/layers/{conv}/filters", params={"format": "npy"})
+    assert weights.status_code == 200 and np.load(io.BytesIO(weights.content)).shape == (16, 3, 5, 5)
+    assert app_client.get(f"/v1/models/{model}/layers/{conv}/filters").content[:4] == b"\x89PNG"
+    occlusion = view(app_client, model, "occlusion", {"patch": 16, "stride": 16, "format": "json"}).json()
+    assert np.asarray(occlusion["map"]).shape == (4, 4)
+    assert 0 < occlusion["baseline_probability"] < 1
+
+
+def test_model_exported_at_batch_one_serves_occlusion_batches(app_client):
+    """A zoo-style file with batch fixed at 1: ONNX Runtime is fed one image at a time."""
+    response = upload(app_client, sum_branches_model(9), "sum")
+    assert response.status_code == 201, response.text
+    occlusion = view(app_client, response.json()["id"], "occlusion", {"patch": 4, "stride": 4, "format": "json"})
+    assert occlusion.status_code == 200 and np.asarray(occlusion.json()["map"]).shape == (4, 4)
+
+
+def test_dynamic_model_is_probed_at_two_sizes_and_used_at_the_asked_size(app_client):
+    response = upload(app_client, export(seeded(ResidualNet()), 17, dynamic=True), "resnet",
+                      preprocess={"input_size": [96, 128], "resize": 140})
+    assert response.status_code == 201, response.text
+    info = response.json()
+    assert info["input"] == {"channels": 3, "height": 96, "width": 128, "dynamic_size": True}
+    assert info["preprocess"]["resize"] == 140 and info["preprocess"]["mean"] == [0.0, 0.0, 0.0]
+    assert view(app_client, info["id"], "predict", {}).status_code == 200
+
+
+def test_model_survives_a_restart_and_is_deleted(upload_settings, app_client, classic):
+    model = classic["id"]
+    store = ModelStore(upload_settings.data_dir)
+    blob = store.blob_path(store.get(model).onnx_sha256)
+    assert blob.exists() and not list(store.root.glob("**/.tmp-*"))
+    with TestClient(create_app(upload_settings), raise_server_exceptions=False) as restarted:
+        assert restarted.get(f"/v1/models/{model}").json() == classic
+        assert view(restarted, model, "predict", {}).status_code == 200
+        assert restarted.delete(f"/v1/models/{model}").status_code == 204
+        assert restarted.get(f"/v1/models/{model}").status_code == 404
+    assert app_client.get(f"/v1/models/{model}").status_code == 404
+    assert view(app_client, model, "predict", {}).status_code == 404
+    assert not blob.exists()
+    assert app_client.delete(f"/v1/models/{model}").status_code == 404
+
+
+def test_builtin_model_cannot_be_deleted(upload_settings, builtin_store, builtin):
+    settings = upload_settings.model_copy(update={"data_dir": upload_settings.data_dir / "with-builtin"})
+    shutil.copytree(builtin_store.root, settings.data_dir / "models")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        response = client.delete(f"/v1/models/{builtin.id}")
+        assert response.status_code == 403 and response.json()["error"]["code"] == "builtin_model"
+        assert client.get(f"/v1/models/{builtin.id}").status_code == 200
+
+
+def test_api_answers_while_a_model_is_analysed(app_client, builtin_store, builtin):
+    data = builtin_store.blob_path(builtin.onnx_sha256).read_bytes()
+    done: dict = {}
+    worker = threading.Thread(target=lambda: done.update(response=upload(app_client, data, "lite0")))
+    worker.start()
+    latencies = []
+    while worker.is_alive() and len(latencies) < 500:
+        start = time.perf_counter()
+        assert app_client.get("/healthz").status_code == 200
+        latencies.append(time.perf_counter() - start)
+        time.sleep(0.02)
+    worker.join()
+    assert done["response"].status_code == 201, done["response"].text
+    assert len(latencies) >= 10 and max(latencies) < 1.0, (len(latencies), max(latencies))
+    info = done["response"].json()
+    assert [layer["name"] for layer in info["layers"]] == [layer.name for layer in builtin.layers]
+    assert info["input"]["dynamic_size"] is True

@@ -12,16 +12,19 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from PIL import Image
 
-from models.record import ReceptiveField
+from models.record import Layer, ModelRecord, ReceptiveField
 from service import render
 from workers.dataset_feed import DatasetOutput, DatasetTask
 
-BACKGROUND = 32
-MAX_PICTURE_PX = 4096
+BACKGROUND = 32  # grey of empty tile area
+BLOCK_BACKGROUND = 96  # grey between channels' blocks
+TILE_GAP, BLOCK_GAP = 2, 8  # pixels
+MAX_PICTURE_PX = 3072
 
 
 @dataclass
@@ -62,68 +65,114 @@ def receptive_box(rf: ReceptiveField, y: int, x: int, height: int, width: int) -
 
 
 def letterbox(patch: np.ndarray, side: int) -> np.ndarray:
-    """A patch scaled to fit a side×side tile, aspect kept, the rest background grey."""
+    """A patch scaled to fit a side×side tile, aspect kept (nearest when enlarging, so small fields stay
+    crisp; bilinear when shrinking), the rest background grey."""
     h, w = patch.shape[:2]
     scale = side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    resized = np.asarray(Image.fromarray(patch).resize(size, Image.BICUBIC))
+    if scale >= 1:
+        resized = Image.fromarray(patch).resize(size, Image.NEAREST)
+    else:
+        resized = Image.fromarray(patch).resize(size, Image.BILINEAR, reducing_gap=2.0)
     tile = np.full((side, side, 3), BACKGROUND, np.uint8)
     top, left = (side - size[1]) // 2, (side - size[0]) // 2
-    tile[top:top + size[1], left:left + size[0]] = resized
+    tile[top:top + size[1], left:left + size[0]] = np.asarray(resized)
     return tile
 
 
-def tile_side(channels: int, k: int) -> int:
-    """Pixels per patch tile so that the whole picture stays within MAX_PICTURE_PX (40 to 96: smaller tiles would be upscaled by `tile_grid`)."""
-    side = math.ceil(math.sqrt(channels)) * math.ceil(math.sqrt(k))
-    return int(np.clip(MAX_PICTURE_PX // max(side, 1), 40, 96))
+@dataclass(frozen=True)
+class Layout:
+    """Where patches go in `patches.png`: one block of k tiles per channel (near-square, best top-left),
+    blocks in a near-square grid, the picture at most MAX_PICTURE_PX wide (tiles 16 to 96 px)."""
+
+    channels: int
+    k: int
+
+    @property
+    def block_cols(self) -> int:
+        return math.ceil(math.sqrt(self.channels))
+
+    @property
+    def tile_cols(self) -> int:
+        return math.ceil(math.sqrt(self.k))
+
+    @cached_property
+    def tile(self) -> int:
+        across = self.block_cols * self.tile_cols
+        return min(max((MAX_PICTURE_PX - (self.block_cols + 1) * BLOCK_GAP) // across - TILE_GAP, 16), 96)
+
+    @cached_property
+    def block_size(self) -> tuple[int, int]:
+        rows = math.ceil(self.k / self.tile_cols)
+        return rows * (self.tile + TILE_GAP) - TILE_GAP, self.tile_cols * (self.tile + TILE_GAP) - TILE_GAP
+
+    def canvas(self) -> np.ndarray:
+        bh, bw = self.block_size
+        rows = math.ceil(self.channels / self.block_cols)
+        canvas = np.full((rows * (bh + BLOCK_GAP) + BLOCK_GAP, self.block_cols * (bw + BLOCK_GAP) + BLOCK_GAP, 3),
+                         BLOCK_BACKGROUND, np.uint8)
+        for row in range(self.channels):
+            y, x = self.origin(row, 0)
+            canvas[y:y + bh, x:x + bw] = BACKGROUND
+        return canvas
+
+    def origin(self, row: int, rank: int) -> tuple[int, int]:
+        bh, bw = self.block_size
+        br, bc = divmod(row, self.block_cols)
+        tr, tc = divmod(rank, self.tile_cols)
+        return (BLOCK_GAP + br * (bh + BLOCK_GAP) + tr * (self.tile + TILE_GAP),
+                BLOCK_GAP + bc * (bw + BLOCK_GAP) + tc * (self.tile + TILE_GAP))
 
 
-def patches_picture(per_channel: list[list[np.ndarray]], k: int, tile: int) -> Image.Image:
-    """One block of k tiles per channel (a near-square grid, best top-left), blocks in a near-square grid."""
-    empty = np.full((tile, tile, 3), BACKGROUND, np.uint8)
-    blocks = [np.asarray(render.tile_grid(np.stack(tiles + [empty] * (k - len(tiles))), background=BACKGROUND))
-              for tiles in per_channel]
-    if len(blocks) == 1:
-        return Image.fromarray(blocks[0])
-    return render.tile_grid(np.stack(blocks), background=96)
-
-
-def run(task: DatasetTask) -> DatasetOutput:
-    """`top.json` (per channel, best first) and `patches.png`; metrics: layer, channels, k, images."""
-    params, record, feed = task.params, task.record, task.feed
-    layer = record.layer(params.layer)
-    channels = [params.channel] if params.channel is not None else list(range(layer.shape[0]))
-    top = TopK.empty(len(channels), params.k)
-    later = feed.steps_for(min(len(feed), len(channels) * params.k))
-    for batch in feed.batches([layer.name], extra_steps=later):
-        maps = batch.features[layer.name]
-        top.update(maps[:, channels] if params.channel is not None else maps, batch.indices)
+def winners(top: TopK, channels: list[int], layer: Layer, record: ModelRecord, feed) -> list[list[dict]]:
+    """Per channel, its `top.json` entries, best first; `box` in model-input pixels, clipped."""
     grid_w = layer.shape[2]
     height, width = record.input.height, record.input.width
     entries = [[] for _ in channels]
-    for row in range(len(channels)):
+    for row, channel in enumerate(channels):
         for value, image, position in zip(top.value[row], top.image[row], top.position[row]):
             if image >= 0:
                 y, x = divmod(int(position), grid_w)
-                entries[row].append({"channel": channels[row], "image_index": int(image),
-                                     "name": feed.name(int(image)), "activation": float(value), "position": [y, x],
+                entries[row].append({"channel": channel, "image_index": int(image), "name": feed.name(int(image)),
+                                     "activation": float(value), "position": [y, x],
                                      "box": receptive_box(layer.receptive_field, y, x, height, width)})
-    # Crop the winners' patches one source image at a time; only the small tiles are kept.
-    tile = tile_side(len(channels), params.k)
+    return entries
+
+
+def draw(entries: list[list[dict]], k: int, feed) -> np.ndarray:
+    """`patches.png`: each winner's patch cropped from its image (loaded once, one image at a time) and
+    drawn straight into the picture; a deep layer's fields cover the whole image, so one tile per
+    (image, box) serves many channels."""
+    layout = Layout(len(entries), k)
+    canvas = layout.canvas()
     wanted: dict[int, list[tuple[int, int]]] = {}
     for row, found in enumerate(entries):
         for rank, entry in enumerate(found):
             wanted.setdefault(entry["image_index"], []).append((row, rank))
-    tiles: dict[tuple[int, int], np.ndarray] = {}
     for index, pixels in feed.images(wanted):
+        tiles: dict[tuple, np.ndarray] = {}
         for row, rank in wanted[index]:
-            x0, y0, x1, y1 = entries[row][rank]["box"]
-            tiles[row, rank] = letterbox(pixels[y0:y1, x0:x1], tile)
-    per_channel = [[tiles[row, rank] for rank in range(len(found))] for row, found in enumerate(entries)]
-    flat = [entry for found in entries for entry in found]
+            box = tuple(entries[row][rank]["box"])
+            if box not in tiles:
+                x0, y0, x1, y1 = box
+                tiles[box] = letterbox(pixels[y0:y1, x0:x1], layout.tile)
+            y, x = layout.origin(row, rank)
+            canvas[y:y + layout.tile, x:x + layout.tile] = tiles[box]
+    return canvas
+
+
+def run(task: DatasetTask) -> DatasetOutput:
+    """`top.json` (channel by channel, best first) and `patches.png`; metrics: layer, channels, k, images."""
+    params, record, feed = task.params, task.record, task.feed
+    layer = record.layer(params.layer)
+    channels = [params.channel] if params.channel is not None else list(range(layer.shape[0]))
+    top = TopK.empty(len(channels), params.k)
+    for batch in feed.batches([layer.name], extra_steps=feed.steps_for(min(len(feed), len(channels) * params.k))):
+        maps = batch.features[layer.name]
+        top.update(maps[:, channels] if params.channel is not None else maps, batch.indices)
+    entries = winners(top, channels, layer, record, feed)
     return DatasetOutput(
-        artifacts={"top.json": json.dumps(flat).encode(),
-                   "patches.png": render.png(patches_picture(per_channel, params.k, tile))},
+        artifacts={"top.json": json.dumps([e for found in entries for e in found]).encode(),
+                   "patches.png": render.png(draw(entries, params.k, feed))},
         metrics={"layer": layer.name, "channels": len(channels), "k": params.k, "images": len(feed),
                  "receptive_field": layer.receptive_field.model_dump()})

@@ -25,7 +25,7 @@ from models import graph
 from models.validate import ImageInput, Limits, ModelRejected, check
 
 log = logging.getLogger(__name__)
-RTOL, ATOL = 1e-3, 1e-4
+RTOL, ATOL = 1e-3, 1e-5
 DEFAULT_SIZE = 224
 
 

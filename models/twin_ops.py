@@ -518,7 +518,7 @@ def constant_of_shape(c: NodeContext):
     fill = torch.from_numpy(onnx.numpy_helper.to_array(value).copy()) if value is not None else torch.zeros(1)
 
     def run(shape):
-        return fill.reshape(()).expand([int(s) for s in shape.tolist()]).clone()
+        return fill.to(shape.device).reshape(()).expand([int(s) for s in shape.tolist()]).clone()
 
     return Lambda("ConstantOfShape", run)
 
@@ -667,7 +667,7 @@ CONVERTERS: dict[str, Callable[[NodeContext], nn.Module | Step | list[Step]]] = 
     "Identity": lambda c: nn.Identity(), "Dropout": _dropout,
     "Flatten": flatten, "Reshape": reshape, "Squeeze": squeeze, "Unsqueeze": unsqueeze,
     "Transpose": transpose, "Concat": concat, "Split": split, "Expand": expand, "Tile": tile,
-    "Shape": shape, "Size": _elementwise("Size", lambda x: torch.tensor(x.numel(), dtype=torch.int64)),
+    "Shape": shape, "Size": _elementwise("Size", lambda x: torch.tensor(x.numel(), dtype=torch.int64, device=x.device)),
     "Gather": gather, "Cast": cast, "ConstantOfShape": constant_of_shape, "Pad": pad, "Slice": slice_,
     "ReduceMean": lambda c: reduce(c, lambda x, a, k: x.mean(a, keepdim=k)),
     "ReduceSum": lambda c: reduce(c, lambda x, a, k: x.sum(a, keepdim=k)),

@@ -188,8 +188,9 @@ def image_input(model: onnx.ModelProto, limits: Limits) -> ImageInput:
                             "an image input is N×C×H×W (4 dimensions)")
     fixed = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims]
     if fixed[1] not in (1, 3):
-        raise ModelRejected("no_image_input", f"the input {value.name!r} declares {fixed[1]} channels; "
-                            "convscope feeds 1 (grey) or 3 (colour) channels, channels first (N×C×H×W)")
+        declared = "does not declare its channel count" if fixed[1] is None else f"declares {fixed[1]} channels"
+        raise ModelRejected("no_image_input", f"the input {value.name!r} {declared}; convscope feeds 1 (grey) "
+                            "or 3 (colour) channels, channels first (N×C×H×W)")
     if fixed[0] not in (None, 1):
         raise ModelRejected("no_image_input", f"the input's batch dimension is fixed at {fixed[0]}; "
                             "export with batch 1 or a dynamic batch axis")

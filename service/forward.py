@@ -77,22 +77,39 @@ class Runtimes:
         self.settings = settings
         self._cache: dict[tuple[str, str], ModelRuntime] = {}
         self._lock = threading.Lock()
+        self._building: dict[tuple[str, str], threading.Lock] = {}
 
     def get(self, record: ModelRecord) -> ModelRuntime:
+        """The model's runtime, built once; building one model's session (seconds for a large
+        model) holds only that model's lock, so requests to other models go on meanwhile."""
         key = (record.id, record.onnx_sha256)
         with self._lock:
             hit = self._cache.get(key)
+            if hit is not None:
+                return hit
+            building = self._building.setdefault(key, threading.Lock())
+        with building:
+            with self._lock:
+                hit = self._cache.get(key)
             if hit is None:
-                try:
-                    data = self.store.blob_path(record.onnx_sha256).read_bytes()
-                except OSError as exc:
-                    raise Unavailable(f"the file of model {record.id!r} cannot be read: {exc.strerror}",
-                                      code="model_unavailable") from None
-                hit = ModelRuntime(record, data, self.settings)
-                hit.plain = hit._session([record.logits_name])  # the Softmax input, when there is one
-                self._cache = {k: v for k, v in self._cache.items() if k[0] != record.id}
-                self._cache[key] = hit
+                hit = self._build(record)
+                with self._lock:
+                    self._cache = {k: v for k, v in self._cache.items() if k[0] != record.id}
+                    self._cache[key] = hit
+                    self._building.pop(key, None)
             return hit
+
+    def _build(self, record: ModelRecord) -> ModelRuntime:
+        try:
+            data = self.store.blob_path(record.onnx_sha256).read_bytes()
+        except OSError as exc:
+            raise Unavailable(f"the file of model {record.id!r} cannot be read: {exc.strerror}",
+                              code="model_unavailable") from None
+        hit = ModelRuntime(record, data, self.settings)
+        hit.plain = hit._session()
+        if record.logits_name not in {o.name for o in hit.plain.get_outputs()}:
+            hit.plain = hit._session([record.logits_name])  # the input of a trailing Softmax
+        return hit
 
     def drop(self, model_id: str) -> None:
         with self._lock:

@@ -169,7 +169,7 @@ def _twin(model: onnx.ModelProto, input_name: str, logits: str, layers: list[str
     import torch
 
     from models.twin import build_twin
-    from models.twin_ops import Unsupported
+    from models.twin_base import Unsupported
 
     torch.set_num_threads(threads)
 

@@ -90,8 +90,22 @@ def _result(returncode: int, out: bytes, err: bytes, sandbox: SandboxLimits) -> 
                         f"{sandbox.memory_bytes // 2 ** 20} MiB")
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the API that started it dies (no orphaned analyses)."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the call
+        os._exit(1)
+
+
 def _child(config: dict) -> int:
     """Child side: cap resources, read the model from stdin, write one JSON line to the real stdout."""
+    _die_with_parent()
     memory = int(config["memory_bytes"])
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     cpu = int(config["time_s"] * max(config["threads"], 1)) + 10

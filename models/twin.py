@@ -26,7 +26,8 @@ from onnx import numpy_helper
 from torch import nn
 
 from models.record import ModelRecord
-from models.twin_ops import CONVERTERS, If, Lambda, NodeContext, Step, Unsupported, as_tensor, constant_attribute
+from models.twin_base import If, Lambda, NodeContext, Step, Unsupported
+from models.twin_ops import CONVERTERS, as_tensor, constant_attribute
 
 Lookup = Callable[[str], torch.Tensor]
 

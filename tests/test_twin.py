@@ -136,3 +136,27 @@ def test_builtin_model_twin_matches_at_two_sizes(builtin, builtin_store):
     assert isinstance(twin.layer_module(builtin.layers[1].name), nn.ReLU6)
     assert isinstance(twin.layer_module(builtin.layers[0].name), nn.Conv2d)
 
+
+
+def test_gradients_reach_the_input_and_rectifier_backward_rules_can_be_swapped():
+    """What the gradient methods do: d logit / d input, then the same with every ReLU's backward
+    rule replaced (guided backprop: only positive gradients pass)."""
+    twin, _ = twin_of(onnx_file("residual", CURRENT_OPSET))
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32))
+
+    def gradient() -> torch.Tensor:
+        x_ = x.clone().requires_grad_(True)
+        twin.module(x_)[0, 2].backward()
+        return x_.grad
+
+    plain = gradient()
+    assert plain.abs().sum() > 0
+    rectifiers = [m for m in twin.module.modules() if isinstance(m, (nn.ReLU, nn.ReLU6, nn.LeakyReLU))]
+    hooks = [m.register_full_backward_hook(lambda m, gin, gout: (gin[0].clamp(min=0),)) for m in rectifiers]
+    try:
+        guided = gradient()
+    finally:
+        for h in hooks:
+            h.remove()
+    assert not torch.allclose(plain, guided)
+    assert torch.equal(gradient(), plain)  # nothing left behind

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from models.store import ModelStore
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import BUILTIN_DATA, REDIS_URL, clean_prefix, encode, sample
+from tests.conftest import REDIS_URL, clean_prefix, encode, sample
 from tests.onnx_builders import ClassicNet, ResidualNet, export, seeded, sum_branches_model
 
 CAT = encode(sample("chelsea"))

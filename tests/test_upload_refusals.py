@@ -173,3 +173,15 @@ def test_grey_model_gets_grey_preprocessing(client):
     assert client.post(f"/v1/models/{info['id']}/predict", files={"image": ("c.png", encode(sample("chelsea")))},
                        data={"spec": "{}"}).status_code == 200
     assert client.delete(f"/v1/models/{info['id']}").status_code == 204
+
+
+def test_a_second_upload_while_one_is_analysed_is_429(client):
+    client.post("/v1/models", files={"file": ("m.onnx", b"not onnx")})  # the first upload creates the slots
+    slots = client.app.state.upload_slots
+    assert slots.acquire(blocking=False)
+    try:
+        response = client.post("/v1/models", files={"file": ("m.onnx", small_net().SerializeToString())})
+        assert response.status_code == 429 and response.headers["retry-after"]
+        assert response.json()["error"]["code"] == "uploads_busy"
+    finally:
+        slots.release()

@@ -105,6 +105,24 @@ def constant_of_shape_bomb(computed: bool) -> bytes:
     return stack_model(nodes, inits + [conv_weights("w", 4, 3, 3)])
 
 
+def loop_and_range(op: str) -> bytes:
+    """A `Loop` of 2^40 iterations or a `Range` of 2^40 elements feeding the network."""
+    big = numpy_helper.from_array(np.array(2 ** 40, np.int64), "big")
+    if op == "Range":
+        extra = [helper.make_node("Range", ["zero", "big", "one"], ["r"])]
+    else:
+        body = helper.make_graph([helper.make_node("Identity", ["cond_in"], ["cond_out"])], "body",
+                                 [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                                  helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])],
+                                 [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, [])])
+        extra = [helper.make_node("Loop", ["big", ""], [], body=body)]
+    model = small_net()
+    model.graph.node.extend(extra)
+    model.graph.initializer.extend([big, numpy_helper.from_array(np.array(0, np.int64), "zero"),
+                                    numpy_helper.from_array(np.array(1, np.int64), "one")])
+    return model.SerializeToString()
+
+
 CASES = {
     "relative external data": (external("../../etc/passwd"), "external_data", "../../etc/passwd"),
     "absolute external data": (external("/etc/passwd"), "external_data", "save_as_external_data=False"),
@@ -112,6 +130,8 @@ CASES = {
     "text file": (b"this is not a model\n" * 10, "not_onnx", "not an ONNX model"),
     "custom domain op": (custom_domain(), "custom_ops", "com.evil.Backdoor"),
     "op outside the allow-list": (unsupported_op(), "unsupported_ops", "Hardmax"),
+    "huge Range": (loop_and_range("Range"), "unsupported_ops", "Range"),
+    "giant Loop": (loop_and_range("Loop"), "unsupported_ops", "Loop"),
     "no image input": (no_image_input(), "no_image_input", "N×C×H×W"),
     "huge declared input": (huge_input(), "input_too_large", "100000×100000"),
     "opset too old": (old_opset(), "unsupported_opset", "opset 5"),
@@ -163,6 +183,23 @@ def test_byte_limit_and_time_limit(refusal_settings):
             response = c.post("/v1/models", files={"file": ("m.onnx", data)})
             assert response.status_code == status and response.json()["error"]["code"] == code, response.text
             assert c.get("/healthz").status_code == 200
+
+
+def test_byte_limit_holds_without_a_content_length(refusal_settings):
+    """A chunked body declares no size: it is counted as it streams in and cut off at the limit."""
+    head = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"m.onnx\"\r\n"
+            b"Content-Type: application/octet-stream\r\n\r\n")
+
+    def body():
+        yield head
+        for _ in range(64):
+            yield b"\0" * 65536  # 4 MiB in all, never finished
+
+    with TestClient(create_app(refusal_settings.model_copy(update={"max_model_bytes": 1024 * 1024})),
+                    raise_server_exceptions=False) as c:
+        response = c.post("/v1/models", content=body(), headers={"content-type": "multipart/form-data; boundary=b"})
+        assert response.status_code == 413 and response.json()["error"]["code"] == "model_too_large"
+        assert c.get("/healthz").status_code == 200
 
 
 def test_grey_model_gets_grey_preprocessing(client):

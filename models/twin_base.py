@@ -203,19 +203,20 @@ class BatchNorm(nn.modules.batchnorm._BatchNorm):
 
 
 class Reshape(nn.Module):
-    """ONNX Reshape (0 copies the input's dimension unless `allowzero`). A constant target whose
-    leading dimension is 1 follows the batch when the input holds more than one image, so a
-    head exported at batch 1 (`Reshape [1, -1]`) still works on a batch; the probe checks it."""
+    """ONNX Reshape (0 copies the input's dimension unless `allowzero`). With `follow_batch`
+    (a constant target applied to a computed tensor), a leading 1 follows the batch when the
+    input holds more than one image, so a head exported at batch 1 (`Reshape [1, -1]`) still
+    works on a batch; the probe compares a batch of two with ONNX Runtime image by image."""
 
-    def __init__(self, shape: list[int] | None, allowzero: bool):
+    def __init__(self, shape: list[int] | None, allowzero: bool, follow_batch: bool = False):
         super().__init__()
-        self.shape, self.allowzero = shape, allowzero
+        self.shape, self.allowzero, self.follow_batch = shape, allowzero, follow_batch
 
     def forward(self, x, shape=None):
         target = self.shape if shape is None else [int(s) for s in shape.reshape(-1).tolist()]
         if not self.allowzero:
             target = [x.shape[i] if s == 0 else s for i, s in enumerate(target)]
-        if shape is None and target and target[0] == 1 and x.ndim >= 1 and x.shape[0] > 1:
+        if self.follow_batch and target and target[0] == 1 and x.ndim >= 1 and x.shape[0] > 1:
             target = [x.shape[0]] + list(target[1:])
         return x.reshape(target)
 

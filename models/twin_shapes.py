@@ -18,7 +18,8 @@ def reshape(c: NodeContext):
     shape = c.value(1)
     allowzero = bool(c.attr("allowzero", 0))
     if shape is not None:
-        return Step(Reshape([int(s) for s in shape.tolist()], allowzero), [c.input(0)], [c.node.output[0]])
+        follow = c.value(0) is None  # never for constants (a bias reshaped to 1×C×1×1)
+        return Step(Reshape([int(s) for s in shape.tolist()], allowzero, follow), [c.input(0)], [c.node.output[0]])
     return Reshape(None, allowzero)
 
 

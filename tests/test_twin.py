@@ -160,3 +160,26 @@ def test_gradients_reach_the_input_and_rectifier_backward_rules_can_be_swapped()
             h.remove()
     assert not torch.allclose(plain, guided)
     assert torch.equal(gradient(), plain)  # nothing left behind
+
+
+def test_batch_one_reshape_head_and_constant_reshapes():
+    """Caffe2-era files: a per-channel scale reshaped from a constant to 1×C×1×1, and a head
+    `Reshape [1, -1]` frozen at batch 1; the twin still runs a batch (checked against ORT per image)."""
+    from onnx import helper, numpy_helper
+
+    from tests.onnx_builders import conv_weights, stack_model
+
+    rng = np.random.default_rng(1)
+    inits = [conv_weights("w", 4, 3, 3), numpy_helper.from_array(rng.random(4).astype(np.float32), "scale"),
+             numpy_helper.from_array(np.array([1, 4, 1, 1], np.int64), "cshape"),
+             numpy_helper.from_array(np.array([1, -1], np.int64), "flat"),
+             numpy_helper.from_array(rng.standard_normal((3, 4 * 15 * 15)).astype(np.float32), "fc"),
+             numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "fc_b")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3]),
+             helper.make_node("Reshape", ["scale", "cshape"], ["scale4"]),
+             helper.make_node("Mul", ["c", "scale4"], ["scaled"]),
+             helper.make_node("MaxPool", ["scaled"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Reshape", ["p", "flat"], ["v"]),
+             helper.make_node("Gemm", ["v", "fc", "fc_b"], ["scores"], transB=1)]
+    found = analysis.analyse(stack_model(nodes, inits, opset=9))
+    assert found["max_batch"] == 1 and found["checks"][0]["agree"] and found["num_classes"] == 3

@@ -27,8 +27,9 @@ import struct
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from service.errors import BadRequest, TooLarge, UnsupportedMedia
 

@@ -20,9 +20,10 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 from service import archives, images
 from service.errors import ConvscopeError, Invalid, NotFound, Overloaded, TooLarge

@@ -204,6 +204,9 @@ def test_total_size_and_member_count_limits(app_for):
             z.writestr(f"{i}.png", small("chelsea", 16))
     r = client.post("/v1/datasets", files={"file": ("many.zip", buf.getvalue(), "application/zip")})
     assert r.status_code == 413 and r.json()["error"]["code"] == "too_many_members"
+    files = [("files", (f"{i}.png", small("chelsea", 16), "image/png")) for i in range(5)]
+    r = client.post("/v1/datasets", files=files)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_many_members"
 
 
 def test_upload_body_limit(app_for):

@@ -82,7 +82,7 @@ def tiny(tmp_path_factory):
     net = TinyNet().eval()
     store = ModelStore(tmp_path_factory.mktemp("tiny-store"))
     record = register(store, export(net), model_id="tiny", name="tiny", source="upload", preprocess=Preprocess())
-    layer = [lay for lay in record.layers if lay.op == "Relu" and lay.shape == [5, 16, 16]][0]
+    layer = next(lay for lay in record.layers if lay.op == "Relu" and lay.shape == [5, 16, 16])
     return net, store, record, layer.name
 
 
@@ -116,7 +116,7 @@ def model_inputs(dataset, record) -> torch.Tensor:
 
 def brute_force_top(maps: np.ndarray, channel: int, k: int) -> list[tuple[int, int, int]]:
     """(image, y, x) of the k images with the largest spatial maximum: sort everything, no heap."""
-    n, _, h, w = maps.shape
+    n, _, _, w = maps.shape
     flat = maps[:, channel].reshape(n, -1)
     best = [(-float(flat[i].max()), i, int(flat[i].argmax())) for i in range(n)]
     return [(i, *divmod(p, w)) for _, i, p in sorted(best)[:k]]
@@ -133,8 +133,8 @@ def top_of(task) -> list[dict]:
 def test_tiny_top_activations_equal_brute_force_for_every_channel_in_one_pass(settings, tiny, dataset):
     net, store, record, layer = tiny
     calls = []
-    entries = top_of(task_for(settings, store, record, dataset, "top_activations", progress=lambda s, t: calls.append((s, t)),
-                              layer=layer, k=4))
+    entries = top_of(task_for(settings, store, record, dataset, "top_activations",
+                              progress=lambda step, total: calls.append((step, total)), layer=layer, k=4))
     with torch.no_grad():
         maps = net.features(model_inputs(dataset, record)).numpy()
     for channel in range(5):
@@ -184,7 +184,7 @@ def gradient_boxes(positions) -> dict[tuple[int, int], list[int]]:
 
 
 def test_every_patch_box_is_the_receptive_field_found_by_gradients(settings, tiny, dataset):
-    net, store, record, layer = tiny
+    _, store, record, layer = tiny
     rf = record.layer(layer).receptive_field
     assert (rf.size, rf.stride, rf.start) == (15, 4, -6)
     entries = top_of(task_for(settings, store, record, dataset, "top_activations", layer=layer, k=12))
@@ -273,7 +273,7 @@ def test_cancelling_between_batches_stops_the_pass_and_its_decoder(settings, tin
 
     from workers.methods import unit_stats
 
-    net, store, record, layer = tiny
+    _, store, record, layer = tiny
 
     class Stop(Exception):
         pass

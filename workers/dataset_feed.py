@@ -25,8 +25,8 @@ import onnx
 
 from models import runtime
 from models.record import ModelRecord
-from service import images
 from models.store import ModelStore
+from service import images
 from service.datasets import Dataset, DatasetStore
 from service.errors import NotFound, Unavailable
 from service.settings import Settings

@@ -18,7 +18,7 @@ from PIL import Image
 from service import render
 from workers.dataset_feed import DatasetOutput, DatasetTask
 
-MAX_PICTURE_PX = 4096
+MAX_PICTURE_PX = 2048  # a map of 5,000 photos is then about 8 MB of PNG
 OPTIMAL_ASSIGNMENT_MAX = 1500  # points up to which grid cells are assigned optimally (Hungarian)
 
 
@@ -97,8 +97,8 @@ def grid_cells(points: np.ndarray, cols: int, rows: int) -> np.ndarray:
 
 
 def thumb_side(images: int) -> int:
-    """Pixels per thumbnail so that the map stays within MAX_PICTURE_PX (24 to 128)."""
-    return int(np.clip(MAX_PICTURE_PX // max(math.ceil(math.sqrt(images)), 1), 24, 128))
+    """Pixels per thumbnail so that the map stays within MAX_PICTURE_PX (16 to 128)."""
+    return int(np.clip(MAX_PICTURE_PX // max(math.ceil(math.sqrt(images)), 1), 16, 128))
 
 
 def thumbnail(pixels: np.ndarray, side: int) -> np.ndarray:

@@ -37,7 +37,7 @@ class TopK:
     position: np.ndarray  # C×k int64: flat index y*w + x on the layer's grid
 
     @classmethod
-    def empty(cls, channels: int, k: int) -> "TopK":
+    def empty(cls, channels: int, k: int) -> TopK:
         return cls(np.full((channels, k), -np.inf, np.float32), np.full((channels, k), -1, np.int64),
                    np.zeros((channels, k), np.int64))
 

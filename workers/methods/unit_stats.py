@@ -30,7 +30,7 @@ class UnitTotals:
     peak: np.ndarray
 
     @classmethod
-    def empty(cls, channels: int) -> "UnitTotals":
+    def empty(cls, channels: int) -> UnitTotals:
         return cls(0, np.zeros(channels), np.zeros(channels, np.int64), np.zeros(channels),
                    np.full(channels, -np.inf))
 

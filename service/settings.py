@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # Load shedding.
     max_concurrent_requests: int = Field(16, gt=0, description="forward views running at once; more get 503")
 
+    # Per-key limits on uploaded models.
+    max_models_per_key: int = Field(20, gt=0, description="uploaded models one key may hold; more → 429")
+    max_model_bytes_per_key: int = Field(2 * 1024**3, gt=0, description="bytes of models one key may hold; more → 413")
+
     # API keys (see service/auth.py); none configured → open service on 127.0.0.1 only.
     api_keys: str = Field("", description="comma-separated `tenant:key` or bare keys", repr=False)
     api_keys_file: Path | None = Field(None, description="file with one `tenant:key` or key per line")

@@ -150,3 +150,22 @@ def test_api_answers_while_a_model_is_analysed(app_client, builtin_store, builti
     info = done["response"].json()
     assert [layer["name"] for layer in info["layers"]] == [layer.name for layer in builtin.layers]
     assert info["input"]["dynamic_size"] is True
+
+
+def test_uploaded_models_belong_to_their_key_and_have_a_quota(upload_settings):
+    keyed = upload_settings.model_copy(update={"api_keys": "alice:a-key,bob:b-key", "max_models_per_key": 1})
+    alice, bob = {"Authorization": "Bearer a-key"}, {"Authorization": "Bearer b-key"}
+    data = export(seeded(ClassicNet()), 9)
+    with TestClient(create_app(keyed), raise_server_exceptions=False) as client:
+        assert client.post("/v1/models", files={"file": ("n.onnx", data)}).status_code == 401
+        first = client.post("/v1/models", files={"file": ("n.onnx", data)}, headers=alice)
+        assert first.status_code == 201, first.text
+        model = first.json()["id"]
+        second = client.post("/v1/models", files={"file": ("n.onnx", data)}, headers=alice)
+        assert second.status_code == 429 and second.json()["error"]["code"] == "model_quota"
+        assert client.get(f"/v1/models/{model}", headers=bob).status_code == 404
+        assert model not in [m["id"] for m in client.get("/v1/models", headers=bob).json()["models"]]
+        assert client.post(f"/v1/models/{model}/predict", files={"image": ("c.png", CAT)}, headers=bob).status_code == 404
+        assert client.delete(f"/v1/models/{model}", headers=bob).status_code == 404
+        assert client.post(f"/v1/models/{model}/predict", files={"image": ("c.png", CAT)}, headers=alice).status_code == 200
+        assert client.delete(f"/v1/models/{model}", headers=alice).status_code == 204

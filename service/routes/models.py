@@ -14,7 +14,7 @@ from models.record import ModelInfo
 from service import render, uploads
 from service.auth import current_owner, visible
 from service.context import AppContext, context
-from service.errors import Forbidden, Invalid, Overloaded
+from service.errors import Forbidden, Invalid, Overloaded, TooLarge
 from service.schemas import ErrorResponse, ModelList
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -43,13 +43,28 @@ async def upload_model(request: Request, ctx: AppContext = Depends(context)) -> 
         raise Overloaded("another model is being uploaded; retry in a little while", code="uploads_busy",
                          retry_after=10)
     try:
-        upload = await uploads.read_upload(request, ctx.settings)
         owner = current_owner.get()
+        check_quota(ctx, owner, 0)
+        upload = await uploads.read_upload(request, ctx.settings)
+        check_quota(ctx, owner, len(upload.data))
         record = await run_in_threadpool(uploads.register_upload, ctx.models, upload, ctx.settings, owner)
     finally:
         slots.release()
     info = record.info(with_layers=True)
     return JSONResponse(info.model_dump(mode="json"), status_code=201, headers={"Location": f"/v1/models/{record.id}"})
+
+
+def check_quota(ctx: AppContext, owner: str | None, incoming: int) -> None:
+    """Per-key limits on uploaded models: their number (429) and their bytes (413)."""
+    held = [r for r in ctx.models.list() if r.source == "upload" and r.owner == owner]
+    s = ctx.settings
+    if len(held) >= s.max_models_per_key:
+        raise Overloaded(f"this key already holds {len(held)} models (the limit is {s.max_models_per_key}); "
+                         "delete one first", code="model_quota", retry_after=3600)
+    used = sum(r.size_bytes for r in held)
+    if incoming and used + incoming > s.max_model_bytes_per_key:
+        raise TooLarge(f"this key's models would take {used + incoming} bytes; the limit is "
+                       f"{s.max_model_bytes_per_key}; delete a model first", code="model_quota_bytes")
 
 
 def _upload_slots(request: Request, size: int) -> threading.BoundedSemaphore:

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.bodies import read_request
 from service.context import AppContext, context
-from service.errors import Invalid
+from service.errors import Invalid, NotFound
 from service.job_schemas import Job, JobList, JobRequest
 from service.jobs import MAX_WAIT_S, JobService, view
 from service.jobstore import ENDED
@@ -53,7 +53,10 @@ async def submit(request: Request, response: Response,
     record = ctx.model(spec.model)
     job = await run_in_threadpool(service.submit, spec, record, files, owner(request))
     if wait and job.status not in ENDED:
-        job = view(job.id, await service.wait(job.id, wait))
+        record = await service.wait(job.id, wait)
+        if record is None:  # gone while we waited (Redis was emptied)
+            raise NotFound(f"job {job.id} no longer exists", code="job_not_found")
+        job = view(job.id, record)
     status = 200 if job.status in ENDED else 202
     return JSONResponse(job.model_dump(mode="json"), status_code=status, headers={"Location": f"/v1/jobs/{job.id}"})
 

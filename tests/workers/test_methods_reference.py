@@ -167,3 +167,13 @@ def cam_scale(cam: np.ndarray) -> np.ndarray:
 
 def test_gradcam_defaults_to_the_last_spatial_layer(small_net):
     assert GradcamParams().resolve(small_net.record).layer == "relu2"
+
+
+@pytest.mark.parametrize("n", [7, 150, 400])
+def test_gauss_legendre_nodes_equal_numpy(n):
+    from workers.methods.integrated_gradients import gauss_legendre
+
+    nodes, weights = gauss_legendre(n)
+    expected_nodes, expected_weights = np.polynomial.legendre.leggauss(n)
+    np.testing.assert_allclose(nodes, expected_nodes, atol=1e-13)
+    np.testing.assert_allclose(weights, expected_weights, atol=1e-13)

@@ -50,13 +50,13 @@ def rectify(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return F.relu(x)
 
 
-def local_gradient(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """f'(x), as autograd computes it (strict inequalities at the kinks)."""
+def plain_backward(module: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """g · f'(x) exactly as autograd computes it (one fused kernel; strict inequalities at the kinks)."""
     if isinstance(module, nn.Hardtanh):
-        return ((x > module.min_val) & (x < module.max_val)).to(x.dtype)
+        return torch.ops.aten.hardtanh_backward(grad, x, module.min_val, module.max_val)
     if isinstance(module, nn.LeakyReLU):
-        return torch.where(x > 0, torch.ones_like(x), torch.full_like(x, module.negative_slope))
-    return (x > 0).to(x.dtype)
+        return torch.ops.aten.leaky_relu_backward(grad, x, module.negative_slope, False)
+    return torch.ops.aten.threshold_backward(grad, x, 0)
 
 
 class _RectifierRule(torch.autograd.Function):
@@ -72,7 +72,7 @@ class _RectifierRule(torch.autograd.Function):
         if ctx.rule == "deconvnet":
             slope = ctx.module.negative_slope if isinstance(ctx.module, nn.LeakyReLU) else 0.0
             return F.leaky_relu(grad, slope) if slope else F.relu(grad), None, None
-        return F.relu(grad * local_gradient(ctx.module, x)), None, None
+        return plain_backward(ctx.module, x, grad).clamp_(min=0), None, None
 
 
 @contextlib.contextmanager
@@ -103,16 +103,21 @@ class _Stop(Exception):
 
 
 @contextlib.contextmanager
-def captured(module: nn.Module, *, stop: bool = False) -> Iterator[dict]:
+def captured(module: nn.Module, *, stop: bool = False, leaf: bool = False) -> Iterator[dict]:
     """Inside the block, `box["output"]` is `module`'s output of the last forward pass.
 
-    With `stop`, the forward pass ends right there (wrap the call in `forward_until`)."""
+    With `stop`, the forward pass ends right there (wrap the call in `forward_until`). With `leaf`,
+    the output becomes a new leaf that requires grad: gradients can be taken with respect to it,
+    and nothing before the layer is recorded for backward (a cheaper forward pass)."""
     box: dict = {}
 
     def hook(_module, _inputs, output):
+        if leaf:
+            output = output.detach().requires_grad_(True)
         box["output"] = output
         if stop:
             raise _Stop
+        return output
 
     handle = module.register_forward_hook(hook)
     try:
@@ -175,20 +180,23 @@ def input_gradient(network: Network, x: torch.Tensor, objective: ClassLogit | Un
                 xs = torch.full((x.shape[0],), objective.position[1], device=x.device)
             score = maps[torch.arange(x.shape[0], device=x.device), ys, xs]
             info = {"layer": objective.layer, "channel": objective.channel,
-                    "position": [int(ys[0]), int(xs[0])], "activation": float(score[0])}
+                    "position": [int(ys[0]), int(xs[0])], "activation": float(score[0].detach())}
         else:
             logits = network.module(x)
             target = objective.target if objective.target is not None else int(logits[0].argmax())
             score = logits[:, target]
-            info = {"target": target, "target_logit": float(score[0])}
+            info = {"target": target, "target_logit": float(score[0].detach())}
         (grad,) = torch.autograd.grad(score.sum(), x)
     return grad, info
 
 
-def top_class(network: Network, x: torch.Tensor) -> int:
-    """The top-1 class of the first image (by logit)."""
+def class_logits(network: Network, x: torch.Tensor, target: int | None) -> tuple[int, torch.Tensor]:
+    """(target, logits of every image of `x` for it) without recording a graph; target None → the
+    first image's top-1 class."""
     with torch.no_grad():
-        return int(network.module(x[:1])[0].argmax())
+        logits = network.module(x)
+    target = int(logits[0].argmax()) if target is None else target
+    return target, logits[:, target]
 
 
 def label_metrics(network: Network, info: dict) -> dict:

@@ -16,9 +16,8 @@ def run(task: Task) -> Attribution:
     """attribution: 1×h×w map (ReLU'd, unnormalised); heat: the map divided by its maximum."""
     network, layer = task.network, task.params.layer
     target = objective_of(task.params, network.record).target
-    x = task.x.detach().requires_grad_(True)
-    with captured(network.layer_module(layer)) as box:
-        logits = network.module(x)
+    with captured(network.layer_module(layer), leaf=True) as box:
+        logits = network.module(task.x.detach())
     activations = box["output"]
     if target is None:
         target = int(logits[0].argmax())
@@ -27,5 +26,5 @@ def run(task: Task) -> Attribution:
     cam = torch.relu((weights * activations).sum(dim=1)).detach().float().cpu().numpy()
     peak = float(cam.max())
     heat = cam[0] / peak if peak > 0 else cam[0]
-    metrics = {"target": target, "target_logit": float(logits[0, target]), "layer": layer, "grid": list(cam.shape[1:])}
+    metrics = {"target": target, "target_logit": float(logits[0, target].detach()), "layer": layer, "grid": list(cam.shape[1:])}
     return Attribution(cam, heat, label_metrics(network, metrics))

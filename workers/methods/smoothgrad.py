@@ -10,14 +10,14 @@ import math
 
 import torch
 
-from workers.methods.backprop import ClassLogit, gradient_heat, input_gradient, label_metrics, objective_of, top_class
+from workers.methods.backprop import (ClassLogit, class_logits, gradient_heat, input_gradient, label_metrics,
+                                      objective_of)
 from workers.methods.task import Attribution, Task
 
 
 def run(task: Task) -> Attribution:
     p, network, x = task.params, task.network, task.x.detach()
-    target = objective_of(p, network.record).target
-    target = top_class(network, x) if target is None else target
+    target, logit = class_logits(network, x, objective_of(p, network.record).target)
     sigma = p.noise * float(x.max() - x.min())
     generator = torch.Generator(device=x.device).manual_seed(p.seed)
     total = torch.zeros_like(x[0])
@@ -29,7 +29,5 @@ def run(task: Task) -> Attribution:
         total += grad.sum(dim=0)
         task.progress(step + 1, steps)
     attribution = (total / p.samples).float().cpu().numpy()
-    with torch.no_grad():
-        logit = float(network.module(x)[0, target])
-    metrics = {"target": target, "target_logit": logit, "sigma": sigma}
+    metrics = {"target": target, "target_logit": float(logit[0]), "sigma": sigma}
     return Attribution(attribution, gradient_heat(attribution), label_metrics(network, metrics))

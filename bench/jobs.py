@@ -1,0 +1,197 @@
+"""Jobs end to end vs the same computation in torch vs captum, built-in model at 224×224.
+
+    python bench/jobs.py [--repeats 5]
+
+Starts its own API (`python -m service.cli serve` on a spare port) and one worker
+(`python -m workers`) against the configured Redis, under a private key prefix and queue
+(deleted afterwards). For each method it reports the median wall time of
+- job: POST /v1/jobs?wait=60 (multipart image) until every artifact is downloaded,
+- torch: the worker's method function called directly in this process (same thread count),
+- captum: captum's implementation of the same computation,
+and the queue overhead of a job: its end-to-end time minus the worker's time on it
+(`ended_at − started_at`: image decode, method, PNG/npy encoding, storing).
+Every repetition uses a different image, so no job is answered from the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+import redis
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service import images  # noqa: E402
+from service.settings import get_settings  # noqa: E402
+
+MODEL = "efficientnet-lite0"
+METHODS = {  # kind: params of the job (and of the direct and captum calls)
+    "saliency": {},
+    "guided_backprop": {},
+    "deconvnet": {},
+    "gradcam": {},
+    "smoothgrad": {"samples": 16},
+    "integrated_gradients": {"steps": 32},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def photo(i: int) -> bytes:
+    import skimage.data
+
+    array = skimage.data.chelsea()[i % 40:, (i * 7) % 50:]
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def captum_call(kind: str, net, x: torch.Tensor, target: int, batch: int):
+    from captum.attr import (Deconvolution, GuidedBackprop, IntegratedGradients, LayerGradCam, NoiseTunnel,
+                             Saliency)
+
+    if kind == "saliency":
+        return lambda: Saliency(net).attribute(x, target=target, abs=False)
+    if kind == "guided_backprop":
+        return lambda: GuidedBackprop(net).attribute(x, target=target)
+    if kind == "deconvnet":
+        return lambda: Deconvolution(net).attribute(x, target=target)
+    if kind == "gradcam":
+        return lambda: LayerGradCam(net, net.get_submodule("_relu1")).attribute(x, target=target)
+    if kind == "smoothgrad":
+        sigma = 0.15 * float(x.max() - x.min())
+        return lambda: NoiseTunnel(Saliency(net)).attribute(x, nt_type="smoothgrad", nt_samples=16, stdevs=sigma,
+                                                             nt_samples_batch_size=batch, target=target, abs=False)
+    baseline = torch.full_like(x, -1.0)  # black in this model's input space
+    return lambda: IntegratedGradients(net).attribute(x, baselines=baseline, target=target, n_steps=32,
+                                                      internal_batch_size=batch)
+
+
+def direct_call(kind: str, network, x: torch.Tensor, batch: int):
+    import importlib
+
+    from workers.kinds import KINDS
+    from workers.methods.task import Task
+
+    entry = KINDS[kind]
+    module, _, function = entry.method.partition(":")
+    method = getattr(importlib.import_module(module), function)
+    params = entry.params.model_validate(METHODS[kind]).resolve(network.record)
+    return lambda: method(Task(network, x, params, batch=batch))
+
+
+def start_service(env: dict, port: int, logs: Path) -> list[subprocess.Popen]:
+    api = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env={**env, "CONVSCOPE_PORT": str(port)},
+                           stdout=open(logs / "api.log", "wb"), stderr=subprocess.STDOUT)
+    worker = subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=env,
+                              stdout=open(logs / "worker.log", "wb"), stderr=subprocess.STDOUT)
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return [api, worker]
+
+
+def job_once(client: httpx.Client, kind: str, image: bytes) -> tuple[float, float]:
+    """(end-to-end seconds, worker seconds) of one job."""
+    start = time.perf_counter()
+    response = client.post("/v1/jobs?wait=60", files={"image": ("x.png", image, "image/png")},
+                           data={"spec": json.dumps({"kind": kind, "model": MODEL, "params": METHODS[kind]})})
+    job = response.json()
+    assert job.get("status") == "finished" and not job["cached"], job
+    for artifact in job["result"]["artifacts"]:
+        assert client.get(artifact["url"]).status_code == 200
+    wall = time.perf_counter() - start
+    worker = (datetime.fromisoformat(job["ended_at"]) - datetime.fromisoformat(job["started_at"])).total_seconds()
+    return wall, worker
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    settings = get_settings()
+    torch.set_num_threads(settings.worker_torch_threads)
+    token = uuid.uuid4().hex[:8]
+    prefix, queue, port = f"bench-{token}:", f"bench-{token}", free_port()
+    env = {**os.environ, "CONVSCOPE_REDIS_PREFIX": prefix, "CONVSCOPE_JOB_QUEUE": queue,
+           "CONVSCOPE_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+    logs = ROOT / "bench" / "out"
+    logs.mkdir(parents=True, exist_ok=True)
+    processes = start_service(env, port, logs)
+    try:
+        from models.store import ModelStore
+        from workers.networks import load_network
+
+        store = ModelStore(settings.data_dir)
+        record = store.get(MODEL)
+        network = load_network(record, store, torch.device("cpu"))
+        decoded = images.decode(photo(0), max_bytes=10**8, max_pixels=10**8)
+        x = torch.from_numpy(images.to_tensor(images.fit(decoded, record), record))
+        target = int(network.module(x).argmax())
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
+        counter = iter(range(1, 10**6))
+        rows = []
+        for kind in METHODS:
+            samples = [job_once(client, kind, photo(next(counter))) for _ in range(args.repeats + 1)][1:]
+            e2e = statistics.median(s[0] for s in samples) * 1000
+            overhead = statistics.median((s[0] - s[1]) for s in samples) * 1000
+            direct = timed(direct_call(kind, network, x, settings.attribution_batch), args.repeats)
+            reference = timed(captum_call(kind, network.module, x, target, settings.attribution_batch), args.repeats)
+            rows.append((kind, e2e, direct, reference, overhead))
+        print(f"built-in {MODEL} at 224×224, CPU, torch threads {settings.worker_torch_threads}, "
+              f"batch {settings.attribution_batch}, median of {args.repeats}\n")
+        print(f"{'method':<22}{'job e2e ms':>11}{'torch ms':>10}{'captum ms':>11}{'job/captum':>12}"
+              f"{'torch/captum':>14}{'overhead ms':>13}")
+        for kind, e2e, direct, reference, overhead in rows:
+            print(f"{kind:<22}{e2e:>11.1f}{direct:>10.1f}{reference:>11.1f}{e2e / reference:>12.2f}"
+                  f"{direct / reference:>14.2f}{overhead:>13.1f}")
+        overheads = [row[4] for row in rows]
+        print(f"\nqueue overhead per job (end to end − worker time): median {statistics.median(overheads):.1f} ms, "
+              f"max {max(overheads):.1f} ms (target < 50 ms)")
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(10)
+        client = redis.Redis.from_url(settings.redis_url)
+        doomed = [k for k in client.scan_iter(match=f"{prefix}*")] + [
+            k for k in client.scan_iter(match="rq:*") if queue in k.decode()]
+        if doomed:
+            client.delete(*doomed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Integration fixtures: the real app, real worker processes (`python -m workers`), the real Redis.
+
+Every queue, worker and key carries the test session's own token; the RQ keys those make (RQ keeps
+its own `rq:` namespace) are deleted at the end along with the session's prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from service.settings import Settings
+from tests.conftest import ROOT, encode, sample
+
+MODEL = "efficientnet-lite0"
+
+
+class Workers:
+    """Starts `python -m workers` processes for one Settings and stops them all at the end."""
+
+    def __init__(self, settings: Settings, log_dir: Path):
+        self.settings, self.log_dir = settings, log_dir
+        self.processes: list[subprocess.Popen] = []
+
+    def env(self, settings: Settings | None = None, **extra) -> dict:
+        s = settings or self.settings
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVSCOPE_") and k != "REDIS_URL"}
+        env.update(CONVSCOPE_REDIS_URL=s.redis_url, CONVSCOPE_REDIS_PREFIX=s.redis_prefix,
+                   CONVSCOPE_JOB_QUEUE=s.job_queue, CONVSCOPE_DATA_DIR=str(s.data_dir),
+                   CONVSCOPE_JOB_TIME_LIMIT_SCALE=str(s.job_time_limit_scale), CONVSCOPE_LOG_LEVEL="INFO",
+                   PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        env.update({k: str(v) for k, v in extra.items()})
+        return env
+
+    def start(self, settings: Settings | None = None, wait: bool = True, **extra) -> subprocess.Popen:
+        s = settings or self.settings
+        name = f"{s.job_queue}-w{len(self.processes)}"
+        log = open(self.log_dir / f"{name}.log", "wb")
+        process = subprocess.Popen([sys.executable, "-m", "workers", "--name", name], cwd=ROOT,
+                                   env=self.env(s, **extra), stdout=log, stderr=subprocess.STDOUT)
+        process.worker_name = name
+        self.processes.append(process)
+        if wait:
+            self.wait_ready(process, s)
+        return process
+
+    def wait_ready(self, process: subprocess.Popen, settings: Settings, timeout: float = 60) -> None:
+        client = redis.Redis.from_url(settings.redis_url)
+        key = f"{settings.redis_prefix}worker:{process.worker_name}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert process.poll() is None, f"worker exited: {(self.log_dir / f'{process.worker_name}.log').read_text()[-3000:]}"
+            if client.exists(key):
+                return
+            time.sleep(0.1)
+        raise TimeoutError("worker did not come up")
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def delete_rq_keys(redis_url: str, tokens: set[str]) -> None:
+    """Delete RQ's keys (and set members) that mention any of `tokens` (queue names, job ids)."""
+    client = redis.Redis.from_url(redis_url)
+    doomed = [key for key in client.scan_iter(match="rq:*", count=1000)
+              if any(token in key.decode() for token in tokens)]
+    for start in range(0, len(doomed), 500):
+        client.delete(*doomed[start:start + 500])
+    for members_key in ("rq:queues", "rq:workers"):
+        stale = [m for m in client.smembers(members_key) if any(t in m.decode() for t in tokens)]
+        if stale:
+            client.srem(members_key, *stale)
+
+
+def job_ids(settings: Settings) -> set[str]:
+    client = redis.Redis.from_url(settings.redis_url)
+    return {key.decode().rsplit(":", 1)[-1] for key in client.scan_iter(match=f"{settings.redis_prefix}job:*")
+            if key.decode().count(":") == settings.redis_prefix.count(":") + 1}
+
+
+@pytest.fixture(scope="session")
+def job_settings(settings) -> Settings:
+    """The session's settings with its own queue (so no other worker on this Redis takes its jobs)."""
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    job = settings.model_copy(update={"job_queue": queue})
+    yield job
+    delete_rq_keys(job.redis_url, {queue} | job_ids(job))
+
+
+@pytest.fixture(scope="session")
+def workers(job_settings, tmp_path_factory):
+    pool = Workers(job_settings, tmp_path_factory.mktemp("worker-logs"))
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture(scope="session")
+def jobs_client(job_settings, workers):
+    """The app on the session's queue, with two workers serving it."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    workers.start(wait=False)
+    workers.start()
+    workers.wait_ready(workers.processes[0], job_settings)
+    with TestClient(create_app(job_settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def cat_png() -> bytes:
+    return encode(sample("chelsea"))
+
+
+def submit(client, kind: str, image: bytes, params: dict | None = None, wait: float = 0, **extra):
+    """POST /v1/jobs as multipart (`image` part + `spec`)."""
+    import json
+
+    spec = {"kind": kind, "model": MODEL, "params": params or {}, **extra}
+    return client.post(f"/v1/jobs?wait={wait}", files={"image": ("image.png", image, "image/png")},
+                       data={"spec": json.dumps(spec)})
+
+
+def wait_for(client, job_id: str, statuses=("finished", "failed", "canceled"), timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.05)
+    raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")

@@ -7,7 +7,8 @@ Starts its own API (`python -m service.cli serve` on a spare port) and one worke
 (deleted afterwards). For each method it reports the median wall time of
 - job: POST /v1/jobs?wait=60 (multipart image) until every artifact is downloaded,
 - torch: the worker's method function called directly in this process (same thread count),
-- captum: captum's implementation of the same computation,
+- captum: captum's implementation of the same computation (the same class target; IG with its
+  convergence delta, which is our `completeness_gap`),
 and the queue overhead of a job: its end-to-end time minus the worker's time on it
 (`ended_at − started_at`: image decode, method, PNG/npy encoding, storing).
 Every repetition uses a different image, so no job is answered from the cache.
@@ -94,10 +95,10 @@ def captum_call(kind: str, net, x: torch.Tensor, target: int, batch: int):
                                                              nt_samples_batch_size=batch, target=target, abs=False)
     baseline = torch.full_like(x, -1.0)  # black in this model's input space
     return lambda: IntegratedGradients(net).attribute(x, baselines=baseline, target=target, n_steps=32,
-                                                      internal_batch_size=batch)
+                                                      internal_batch_size=batch, return_convergence_delta=True)
 
 
-def direct_call(kind: str, network, x: torch.Tensor, batch: int):
+def direct_call(kind: str, network, x: torch.Tensor, target: int, batch: int):
     import importlib
 
     from workers.kinds import KINDS
@@ -106,7 +107,7 @@ def direct_call(kind: str, network, x: torch.Tensor, batch: int):
     entry = KINDS[kind]
     module, _, function = entry.method.partition(":")
     method = getattr(importlib.import_module(module), function)
-    params = entry.params.model_validate(METHODS[kind]).resolve(network.record)
+    params = entry.params.model_validate({**METHODS[kind], "target": target}).resolve(network.record)
     return lambda: method(Task(network, x, params, batch=batch))
 
 
@@ -168,7 +169,7 @@ def main() -> None:
             samples = [job_once(client, kind, photo(next(counter))) for _ in range(args.repeats + 1)][1:]
             e2e = statistics.median(s[0] for s in samples) * 1000
             overhead = statistics.median((s[0] - s[1]) for s in samples) * 1000
-            direct = timed(direct_call(kind, network, x, settings.attribution_batch), args.repeats)
+            direct = timed(direct_call(kind, network, x, target, settings.attribution_batch), args.repeats)
             reference = timed(captum_call(kind, network.module, x, target, settings.attribution_batch), args.repeats)
             rows.append((kind, e2e, direct, reference, overhead))
         print(f"built-in {MODEL} at 224×224, CPU, torch threads {settings.worker_torch_threads}, "
@@ -187,8 +188,9 @@ def main() -> None:
         for process in processes:
             process.wait(10)
         client = redis.Redis.from_url(settings.redis_url)
-        doomed = [k for k in client.scan_iter(match=f"{prefix}*")] + [
-            k for k in client.scan_iter(match="rq:*") if queue in k.decode()]
+        ours = list(client.scan_iter(match=f"{prefix}*"))
+        tokens = {queue} | {k.decode().split(":")[2] for k in ours if k.decode().startswith(f"{prefix}job:")}
+        doomed = ours + [k for k in client.scan_iter(match="rq:*") if any(t in k.decode() for t in tokens)]
         if doomed:
             client.delete(*doomed)
 

@@ -189,3 +189,24 @@ def test_metrics_show_queue_depth_and_job_durations(jobs_client, cat_png):
     text = jobs_client.get("/metrics").text
     assert "convscope_queue_depth" in text
     assert 'convscope_job_seconds_count{kind="gradcam"}' in text
+
+
+def test_jobs_belong_to_the_key_that_made_them(job_settings, cat_png):
+    """With API keys, another key gets 404 for a job and does not see it in its list."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    settings = job_settings.model_copy(update={"api_keys": "alice:key-a,bob:key-b",
+                                               "job_queue": f"{job_settings.job_queue}-keys"})
+    alice, bob = {"Authorization": "Bearer key-a"}, {"Authorization": "Bearer key-b"}
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        body = {"kind": "saliency", "model": MODEL, "image": {"data": __import__("base64").b64encode(cat_png).decode()}}
+        assert client.post("/v1/jobs", json=body).status_code == 401
+        job = client.post("/v1/jobs", json=body, headers=alice).json()
+        assert client.get(f"/v1/jobs/{job['id']}", headers=alice).status_code == 200
+        assert client.get(f"/v1/jobs/{job['id']}", headers=bob).status_code == 404
+        assert client.delete(f"/v1/jobs/{job['id']}", headers=bob).status_code == 404
+        assert [j["id"] for j in client.get("/v1/jobs", headers=alice).json()["jobs"]] == [job["id"]]
+        assert client.get("/v1/jobs", headers=bob).json()["jobs"] == []
+        assert client.delete(f"/v1/jobs/{job['id']}", headers=alice).json()["status"] == "canceled"

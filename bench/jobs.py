@@ -193,6 +193,10 @@ def main() -> None:
         doomed = ours + [k for k in client.scan_iter(match="rq:*") if any(t in k.decode() for t in tokens)]
         if doomed:
             client.delete(*doomed)
+        for members in ("rq:queues", "rq:workers"):
+            stale = [m for m in client.smembers(members) if queue in m.decode()]
+            if stale:
+                client.srem(members, *stale)
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ def test_identical_spec_is_answered_from_the_cache(jobs_client, cat_png):
     assert other["cached"] is False
 
 
-def test_events_stream_progress_then_one_end(jobs_client, cat_png):
+def test_events_stream_progress_then_one_end(jobs_client, job_settings, cat_png):
     job = submit(jobs_client, "smoothgrad", cat_png, {"samples": 24, "seed": 5}).json()
     events = []
     with jobs_client.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:
@@ -116,7 +116,8 @@ def test_events_stream_progress_then_one_end(jobs_client, cat_png):
     assert names[-1] == "end" and names.count("end") == 1 and "progress" in names
     assert events[-1]["data"]["status"] == "finished" and events[-1]["data"]["id"] == job["id"]
     last_progress = [e["data"] for e in events if e["event"] == "progress"][-1]
-    assert last_progress == {"step": 3, "total": 3}
+    steps = -(-24 // job_settings.attribution_batch)
+    assert last_progress == {"step": steps, "total": steps}
 
 
 def test_list_newest_first_with_filters(jobs_client, cat_png):

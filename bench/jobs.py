@@ -67,14 +67,16 @@ def photo(i: int) -> bytes:
     return out.getvalue()
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def timed_pair(first, second, repeats: int) -> tuple[float, float]:
+    """Median ms of two calls, alternated so that load from elsewhere falls on both alike."""
+    first(), second()  # warm-up
+    times: tuple[list, list] = ([], [])
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+        for fn, bucket in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - start)
+    return statistics.median(times[0]) * 1000, statistics.median(times[1]) * 1000
 
 
 def captum_call(kind: str, net, x: torch.Tensor, target: int, batch: int):
@@ -169,8 +171,9 @@ def main() -> None:
             samples = [job_once(client, kind, photo(next(counter))) for _ in range(args.repeats + 1)][1:]
             e2e = statistics.median(s[0] for s in samples) * 1000
             overhead = statistics.median((s[0] - s[1]) for s in samples) * 1000
-            direct = timed(direct_call(kind, network, x, target, settings.attribution_batch), args.repeats)
-            reference = timed(captum_call(kind, network.module, x, target, settings.attribution_batch), args.repeats)
+            direct, reference = timed_pair(direct_call(kind, network, x, target, settings.attribution_batch),
+                                           captum_call(kind, network.module, x, target, settings.attribution_batch),
+                                           args.repeats)
             rows.append((kind, e2e, direct, reference, overhead))
         print(f"built-in {MODEL} at 224×224, CPU, torch threads {settings.worker_torch_threads}, "
               f"batch {settings.attribution_batch}, median of {args.repeats}\n")

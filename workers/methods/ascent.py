@@ -10,6 +10,7 @@ is copied to the host except the small previews.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -367,6 +368,7 @@ class Ascent:
     regularisers: Regularisers = field(default_factory=Regularisers)
     seed: int = 0
     preview_every: int = 0  # steps between previews (0: none)
+    redirect_steps: int = 16  # first steps with redirected rectifier gradients (a blank start has dead units)
 
 
 Progress = Callable[..., None]  # progress(step, total, preview=None | tensor N×3×H×W in [0, 1])
@@ -385,8 +387,12 @@ def optimise(network, space: ModelSpace, param: nn.Module, objective: Objective,
     generator = torch.Generator().manual_seed(ascent.seed)
     optimiser = torch.optim.Adam(param.parameters(), lr=ascent.lr)
     value = torch.zeros(())
-    with capture(network, objective.layers) as seen, redirected_rectifiers(network.module):
+    redirect = contextlib.ExitStack()
+    redirect.enter_context(redirected_rectifiers(network.module))
+    with capture(network, objective.layers) as seen, redirect:
         for step in range(1, ascent.steps + 1):
+            if step == ascent.redirect_steps + 1:
+                redirect.close()  # units are alive by now: back to the plain (cheaper) rectifier gradient
             optimiser.zero_grad(set_to_none=True)
             image = param()
             view = image

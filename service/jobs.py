@@ -62,8 +62,9 @@ def view(job_id: str, record: dict) -> Job:
 def spec_digest(spec: dict) -> str:
     """What makes two jobs the same computation: kind, model file, image bytes, dataset, params, owner."""
     same = {k: spec[k] for k in ("kind", "model", "model_sha256", "image", "params", "owner")}
-    if spec.get("dataset"):
-        same["dataset"] = spec["dataset"]
+    for extra in ("dataset", "style_image"):
+        if spec.get(extra):
+            same[extra] = spec[extra]
     return hashlib.sha256(json.dumps(same, sort_keys=True).encode()).hexdigest()
 
 
@@ -89,16 +90,21 @@ class JobService:
             params = request.params.resolve(record)
         except ValueError as exc:
             raise Invalid(f"invalid params for {kind.name}: {exc}", code="invalid_params") from None
-        data = None
-        if "image" in kind.reads:
-            data = resolve_image(request.image, files.get("image"), self.images)
-            s = self.settings
-            images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
+        inputs = {}  # request part → image bytes, checked now so a bad file is a 4xx, not a failed job
+        for part in ("image", "style_image"):
+            if part in kind.reads:
+                data = resolve_image(getattr(request, part), files.get(part), self.images, part)
+                s = self.settings
+                images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
+                inputs[part] = data
+        data = inputs.get("image")
+        style = inputs.get("style_image")
         dataset = None
         if "dataset" in kind.reads:  # 404 unless it is the caller's; datasets never change, so the id is the content
             dataset = DatasetStore(self.settings.data_dir, self.settings.dataset_ttl_s).get(request.dataset, owner).id
         spec = {"kind": kind.name, "model": record.id, "model_sha256": record.onnx_sha256,
                 "image": hashlib.sha256(data).hexdigest() if data is not None else None, "dataset": dataset,
+                "style_image": hashlib.sha256(style).hexdigest() if style is not None else None,
                 "params": params.model_dump(mode="json"), "owner": owner, "retry": request.retry}
         spec["digest"] = spec_digest(spec)
         job_id = uuid.uuid4().hex
@@ -111,8 +117,8 @@ class JobService:
             if depth >= self.settings.queue_max_length:
                 raise Overloaded(f"the job queue is full ({depth} jobs waiting); retry later", code="queue_full",
                                  retry_after=self.settings.queue_retry_after_s)
-            if data is not None:
-                self.store.put_input(spec["image"], data)
+            for part, blob in inputs.items():
+                self.store.put_input(spec[part], blob)
             self.store.create(job_id, spec, listed_max=self.settings.jobs_listed_max)
             queueing.enqueue(self.queue, job_id, 1, time_limit_s=time_limit(kind.name, self.settings.job_time_limit_scale),
                              ttl_s=self.settings.artifact_ttl_s)

@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 
 from service import render
+from workers.methods.making import Made
 from workers.methods.task import Attribution
 
 HEATMAP_COLORMAP = "jet"
@@ -21,8 +22,17 @@ def attribution_artifacts(x: np.ndarray, image: Image.Image, out: Attribution) -
     }
 
 
-def artifacts_of(x: np.ndarray, image: Image.Image, out) -> dict[str, bytes]:
+def made_artifacts(x: np.ndarray | None, out: Made) -> dict[str, bytes]:
+    """`input.npy` when the kind read an image, then each made image as PNG (`image.png`, ...)."""
+    files = {"input.npy": render.npy(x)} if x is not None else {}
+    files.update({name: render.png(pixels) for name, pixels in out.images.items()})
+    return files
+
+
+def artifacts_of(x: np.ndarray | None, image: Image.Image | None, out) -> dict[str, bytes]:
     """Encode a method's output by its type (one function per output type)."""
     if isinstance(out, Attribution):
         return attribution_artifacts(x, image, out)
+    if isinstance(out, Made):
+        return made_artifacts(x, out)
     raise TypeError(f"no artifact encoder for {type(out).__name__}")

@@ -16,18 +16,21 @@ reconnects, and the supervisor sees the job's worker no longer runs it (`worker_
 
 from __future__ import annotations
 
+import base64
 import importlib
 import json
 import logging
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import redis
 import torch
+from PIL import Image
 from rq.timeouts import JobTimeoutException
 
 from models.store import ModelStore
-from service import images
+from service import images, render
 from service.errors import ConvscopeError, Invalid, NotFound
 from service.jobstore import JobStore
 from service.settings import Settings
@@ -163,14 +166,35 @@ def compute(ctx: WorkerContext, spec: dict, kind: Kind, progress: Progress) -> t
 
         query = ctx.store.get_input(spec["image"]) if spec.get("image") else None
         return run_dataset_job(ctx.settings, ctx.models, record, spec, params, progress, method_of(kind), query)
-    data = ctx.store.get_input(spec["image"])
-    if data is None:
-        raise NotFound("the job's input image has expired", code="input_expired")
-    s = ctx.settings
-    image = images.fit(images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels), record)
-    x = images.to_tensor(image, record)
     network = ctx.networks.get(record)
-    task = Task(network, torch.from_numpy(x).to(ctx.networks.device), params, progress, batch=s.attribution_batch)
+    device = ctx.networks.device
+    decoded = {part: load_input(ctx, spec, part) for part in ("image", "style_image") if part in kind.reads}
+    fitted = {part: images.fit(image, record) for part, image in decoded.items()}
+    x = images.to_tensor(fitted["image"], record) if "image" in fitted else None
+    task = Task(network, torch.from_numpy(x).to(device) if x is not None else None, params, progress,
+                batch=ctx.settings.attribution_batch, preview=previews(ctx.store, progress.job_id))
+    if "image" in decoded:  # the uploaded size, for kinds that work there (deepdream)
+        task.image = torch.from_numpy(np.asarray(decoded["image"])).to(device).permute(2, 0, 1)[None].float() / 255
+    if "style_image" in fitted:
+        task.style_x = torch.from_numpy(images.to_tensor(fitted["style_image"], record)).to(device)
     out = method_of(kind)(task)
-    artifacts = artifacts_of(x, image, out)
+    artifacts = artifacts_of(x, fitted.get("image"), out)
     return {"artifacts": list(artifacts), "metrics": out.metrics}, artifacts
+
+
+def load_input(ctx: WorkerContext, spec: dict, part: str):
+    """The job's `image` or `style_image`, decoded by the one image pipeline (404 once expired)."""
+    data = ctx.store.get_input(spec[part])
+    if data is None:
+        raise NotFound(f"the job's {part.replace('_', ' ')} has expired", code="input_expired")
+    s = ctx.settings
+    return images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
+
+
+def previews(store: JobStore, job_id: str, side: int = 128):
+    """preview(step, H×W×3 uint8) → a `preview` event with a small PNG (longer side `side` px)."""
+    def preview(step: int, pixels: np.ndarray) -> None:
+        image = Image.fromarray(pixels)
+        image.thumbnail((side, side))
+        store.event(job_id, "preview", {"step": step, "png_base64": base64.b64encode(render.png(image)).decode()})
+    return preview

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from models.record import ModelRecord
-from workers.kinds import Params, Target, spatial_layer
+from workers.params import Params, Target, spatial_layer
 
 
 class RenderParams(Params):

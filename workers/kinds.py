@@ -3,7 +3,8 @@
 The API reads it to build the `POST /v1/jobs` body (a union discriminated on `kind`, so
 OpenAPI shows every kind's parameters and bad values are refused with 422 before anything is
 queued); the worker reads it to find the function to call. Adding a kind is one `Kind` entry
-here plus one module in `workers/methods/` exposing `run(task) -> Attribution`.
+here plus one module in `workers/methods/` exposing `run(task)`, returning an `Attribution`
+(attribution kinds), a `Made` (image-making kinds) or a dataset result.
 
 Params models hold the static bounds; `resolve(record)` checks what depends on the model (class
 labels, layer names, channel counts) and fills in model-dependent defaults, so the Job a client
@@ -16,22 +17,12 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from models.record import ModelRecord
-
-Target = int | str
-
-
-class Params(BaseModel):
-    """Base of every kind's parameters: unknown fields are refused."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    def resolve(self, record: ModelRecord) -> "Params":
-        """Check the values against `record` (ValueError with a sentence) and fill model defaults."""
-        return self
-
+from workers.image_params import (AdversarialParams, ClassModelParams, DeepdreamParams, FeatureVisParams,
+                                  InversionParams, StyleTransferParams, TextureParams)
+from workers.params import Params, Target, spatial_layer
 
 class ClassTargetParams(Params):
     target: Target | None = Field(None, description="class index or label; default the model's top-1 class "
@@ -41,14 +32,6 @@ class ClassTargetParams(Params):
         if self.target is not None:
             record.class_index(self.target)
         return super().resolve(record)
-
-
-def spatial_layer(record: ModelRecord, name: str):
-    """The record's layer `name` (ValueError when the model has none of that name)."""
-    layer = record.layer(name)
-    if layer is None:
-        raise ValueError(f"model {record.id!r} has no layer {name!r}")
-    return layer
 
 
 class ObjectiveParams(ClassTargetParams):
@@ -230,6 +213,21 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
          "SmoothGrad (Smilkov et al. 2017): gradients averaged over noisy copies."),
     Kind("integrated_gradients", IntegratedGradientsParams, "workers.methods.integrated_gradients:run", 900,
          "Integrated gradients (Sundararajan et al. 2017) from a baseline image."),
+    Kind("class_model", ClassModelParams, "workers.methods.class_model:run", 900,
+         "An image that maximises a class logit (Simonyan et al. 2014; Yosinski et al. 2015).", ()),
+    Kind("feature_vis", FeatureVisParams, "workers.methods.feature_vis:run", 900,
+         "An image that maximises one channel or neuron (Olah et al. 2017).", ()),
+    Kind("inversion", InversionParams, "workers.methods.inversion:run", 1200,
+         "An image reconstructed from its features at a layer (Mahendran & Vedaldi 2015)."),
+    Kind("deepdream", DeepdreamParams, "workers.methods.deepdream:run", 900,
+         "DeepDream (Mordvintsev et al. 2015): amplify what a layer sees, octave by octave."),
+    Kind("adversarial", AdversarialParams, "workers.methods.adversarial:run", 600,
+         "A targeted fooling image within an L-inf budget (Szegedy et al. 2014; Goodfellow et al. 2015)."),
+    Kind("texture", TextureParams, "workers.methods.texture:run", 1200,
+         "Texture synthesis by Gram-matrix matching (Gatys et al. 2015)."),
+    Kind("style_transfer", StyleTransferParams, "workers.methods.style_transfer:run", 1200,
+         "Style transfer: content of one image, Gram matrices of another (Gatys et al. 2016).",
+         ("image", "style_image")),
     Kind("top_activations", TopActivationsParams, "workers.methods.top_activations:run", 1800,
          "Images and receptive-field patches that drive a channel hardest (Zeiler & Fergus 2014).", ("dataset",)),
     Kind("embedding", EmbeddingParams, "workers.methods.embedding:run", 1800,

@@ -6,7 +6,6 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from service import images, render
-from service.bodies import read_request
 from service.context import AppContext, context
 from service.errors import BadRequest
 from service.schemas import ErrorResponse, ImageInfo, ViewRequest

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from workers.kinds import Params
+from workers.params import Params
 from workers.networks import Network
 
 
@@ -30,7 +30,7 @@ class Task:
     """
 
     network: Network
-    x: torch.Tensor
+    x: torch.Tensor | None  # None for kinds that read no image (class_model, feature_vis)
     params: Params
     progress: Callable[[int, int], None] = no_progress
     batch: int = 8

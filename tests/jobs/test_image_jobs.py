@@ -1,0 +1,77 @@
+"""Image-making kinds as jobs, end to end: real app, real worker process, real Redis."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+from PIL import Image
+
+from tests.conftest import encode, sample
+from tests.jobs.conftest import MODEL, wait_for
+
+
+def test_class_model_job_reads_no_image_and_returns_a_png(jobs_client):
+    response = jobs_client.post("/v1/jobs?wait=60", json={
+        "kind": "class_model", "model": MODEL, "params": {"target": "goldfish", "size": 64, "steps": 24,
+                                                          "preview_every": 8}})
+    assert response.status_code in (200, 202), response.text
+    job = wait_for(jobs_client, response.json()["id"], timeout=120)
+    assert job["status"] == "finished", job
+    assert job["params"]["parameterisation"] == "fourier" and job["params"]["lr"] == 0.05  # defaults filled in
+    names = {a["name"]: a["media_type"] for a in job["result"]["artifacts"]}
+    assert names == {"image.png": "image/png"}  # no image read, so no input.npy
+    png = jobs_client.get(f"/v1/jobs/{job['id']}/artifacts/image.png")
+    assert Image.open(io.BytesIO(png.content)).size == (64, 64)
+    assert 0 <= job["result"]["metrics"]["target_probability"] <= 1
+    events = jobs_client.get(f"/v1/jobs/{job['id']}/events").text
+    previews = [json.loads(line[len("data: "):]) for block in events.split("\n\n") if "event: preview" in block
+                for line in block.splitlines() if line.startswith("data: ")]
+    assert [p["step"] for p in previews] == [8, 16, 24]
+    assert Image.open(io.BytesIO(base64.b64decode(previews[0]["png_base64"]))).size == (64, 64)
+
+
+def test_style_transfer_job_takes_two_images(jobs_client):
+    spec = {"kind": "style_transfer", "model": MODEL, "params": {"size": 64, "steps": 10}}
+    response = jobs_client.post("/v1/jobs?wait=60", files={
+        "image": ("content.png", encode(sample("chelsea")), "image/png"),
+        "style_image": ("style.png", encode(sample("coffee")), "image/png")}, data={"spec": json.dumps(spec)})
+    assert response.status_code in (200, 202), response.text
+    job = wait_for(jobs_client, response.json()["id"], timeout=120)
+    assert job["status"] == "finished", job
+    assert {"image.png", "input.npy"} <= {a["name"] for a in job["result"]["artifacts"]}
+    metrics = job["result"]["metrics"]
+    assert metrics["style_loss"] < metrics["content_image_style_loss"]
+    x = np.load(io.BytesIO(jobs_client.get(f"/v1/jobs/{job['id']}/artifacts/input.npy").content))
+    assert x.shape == (1, 3, 224, 224)
+
+
+def test_style_transfer_without_a_style_image_is_422(jobs_client):
+    spec = {"kind": "style_transfer", "model": MODEL}
+    response = jobs_client.post("/v1/jobs", files={"image": ("c.png", encode(sample("chelsea")), "image/png")},
+                                data={"spec": json.dumps(spec)})
+    assert response.status_code == 422 and response.json()["error"]["code"] == "image_required"
+
+
+def test_adversarial_job_flips_the_class(jobs_client):
+    spec = {"kind": "adversarial", "model": MODEL, "params": {"target": "ostrich", "steps": 10}}
+    response = jobs_client.post("/v1/jobs?wait=60", files={"image": ("c.png", encode(sample("chelsea")), "image/png")},
+                                data={"spec": json.dumps(spec)})
+    job = wait_for(jobs_client, response.json()["id"], timeout=120)
+    assert job["status"] == "finished", job
+    metrics = job["result"]["metrics"]
+    assert metrics["final_class"] == 9 and metrics["linf"] <= 4
+    assert {"image.png", "perturbation.png", "input.npy"} <= {a["name"] for a in job["result"]["artifacts"]}
+
+
+def test_deepdream_job_keeps_the_uploaded_size(jobs_client):
+    photo = sample("coffee")[:200, :300]
+    spec = {"kind": "deepdream", "model": MODEL, "params": {"octaves": 2, "steps": 3}}
+    response = jobs_client.post("/v1/jobs?wait=60", files={"image": ("c.png", encode(photo), "image/png")},
+                                data={"spec": json.dumps(spec)})
+    job = wait_for(jobs_client, response.json()["id"], timeout=120)
+    assert job["status"] == "finished", job
+    png = jobs_client.get(f"/v1/jobs/{job['id']}/artifacts/image.png")
+    assert Image.open(io.BytesIO(png.content)).size == (300, 200)

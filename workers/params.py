@@ -1,0 +1,27 @@
+"""The base of every kind's parameters, shared by the registry and the params modules. Torch-free."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from models.record import ModelRecord
+
+Target = int | str
+
+
+class Params(BaseModel):
+    """Base of every kind's parameters: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def resolve(self, record: ModelRecord) -> "Params":
+        """Check the values against `record` (ValueError with a sentence) and fill model defaults."""
+        return self
+
+
+def spatial_layer(record: ModelRecord, name: str):
+    """The record's layer `name` (ValueError when the model has none of that name)."""
+    layer = record.layer(name)
+    if layer is None:
+        raise ValueError(f"model {record.id!r} has no layer {name!r}")
+    return layer

@@ -24,8 +24,20 @@ def main(argv: list[str] | None = None) -> None:
     from service.settings import get_settings
 
     settings = get_settings()
-    uvicorn.run("service.app:create_app", factory=True, host=settings.host, port=settings.port,
+    uvicorn.run("service.app:create_app", factory=True, host=bind_host(settings), port=settings.port,
                 log_config=None, access_log=False)
+
+
+def bind_host(settings) -> str:
+    """CONVSCOPE_HOST, except that an open service (no API keys) listens on 127.0.0.1 only."""
+    from service.auth import parse_keys
+
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not parse_keys(settings.api_keys,
+                                                                                settings.api_keys_file):
+        print(f"convscope: no API keys configured, so the service is open: listening on 127.0.0.1, "
+              f"not {settings.host} (set CONVSCOPE_API_KEYS to serve other machines)", file=sys.stderr)
+        return "127.0.0.1"
+    return settings.host
 
 
 if __name__ == "__main__":

@@ -61,3 +61,10 @@ def test_keys_parse_with_and_without_tenant(tmp_path):
     with pytest.raises(Unauthorized):
         auth.tenant("a-secre")
     assert Authenticator([]).tenant(None) is None  # open service
+
+
+def test_open_service_listens_on_loopback_only(settings):
+    from service.cli import bind_host
+
+    assert bind_host(settings.model_copy(update={"host": "0.0.0.0"})) == "127.0.0.1"
+    assert bind_host(settings.model_copy(update={"host": "0.0.0.0", "api_keys": "a:b"})) == "0.0.0.0"

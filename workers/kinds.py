@@ -22,7 +22,7 @@ from pydantic import Field, model_validator
 from models.record import ModelRecord
 from workers.image_params import (AdversarialParams, ClassModelParams, DeepdreamParams, FeatureVisParams,
                                   InversionParams, StyleTransferParams, TextureParams)
-from workers.params import Params, Target, spatial_layer
+from workers.params import Params, Target, layer_or_last, spatial_layer
 
 class ClassTargetParams(Params):
     target: Target | None = Field(None, description="class index or label; default the model's top-1 class "
@@ -84,12 +84,7 @@ class GradcamParams(ClassTargetParams):
                               description="a spatial layer; default the model's last spatial layer")
 
     def resolve(self, record: ModelRecord) -> "Params":
-        layer = self.layer
-        if layer is None:
-            if not record.layers:
-                raise ValueError(f"model {record.id!r} lists no spatial layer to take Grad-CAM at")
-            layer = record.layers[-1].name
-        spatial_layer(record, layer)
+        layer = layer_or_last(record, self.layer)
         return super(GradcamParams, self.model_copy(update={"layer": layer})).resolve(record)
 
 
@@ -127,13 +122,7 @@ class DatasetLayerParams(Params):
                               description="a spatial layer; default the model's last spatial layer")
 
     def resolve(self, record: ModelRecord) -> "Params":
-        layer = self.layer
-        if layer is None:
-            if not record.layers:
-                raise ValueError(f"model {record.id!r} lists no spatial layer")
-            layer = record.layers[-1].name
-        spatial_layer(record, layer)
-        return self.model_copy(update={"layer": layer})
+        return self.model_copy(update={"layer": layer_or_last(record, self.layer)})
 
 
 class CodeParams(DatasetLayerParams):

@@ -25,3 +25,13 @@ def spatial_layer(record: ModelRecord, name: str):
     if layer is None:
         raise ValueError(f"model {record.id!r} has no layer {name!r}")
     return layer
+
+
+def layer_or_last(record: ModelRecord, name: str | None) -> str:
+    """`name` if the record has that layer; with no name, the model's last spatial layer."""
+    if name is None:
+        if not record.layers:
+            raise ValueError(f"model {record.id!r} lists no spatial layer")
+        name = record.layers[-1].name
+    spatial_layer(record, name)
+    return name

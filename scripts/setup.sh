@@ -18,7 +18,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   python -m pip install -q --upgrade pip
   # A CPU build of torch where one is offered locally; otherwise pip's default build.
   python -c 'import torch' 2>/dev/null || python -m pip install -q "torch==2.13.0" || python -m pip install -q torch
-  python -m pip install -q -e ".${EXTRAS:+[$EXTRAS]}"
+  # Keep that torch: without the pin, a dependency (torchvision, for the tests' grad-cam) may pull another build.
+  torch_version="$(python -c 'import torch; print(torch.__version__.split("+")[0])')"
+  python -m pip install -q -e ".${EXTRAS:+[$EXTRAS]}" "torch==$torch_version"
   echo "$want" > "$stamp"
 fi
 

@@ -36,6 +36,7 @@ class ModelRuntime:
     plain: object = None
     _probe: object = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _weights: dict = field(default_factory=dict)
 
     def _session(self, extra_outputs: list[str] = ()):
         s = self.settings
@@ -61,12 +62,16 @@ class ModelRuntime:
         return self.probe.run([name], {self.record.input_name: x})[0]
 
     def conv_weights(self, name: str) -> np.ndarray | None:
-        """Weights of the convolution producing layer `name` (None when it is not a Conv)."""
-        import onnx
+        """Weights of the convolution producing layer `name` (None when it is not a Conv); the ONNX
+        file is parsed once per layer asked for, not on every request."""
+        with self._lock:
+            if name not in self._weights:
+                import onnx
 
-        from models.graph import conv_weights
+                from models.graph import conv_weights
 
-        return conv_weights(onnx.load_model_from_string(self.data), name)
+                self._weights[name] = conv_weights(onnx.load_model_from_string(self.data), name)
+            return self._weights[name]
 
 
 class Runtimes:

@@ -6,7 +6,7 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.record import Layer, ModelInfo
+from models.record import ModelInfo
 
 
 class ImageById(BaseModel):
@@ -111,5 +111,3 @@ class ErrorDetail(BaseModel):
 class ErrorResponse(BaseModel):
     error: ErrorDetail
 
-
-__all__ = ["Layer", "ModelInfo"]

@@ -8,7 +8,7 @@ from fastapi.concurrency import run_in_threadpool
 from service import images, render
 from service.context import AppContext, context
 from service.errors import BadRequest
-from service.schemas import ErrorResponse, ImageInfo, ViewRequest
+from service.schemas import ErrorResponse, ImageInfo
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 415, 503)}
@@ -49,5 +49,3 @@ def get_image(image_id: str, ctx: AppContext = Depends(context)) -> Response:
     decoded = images.decode(ctx.images.get(image_id), max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
     return Response(render.png(decoded), media_type="image/png")
 
-
-__all__ = ["router", "ViewRequest"]

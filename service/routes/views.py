@@ -15,7 +15,7 @@ from service.bodies import read_request, resolve_image
 from service.context import AppContext, context
 from service.errors import Invalid
 from service.schemas import (ActivationsRequest, ActivationsResponse, ErrorResponse, OcclusionRequest,
-                             OcclusionResponse, PredictRequest, PredictResponse, ViewRequest)
+                             PredictRequest, PredictResponse, ViewRequest)
 
 router = APIRouter(prefix="/v1/models", tags=["forward views"])
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503)}
@@ -161,5 +161,3 @@ def resolve_target(record: ModelRecord, target: int | str | None, rt: forward.Mo
     except ValueError as exc:
         raise Invalid(str(exc), code="unknown_target") from None
 
-
-__all__ = ["router", "OcclusionResponse"]

@@ -17,10 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.builtin import BUILTIN_ID  # noqa: E402
-from models.store import ModelStore  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from core.stores.models import ModelStore  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from tests.workers.test_image_making import model_input  # noqa: E402
-from workers import image_params as P  # noqa: E402
+from core.kinds import making as P  # noqa: E402
 from workers.methods import (adversarial, class_model, deepdream, feature_vis, inversion,  # noqa: E402
                              style_transfer, texture)
 from workers.methods.task import Task  # noqa: E402

@@ -3,7 +3,7 @@
 Makes a few hundred 224×224 JPEGs from scikit-image's sample photos (random crops, flips), keeps
 them as a dataset in a temporary data dir, then times, on the built-in model:
 
-- the limit: decode + resize/crop + normalise each image (`service.images`), then a batched ORT
+- the limit: decode + resize/crop + normalise each image (`core.images`), then a batched ORT
   forward to the class scores — one after the other, the plain way;
 - `top_activations` as a worker runs it (the dataset feed, its ORT session, the per-channel top-k,
   the patch pass and the PNG), for one channel and for every channel of the last layer at once.
@@ -27,13 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.builtin import BUILTIN_ID  # noqa: E402
-from models.store import ModelStore  # noqa: E402
+from core.stores.models import ModelStore  # noqa: E402
 from service import images  # noqa: E402
-from service.datasets import DatasetStore, Upload  # noqa: E402
-from service.forward import Runtimes  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from core.stores.datasets import DatasetStore, Upload  # noqa: E402
+from models.forward import Runtimes  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from workers.dataset_feed import dataset_task  # noqa: E402
-from workers.kinds import KINDS  # noqa: E402
+from core.kinds.registry import KINDS  # noqa: E402
 from workers.methods import top_activations  # noqa: E402
 
 PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from service import images  # noqa: E402
-from service.settings import get_settings  # noqa: E402
+from core.settings import get_settings  # noqa: E402
 
 MODEL = "efficientnet-lite0"
 METHODS = {  # kind: params of the job (and of the direct and captum calls)
@@ -103,7 +103,7 @@ def captum_call(kind: str, net, x: torch.Tensor, target: int, batch: int):
 def direct_call(kind: str, network, x: torch.Tensor, target: int, batch: int):
     import importlib
 
-    from workers.kinds import KINDS
+    from core.kinds.registry import KINDS
     from workers.methods.task import Task
 
     entry = KINDS[kind]
@@ -155,7 +155,7 @@ def main() -> None:
     logs.mkdir(parents=True, exist_ok=True)
     processes = start_service(env, port, logs)
     try:
-        from models.store import ModelStore
+        from core.stores.models import ModelStore
         from workers.networks import load_network
 
         store = ModelStore(settings.data_dir)

@@ -14,8 +14,8 @@ import re
 
 import onnx
 
-from models.record import Preprocess
-from models.store import ModelStore
+from core.model_record import Preprocess
+from core.stores.models import ModelStore
 
 BUILTIN_ID = "efficientnet-lite0"
 LAYER_OPS = {"Conv", "Clip", "Relu", "Add"}
@@ -84,7 +84,7 @@ def ensure_builtin(store: ModelStore, *, force: bool = False) -> None:
 
 
 def main() -> None:
-    from service.settings import get_settings
+    from core.settings import get_settings
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--force", action="store_true", help="export again even when present")

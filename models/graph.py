@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from models.record import Layer, ReceptiveField
+from core.model_record import Layer, ReceptiveField
 
 # Ops whose output is plumbing, not a layer a person would want to look at.
 PLUMBING = {

@@ -12,9 +12,9 @@ import time
 import onnx
 
 from models import graph
-from models.record import InputSpec, Layer, ModelRecord, Preprocess
+from core.model_record import InputSpec, Layer, ModelRecord, Preprocess
 from models.sandbox import SandboxLimits, analyse
-from models.store import ModelStore
+from core.stores.models import ModelStore
 from models.validate import Limits, ModelRejected
 
 

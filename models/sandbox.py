@@ -2,7 +2,7 @@
 
 An ONNX file can be a bomb that passes every static check (a `ConstantOfShape` computed to ask
 for gigabytes, a long chain of nodes). The probe run, the torch conversion and the equivalence
-check therefore run in `python -m models.sandbox`: the child caps its own address space
+check therefore run in `python -m models.sandbox_child`: the child caps its own address space
 (`RLIMIT_AS`) and CPU time (`RLIMIT_CPU`) before it imports anything heavy, reads the model from
 stdin and writes one JSON line to its original stdout. The parent kills its whole process group
 when the wall-clock limit passes. Any way the child fails becomes a `ModelRejected` (422): only
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -44,7 +43,7 @@ def analyse(data: bytes, limits: Limits = Limits(), sandbox: SandboxLimits = San
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVSCOPE_", "REDIS"))}
     threads = str(sandbox.threads)
     env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, PYTHONUNBUFFERED="1")
-    child = subprocess.Popen([sys.executable, "-m", "models.sandbox", json.dumps(config)], cwd=ROOT, env=env,
+    child = subprocess.Popen([sys.executable, "-m", "models.sandbox_child", json.dumps(config)], cwd=ROOT, env=env,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              start_new_session=True)
     try:
@@ -88,55 +87,3 @@ def _result(returncode: int, out: bytes, err: bytes, sandbox: SandboxLimits) -> 
     raise ModelRejected("analysis_failed", f"the model could not be analysed (the probe process exited with "
                         f"status {returncode}); it may ask for more memory than the limit of "
                         f"{sandbox.memory_bytes // 2 ** 20} MiB")
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this process when the API that started it dies (no orphaned analyses)."""
-    parent = os.getppid()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before the call
-        os._exit(1)
-
-
-def _child(config: dict) -> int:
-    """Child side: cap resources, read the model from stdin, write one JSON line to the real stdout."""
-    _die_with_parent()
-    memory = int(config["memory_bytes"])
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    cpu = int(config["time_s"] * max(config["threads"], 1)) + 10
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
-    result_fd = os.dup(1)
-    os.dup2(2, 1)  # anything a library prints goes to stderr, never into the result
-    logging.basicConfig(level="INFO", stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
-    data = sys.stdin.buffer.read()
-    try:
-        from models.analysis import analyse as run_analysis
-
-        size = tuple(config["input_size"]) if config["input_size"] else None
-        reply = {"ok": True, "analysis": run_analysis(data, Limits(**config["limits"]), size, int(config["threads"]))}
-    except ModelRejected as exc:
-        reply = {"ok": False, "error": exc.as_dict()}
-    except MemoryError:
-        reply = {"ok": False, "error": {"code": "analysis_out_of_resources", "message": (
-            f"analysing the model needed more than {memory // 2 ** 20} MiB of memory")}}
-    except Exception as exc:  # a bug or an odd model: tell the user, keep the traceback in the log
-        logging.getLogger(__name__).exception("analysis failed")
-        text = " ".join(str(exc).split())[:300]
-        if "allocate" in text.lower() or "bad_alloc" in text:
-            reply = {"ok": False, "error": {"code": "analysis_out_of_resources", "message": (
-                f"analysing the model needed more than {memory // 2 ** 20} MiB of memory: {text}")}}
-        else:
-            reply = {"ok": False, "error": {"code": "analysis_failed",
-                                            "message": f"the model could not be analysed: {text}"}}
-    with os.fdopen(result_fd, "w") as out:
-        out.write(json.dumps(reply) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_child(json.loads(sys.argv[1])))

@@ -25,7 +25,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from models.record import ModelRecord
+from core.model_record import ModelRecord
 from models.twin_base import If, Lambda, NodeContext, Step, Unsupported
 from models.twin_ops import CONVERTERS, as_tensor, constant_attribute
 

@@ -16,20 +16,22 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from models.store import ModelStore
-from service import logs, schemas
+from core.stores.models import ModelStore
+from service import schemas
+from core import logs
 from service.auth import Authenticator, parse_keys, require_key
 from service.context import AppContext
-from service.errors import ConvscopeError, error_body
-from service.forward import Runtimes
-from service.images import InputCache
+from core.errors import ConvscopeError, error_body
+from models.forward import Runtimes
+from core.images import InputCache
 from service.metrics import LATENCY, REQUESTS
 from service.job_schemas import JobRequest
 from service.jobs import JobService, monitor
 from service.routes import health, images, jobs, models, views
 from service.routes import datasets as dataset_routes
-from service.settings import Settings, get_settings
-from service.storage import ImageStore, connect
+from core.settings import Settings, get_settings
+from core.redis_client import connect
+from core.stores.images import ImageStore
 
 log = logging.getLogger("convscope")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -6,7 +6,7 @@ Keys come from `CONVSCOPE_API_KEYS` (comma-separated, each `tenant:key` or a bar
 With no keys configured the service is open (one tenant, `None`) and listens on 127.0.0.1 only.
 
 The caller's tenant is kept in a context variable for the duration of the request, so that every
-lookup (`AppContext.model`, `ImageStore.get`, jobs) applies ownership without each route repeating it.
+lookup (`AppContext.model`, image ids, jobs) applies ownership without each route repeating it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from fastapi import Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.errors import Unauthorized
+from core.errors import Unauthorized
 
 current_owner: contextvars.ContextVar[str | None] = contextvars.ContextVar("current_owner", default=None)
 bearer = HTTPBearer(auto_error=False, description="an API key from CONVSCOPE_API_KEYS")

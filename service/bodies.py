@@ -16,9 +16,10 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from service.errors import BadRequest, Invalid, TooLarge, UnsupportedMedia
+from core.errors import BadRequest, Invalid, TooLarge, UnsupportedMedia
 from service.schemas import ImageByData, ImageById, ImageRef
-from service.storage import ImageStore
+from core.stores.images import ImageStore
+from service.auth import current_owner
 
 M = TypeVar("M", bound=BaseModel)
 FILE_PARTS = ("image", "style_image")
@@ -97,7 +98,7 @@ def resolve_image(ref: ImageRef | None, part: bytes | None, images: ImageStore, 
     if part is not None:
         return part
     if isinstance(ref, ImageById):
-        return images.get(ref.id)
+        return images.get(current_owner.get(), ref.id)
     assert isinstance(ref, ImageByData)
     try:
         return base64.b64decode(ref.data, validate=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -12,16 +13,13 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("serve", help="serve the HTTP API on CONVSCOPE_HOST:CONVSCOPE_PORT")
     commands.add_parser("worker", help="run a job worker (PyTorch; CUDA when present)", add_help=False)
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    if args.command == "worker":
-        from workers.main import main as worker_main
-
-        worker_main(rest)
-        return
+    if args.command == "worker":  # a process of its own: the API side never imports the workers (or torch)
+        os.execv(sys.executable, [sys.executable, "-m", "workers", *rest])
     if rest:
         parser.error(f"unexpected arguments: {' '.join(rest)}")
     import uvicorn
 
-    from service.settings import get_settings
+    from core.settings import get_settings
 
     settings = get_settings()
     uvicorn.run("service.app:create_app", factory=True, host=bind_host(settings), port=settings.port,

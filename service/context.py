@@ -7,14 +7,14 @@ from dataclasses import dataclass
 import redis
 from fastapi import Request
 
-from models.record import ModelRecord
-from models.store import ModelStore
+from core.model_record import ModelRecord
+from core.stores.models import ModelStore
 from service.auth import visible
-from service.errors import NotFound
-from service.forward import Runtimes
-from service.settings import Settings
-from service.images import InputCache
-from service.storage import ImageStore
+from core.errors import NotFound
+from models.forward import Runtimes
+from core.settings import Settings
+from core.images import InputCache
+from core.stores.images import ImageStore
 
 
 @dataclass

@@ -7,10 +7,10 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
+from core.jobs.status import JobStatus
 from service.schemas import ImageRef
-from workers.kinds import KINDS, Kind
+from core.kinds.registry import KINDS, Kind
 
-Status = Literal["queued", "started", "finished", "failed", "canceled"]
 MEDIA_TYPES = {".npy": "application/x-npy", ".png": "image/png", ".json": "application/json"}
 
 
@@ -77,7 +77,7 @@ class Job(BaseModel):
     id: str
     kind: str
     model: str
-    status: Status
+    status: JobStatus
     params: dict[str, Any]
     progress: Progress
     created_at: datetime

@@ -21,18 +21,21 @@ from typing import AsyncIterator
 import redis
 import redis.asyncio
 
-from models.record import ModelRecord
-from service import images, queueing
+from core.model_record import ModelRecord
+from core import images
+from core.jobs import queueing
 from service.bodies import resolve_image
-from service.datasets import DatasetStore
-from service.errors import Invalid, NotFound, NotReady, Overloaded
+from core.stores.datasets import DatasetStore
+from core.errors import Invalid, NotFound, NotReady, Overloaded
 from service.job_schemas import ArtifactRef, Job, JobError, JobResult, Progress, media_type
-from service.jobstore import ENDED, JobStore
+from core.jobs.status import ENDED, JobStatus
+from core.jobs.store import JobStore
 from service.metrics import JOB_SECONDS, QUEUE_DEPTH
-from service.settings import Settings
-from service.storage import ImageStore, redis_errors
-from service.supervisor import check_job, end_lost_jobs, time_limit
-from workers.kinds import KINDS
+from core.settings import Settings
+from core.redis_client import redis_errors
+from core.stores.images import ImageStore
+from core.jobs.supervisor import check_job, end_lost_jobs, time_limit
+from core.kinds.registry import KINDS
 
 log = logging.getLogger("convscope.jobs")
 MAX_WAIT_S = 60.0
@@ -73,15 +76,15 @@ class JobService:
 
     def __init__(self, settings: Settings, client: redis.Redis, image_store: ImageStore):
         self.settings = settings
-        self.store = JobStore(client, settings.redis_prefix, settings.artifact_ttl_s)
+        aclient = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=2,
+                                               socket_timeout=KEEPALIVE_S + 10, health_check_interval=15)
+        self.store = JobStore(client, settings.redis_prefix, settings.artifact_ttl_s, aclient=aclient)
         self.queue = queueing.queue(client, settings.job_queue)
         self.images = image_store
-        self.aclient = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=2,
-                                                    socket_timeout=KEEPALIVE_S + 10, health_check_interval=15)
         self._ended_cursor: str | None = None
 
     async def close(self) -> None:
-        await self.aclient.aclose()
+        await self.store.aclient.aclose()
 
     # Submitting.
     def submit(self, request, record: ModelRecord, files: dict[str, bytes], owner: str | None) -> Job:
@@ -127,13 +130,13 @@ class JobService:
     def _from_cache(self, job_id: str, spec: dict) -> Job | None:
         source_id = self.store.cached(spec["digest"])
         source = self.store.get(source_id) if source_id else None
-        if source is None or source["status"] != "finished" or not self.store.copy_artifacts(source_id, job_id):
+        if source is None or source["status"] != JobStatus.FINISHED or not self.store.copy_artifacts(source_id, job_id):
             return None
         now = repr(time.time())
-        self.store.create(job_id, spec, status="finished", listed_max=self.settings.jobs_listed_max, extra={
+        self.store.create(job_id, spec, status=JobStatus.FINISHED, listed_max=self.settings.jobs_listed_max, extra={
             "cached": "1", "result": source["result"], "progress": source["progress"], "started_at": now,
             "ended_at": now})
-        self.store.event(job_id, "end", {"status": "finished"})
+        self.store.event(job_id, "end", {"status": JobStatus.FINISHED})
         return view(job_id, self.store.get(job_id))
 
     # Reading.
@@ -143,7 +146,7 @@ class JobService:
             record = self.store.get(job_id) if len(job_id) <= 64 else None
             if record is None or json.loads(record["spec"]).get("owner") != owner:
                 raise NotFound(f"no job with id {job_id!r} (it may have expired)", code="job_not_found")
-            if record["status"] == "started" and check_job(self.store, self.queue, job_id, record,
+            if record["status"] == JobStatus.STARTED and check_job(self.store, self.queue, job_id, record,
                                                            scale=self.settings.job_time_limit_scale):
                 record = self.store.get(job_id) or record
         return record
@@ -151,7 +154,7 @@ class JobService:
     def get(self, job_id: str, owner: str | None) -> Job:
         return view(job_id, self.record(job_id, owner))
 
-    def list(self, owner: str | None, status: str | None, kind: str | None, limit: int) -> list[Job]:
+    def list(self, owner: str | None, status: JobStatus | None, kind: str | None, limit: int) -> list[Job]:
         with redis_errors():
             found = []
             for record in self.store.newest(owner):
@@ -185,12 +188,12 @@ class JobService:
         Already ended as canceled: returned as is. Finished or failed: 409."""
         record = self.record(job_id, owner)
         with redis_errors():
-            changed, before = self.store.transition(job_id, ("queued",), "canceled")
+            changed, before = self.store.transition(job_id, (JobStatus.QUEUED,), JobStatus.CANCELED)
             if changed:
                 queueing.remove_queued(self.queue, job_id, int(record.get("attempt", "1")))
-            elif before == "started":
+            elif before == JobStatus.STARTED:
                 self.store.request_cancel(job_id)
-            elif before in ("finished", "failed"):
+            elif before in (JobStatus.FINISHED, JobStatus.FAILED):
                 raise NotReady(f"job {job_id} has already ended as {before}", code="job_ended")
             return view(job_id, self.store.get(job_id))
 
@@ -198,43 +201,34 @@ class JobService:
     async def wait(self, job_id: str, seconds: float) -> dict:
         """Hold until the job ends or `seconds` pass; returns the record as it then is."""
         deadline = time.monotonic() + min(seconds, MAX_WAIT_S)
-        key, cursor = self.store.keys.events(job_id), "0-0"
+        cursor = "0-0"
         with redis_errors():
             while (left := deadline - time.monotonic()) > 0:
-                reply = await self.aclient.xread({key: cursor}, block=max(1, int(min(left, 5.0) * 1000)), count=100)
-                for _, entries in reply or []:
-                    for entry_id, fields in entries:
-                        cursor = entry_id
-                        if fields[b"event"] == b"end":
-                            return await self._record_async(job_id)
-                record = await self._record_async(job_id)
+                for cursor, event, _ in await self.store.events_async(job_id, cursor, min(left, 5.0)):
+                    if event == "end":
+                        return await self.store.get_async(job_id)
+                record = await self.store.get_async(job_id)
                 if record is None or record["status"] in ENDED:
                     return record
-            return await self._record_async(job_id)
-
-    async def _record_async(self, job_id: str) -> dict | None:
-        raw = await self.aclient.hgetall(self.store.keys.job(job_id))
-        return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+            return await self.store.get_async(job_id)
 
     async def events(self, job_id: str, last_event_id: str | None) -> AsyncIterator[str]:
         """Server-sent events: the job's `progress` (and `preview`) events, then one `end` carrying the Job."""
-        key, cursor = self.store.keys.events(job_id), last_event_id or "0-0"
+        cursor = last_event_id or "0-0"
         try:
             while True:
-                reply = await self.aclient.xread({key: cursor}, block=int(KEEPALIVE_S * 1000), count=100)
-                if not reply:
-                    record = await self._record_async(job_id)
-                    if record is None or (record["status"] in ENDED and not await self.aclient.exists(key)):
+                entries = await self.store.events_async(job_id, cursor, KEEPALIVE_S)
+                if not entries:
+                    record = await self.store.get_async(job_id)
+                    if record is None or (record["status"] in ENDED and not await self.store.has_events_async(job_id)):
                         if record is not None:
                             yield _sse("end", view(job_id, record).model_dump_json())
                         return
                     yield ": keep-alive\n\n"
                     continue
-                for entry_id, fields in reply[0][1]:
-                    cursor = entry_id.decode()
-                    event, data = fields[b"event"].decode(), fields[b"data"].decode()
+                for cursor, event, data in entries:
                     if event == "end":
-                        record = await self._record_async(job_id)
+                        record = await self.store.get_async(job_id)
                         yield _sse("end", view(job_id, record).model_dump_json() if record else data, cursor)
                         return
                     yield _sse(event, data, cursor)
@@ -246,16 +240,13 @@ class JobService:
         """End lost jobs, refresh the queue-depth gauge, observe durations of jobs that ended."""
         end_lost_jobs(self.store, self.queue, scale=self.settings.job_time_limit_scale)
         QUEUE_DEPTH.set(self.queue.count)
-        client, key = self.store.client, self.store.keys.ended
         if self._ended_cursor is None:
-            last = client.xrevrange(key, count=1)
-            self._ended_cursor = last[0][0].decode() if last else "0-0"
+            self._ended_cursor = self.store.ended_cursor()
             return
-        for _, entries in client.xread({key: self._ended_cursor}, count=1000) or []:
-            for entry_id, fields in entries:
-                self._ended_cursor = entry_id.decode()
-                if fields[b"status"] == b"finished":
-                    JOB_SECONDS.labels(fields[b"kind"].decode()).observe(float(fields[b"seconds"]))
+        self._ended_cursor, ended = self.store.ended_since(self._ended_cursor)
+        for kind, status, seconds in ended:
+            if status == JobStatus.FINISHED:
+                JOB_SECONDS.labels(kind).observe(seconds)
 
 
 def _sse(event: str, data: str, event_id: str | None = None) -> str:

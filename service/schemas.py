@@ -6,7 +6,7 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.record import ModelInfo
+from core.model_record import ModelInfo
 
 
 class ImageById(BaseModel):

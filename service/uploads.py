@@ -17,13 +17,13 @@ from pydantic import ConfigDict, Field
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from models.record import ModelRecord, Preprocess
+from core.model_record import ModelRecord, Preprocess
 from models.register import register
 from models.sandbox import SandboxLimits
 from models.validate import Limits, ModelRejected
 from service.bodies import parse_json, validate
-from service.errors import BadRequest, Invalid, TooLarge, UnsupportedMedia
-from service.settings import Settings
+from core.errors import BadRequest, Invalid, TooLarge, UnsupportedMedia
+from core.settings import Settings
 
 FIELDS = ("file", "name", "labels", "preprocess")
 FORM_SLACK = 1024 * 1024  # multipart framing, name, labels and preprocess on top of the file

@@ -12,7 +12,7 @@ import pytest
 import redis
 from PIL import Image
 
-from service.settings import Settings
+from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTIN_DATA = Path(os.environ.get("CONVSCOPE_DATA_DIR", ROOT / "var"))
@@ -43,7 +43,7 @@ def clean_prefix(prefix: str) -> None:
 def builtin_store():
     """The model store holding the built-in model (exported by the set-up command)."""
     from models.builtin import BUILTIN_ID, ensure_builtin
-    from models.store import ModelStore
+    from core.stores.models import ModelStore
 
     store = ModelStore(BUILTIN_DATA)
     ensure_builtin(store)

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.auth import Authenticator, parse_keys
-from service.errors import Unauthorized
+from core.errors import Unauthorized
 from tests.conftest import encode, sample
 
 PNG = encode(sample("coffee"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.settings import Settings
+from core.settings import Settings
 from tests.conftest import BUILTIN_DATA, REDIS_URL, clean_prefix, encode, sample
 
 STORED = re.compile(r"^(\d{5}\.(png|jpg|gif|bmp|tif|webp)|manifest\.json|meta\.json)$")
@@ -249,8 +249,8 @@ def test_datasets_belong_to_the_uploading_key(app_for, tmp_path):
 
 
 def test_quota_and_expiry(tmp_path):
-    from service.datasets import DatasetStore, Upload
-    from service.errors import NotFound, Overloaded
+    from core.stores.datasets import DatasetStore, Upload
+    from core.errors import NotFound, Overloaded
 
     settings = Settings(data_dir=tmp_path, max_datasets_per_key=1, dataset_ttl_s=60)
     store = DatasetStore(tmp_path, settings.dataset_ttl_s)

@@ -16,7 +16,7 @@ import pytest
 import redis
 from PIL import Image
 
-from service.settings import Settings
+from core.settings import Settings
 from tests.conftest import REDIS_URL, ROOT, clean_prefix
 from tests.test_datasets import data_dir
 from tests.test_datasets_kinds import photo_files

@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from service import images
-from service.datasets import DatasetStore, Upload
-from service.settings import Settings
+from core import images
+from core.stores.datasets import DatasetStore, Upload
+from core.settings import Settings
 from tests.conftest import encode, sample
 
 PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
@@ -75,9 +75,9 @@ def export(net: nn.Module) -> bytes:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(torch net, model store, record, name of the last ReLU layer) for a tiny net registered in a tmp store."""
-    from models.record import Preprocess
+    from core.model_record import Preprocess
     from models.register import register
-    from models.store import ModelStore
+    from core.stores.models import ModelStore
 
     net = TinyNet().eval()
     store = ModelStore(tmp_path_factory.mktemp("tiny-store"))
@@ -101,7 +101,7 @@ def dataset(settings):
 
 def task_for(settings, store, record, dataset, kind: str, progress=None, image: bytes | None = None, **params):
     from workers.dataset_feed import dataset_task, no_progress
-    from workers.kinds import KINDS
+    from core.kinds.registry import KINDS
 
     resolved = KINDS[kind].params(**params).resolve(record)
     return dataset_task(settings, store, record, {"dataset": dataset.id, "owner": None}, resolved,
@@ -213,7 +213,7 @@ def test_embedding_has_one_point_per_image(settings, builtin_store, builtin, dat
 
 
 def test_umap_without_the_package_is_refused_with_a_clear_message(builtin, monkeypatch):
-    from workers import kinds
+    from core.kinds import dataset as kinds
 
     monkeypatch.setattr(kinds, "umap_available", lambda: False)
     with pytest.raises(ValueError, match="umap-learn"):

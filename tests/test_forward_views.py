@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from service import images
-from service.forward import softmax
+from core import images
+from models.forward import softmax
 from tests.conftest import encode, sample
 
 MODEL = "/v1/models/efficientnet-lite0"

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from models.store import ModelStore
+from core.stores.models import ModelStore
 from service.app import create_app
-from service.settings import Settings
+from core.settings import Settings
 from tests.conftest import REDIS_URL, clean_prefix, encode, sample
 from tests.onnx_builders import ClassicNet, ResidualNet, export, seeded, sum_branches_model
 

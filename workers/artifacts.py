@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from service import render
+from core import render
 from workers.methods.making import Made
 from workers.methods.task import Attribution
 

@@ -4,7 +4,7 @@ The dataset kinds (`workers/methods/{top_activations,embedding,neighbors,unit_st
 `DatasetTask`: its `feed.batches(layers)` yields `FeatureBatch`es — dataset indices, the images
 as the model saw them (H×W×3 uint8, after resize and crop) and the requested layers' activations
 (N×C×h×w float32). While ONNX Runtime runs one batch, a background thread decodes the next
-(through `service.images`, the one image pipeline), so decoding hides behind the forward pass.
+(through `core.images`, the one image pipeline), so decoding hides behind the forward pass.
 At most `batch` × 3 decoded images exist at once, whatever the dataset's size. After every batch
 the job's progress callback runs; it raises to stop the job (cancel, time limit).
 
@@ -24,12 +24,12 @@ import numpy as np
 import onnx
 
 from models import runtime
-from models.record import ModelRecord
-from models.store import ModelStore
-from service import images
-from service.datasets import Dataset, DatasetStore
-from service.errors import NotFound, Unavailable
-from service.settings import Settings
+from core.model_record import ModelRecord
+from core.stores.models import ModelStore
+from core import images
+from core.stores.datasets import Dataset, DatasetStore
+from core.errors import NotFound, Unavailable
+from core.settings import Settings
 
 Progress = Callable[[int, int], None]
 

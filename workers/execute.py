@@ -1,6 +1,6 @@
 """The RQ entry point: run one attempt of one job and store what it returns.
 
-`run_job(job_id, attempt)` is the only function RQ may call (see `service.queueing.SafeJob`). It
+`run_job(job_id, attempt)` is the only function RQ may call (see `core.jobs.queueing.SafeJob`). It
 claims the job (queued → started, atomically; a job cancelled meanwhile is skipped), prepares
 the input with the same image pipeline as the forward views, calls the kind's method with a
 progress callback that also stops it on cancellation or at its time limit, and ends the job:
@@ -29,14 +29,15 @@ import torch
 from PIL import Image
 from rq.timeouts import JobTimeoutException
 
-from models.store import ModelStore
-from service import images, render
-from service.errors import ConvscopeError, Invalid, NotFound
-from service.jobstore import JobStore
-from service.settings import Settings
-from service.supervisor import DEADLINE_GRACE_S, time_limit
+from core.stores.models import ModelStore
+from core import images, render
+from core.errors import ConvscopeError, Invalid, NotFound
+from core.jobs.status import JobStatus
+from core.jobs.store import JobStore
+from core.settings import Settings
+from core.jobs.supervisor import DEADLINE_GRACE_S, time_limit
 from workers.artifacts import artifacts_of
-from workers.kinds import KINDS, Kind
+from core.kinds.registry import KINDS, Kind
 from workers.methods.task import Task
 from workers.networks import NetworkCache
 
@@ -87,7 +88,7 @@ class Progress:
             self.last = now
             if self.store.progress(self.job_id, step, total):
                 raise JobCanceled
-        elif self.store.client.hexists(self.store.keys.job(self.job_id), "cancel"):
+        elif self.store.cancel_requested(self.job_id):
             raise JobCanceled
 
 
@@ -109,7 +110,7 @@ def run_job(job_id: str, attempt: int) -> str:
     started = time.time()
     limit = time_limit(kind.name, ctx.settings.job_time_limit_scale)
     claimed, before = ctx.store.transition(
-        job_id, ("queued",), "started", expect_attempt=attempt, worker=ctx.name, started_at=repr(started),
+        job_id, (JobStatus.QUEUED,), JobStatus.STARTED, expect_attempt=attempt, worker=ctx.name, started_at=repr(started),
         deadline=repr(started + limit + DEADLINE_GRACE_S), progress={"step": 0, "total": 0})
     if not claimed:
         log.info("job not run", extra={"fields": {"job": job_id, "status": before, "attempt": attempt}})
@@ -120,32 +121,32 @@ def run_job(job_id: str, attempt: int) -> str:
     try:
         result, artifacts = compute(ctx, spec, kind, progress)
     except JobCanceled:
-        return _end(ctx, job_id, attempt, "canceled", fields)
+        return _end(ctx, job_id, attempt, JobStatus.CANCELED, fields)
     except (JobTimedOut, JobTimeoutException):
-        return _end(ctx, job_id, attempt, "failed", fields, error={
+        return _end(ctx, job_id, attempt, JobStatus.FAILED, fields, error={
             "code": "timeout", "message": f"the job ran past its time limit of {limit} s"})
     except ConvscopeError as exc:
-        return _end(ctx, job_id, attempt, "failed", fields, error={"code": exc.code, "message": exc.message})
+        return _end(ctx, job_id, attempt, JobStatus.FAILED, fields, error={"code": exc.code, "message": exc.message})
     except torch.OutOfMemoryError:
-        return _end(ctx, job_id, attempt, "failed", fields, error={
+        return _end(ctx, job_id, attempt, JobStatus.FAILED, fields, error={
             "code": "out_of_memory", "message": "the worker ran out of memory; try a smaller input or batch"})
     except redis.RedisError:
         raise
     except Exception as exc:  # a bug or a model the method cannot handle: log it, tell the client briefly
         log.exception("job failed", extra={"fields": fields})
-        return _end(ctx, job_id, attempt, "failed", fields, error={
+        return _end(ctx, job_id, attempt, JobStatus.FAILED, fields, error={
             "code": "internal", "message": f"the {kind.name} method failed ({exc.__class__.__name__}); "
                                            "the worker's log has the details"})
     ctx.store.put_artifacts(job_id, artifacts)
     done = max(progress.total, 1)
-    status = _end(ctx, job_id, attempt, "finished", fields, result=result, progress={"step": done, "total": done})
-    if status == "finished":
+    status = _end(ctx, job_id, attempt, JobStatus.FINISHED, fields, result=result, progress={"step": done, "total": done})
+    if status == JobStatus.FINISHED:
         ctx.store.remember(spec["digest"], job_id)
     return status
 
 
-def _end(ctx: WorkerContext, job_id: str, attempt: int, status: str, fields: dict, **values) -> str:
-    changed, before = ctx.store.transition(job_id, ("started",), status, expect_attempt=attempt, **values)
+def _end(ctx: WorkerContext, job_id: str, attempt: int, status: JobStatus, fields: dict, **values) -> str:
+    changed, before = ctx.store.transition(job_id, (JobStatus.STARTED,), status, expect_attempt=attempt, **values)
     if not changed:  # cancelled and ended elsewhere, or declared lost: that ending stands
         log.warning("job had already ended", extra={"fields": {**fields, "status": before}})
         return f"ended elsewhere ({before})"

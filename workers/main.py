@@ -6,7 +6,7 @@ Device: CUDA when torch sees a GPU, else CPU. Any number of workers, on any mach
 the same Redis, may serve one queue.
 
 A heartbeat thread refreshes `P worker:<name>` (the job it runs) every `worker_heartbeat_s` and
-looks for other workers' lost jobs every `job_monitor_interval_s` (see `service.supervisor`).
+looks for other workers' lost jobs every `job_monitor_interval_s` (see `core.jobs.supervisor`).
 When Redis goes away the worker backs off (1 s, doubling to 30 s) and reconnects by itself.
 """
 
@@ -26,12 +26,13 @@ from rq import SimpleWorker
 from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
 
-from models.store import ModelStore
-from service import logs, queueing
-from service.jobstore import JobStore
-from service.settings import Settings, get_settings
-from service.storage import connect
-from service.supervisor import end_lost_jobs
+from core.stores.models import ModelStore
+from core import logs
+from core.jobs import queueing
+from core.jobs.store import JobStore
+from core.settings import Settings, get_settings
+from core.redis_client import connect
+from core.jobs.supervisor import end_lost_jobs
 from workers import execute
 from workers.networks import NetworkCache
 
@@ -53,8 +54,7 @@ class Heartbeat(threading.Thread):
 
     def _beat(self) -> None:
         with self._lock:  # never write a stale job id over a newer one
-            self.store.client.set(self.store.keys.worker(self.worker), self.current,
-                                  ex=self.settings.worker_heartbeat_ttl_s)
+            self.store.beat(self.worker, self.current, self.settings.worker_heartbeat_ttl_s)
 
     def running(self, job_id: str) -> None:
         with self._lock:
@@ -90,7 +90,7 @@ class Heartbeat(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         try:
-            self.store.client.delete(self.store.keys.worker(self.worker))
+            self.store.forget_worker(self.worker)
         except redis.RedisError:
             pass
 

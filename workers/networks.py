@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from models.builtin import BUILTIN_ID
-from models.record import ModelRecord
-from models.store import ModelStore
-from service.errors import Invalid, Unavailable
+from core.model_record import ModelRecord
+from core.stores.models import ModelStore
+from core.errors import Invalid, Unavailable
 
 
 @dataclass

@@ -10,8 +10,8 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.auth import current_owner
 from service.context import AppContext, context
-from service.datasets import DatasetStore, Upload
-from service.errors import BadRequest, TooLarge
+from core.stores.datasets import DatasetStore, Upload
+from core.errors import BadRequest, TooLarge
 from service.schemas import ErrorResponse
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])

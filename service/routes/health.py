@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.context import AppContext, context
-from service.errors import error_body
+from core.errors import error_body
 from service.metrics import ORT_SESSIONS
 
 router = APIRouter(tags=["service"])

@@ -5,9 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from service import images, render
+from core import images, render
+from service.auth import current_owner
 from service.context import AppContext, context
-from service.errors import BadRequest
+from core.errors import BadRequest
 from service.schemas import ErrorResponse, ImageInfo
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -31,11 +32,12 @@ async def upload_image(request: Request, ctx: AppContext = Depends(context)) -> 
         raise BadRequest("the multipart body has no file part `file`", code="malformed_multipart")
     data = await part.read()
     s = ctx.settings
+    owner = current_owner.get()
 
     def work() -> ImageInfo:
         decoded = images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
         image_id = images.image_id(data)
-        ctx.images.put(image_id, data)
+        ctx.images.put(owner, image_id, data)
         return ImageInfo(id=image_id, width=decoded.width, height=decoded.height, format=images.format_of(data))
 
     return await run_in_threadpool(work)
@@ -46,6 +48,6 @@ async def upload_image(request: Request, ctx: AppContext = Depends(context)) -> 
 def get_image(image_id: str, ctx: AppContext = Depends(context)) -> Response:
     """The stored image as PNG (decoded, orientation applied, RGB)."""
     s = ctx.settings
-    decoded = images.decode(ctx.images.get(image_id), max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
+    decoded = images.decode(ctx.images.get(current_owner.get(), image_id), max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
     return Response(render.png(decoded), media_type="image/png")
 

@@ -10,12 +10,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.bodies import read_request
 from service.context import AppContext, context
-from service.errors import Invalid, NotFound
+from core.errors import Invalid, NotFound
 from service.job_schemas import Job, JobList, JobRequest
 from service.jobs import MAX_WAIT_S, JobService, view
-from service.jobstore import ENDED
+from core.jobs.status import ENDED, JobStatus
 from service.schemas import ErrorResponse
-from workers.kinds import KINDS
+from core.kinds.registry import KINDS
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -63,7 +63,7 @@ async def submit(request: Request, response: Response,
 
 @router.get("", response_model=JobList, responses=errors(422, 503))
 def list_jobs(request: Request,
-              status: Literal["queued", "started", "finished", "failed", "canceled"] | None = None,
+              status: JobStatus | None = None,
               kind: str | None = Query(None, description="one of the registered kinds"),
               limit: int = Query(50, ge=1, le=500),
               service: JobService = Depends(jobs)) -> JobList:

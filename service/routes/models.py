@@ -10,11 +10,12 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from models.record import ModelInfo
-from service import render, uploads
+from core.model_record import ModelInfo
+from service import uploads
+from core import render
 from service.auth import current_owner, visible
 from service.context import AppContext, context
-from service.errors import Forbidden, Invalid, Overloaded, TooLarge
+from core.errors import Forbidden, Invalid, Overloaded, TooLarge
 from service.schemas import ErrorResponse, ModelList
 
 router = APIRouter(prefix="/v1/models", tags=["models"])

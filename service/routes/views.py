@@ -9,11 +9,12 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 
-from models.record import ModelRecord
-from service import forward, images, render
+from core.model_record import ModelRecord
+from models import forward
+from core import images, render
 from service.bodies import read_request, resolve_image
 from service.context import AppContext, context
-from service.errors import Invalid
+from core.errors import Invalid
 from service.schemas import (ActivationsRequest, ActivationsResponse, ErrorResponse, OcclusionRequest,
                              PredictRequest, PredictResponse, ViewRequest)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.settings import Settings
+from core.settings import Settings
 from tests.conftest import ROOT, encode, sample
 
 MODEL = "efficientnet-lite0"

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from service import images
+from core import images
 from tests.conftest import encode, sample
 from tests.jobs.conftest import MODEL, submit, wait_for
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.record import InputSpec, Layer, ModelRecord, Preprocess, ReceptiveField
+from core.model_record import InputSpec, Layer, ModelRecord, Preprocess, ReceptiveField
 from workers.networks import Network
 
 SIZE = 16

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from service import images
+from core import images
 from tests.conftest import sample
-from workers import image_params as P
+from core.kinds import making as P
 from workers.methods import (adversarial, ascent, class_model, deepdream, feature_vis, inversion, style_transfer,
                              texture)
 from workers.methods.making import features, from_uint8

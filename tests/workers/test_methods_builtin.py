@@ -9,9 +9,9 @@ import torch
 from captum.attr import GuidedBackprop
 from torch import nn
 
-from service import images
+from core import images
 from tests.conftest import encode, sample
-from workers.kinds import (DeconvnetParams, GradcamParams, GuidedBackpropParams, IntegratedGradientsParams,
+from core.kinds.registry import (DeconvnetParams, GradcamParams, GuidedBackpropParams, IntegratedGradientsParams,
                            SaliencyParams, SmoothgradParams)
 from workers.methods import deconvnet, gradcam, guided_backprop, integrated_gradients, saliency, smoothgrad
 from workers.methods.backprop import backward_rule

@@ -11,7 +11,7 @@ from captum.attr import (Deconvolution, GuidedBackprop, IntegratedGradients, Lay
                          Saliency)
 from torch import nn
 
-from workers.kinds import (DeconvnetParams, GradcamParams, GuidedBackpropParams, IntegratedGradientsParams,
+from core.kinds.registry import (DeconvnetParams, GradcamParams, GuidedBackpropParams, IntegratedGradientsParams,
                            SaliencyParams, SmoothgradParams)
 from workers.methods import deconvnet, gradcam, guided_backprop, integrated_gradients, saliency, smoothgrad
 from workers.methods.integrated_gradients import baseline_of

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.record import ModelRecord
+from core.model_record import ModelRecord
 
 # Square root of ImageNet's colour covariance (Olah et al.): decorrelated → RGB.
 COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])

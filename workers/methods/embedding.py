@@ -15,7 +15,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from service import render
+from core import render
 from workers.dataset_feed import DatasetOutput, DatasetTask
 
 MAX_PICTURE_PX = 2048  # a map of 5,000 photos is then about 8 MB of PNG

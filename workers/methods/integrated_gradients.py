@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from service.forward import fill_value
+from core.images import fill_value
 from workers.methods.backprop import (ClassLogit, class_logits, gradient_heat, input_gradient, label_metrics,
                                       objective_of)
 from workers.methods.task import Attribution, Task

@@ -12,7 +12,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from service import render
+from core import render
 from workers.dataset_feed import DatasetOutput, DatasetTask
 from workers.methods.embedding import codes
 

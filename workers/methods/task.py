@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from workers.params import Params
+from core.kinds.params import Params
 from workers.networks import Network
 
 

@@ -17,8 +17,8 @@ from functools import cached_property
 import numpy as np
 from PIL import Image
 
-from models.record import Layer, ModelRecord, ReceptiveField
-from service import render
+from core.model_record import Layer, ModelRecord, ReceptiveField
+from core import render
 from workers.dataset_feed import DatasetOutput, DatasetTask
 
 BACKGROUND = 32  # grey of empty tile area

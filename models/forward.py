@@ -11,13 +11,14 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageFilter
+
 
 from models import runtime
-from models.record import ModelRecord
-from models.store import ModelStore
-from service.errors import Invalid, Unavailable
-from service.settings import Settings
+from core.model_record import ModelRecord
+from core.stores.models import ModelStore
+from core.errors import Invalid, Unavailable
+from core.images import fill_value
+from core.settings import Settings
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -143,32 +144,6 @@ def activation_stats(maps: np.ndarray) -> dict:
         "fraction_zero": (flat == 0).mean(axis=1).tolist(),
         "dead_channels": np.flatnonzero(peak <= 0).tolist(),
     }
-
-
-def fill_value(x: np.ndarray, fill: str | float, record: ModelRecord) -> np.ndarray:
-    """What an occluding patch holds, as a 1×C×H×W tensor in model-input space.
-
-    mean: the image's per-channel mean; zero: 0 in input space; blur: the image blurred
-    (Gaussian, radius = 1/16 of its size); a number: that grey level in 0–255 pixels.
-    """
-    if fill == "mean":
-        return np.broadcast_to(x.mean(axis=(2, 3), keepdims=True), x.shape)
-    if fill == "zero":
-        return np.zeros_like(x)
-    pre = record.preprocess
-    channels = x.shape[1]
-    mean = np.asarray(pre.mean[:channels], np.float32)[None, :, None, None]
-    std = np.asarray(pre.std[:channels], np.float32)[None, :, None, None]
-    if fill == "blur":
-        from service.images import from_tensor
-
-        image = Image.fromarray(from_tensor(x[0], record)).filter(ImageFilter.GaussianBlur(max(x.shape[2:]) / 16))
-        pixels = np.asarray(image, np.float32)
-        if pre.color == "BGR":
-            pixels = pixels[..., ::-1]
-        pixels = pixels[..., :channels].transpose(2, 0, 1)[None]
-        return ((pixels * pre.scale - mean) / std).astype(np.float32)
-    return np.broadcast_to(((float(fill) * pre.scale - mean) / std).astype(np.float32), x.shape)
 
 
 def occlusion_positions(size: int, patch: int, stride: int) -> list[int]:

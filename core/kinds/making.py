@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from models.record import ModelRecord
-from workers.params import Params, Target, spatial_layer
+from core.model_record import ModelRecord
+from core.kinds.params import Params, Target, spatial_layer
 
 
 class RenderParams(Params):

@@ -2,7 +2,7 @@
 
 Layout under `<data_dir>/datasets/<id>/` (shared by the API and the workers, like the model store):
 `00000.<ext>` … one file per accepted image (the uploaded bytes, re-validated by
-`service.images.decode`), `manifest.json` (names, sizes, rejected members) and `meta.json` (owner,
+`core.images.decode`), `manifest.json` (names, sizes, rejected members) and `meta.json` (owner,
 creation time, count: small, so quota and expiry scans stay cheap). A dataset is assembled in a
 hidden `.tmp-*` folder and renamed into place whole, so readers see all of it or nothing.
 
@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from service import archives, images
-from service.errors import ConvscopeError, Invalid, NotFound, Overloaded, TooLarge
-from service.settings import Settings
+from core.stores import archives
+from core import images
+from core.errors import ConvscopeError, Invalid, NotFound, Overloaded, TooLarge
+from core.settings import Settings
 
 log = logging.getLogger("convscope.datasets")
 _ID = re.compile(r"^[0-9a-f]{32}$")

@@ -13,7 +13,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from models.record import ModelRecord
+from core.model_record import ModelRecord
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

@@ -13,10 +13,10 @@ import threading
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
-from models.record import ModelRecord
-from service.errors import BadRequest, TooLarge, UnsupportedMedia
+from core.model_record import ModelRecord
+from core.errors import BadRequest, TooLarge, UnsupportedMedia
 
 FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "MPO"}
 Image.MAX_IMAGE_PIXELS = None  # our own limit, checked on the header, replaces Pillow's warning
@@ -145,3 +145,27 @@ class InputCache:
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return value
+
+
+def fill_value(x: np.ndarray, fill: str | float, record: ModelRecord) -> np.ndarray:
+    """What an occluding patch holds, as a 1×C×H×W tensor in model-input space.
+
+    mean: the image's per-channel mean; zero: 0 in input space; blur: the image blurred
+    (Gaussian, radius = 1/16 of its size); a number: that grey level in 0–255 pixels.
+    """
+    if fill == "mean":
+        return np.broadcast_to(x.mean(axis=(2, 3), keepdims=True), x.shape)
+    if fill == "zero":
+        return np.zeros_like(x)
+    pre = record.preprocess
+    channels = x.shape[1]
+    mean = np.asarray(pre.mean[:channels], np.float32)[None, :, None, None]
+    std = np.asarray(pre.std[:channels], np.float32)[None, :, None, None]
+    if fill == "blur":
+        image = Image.fromarray(from_tensor(x[0], record)).filter(ImageFilter.GaussianBlur(max(x.shape[2:]) / 16))
+        pixels = np.asarray(image, np.float32)
+        if pre.color == "BGR":
+            pixels = pixels[..., ::-1]
+        pixels = pixels[..., :channels].transpose(2, 0, 1)[None]
+        return ((pixels * pre.scale - mean) / std).astype(np.float32)
+    return np.broadcast_to(((float(fill) * pre.scale - mean) / std).astype(np.float32), x.shape)

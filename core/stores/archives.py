@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from service.errors import BadRequest, TooLarge, UnsupportedMedia
+from core.errors import BadRequest, TooLarge, UnsupportedMedia
 
 RATIO_FLOOR = 1 << 20  # bytes of uncompressed data below which the ratio is not judged
 MAX_NAME = 255  # characters of a member name kept for display

@@ -24,9 +24,10 @@ import time
 
 from rq import Queue
 
-from service import queueing
-from service.jobstore import JobStore
-from workers.kinds import KINDS
+from core.jobs import queueing
+from core.jobs.status import JobStatus
+from core.jobs.store import JobStore
+from core.kinds.registry import KINDS
 
 log = logging.getLogger("convscope.supervisor")
 DEADLINE_GRACE_S = 30.0
@@ -42,7 +43,7 @@ def time_limit(kind: str, scale: float) -> int:
 def check_job(store: JobStore, queue: Queue, job_id: str, record: dict | None, *, scale: float,
               now: float | None = None) -> bool:
     """End or re-queue one started job if it is lost; returns True when it did something."""
-    if record is None or record.get("status") != "started":
+    if record is None or record.get("status") != JobStatus.STARTED:
         store.forget_started(job_id)
         return False
     now = time.time() if now is None else now
@@ -51,19 +52,19 @@ def check_job(store: JobStore, queue: Queue, job_id: str, record: dict | None, *
     if running == job_id:
         if now <= float(record.get("deadline", "inf")):
             return False
-        changed, _ = store.transition(job_id, ("started",), "failed", expect_attempt=attempt, error={
+        changed, _ = store.transition(job_id, (JobStatus.STARTED,), JobStatus.FAILED, expect_attempt=attempt, error={
             "code": "timeout", "message": "the job ran past its time limit and its worker did not stop it"})
         return changed
     spec = json.loads(record["spec"])
     if spec.get("retry") and attempt < 2:
-        changed, _ = store.transition(job_id, ("started",), "queued", expect_attempt=attempt,
+        changed, _ = store.transition(job_id, (JobStatus.STARTED,), JobStatus.QUEUED, expect_attempt=attempt,
                                       attempt=str(attempt + 1), worker="-")
         if changed:
             log.warning("re-queued a job whose worker died", extra={"fields": {"job": job_id, "attempt": attempt + 1}})
             queueing.enqueue(queue, job_id, attempt + 1, time_limit_s=time_limit(spec["kind"], scale),
                              ttl_s=store.ttl_s)
         return changed
-    changed, _ = store.transition(job_id, ("started",), "failed", expect_attempt=attempt, error=LOST)
+    changed, _ = store.transition(job_id, (JobStatus.STARTED,), JobStatus.FAILED, expect_attempt=attempt, error=LOST)
     if changed:
         log.warning("a job's worker died; the job failed", extra={"fields": {"job": job_id, "worker": record.get("worker")}})
     return changed

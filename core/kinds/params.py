@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from models.record import ModelRecord
+from core.model_record import ModelRecord
 
 Target = int | str
 

@@ -26,13 +26,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import redis
+import redis.asyncio
 
-STATUSES = ("queued", "started", "finished", "failed", "canceled")
-ENDED = frozenset({"finished", "failed", "canceled"})
+from core.jobs.status import ENDED, JobStatus
+
+ENDED_LIST = ",".join(sorted(ENDED))
 EVENTS_MAXLEN = 2000
 
 # KEYS: job hash, events stream, started zset, ended stream, artifacts hash
-# ARGV: allowed statuses (comma list), attempt ('' = any), new status, ttl s, now, job id, then field/value pairs
+# ARGV: allowed statuses (comma list), attempt ('' = any), new status, ttl s, now, job id,
+#       the `started` status, the ended statuses (comma list), then field/value pairs
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {0, ''} end
@@ -40,13 +43,13 @@ if not string.find(',' .. ARGV[1] .. ',', ',' .. current .. ',', 1, true) then r
 if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return {0, current} end
 local new, ttl, now, id = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
 redis.call('HSET', KEYS[1], 'status', new)
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-if new == 'started' then
+for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if new == ARGV[7] then
   redis.call('ZADD', KEYS[3], now, id)
 else
   redis.call('ZREM', KEYS[3], id)
 end
-if new == 'finished' or new == 'failed' or new == 'canceled' then
+if string.find(',' .. ARGV[8] .. ',', ',' .. new .. ',', 1, true) then
   redis.call('HSET', KEYS[1], 'ended_at', now)
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', 2000, '*', 'event', 'end', 'data', cjson.encode({status = new}))
   for _, key in ipairs({KEYS[1], KEYS[2], KEYS[5]}) do redis.call('EXPIRE', key, ttl) end
@@ -100,14 +103,15 @@ def _text(value) -> str:
 class JobStore:
     """Reads and writes job records; every status change is one atomic transition."""
 
-    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int):
+    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int, aclient: redis.asyncio.Redis | None = None):
         self.client = client
+        self.aclient = aclient  # for the API's async readers (`?wait=`, SSE); None in workers
         self.keys = JobKeys(prefix)
         self.ttl_s = ttl_s
         self._transition = client.register_script(_TRANSITION)
 
     # Records.
-    def create(self, job_id: str, spec: dict, *, status: str = "queued", listed_max: int = 10_000,
+    def create(self, job_id: str, spec: dict, *, status: JobStatus = JobStatus.QUEUED, listed_max: int = 10_000,
                extra: dict | None = None) -> None:
         now = time.time()
         fields = {"spec": json.dumps(spec), "status": status, "created_at": repr(now), "attempt": "1",
@@ -141,13 +145,14 @@ class JobStore:
                     yield {"id": job_id, **{_text(k): _text(v) for k, v in raw.items()}}
             start += page - len(gone)
 
-    def transition(self, job_id: str, allowed: tuple[str, ...], new: str, *, expect_attempt: int | None = None,
+    def transition(self, job_id: str, allowed: tuple[JobStatus, ...], new: JobStatus, *, expect_attempt: int | None = None,
                    **fields) -> tuple[bool, str | None]:
         """Move the job to `new` if its status is in `allowed` (and its attempt matches).
 
         Returns (changed, status before). Field values are strings or JSON-able objects.
         """
-        args = [",".join(allowed), "" if expect_attempt is None else str(expect_attempt), new, self.ttl_s, repr(time.time()), job_id]
+        args = [",".join(allowed), "" if expect_attempt is None else str(expect_attempt), new, self.ttl_s,
+                repr(time.time()), job_id, JobStatus.STARTED, ENDED_LIST]
         for name, value in fields.items():
             args += [name, value if isinstance(value, str) else json.dumps(value)]
         keys = [self.keys.job(job_id), self.keys.events(job_id), self.keys.started, self.keys.ended,
@@ -173,6 +178,9 @@ class JobStore:
 
     def request_cancel(self, job_id: str) -> None:
         self.client.hset(self.keys.job(job_id), "cancel", "1")
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self.client.hexists(self.keys.job(job_id), "cancel"))
 
     # Artifacts.
     def put_artifacts(self, job_id: str, artifacts: dict[str, bytes]) -> None:
@@ -204,7 +212,44 @@ class JobStore:
     def remember(self, digest: str, job_id: str) -> None:
         self.client.set(self.keys.cache(digest), job_id, ex=self.ttl_s)
 
+    # Ended jobs (for metrics).
+    def ended_cursor(self) -> str:
+        """The id of the newest entry of the ended-jobs stream ('0-0' when empty): read after it."""
+        last = self.client.xrevrange(self.keys.ended, count=1)
+        return _text(last[0][0]) if last else "0-0"
+
+    def ended_since(self, cursor: str, count: int = 1000) -> tuple[str, list[tuple[str, str, float]]]:
+        """(new cursor, [(kind, status, seconds started → ended)]) of jobs that ended after `cursor`."""
+        ended = []
+        for _, entries in self.client.xread({self.keys.ended: cursor}, count=count) or []:
+            for entry_id, fields in entries:
+                cursor = _text(entry_id)
+                ended.append((_text(fields[b"kind"]), _text(fields[b"status"]), float(fields[b"seconds"])))
+        return cursor, ended
+
+    # Async reads (the API's event loop).
+    async def get_async(self, job_id: str) -> dict | None:
+        raw = await self.aclient.hgetall(self.keys.job(job_id))
+        return {_text(k): _text(v) for k, v in raw.items()} if raw else None
+
+    async def events_async(self, job_id: str, cursor: str, block_s: float, count: int = 100) -> list[tuple[str, str, str]]:
+        """[(event id, event, data)] after `cursor`, waiting up to `block_s` for the first one."""
+        reply = await self.aclient.xread({self.keys.events(job_id): cursor}, block=max(1, int(block_s * 1000)),
+                                         count=count)
+        return [(_text(entry_id), _text(fields[b"event"]), _text(fields[b"data"]))
+                for _, entries in reply or [] for entry_id, fields in entries]
+
+    async def has_events_async(self, job_id: str) -> bool:
+        return bool(await self.aclient.exists(self.keys.events(job_id)))
+
     # Worker liveness.
+    def beat(self, worker: str, job_id: str, ttl_s: float) -> None:
+        """A worker's heartbeat: the job it runs ('-' when idle), alive for `ttl_s`."""
+        self.client.set(self.keys.worker(worker), job_id, ex=max(1, round(ttl_s)))
+
+    def forget_worker(self, worker: str) -> None:
+        self.client.delete(self.keys.worker(worker))
+
     def worker_job(self, name: str) -> str | None:
         """What a worker's heartbeat says it runs: a job id, '-' when idle, None when it is silent (dead)."""
         value = self.client.get(self.keys.worker(name))

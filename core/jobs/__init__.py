@@ -1,0 +1,1 @@
+"""Jobs as both sides see them: statuses, the Redis job store, the RQ queue and lost-job supervision."""

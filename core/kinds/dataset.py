@@ -1,0 +1,79 @@
+"""Params of the dataset kinds, which run a model forward over a stored dataset (ONNX Runtime).
+
+Every one looks at one spatial layer, by default the last; CNN codes are that layer pooled over
+positions (for the default, the penultimate representation the classifier reads).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Literal
+
+from pydantic import Field
+
+from core.kinds.params import Params, layer_or_last, spatial_layer
+from core.model_record import ModelRecord
+
+
+def umap_available() -> bool:
+    return importlib.util.find_spec("umap") is not None
+
+
+class DatasetLayerParams(Params):
+    layer: str | None = Field(None, min_length=1, max_length=512,
+                              description="a spatial layer; default the model's last spatial layer")
+
+    def resolve(self, record: ModelRecord) -> "Params":
+        return self.model_copy(update={"layer": layer_or_last(record, self.layer)})
+
+
+class CodeParams(DatasetLayerParams):
+    pool: Literal["mean", "max"] = Field("mean", description="how a C×h×w activation becomes a C-vector "
+                                                             "(a CNN code): mean or max over positions")
+
+
+class TopActivationsParams(DatasetLayerParams):
+    """Zeiler & Fergus 2014: the k images (and receptive-field patches) that drive a channel hardest."""
+
+    channel: int | None = Field(None, ge=0, description="one channel; omitted: every channel of the layer, "
+                                                        "found in one pass over the dataset")
+    k: int = Field(9, ge=1, le=100, description="images per channel (one patch per image, at its strongest "
+                                                "position)")
+
+    def resolve(self, record: ModelRecord) -> "Params":
+        resolved = super().resolve(record)
+        channels = spatial_layer(record, resolved.layer).shape[0]
+        if self.channel is not None and self.channel >= channels:
+            raise ValueError(f"layer {resolved.layer!r} has {channels} channels; channel {self.channel} is out of range")
+        return resolved
+
+
+class EmbeddingParams(CodeParams):
+    """CNN codes reduced to 2-D (van der Maaten & Hinton 2008 t-SNE; PCA; McInnes et al. 2018 UMAP)."""
+
+    method: Literal["tsne", "pca", "umap"] = Field("tsne", description="tsne (scikit-learn), pca, or umap "
+                                                                       "(needs the `umap-learn` package)")
+    perplexity: float | None = Field(None, ge=2, le=100, description="t-SNE perplexity; default "
+                                                                      "min(30, (images - 1) / 3)")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="random state of t-SNE and UMAP")
+
+    def resolve(self, record: ModelRecord) -> "Params":
+        if self.method == "umap" and not umap_available():
+            raise ValueError("method 'umap' needs the `umap-learn` package, which is not installed on this "
+                             "service; use 'tsne' or 'pca'")
+        return super().resolve(record)
+
+
+class NeighborsParams(CodeParams):
+    """Nearest neighbours of the image among the dataset's images, in CNN-code space."""
+
+    k: int = Field(8, ge=1, le=100, description="neighbours returned, nearest first")
+    metric: Literal["cosine", "l2"] = Field("cosine", description="cosine: 1 − cos(a, b); l2: Euclidean distance, "
+                                                                  "in the layer's units")
+
+
+class UnitStatsParams(DatasetLayerParams):
+    """Per channel over the dataset: mean activation, how often it never fires, dead channels."""
+
+    dead_fraction: float = Field(1.0, gt=0, le=1, description="a channel is dead when it never fires (max over "
+                                                              "positions ≤ 0) on at least this fraction of images")

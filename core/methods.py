@@ -1,0 +1,135 @@
+"""What a method receives from the runner and what it gives back: the contract of `workers/methods/`.
+
+Torch-free: methods import these types, torch and numpy, and nothing that reaches Redis, HTTP,
+ONNX Runtime sessions or the stores. The runner (`workers/execute.py`) builds the inputs, calls
+the method, and encodes whatever it returns (`workers/artifacts.py`, the one place where PNG,
+JSON and npy files are made).
+
+    Attribution   attribution kinds        → input.npy, attribution.npy, heatmap.png
+    Made          image-making kinds       → input.npy (when an image was read), <name>.png
+    Output        dataset kinds and others → <name>.png per picture, <name>.json per table,
+                                             <name>.npy per array
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from core.model_record import ModelRecord
+
+Progress = Callable[[int, int], None]
+"""progress(step, total): called after each step; raises to stop the method (cancel, time limit)."""
+
+Preview = Callable[[int, np.ndarray], None]
+"""preview(step, H×W×3 uint8): a glimpse of an image being made, shown to clients as it forms."""
+
+
+def no_progress(step: int, total: int) -> None:
+    """The default progress callback: ignore it."""
+
+
+def no_preview(step: int, pixels: np.ndarray) -> None:
+    """The default preview callback: ignore it."""
+
+
+class Network(Protocol):
+    """The torch side of a model, as gradient methods see it (built by `workers/networks.py`).
+
+    `module`: a float32 eval-mode `torch.nn.Module` on the worker's device, frozen parameters;
+    input model-space N×C×H×W, output N×classes logits. `layer_module(name)`: the module whose
+    forward output is the record's layer `name` (422 `unknown_layer` when there is none).
+    """
+
+    module: Any
+    record: ModelRecord
+
+    def layer_module(self, name: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """An image a job reads, prepared by the one image pipeline (`core.images`).
+
+    `pixels`: H×W×3 uint8 RGB as uploaded (EXIF orientation applied); `fitted`: H×W×3 uint8 after
+    the model's resize and crop, what the model sees; `x`: 1×C×H×W float32, the exact model input.
+    """
+
+    pixels: np.ndarray
+    fitted: np.ndarray
+    x: np.ndarray
+
+
+@dataclass
+class FeatureBatch:
+    """A batch of dataset images and their activations at the layers asked for."""
+
+    indices: np.ndarray  # dataset indices (int64)
+    pixels: np.ndarray  # N×H×W×3 uint8: the images at model input size
+    features: dict[str, np.ndarray]  # layer name → N×C×h×w float32
+
+
+class ActivationFeed(Protocol):
+    """A dataset run through the model, as the runner provides it to forward-only methods."""
+
+    def __len__(self) -> int: ...
+
+    def name(self, index: int) -> str:
+        """The image's name in the dataset (for display)."""
+
+    def batches(self, layers: Sequence[str], extra_steps: int = 0) -> Iterator[FeatureBatch]:
+        """The whole dataset in batches, with progress after each; `extra_steps`: steps `images` will take."""
+
+    def images(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """(index, H×W×3 uint8 at model input size) of a few images, in index order."""
+
+    def steps_for(self, images: int) -> int:
+        """Progress steps that loading `images` images with `images()` will take."""
+
+
+@dataclass
+class DatasetTask:
+    """One call of a forward-only dataset method: the model record, its params, the dataset feed and,
+    for kinds that also read an image (neighbors), that image."""
+
+    record: ModelRecord
+    params: Any
+    feed: ActivationFeed
+    query: ImageInput | None = None
+    threads: int = 1  # CPU threads the method may use beside ONNX Runtime (t-SNE, UMAP, BLAS)
+
+
+@dataclass
+class Attribution:
+    """An attribution method's output.
+
+    `attribution`: float32, C×H×W in the model's input space, before any absolute value or channel
+    reduction (Grad-CAM: 1×h×w at its layer's grid). `heat`: h×w in [0, 1], what the heatmap
+    shows. `metrics`: JSON-able numbers and names (the class explained, its logit, ...).
+    """
+
+    attribution: np.ndarray
+    heat: np.ndarray
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class Made:
+    """An image-making method's output: named RGB uint8 images (H×W×3) and JSON-able metrics."""
+
+    images: dict[str, np.ndarray]
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class Output:
+    """Any other method's output, by artifact name without its suffix: `pictures` (H×W×3 or H×W×4 uint8)
+    become PNG files, `tables` (JSON-able values) JSON files, `arrays` npy files."""
+
+    pictures: dict[str, np.ndarray] = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)

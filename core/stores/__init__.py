@@ -1,0 +1,1 @@
+"""Where convscope keeps what clients upload: models (files + records), images (Redis), datasets (disk)."""

@@ -79,5 +79,5 @@ class Unavailable(ConvscopeError):
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict:
-    """The JSON error shape of API.md."""
+    """The JSON error shape every route answers with: `{"error": {"code", "message", "details"}}`."""
     return {"error": {"code": code, "message": message, "details": details}}

@@ -25,12 +25,6 @@ def lut(name: str) -> np.ndarray:
     return (cmap(np.linspace(0.0, 1.0, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
 
 
-def colormap_names() -> list[str]:
-    import matplotlib
-
-    return sorted(matplotlib.colormaps)
-
-
 def colorize(values: np.ndarray, cmap: str = "inferno") -> np.ndarray:
     """Values in [0, 1] (any shape) → uint8 RGB of shape (..., 3)."""
     index = np.clip(np.nan_to_num(values) * 255.0 + 0.5, 0, 255).astype(np.uint8)

@@ -18,24 +18,6 @@ from core.stores.models import ModelStore
 from models.validate import Limits, ModelRejected
 
 
-def describe(data: bytes, *, default_size: int = 224) -> tuple[onnx.ModelProto, InputSpec, str, str]:
-    """Parse ONNX bytes (no external data) → (proto, input spec, input name, logits name).
-
-    Declared sizes only: `register` probes and verifies them."""
-    model = onnx.load_model_from_string(data)
-    image = graph.image_input(model)
-    dims = image.type.tensor_type.shape.dim
-    if len(dims) != 4:
-        raise ValueError(f"the input {image.name!r} has {len(dims)} dimensions; an image input is N×C×H×W")
-    fixed = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    if fixed[1] is None:
-        raise ValueError("the input's channel count is not declared")
-    height = fixed[2] or default_size
-    width = fixed[3] or default_size
-    spec = InputSpec(channels=fixed[1], height=height, width=width, dynamic_size=fixed[2] is None or fixed[3] is None)
-    return model, spec, image.name, graph.logits_name(model)
-
-
 def default_preprocess(channels: int) -> Preprocess:
     """0–255 pixels scaled to 0–1, no mean or std: RGB for colour models, L for grey ones."""
     if channels == 1:
@@ -66,7 +48,6 @@ def register(
     preprocess: Preprocess | None = None,
     labels: list[str] | None = None,
     owner: str | None = None,
-    provider_setting: str = "auto",
     limits: Limits = Limits(),
     sandbox: SandboxLimits = SandboxLimits(),
     input_size: tuple[int, int] | None = None,
@@ -74,7 +55,7 @@ def register(
     """Analyse the model in the sandbox and keep it in the store; returns its record.
 
     Raises `ModelRejected` (status 422, or 413 for size) with a message for the user. The probe
-    always runs on CPU in the sandbox; `provider_setting` is kept for callers of the old signature.
+    always runs on CPU in the sandbox.
     """
     if len(data) > limits.max_bytes:
         raise ModelRejected("model_too_large", f"the file is {len(data)} bytes; the limit is {limits.max_bytes}",

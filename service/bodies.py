@@ -1,8 +1,19 @@
-"""Reading request bodies: JSON or multipart (`image`, `style_image` parts + a `spec` JSON part).
+"""Reading request bodies: one size-limited way in for every route, JSON or multipart.
 
-Every way a body can be wrong ends as a `ConvscopeError`: unparseable JSON (including nesting
-that makes the parser recurse too deep, or integers too long to convert) is 400; values that
-parse but do not validate are 422 with pydantic's error list; other media types are 415.
+`received(request, rules)` checks the media type, refuses a declared `Content-Length` over the
+limit, counts the body as it streams in (413 the moment it passes the limit, before the rest is
+read) and parses multipart with starlette's `MultiPartParser` under the route's part limits
+(file parts spool to disk). Every way a body can be wrong ends as a `ConvscopeError`:
+
+    another media type        415 unsupported_media_type (upload routes: 400 malformed_multipart)
+    over the byte limit       413 body_too_large (or the route's own code, e.g. model_too_large)
+    too many file parts       400 malformed_multipart (or the route's 413 code, e.g. too_many_members)
+    broken multipart          400 malformed_multipart
+    JSON that does not parse  400 malformed_json (also nesting too deep, integers too long to convert)
+    values that do not fit    422 validation_error with pydantic's error list
+
+`read_request` builds on it for the views and jobs: a JSON body, or multipart with `image` and
+`style_image` file parts and the rest of the body as a JSON string in part `spec`.
 """
 
 from __future__ import annotations
@@ -10,19 +21,111 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import TypeVar
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Literal, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
-from core.errors import BadRequest, Invalid, TooLarge, UnsupportedMedia
-from service.schemas import ImageByData, ImageById, ImageRef
+from core.errors import BadRequest, ConvscopeError, Invalid, TooLarge, UnsupportedMedia
 from core.stores.images import ImageStore
 from service.auth import current_owner
+from service.schemas import ImageByData, ImageById, ImageRef
 
 M = TypeVar("M", bound=BaseModel)
+JSON, MULTIPART = "application/json", "multipart/form-data"
 FILE_PARTS = ("image", "style_image")
+FORM_SLACK = 1024 * 1024  # bytes of multipart framing and text parts allowed on top of a file's own limit
+
+
+@dataclass(frozen=True)
+class BodyRules:
+    """What one route accepts as its body, and how it refuses the rest."""
+
+    max_bytes: int  # the whole body as sent (multipart framing included)
+    hint: str  # what to send, e.g. "the image as multipart/form-data in part `file`"
+    media: tuple[str, ...] = (MULTIPART,)  # with JSON among them, a body without a Content-Type is JSON
+    wrong_media: Literal[400, 415] = 415  # 400 malformed_multipart where uploads have always answered so
+    too_large: str = "body_too_large"  # the code of the 413 past `max_bytes`
+    too_large_message: str | None = None  # default: "the body is over the limit of N bytes"
+    max_files: int = 4  # file parts
+    max_fields: int = 16  # text parts
+    max_part_size: int = 1024 * 1024  # bytes of one text part
+    too_many_files: str | None = None  # the code of a 413 for too many file parts; None: 400 malformed_multipart
+
+
+@dataclass
+class Body:
+    """A received body: the raw bytes of a JSON body, or the parsed multipart form."""
+
+    media: str
+    raw: bytes = b""
+    form: FormData | None = None
+
+
+@asynccontextmanager
+async def received(request: Request, rules: BodyRules) -> AsyncIterator[Body]:
+    """The body under `rules`; a multipart form's spooled files are closed on leaving the block."""
+    media = _media_type(request, rules)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > rules.max_bytes:
+        raise _too_large(rules)
+    stream = _limited(request, rules)
+    if media != MULTIPART:
+        yield Body(media, raw=b"".join([chunk async for chunk in stream]))
+        return
+    form = await _parse_multipart(request, stream, rules)
+    try:
+        yield Body(media, form=form)
+    finally:
+        await form.close()
+
+
+def _media_type(request: Request, rules: BodyRules) -> str:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not media and JSON in rules.media:
+        return JSON
+    if media in rules.media:
+        return media
+    message = f"send {rules.hint}, not {media or 'a body without a Content-Type'}"
+    if rules.wrong_media == 400:
+        raise BadRequest(message, code="malformed_multipart")
+    raise UnsupportedMedia(message, code="unsupported_media_type")
+
+
+async def _limited(request: Request, rules: BodyRules) -> AsyncIterator[bytes]:
+    """The body's chunks, refused (413) as soon as their sum passes `rules.max_bytes`."""
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > rules.max_bytes:
+            raise _too_large(rules)
+        yield chunk
+
+
+def _too_large(rules: BodyRules) -> TooLarge:
+    message = rules.too_large_message or f"the body is over the limit of {rules.max_bytes} bytes"
+    return TooLarge(message, code=rules.too_large)
+
+
+async def _parse_multipart(request: Request, stream: AsyncIterator[bytes], rules: BodyRules) -> FormData:
+    parser = MultiPartParser(request.headers, stream, max_files=rules.max_files, max_fields=rules.max_fields,
+                             max_part_size=rules.max_part_size)
+    try:
+        return await parser.parse()  # closes what it spooled when it fails, our own 413 included
+    except ConvscopeError:
+        raise
+    except MultiPartException as exc:
+        if rules.too_many_files and exc.message.startswith("Too many files"):
+            raise TooLarge(f"too many files: the limit is {rules.max_files}", code=rules.too_many_files) from None
+        raise BadRequest(f"the multipart body could not be read: {exc.message[:200]}",
+                         code="malformed_multipart") from None
+    except Exception as exc:  # python-multipart's own errors for framing it cannot follow; never a 500
+        raise BadRequest(f"the multipart body could not be read: {str(exc)[:200]}", code="malformed_multipart") from None
 
 
 def parse_json(raw: bytes | str) -> object:
@@ -43,39 +146,16 @@ def validate(model: type[M], data: object) -> M:
         raise BadRequest("the body is nested too deeply", code="malformed_json") from None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused (413) as soon as it passes `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"the body is {declared} bytes; the limit is {limit}", code="body_too_large")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"the body is over the limit of {limit} bytes", code="body_too_large")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def read_request(request: Request, model: type[M], limit: int) -> tuple[M, dict[str, bytes]]:
-    """Parse the spec and collect file parts; returns (spec, {part name: bytes})."""
-    media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if media == "multipart/form-data":
-        return await _read_multipart(request, model, limit)
-    if media not in ("application/json", ""):
-        raise UnsupportedMedia(f"send application/json or multipart/form-data, not {media}", code="unsupported_media_type")
-    raw = await read_body(request, limit)
-    return validate(model, parse_json(raw or b"{}")), {}
+    """Parse the spec (JSON body, or multipart part `spec`) and collect file parts: (spec, {part: bytes})."""
+    rules = BodyRules(max_bytes=limit, hint="application/json or multipart/form-data", media=(JSON, MULTIPART))
+    async with received(request, rules) as body:
+        if body.form is None:
+            return validate(model, parse_json(body.raw or b"{}")), {}
+        return await _spec_and_files(body.form, model)
 
 
-async def _read_multipart(request: Request, model: type[M], limit: int) -> tuple[M, dict[str, bytes]]:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"the body is {declared} bytes; the limit is {limit}", code="body_too_large")
-    try:
-        form = await request.form(max_files=4, max_fields=16, max_part_size=1024 * 1024)
-    except Exception as exc:  # starlette raises several types for broken multipart bodies
-        raise BadRequest(f"the multipart body could not be read: {str(exc)[:200]}", code="malformed_multipart") from None
+async def _spec_and_files(form: FormData, model: type[M]) -> tuple[M, dict[str, bytes]]:
     files: dict[str, bytes] = {}
     spec: object = {}
     for key, value in form.multi_items():

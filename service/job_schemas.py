@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
 from core.jobs.status import JobStatus
 from service.schemas import ImageRef
-from core.kinds.registry import KINDS, Kind
+from core.kinds.registry import KINDS, Kind, Source
 
 MEDIA_TYPES = {".npy": "application/x-npy", ".png": "image/png", ".json": "application/json"}
 
@@ -17,6 +17,13 @@ MEDIA_TYPES = {".npy": "application/x-npy", ".png": "image/png", ".json": "appli
 def media_type(name: str) -> str:
     """An artifact's media type from its file name."""
     return next((media for suffix, media in MEDIA_TYPES.items() if name.endswith(suffix)), "application/octet-stream")
+
+
+INPUT_FIELDS = {  # how each input source appears in a request body
+    Source.IMAGE: lambda read: (ImageRef | None, Field(None, description=f"{read.description}; omit when sent "
+                                                                        f"as multipart part `{read.name}`")),
+    Source.DATASET: lambda read: (str, Field(min_length=1, max_length=128, description=read.description)),
+}
 
 
 def _camel(name: str) -> str:
@@ -33,11 +40,8 @@ def request_model(kind: Kind) -> type[BaseModel]:
         "retry": (bool, Field(False, description="run the job once more if the worker running it dies "
                                                  "(input errors and timeouts are never retried)")),
     }
-    for part in ("image", "style_image"):
-        if part in kind.reads:
-            fields[part] = (ImageRef | None, Field(None, description=f"omit when sent as multipart part `{part}`"))
-    if "dataset" in kind.reads:
-        fields["dataset"] = (str, Field(min_length=1, max_length=128, description="a dataset id"))
+    for read in kind.reads:
+        fields[read.name] = INPUT_FIELDS[read.source](read)
     return create_model(f"{_camel(kind.name)}Job", __config__=ConfigDict(extra="forbid"), __doc__=kind.summary,
                         **fields)
 

@@ -24,8 +24,6 @@ import redis.asyncio
 from core.model_record import ModelRecord
 from core import images
 from core.jobs import queueing
-from service.bodies import resolve_image
-from core.stores.datasets import DatasetStore
 from core.errors import Invalid, NotFound, NotReady, Overloaded
 from service.job_schemas import ArtifactRef, Job, JobError, JobResult, Progress, media_type
 from core.jobs.status import ENDED, JobStatus
@@ -36,6 +34,7 @@ from core.redis_client import redis_errors
 from core.stores.images import ImageStore
 from core.jobs.supervisor import check_job, end_lost_jobs, time_limit
 from core.kinds.registry import KINDS
+from service.job_inputs import ACCEPTORS, Submission
 
 log = logging.getLogger("convscope.jobs")
 MAX_WAIT_S = 60.0
@@ -63,11 +62,8 @@ def view(job_id: str, record: dict) -> Job:
 
 
 def spec_digest(spec: dict) -> str:
-    """What makes two jobs the same computation: kind, model file, image bytes, dataset, params, owner."""
-    same = {k: spec[k] for k in ("kind", "model", "model_sha256", "image", "params", "owner")}
-    for extra in ("dataset", "style_image"):
-        if spec.get(extra):
-            same[extra] = spec[extra]
+    """What makes two jobs the same computation: kind, model file, inputs (image bytes, dataset), params, owner."""
+    same = {k: spec[k] for k in ("kind", "model", "model_sha256", "inputs", "params", "owner")}
     return hashlib.sha256(json.dumps(same, sort_keys=True).encode()).hexdigest()
 
 
@@ -93,21 +89,11 @@ class JobService:
             params = request.params.resolve(record)
         except ValueError as exc:
             raise Invalid(f"invalid params for {kind.name}: {exc}", code="invalid_params") from None
-        inputs = {}  # request part → image bytes, checked now so a bad file is a 4xx, not a failed job
-        for part in ("image", "style_image"):
-            if part in kind.reads:
-                data = resolve_image(getattr(request, part), files.get(part), self.images, part)
-                s = self.settings
-                images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
-                inputs[part] = data
-        data = inputs.get("image")
-        style = inputs.get("style_image")
-        dataset = None
-        if "dataset" in kind.reads:  # 404 unless it is the caller's; datasets never change, so the id is the content
-            dataset = DatasetStore(self.settings.data_dir, self.settings.dataset_ttl_s).get(request.dataset, owner).id
+        accepted = {read.name: ACCEPTORS[read.source](Submission(
+            read.name, getattr(request, read.name), files.get(read.name), owner, self.settings, self.images))
+            for read in kind.reads}
         spec = {"kind": kind.name, "model": record.id, "model_sha256": record.onnx_sha256,
-                "image": hashlib.sha256(data).hexdigest() if data is not None else None, "dataset": dataset,
-                "style_image": hashlib.sha256(style).hexdigest() if style is not None else None,
+                "inputs": {name: given.ref for name, given in accepted.items()},
                 "params": params.model_dump(mode="json"), "owner": owner, "retry": request.retry}
         spec["digest"] = spec_digest(spec)
         job_id = uuid.uuid4().hex
@@ -120,8 +106,9 @@ class JobService:
             if depth >= self.settings.queue_max_length:
                 raise Overloaded(f"the job queue is full ({depth} jobs waiting); retry later", code="queue_full",
                                  retry_after=self.settings.queue_retry_after_s)
-            for part, blob in inputs.items():
-                self.store.put_input(spec[part], blob)
+            for given in accepted.values():
+                if given.blob is not None:
+                    self.store.put_input(given.ref, given.blob)
             self.store.create(job_id, spec, listed_max=self.settings.jobs_listed_max)
             queueing.enqueue(self.queue, job_id, 1, time_limit_s=time_limit(kind.name, self.settings.job_time_limit_scale),
                              ttl_s=self.settings.artifact_ttl_s)

@@ -1,13 +1,15 @@
-"""What a job stores: its outputs encoded as files (npy, PNG) for `GET /v1/jobs/{id}/artifacts/{name}`."""
+"""What a job stores: its outputs encoded as files (npy, PNG, JSON) for `GET /v1/jobs/{id}/artifacts/{name}`."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 from PIL import Image
 
 from core import render
+from core.methods import Attribution, Output
 from workers.methods.making import Made
-from workers.methods.task import Attribution
 
 HEATMAP_COLORMAP = "jet"
 
@@ -29,10 +31,24 @@ def made_artifacts(x: np.ndarray | None, out: Made) -> dict[str, bytes]:
     return files
 
 
+def output_artifacts(out: Output) -> dict[str, bytes]:
+    """`<name>.json` per table (`json.dumps`), `<name>.png` per picture (H×W×3 RGB or H×W×4 RGBA uint8),
+    `<name>.npy` per array (float32), in that order."""
+    for name, pixels in out.pictures.items():
+        if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+            raise ValueError(f"picture {name!r} is {pixels.dtype} {pixels.shape}, not H×W×3 or H×W×4 uint8")
+    files = {f"{name}.json": json.dumps(table).encode() for name, table in out.tables.items()}
+    files.update({f"{name}.png": render.png(pixels) for name, pixels in out.pictures.items()})
+    files.update({f"{name}.npy": render.npy(array) for name, array in out.arrays.items()})
+    return files
+
+
 def artifacts_of(x: np.ndarray | None, image: Image.Image | None, out) -> dict[str, bytes]:
     """Encode a method's output by its type (one function per output type)."""
     if isinstance(out, Attribution):
         return attribution_artifacts(x, image, out)
     if isinstance(out, Made):
         return made_artifacts(x, out)
+    if isinstance(out, Output):
+        return output_artifacts(out)
     raise TypeError(f"no artifact encoder for {type(out).__name__}")

@@ -1,15 +1,17 @@
 """Streaming a dataset through a model on ONNX Runtime, in batches, in bounded memory.
 
 The dataset kinds (`workers/methods/{top_activations,embedding,neighbors,unit_stats}.py`) see a
-`DatasetTask`: its `feed.batches(layers)` yields `FeatureBatch`es — dataset indices, the images
-as the model saw them (H×W×3 uint8, after resize and crop) and the requested layers' activations
-(N×C×h×w float32). While ONNX Runtime runs one batch, a background thread decodes the next
-(through `core.images`, the one image pipeline), so decoding hides behind the forward pass.
-At most `batch` × 3 decoded images exist at once, whatever the dataset's size. After every batch
-the job's progress callback runs; it raises to stop the job (cancel, time limit).
+`core.methods.DatasetTask`: its `feed` (a `Feed`, which implements `core.methods.ActivationFeed`)
+yields `FeatureBatch`es from `batches(layers)` — dataset indices, the images as the model saw them
+(H×W×3 uint8, after resize and crop) and the requested layers' activations (N×C×h×w float32).
+While ONNX Runtime runs one batch, a background thread decodes the next (through `core.images`,
+the one image pipeline), so decoding hides behind the forward pass. At most `batch` × 3 decoded
+images exist at once, whatever the dataset's size. After every batch the job's progress callback
+runs; it raises to stop the job (cancel, time limit).
 
 ORT sessions whose outputs are exactly the wanted layers are built once per worker process and
-kept in a small LRU keyed by (model file, layers).
+kept in a small LRU keyed by (model file, layers). The method returns a `core.methods.Output`;
+`run_dataset_job` encodes it with `workers.artifacts`.
 """
 
 from __future__ import annotations
@@ -17,40 +19,27 @@ from __future__ import annotations
 import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import onnx
 
-from models import runtime
-from core.model_record import ModelRecord
-from core.stores.models import ModelStore
 from core import images
-from core.stores.datasets import Dataset, DatasetStore
 from core.errors import NotFound, Unavailable
+from core.methods import DatasetTask, FeatureBatch, ImageInput, Output, Progress, no_progress
+from core.model_record import ModelRecord
 from core.settings import Settings
-
-Progress = Callable[[int, int], None]
-
-
-def no_progress(step: int, total: int) -> None:
-    """Progress callback that ignores progress."""
+from core.stores.datasets import Dataset, DatasetStore
+from core.stores.models import ModelStore
+from models import runtime
+from workers.artifacts import output_artifacts
 
 
-@dataclass
-class FeatureBatch:
-    indices: np.ndarray  # dataset indices (int64)
-    pixels: np.ndarray  # N×H×W×3 uint8: the images at model input size
-    features: dict[str, np.ndarray]  # layer name → N×C×h×w float32
-
-
-@dataclass
-class DatasetOutput:
-    """A dataset kind's result: artifacts already encoded (name → bytes) and JSON-able metrics."""
-
-    artifacts: dict[str, bytes]
-    metrics: dict = field(default_factory=dict)
+def image_input(data: bytes, record: ModelRecord, settings: Settings) -> ImageInput:
+    """Image bytes → `ImageInput`: the decoded upload, the model-size image and the 1×C×H×W model input."""
+    decoded = images.decode(data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+    fitted = images.fit(decoded, record)
+    return ImageInput(np.asarray(decoded), np.asarray(fitted), images.to_tensor(fitted, record))
 
 
 class LayerSessions:
@@ -115,7 +104,7 @@ class Feed:
                            "expired)", code="dataset_not_found") from None
         return self.prepare(data)
 
-    def images(self, indices) -> Iterator[tuple[int, np.ndarray]]:
+    def images(self, indices: Iterable[int]) -> Iterator[tuple[int, np.ndarray]]:
         """(index, H×W×3 uint8 at input size) of a few chosen images, one decoded at a time, in index order;
         progress continues after `batches` (see its `extra_steps`), one step per `batch` images."""
         for n, index in enumerate(sorted({int(i) for i in indices})):
@@ -132,7 +121,7 @@ class Feed:
         outputs = self.session_for(layers).run(list(layers), {self.record.input_name: x})
         return {name: np.asarray(value, np.float32) for name, value in zip(layers, outputs)}
 
-    def batches(self, layers: list[str] | tuple[str, ...], extra_steps: int = 0) -> Iterator[FeatureBatch]:
+    def batches(self, layers: Sequence[str], extra_steps: int = 0) -> Iterator[FeatureBatch]:
         """The whole dataset, `batch` images at a time; progress reported after each batch. `extra_steps`:
         steps the kind will take after this pass (`images` of `extra_steps * batch` winners)."""
         layers = tuple(dict.fromkeys(layers))
@@ -183,18 +172,6 @@ class Feed:
             worker.join(timeout=5)
 
 
-@dataclass
-class DatasetTask:
-    """One dataset-kind call: the model record, the kind's params, the dataset feed and, for kinds
-    that also read an image (neighbors), the query as (H×W×3 uint8, 1×C×H×W model input)."""
-
-    record: ModelRecord
-    params: object
-    feed: Feed
-    query: tuple[np.ndarray, np.ndarray] | None = None
-    threads: int = 1  # CPU threads the method may use beside ONNX Runtime (t-SNE, UMAP, BLAS)
-
-
 _sessions: LayerSessions | None = None
 _sessions_lock = threading.Lock()
 
@@ -223,15 +200,17 @@ def dataset_task(settings: Settings, models: ModelStore, record: ModelRecord, sp
                               code="model_unavailable") from None
 
     feed = Feed(dataset, record, lambda layers: sessions.get(record, model_bytes, layers), settings, progress)
-    return DatasetTask(record, params, feed, feed.prepare(image) if image is not None else None,
-                       threads=settings.worker_torch_threads)
+    query = image_input(image, record, settings) if image is not None else None
+    return DatasetTask(record, params, feed, query, threads=settings.worker_torch_threads)
 
 
 def run_dataset_job(settings: Settings, models: ModelStore, record: ModelRecord, spec: dict, params,
-                    progress: Progress, method: Callable[[DatasetTask], DatasetOutput],
+                    progress: Progress, method: Callable[[DatasetTask], Output],
                     query: bytes | None = None) -> tuple[dict, dict]:
-    """The job runner's entry for dataset kinds: build the task, call the method; returns (result, artifacts)."""
+    """The job runner's entry for dataset kinds: build the task, call the method, encode its `Output`;
+    returns (result, artifacts)."""
     if spec.get("image") and query is None:
         raise NotFound("the job's input image has expired", code="input_expired")
     out = method(dataset_task(settings, models, record, spec, params, progress, query))
-    return {"artifacts": list(out.artifacts), "metrics": out.metrics}, out.artifacts
+    artifacts = output_artifacts(out)
+    return {"artifacts": list(artifacts), "metrics": out.metrics}, artifacts

@@ -36,10 +36,12 @@ from core.jobs.status import JobStatus
 from core.jobs.store import JobStore
 from core.settings import Settings
 from core.jobs.supervisor import DEADLINE_GRACE_S, time_limit
+from core.kinds.registry import KINDS, Engine, Kind, Source
+from core.methods import DatasetTask
 from workers.artifacts import artifacts_of
-from core.kinds.registry import KINDS, Kind
-from workers.methods.task import Task
-from workers.networks import NetworkCache
+from workers.context import WorkerContext
+from workers.inputs import LOADERS, Loading
+from workers.methods.task import Task, TensorImage
 
 log = logging.getLogger("convscope.worker")
 PROGRESS_EVERY_S = 0.2
@@ -51,17 +53,6 @@ class JobCanceled(Exception):
 
 class JobTimedOut(Exception):
     """The job passed its time limit; raised from the progress callback."""
-
-
-@dataclass
-class WorkerContext:
-    """What the worker process holds for its lifetime."""
-
-    settings: Settings
-    store: JobStore
-    models: ModelStore
-    networks: NetworkCache
-    name: str
 
 
 _context: WorkerContext | None = None
@@ -155,41 +146,31 @@ def _end(ctx: WorkerContext, job_id: str, attempt: int, status: JobStatus, field
 
 
 def compute(ctx: WorkerContext, spec: dict, kind: Kind, progress: Progress) -> tuple[dict, dict]:
-    """Input → method → (result, artifacts); raises the errors `run_job` turns into endings."""
+    """Inputs → method → (result, artifacts); raises the errors `run_job` turns into endings."""
     record = ctx.models.get(spec["model"])
     if record is None:
         raise NotFound(f"model {spec['model']!r} no longer exists", code="model_not_found")
     if record.onnx_sha256 != spec["model_sha256"]:
         raise Invalid(f"model {spec['model']!r} was replaced after the job was queued", code="model_changed")
     params = kind.params.model_validate(spec["params"])
-    if "dataset" in kind.reads:  # ONNX Runtime over a stored dataset: workers/dataset_feed.py
-        from workers.dataset_feed import run_dataset_job
-
-        query = ctx.store.get_input(spec["image"]) if spec.get("image") else None
-        return run_dataset_job(ctx.settings, ctx.models, record, spec, params, progress, method_of(kind), query)
-    network = ctx.networks.get(record)
-    device = ctx.networks.device
-    decoded = {part: load_input(ctx, spec, part) for part in ("image", "style_image") if part in kind.reads}
-    fitted = {part: images.fit(image, record) for part, image in decoded.items()}
-    x = images.to_tensor(fitted["image"], record) if "image" in fitted else None
-    task = Task(network, torch.from_numpy(x).to(device) if x is not None else None, params, progress,
-                batch=ctx.settings.attribution_batch, preview=previews(ctx.store, progress.job_id))
-    if "image" in decoded:  # the uploaded size, for kinds that work there (deepdream)
-        task.image = torch.from_numpy(np.asarray(decoded["image"])).to(device).permute(2, 0, 1)[None].float() / 255
-    if "style_image" in fitted:
-        task.style_x = torch.from_numpy(images.to_tensor(fitted["style_image"], record)).to(device)
+    loaded = {read.name: LOADERS[read.source](ctx, Loading(read.name, spec["inputs"][read.name], record,
+                                                             spec.get("owner"), progress))
+              for read in kind.reads}
+    image = loaded.get("image")
+    if kind.engine is Engine.ONNXRUNTIME:
+        feed = next(loaded[read.name] for read in kind.reads if read.source is Source.DATASET)
+        task = DatasetTask(record, params, feed, query=image, threads=ctx.settings.worker_torch_threads)
+    else:
+        device = ctx.networks.device
+        tensors = {name: TensorImage.of(value, device) for name, value in loaded.items()}
+        task = Task(ctx.networks.get(record), tensors["image"].x if "image" in tensors else None, params, progress,
+                    batch=ctx.settings.attribution_batch, preview=previews(ctx.store, progress.job_id),
+                    inputs=tensors)
     out = method_of(kind)(task)
-    artifacts = artifacts_of(x, fitted.get("image"), out)
+    if not isinstance(out, kind.returns):
+        raise TypeError(f"{kind.method} returned {type(out).__name__}, not {kind.returns.__name__}")
+    artifacts = artifacts_of(out, image)
     return {"artifacts": list(artifacts), "metrics": out.metrics}, artifacts
-
-
-def load_input(ctx: WorkerContext, spec: dict, part: str):
-    """The job's `image` or `style_image`, decoded by the one image pipeline (404 once expired)."""
-    data = ctx.store.get_input(spec[part])
-    if data is None:
-        raise NotFound(f"the job's {part.replace('_', ' ')} has expired", code="input_expired")
-    s = ctx.settings
-    return images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
 
 
 def previews(store: JobStore, job_id: str, side: int = 128):

@@ -34,6 +34,7 @@ from core.settings import Settings, get_settings
 from core.redis_client import connect
 from core.jobs.supervisor import end_lost_jobs
 from workers import execute
+from workers.context import WorkerContext
 from workers.networks import NetworkCache
 
 log = logging.getLogger("convscope.worker")
@@ -119,7 +120,7 @@ def serve(settings: Settings, name: str) -> None:
     client = connect(settings.redis_url)
     store = JobStore(client, settings.redis_prefix, settings.artifact_ttl_s)
     models = ModelStore(settings.data_dir)
-    execute.install(execute.WorkerContext(settings, store, models,
+    execute.install(WorkerContext(settings, store, models,
                                           NetworkCache(models, device, settings.worker_cached_networks), name))
     heartbeat = Heartbeat(store, name, settings)
     heartbeat.start()

@@ -4,7 +4,13 @@ The API reads it to build the `POST /v1/jobs` body (a union discriminated on `ki
 OpenAPI shows every kind's parameters and bad values are refused with 422 before anything is
 queued); the worker reads it to find the function to call. Adding a kind is one `Kind` entry
 here plus one module in `workers/methods/` exposing `run(task)`, returning an `Attribution`
-(attribution kinds), a `Made` (image-making kinds) or a dataset result.
+(attribution kinds), a `Made` (image-making kinds) or an `Output` (see `core.methods`).
+
+A kind declares what it reads (`reads`: inputs, each with a source the API knows how to accept,
+digest and keep, and the worker knows how to load) and what it returns (`returns`), and which
+engine runs it (torch on the workers' device, or ONNX Runtime for forward-only kinds). A kind
+that reads a new input is one `Input` here, one loader on each side (`service/job_inputs.py`,
+`workers/inputs.py`) and its method module.
 
 Params models hold the static bounds; `resolve(record)` checks what depends on the model (class
 labels, layer names, channel counts) and fills in model-dependent defaults, so the Job a client
@@ -14,6 +20,7 @@ gets back shows every parameter it will run with.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from core.kinds.attribution import (DeconvnetParams, GradcamParams, GuidedBackpropParams, IntegratedGradientsParams,
                                     SaliencyParams, SmoothgradParams)
@@ -21,18 +28,55 @@ from core.kinds.dataset import EmbeddingParams, NeighborsParams, TopActivationsP
 from core.kinds.making import (AdversarialParams, ClassModelParams, DeepdreamParams, FeatureVisParams,
                                InversionParams, StyleTransferParams, TextureParams)
 from core.kinds.params import Params
+from core.methods import Attribution, Made, Output
+
+
+class Source(StrEnum):
+    """Where an input comes from: how the API accepts it and the worker loads it."""
+
+    IMAGE = "image"  # a multipart part, {"id"} of an uploaded image, or {"data"}: kept by content hash
+    DATASET = "dataset"  # the id of one of the caller's datasets (which never change: the id is the content)
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input of a kind: the request field (and multipart part) `name`, and its source."""
+
+    name: str
+    source: Source
+    description: str
+
+
+IMAGE = Input("image", Source.IMAGE, "the image to explain or start from")
+STYLE_IMAGE = Input("style_image", Source.IMAGE, "the image whose style (Gram matrices) is copied")
+DATASET = Input("dataset", Source.DATASET, "a dataset id from `POST /v1/datasets`")
+
+
+class Engine(StrEnum):
+    TORCH = "torch"  # a network on the worker's device (gradients)
+    ONNXRUNTIME = "onnxruntime"  # forward passes only, on the model's ONNX file
 
 
 @dataclass(frozen=True)
 class Kind:
-    """One kind of job: its params, the function that runs it, its time limit and what it reads."""
+    """One kind of job: its params, the function that runs it, its time limit, what it reads and returns."""
 
     name: str
     params: type[Params]
     method: str  # "module:function", called as function(task) by the worker
     time_limit_s: int  # at time-limit scale 1; the job then fails with code `timeout`
     summary: str
-    reads: tuple[str, ...] = ("image",)  # request fields beside `params`: image, style_image, dataset
+    reads: tuple[Input, ...] = (IMAGE,)
+    returns: type = Attribution  # a result type of `core.methods`
+    engine: Engine = Engine.TORCH
+
+
+def image_maker(*args, reads: tuple[Input, ...] = (IMAGE,)) -> Kind:
+    return Kind(*args, reads=reads, returns=Made)
+
+
+def dataset_kind(*args, reads: tuple[Input, ...] = (DATASET,)) -> Kind:
+    return Kind(*args, reads=reads, returns=Output, engine=Engine.ONNXRUNTIME)
 
 
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
@@ -48,33 +92,28 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
          "SmoothGrad (Smilkov et al. 2017): gradients averaged over noisy copies."),
     Kind("integrated_gradients", IntegratedGradientsParams, "workers.methods.integrated_gradients:run", 900,
          "Integrated gradients (Sundararajan et al. 2017) from a baseline image."),
-    Kind("class_model", ClassModelParams, "workers.methods.class_model:run", 900,
-         "An image that maximises a class logit (Simonyan et al. 2014; Yosinski et al. 2015).", ()),
-    Kind("feature_vis", FeatureVisParams, "workers.methods.feature_vis:run", 900,
-         "An image that maximises one channel or neuron (Olah et al. 2017).", ()),
-    Kind("inversion", InversionParams, "workers.methods.inversion:run", 1200,
-         "An image reconstructed from its features at a layer (Mahendran & Vedaldi 2015)."),
-    Kind("deepdream", DeepdreamParams, "workers.methods.deepdream:run", 900,
-         "DeepDream (Mordvintsev et al. 2015): amplify what a layer sees, octave by octave."),
-    Kind("adversarial", AdversarialParams, "workers.methods.adversarial:run", 600,
-         "A targeted fooling image within an L-inf budget (Szegedy et al. 2014; Goodfellow et al. 2015)."),
-    Kind("texture", TextureParams, "workers.methods.texture:run", 1200,
-         "Texture synthesis by Gram-matrix matching (Gatys et al. 2015)."),
-    Kind("style_transfer", StyleTransferParams, "workers.methods.style_transfer:run", 1200,
-         "Style transfer: content of one image, Gram matrices of another (Gatys et al. 2016).",
-         ("image", "style_image")),
-    Kind("top_activations", TopActivationsParams, "workers.methods.top_activations:run", 1800,
-         "Images and receptive-field patches that drive a channel hardest (Zeiler & Fergus 2014).", ("dataset",)),
-    Kind("embedding", EmbeddingParams, "workers.methods.embedding:run", 1800,
-         "2-D map (t-SNE, PCA or UMAP) of a dataset's CNN codes, thumbnails on a grid.", ("dataset",)),
-    Kind("neighbors", NeighborsParams, "workers.methods.neighbors:run", 1800,
-         "Nearest neighbours of an image among a dataset's images in CNN-code space.", ("dataset", "image")),
-    Kind("unit_stats", UnitStatsParams, "workers.methods.unit_stats:run", 1800,
-         "Per-channel mean activation, how often each never fires, and dead channels over a dataset.",
-         ("dataset",)),
+    image_maker("class_model", ClassModelParams, "workers.methods.class_model:run", 900,
+                "An image that maximises a class logit (Simonyan et al. 2014; Yosinski et al. 2015).", reads=()),
+    image_maker("feature_vis", FeatureVisParams, "workers.methods.feature_vis:run", 900,
+                "An image that maximises one channel or neuron (Olah et al. 2017).", reads=()),
+    image_maker("inversion", InversionParams, "workers.methods.inversion:run", 1200,
+                "An image reconstructed from its features at a layer (Mahendran & Vedaldi 2015)."),
+    image_maker("deepdream", DeepdreamParams, "workers.methods.deepdream:run", 900,
+                "DeepDream (Mordvintsev et al. 2015): amplify what a layer sees, octave by octave."),
+    image_maker("adversarial", AdversarialParams, "workers.methods.adversarial:run", 600,
+                "A targeted fooling image within an L-inf budget (Szegedy et al. 2014; Goodfellow et al. 2015)."),
+    image_maker("texture", TextureParams, "workers.methods.texture:run", 1200,
+                "Texture synthesis by Gram-matrix matching (Gatys et al. 2015)."),
+    image_maker("style_transfer", StyleTransferParams, "workers.methods.style_transfer:run", 1200,
+                "Style transfer: content of one image, Gram matrices of another (Gatys et al. 2016).",
+                reads=(IMAGE, STYLE_IMAGE)),
+    dataset_kind("top_activations", TopActivationsParams, "workers.methods.top_activations:run", 1800,
+                 "Images and receptive-field patches that drive a channel hardest (Zeiler & Fergus 2014)."),
+    dataset_kind("embedding", EmbeddingParams, "workers.methods.embedding:run", 1800,
+                 "2-D map (t-SNE, PCA or UMAP) of a dataset's CNN codes, thumbnails on a grid."),
+    dataset_kind("neighbors", NeighborsParams, "workers.methods.neighbors:run", 1800,
+                 "Nearest neighbours of an image among a dataset's images in CNN-code space.",
+                 reads=(DATASET, IMAGE)),
+    dataset_kind("unit_stats", UnitStatsParams, "workers.methods.unit_stats:run", 1800,
+                 "Per-channel mean activation, how often each never fires, and dead channels over a dataset."),
 )}
-
-
-def kind(name: str) -> Kind:
-    """The registered kind `name` (KeyError when there is none)."""
-    return KINDS[name]

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from workers.networks import Network
+from core.methods import Network
 
 Rule = Literal["gradient", "guided", "deconvnet"]
 

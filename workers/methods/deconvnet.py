@@ -9,7 +9,8 @@ map's unit is projected back to pixels, as in the paper's figures.
 from __future__ import annotations
 
 from workers.methods.signal_projection import project
-from workers.methods.task import Attribution, Task
+from core.methods import Attribution
+from workers.methods.task import Task
 
 
 def run(task: Task) -> Attribution:

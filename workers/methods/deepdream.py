@@ -27,7 +27,7 @@ def layer_energy(network, space, rgb: torch.Tensor, layer: str, channel: int | N
 def run(task) -> Made:
     network, params = task.network, task.params
     space = space_of(network)
-    base = task.image.to(task.x.device)  # 1×3×H×W RGB in [0, 1] at the uploaded size
+    base = task.inputs["image"].rgb  # 1×3×H×W RGB in [0, 1] at the uploaded size
     longest = max(base.shape[2:])
     if longest > params.max_size:
         size = [round(s * params.max_size / longest) for s in base.shape[2:]]

@@ -9,14 +9,12 @@ in the well-known t-SNE maps of CNN codes (Karpathy 2014). Points are scaled to 
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 from PIL import Image
 
-from core import render
-from workers.dataset_feed import DatasetOutput, DatasetTask
+from core.methods import DatasetTask, Output
 
 MAX_PICTURE_PX = 2048  # a map of 5,000 photos is then about 8 MB of PNG
 OPTIMAL_ASSIGNMENT_MAX = 1500  # points up to which grid cells are assigned optimally (Hungarian)
@@ -105,19 +103,21 @@ def thumbnail(pixels: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).resize((side, side), Image.BILINEAR, reducing_gap=2.0))
 
 
-def map_picture(points: np.ndarray, thumbs: np.ndarray) -> Image.Image:
-    """Thumbnails (N×s×s×3) in a near-square grid, each in the free cell nearest its point."""
+def map_picture(points: np.ndarray, thumbs: np.ndarray) -> np.ndarray:
+    """Thumbnails (N×s×s×3) in a near-square grid, each in the free cell nearest its point (H×W×3 uint8,
+    white where no image falls)."""
     n, side = thumbs.shape[0], thumbs.shape[1]
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     canvas = np.full((rows * side, cols * side, 3), 255, np.uint8)
     for (row, col), thumb in zip(grid_cells(points, cols, rows), thumbs):
         canvas[row * side:(row + 1) * side, col * side:(col + 1) * side] = thumb
-    return Image.fromarray(canvas)
+    return canvas
 
 
-def run(task: DatasetTask) -> DatasetOutput:
-    """`points.json` [{image_index, x, y}] (x, y in [0, 1], y down) and `map.png`."""
+def run(task: DatasetTask) -> Output:
+    """Tables `points` [{image_index, x, y}] (x, y in [0, 1], y down), pictures `map` (thumbnails on a grid);
+    metrics: layer, method, images, code size."""
     params, feed = task.params, task.feed
     side = thumb_side(len(feed))
     parts, indices, thumbs = [], [], []
@@ -128,7 +128,7 @@ def run(task: DatasetTask) -> DatasetOutput:
     x = np.concatenate(parts)
     points = reduce(x, params.method, perplexity=params.perplexity, seed=params.seed, threads=task.threads)
     listed = [{"image_index": i, "x": float(px), "y": float(py)} for i, (px, py) in zip(indices, points)]
-    return DatasetOutput(
-        artifacts={"points.json": json.dumps(listed).encode(),
-                   "map.png": render.png(map_picture(points, np.stack(thumbs)))},
+    return Output(
+        tables={"points": listed},
+        pictures={"map": map_picture(points, np.stack(thumbs))},
         metrics={"layer": params.layer, "method": params.method, "images": len(feed), "code_size": int(x.shape[1])})

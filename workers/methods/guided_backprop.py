@@ -7,7 +7,8 @@ incoming gradient are positive: R_in = max(R_out · f'(x), 0).
 from __future__ import annotations
 
 from workers.methods.signal_projection import project
-from workers.methods.task import Attribution, Task
+from core.methods import Attribution
+from workers.methods.task import Task
 
 
 def run(task: Task) -> Attribution:

@@ -17,7 +17,8 @@ import torch
 from core.images import fill_value
 from workers.methods.backprop import (ClassLogit, class_logits, gradient_heat, input_gradient, label_metrics,
                                       objective_of)
-from workers.methods.task import Attribution, Task
+from core.methods import Attribution
+from workers.methods.task import Task
 
 
 def gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,13 +7,10 @@ spatial layer). Distances: cosine, 1 − a·b / (‖a‖‖b‖) (0 for the same
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 from PIL import Image
 
-from core import render
-from workers.dataset_feed import DatasetOutput, DatasetTask
+from core.methods import DatasetTask, Output
 from workers.methods.embedding import codes
 
 TILE = 128
@@ -45,8 +42,8 @@ class Nearest:
         self.distance, self.index = d[keep], i[keep]
 
 
-def strip(query: np.ndarray, neighbours: list[np.ndarray]) -> Image.Image:
-    """The query, a wider gap, then the neighbours nearest first, each TILE pixels square."""
+def strip(query: np.ndarray, neighbours: list[np.ndarray]) -> np.ndarray:
+    """The query, a wider gap, then the neighbours nearest first, each TILE pixels square (H×W×3 uint8)."""
     def tile(pixels: np.ndarray) -> np.ndarray:
         return np.asarray(Image.fromarray(pixels).resize((TILE, TILE), Image.BILINEAR, reducing_gap=2.0))
 
@@ -57,24 +54,23 @@ def strip(query: np.ndarray, neighbours: list[np.ndarray]) -> Image.Image:
     for n, pixels in enumerate(neighbours):
         left = TILE + 3 * GAP + n * (TILE + GAP)
         canvas[GAP:GAP + TILE, left:left + TILE] = tile(pixels)
-    return Image.fromarray(canvas)
+    return canvas
 
 
-def run(task: DatasetTask) -> DatasetOutput:
-    """`neighbors.json` [{image_index, name, distance}] nearest first, `neighbors.png` (query, then them) and
-    `input.npy` (the query's exact 1×C×H×W model input)."""
-    params, feed = task.params, task.feed
-    query_pixels, query_x = task.query
-    query = codes(feed.forward(query_x, (params.layer,))[params.layer], params.pool)[0]
+def run(task: DatasetTask) -> Output:
+    """Tables `neighbors` [{image_index, name, distance}] nearest first, pictures `neighbors` (the query as the
+    model sees it, then them) and arrays `input` (the query's exact 1×C×H×W model input)."""
+    params, feed, image = task.params, task.feed, task.query
+    query = codes(feed.forward(image.x, (params.layer,))[params.layer], params.pool)[0]
     nearest = Nearest(params.k)
     for batch in feed.batches([params.layer], extra_steps=feed.steps_for(params.k)):
         found = codes(batch.features[params.layer], params.pool)
         nearest.update(distances(query, found, params.metric), batch.indices)
     listed = [{"image_index": int(i), "name": feed.name(int(i)), "distance": float(d)}
               for d, i in zip(nearest.distance, nearest.index)]
-    pixels = dict(feed.images(nearest.index))
-    picture = strip(query_pixels, [pixels[int(i)] for i in nearest.index])
-    return DatasetOutput(
-        artifacts={"neighbors.json": json.dumps(listed).encode(), "neighbors.png": render.png(picture),
-                   "input.npy": render.npy(query_x)},
+    pixels = dict(feed.images(nearest.index.tolist()))
+    return Output(
+        tables={"neighbors": listed},
+        pictures={"neighbors": strip(image.fitted, [pixels[int(i)] for i in nearest.index])},
+        arrays={"input": image.x},
         metrics={"layer": params.layer, "metric": params.metric, "pool": params.pool, "images": len(feed)})

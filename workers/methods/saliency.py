@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from workers.methods.backprop import gradient_heat, input_gradient, label_metrics, objective_of
-from workers.methods.task import Attribution, Task
+from core.methods import Attribution
+from workers.methods.task import Task
 
 
 def run(task: Task) -> Attribution:

@@ -12,7 +12,8 @@ import torch
 
 from workers.methods.backprop import (ClassLogit, class_logits, gradient_heat, input_gradient, label_metrics,
                                       objective_of)
-from workers.methods.task import Attribution, Task
+from core.methods import Attribution
+from workers.methods.task import Task
 
 
 def run(task: Task) -> Attribution:

@@ -25,7 +25,8 @@ def run(task) -> Made:
     size = (params.size, params.size)
     content_rgb = F.interpolate(space.inverse(task.x), size=size, mode="bilinear", align_corners=False).clamp(0, 1)
     content = features(network, space(content_rgb), [params.content_layer])[params.content_layer]
-    grams = {n: ascent.gram(f) for n, f in features(network, task.style_x, params.style_layers).items()}
+    style = task.inputs["style_image"].x  # model-input space
+    grams = {n: ascent.gram(f) for n, f in features(network, style, params.style_layers).items()}
     objective = (params.content_weight * -ascent.Objective(
         lambda o, l: ((o[params.content_layer] - content) ** 2).sum() / (content * content).sum().clamp(min=1e-12),
         (params.content_layer,), "content")) + params.style_weight * ascent.gram_match(grams)

@@ -1,53 +1,51 @@
-"""What a method receives and what an attribution method returns."""
+"""What a gradient method receives: the network, its input tensors, the kind's params and callbacks.
+
+The runner builds it from the kind's declared inputs (`core.kinds.registry`); the results a method
+returns are the types of `core.methods`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from core.kinds.params import Params
-from workers.networks import Network
+from core.methods import ImageInput, Network, Preview, Progress, no_preview, no_progress
 
 
-def no_progress(step: int, total: int) -> None:
-    """The default progress callback: ignore it."""
+@dataclass(frozen=True)
+class TensorImage:
+    """An image input as tensors on the network's device.
 
+    `x`: 1×C×H×W, the exact model input (model-input space). `rgb`: 1×3×H×W RGB in [0, 1] at the
+    uploaded size, for methods that work at the image's own size (deepdream).
+    """
 
-def no_preview(step: int, pixels: np.ndarray) -> None:
-    """The default preview callback: ignore it."""
+    x: torch.Tensor
+    rgb: torch.Tensor
+
+    @classmethod
+    def of(cls, image: ImageInput, device: torch.device | str) -> TensorImage:
+        rgb = torch.from_numpy(np.ascontiguousarray(image.pixels)).to(device).permute(2, 0, 1)[None].float() / 255
+        return cls(torch.from_numpy(image.x).to(device), rgb)
 
 
 @dataclass
 class Task:
-    """One method call: the network, the input, the kind's params.
+    """One method call.
 
-    `x` is the exact 1×C×H×W tensor given to the model (model-input space, on the network's
-    device). `progress(step, total)` is called after each step; it raises to stop the method
-    (cancellation, time limit). `batch` is how many images one forward/backward pass may take.
+    `x` is the exact 1×C×H×W tensor of the kind's `image` input (None for kinds that read no image:
+    class_model, feature_vis); `inputs` holds every image input by name (`image`, `style_image`).
+    `progress(step, total)` is called after each step; it raises to stop the method (cancellation,
+    time limit). `batch` is how many images one forward/backward pass may take.
     """
 
     network: Network
-    x: torch.Tensor | None  # None for kinds that read no image (class_model, feature_vis)
+    x: torch.Tensor | None
     params: Params
-    progress: Callable[[int, int], None] = no_progress
+    progress: Progress = no_progress
     batch: int = 8
-    image: torch.Tensor | None = None  # 1×3×H×W RGB in [0, 1] at the uploaded size (deepdream)
-    style_x: torch.Tensor | None = None  # the style image, model-input space (style_transfer)
-    preview: Callable[[int, np.ndarray], None] = no_preview  # (step, H×W×3 uint8) for image-making kinds
-
-
-@dataclass
-class Attribution:
-    """An attribution method's output.
-
-    `attribution`: float32, C×H×W in the model's input space, before any absolute value or channel
-    reduction (Grad-CAM: 1×h×w at its layer's grid). `heat`: h×w in [0, 1], what the heatmap
-    shows. `metrics`: JSON-able numbers and names (the class explained, its logit, ...).
-    """
-
-    attribution: np.ndarray
-    heat: np.ndarray
-    metrics: dict = field(default_factory=dict)
+    preview: Preview = no_preview  # (step, H×W×3 uint8) for image-making kinds
+    inputs: dict[str, TensorImage] = field(default_factory=dict)

@@ -9,7 +9,6 @@ unit's receptive field on the model input: rows `start + y*stride … start + y*
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,9 +16,8 @@ from functools import cached_property
 import numpy as np
 from PIL import Image
 
+from core.methods import ActivationFeed, DatasetTask, Output
 from core.model_record import Layer, ModelRecord, ReceptiveField
-from core import render
-from workers.dataset_feed import DatasetOutput, DatasetTask
 
 BACKGROUND = 32  # grey of empty tile area
 BLOCK_BACKGROUND = 96  # grey between channels' blocks
@@ -124,7 +122,8 @@ class Layout:
                 BLOCK_GAP + bc * (bw + BLOCK_GAP) + tc * (self.tile + TILE_GAP))
 
 
-def winners(top: TopK, channels: list[int], layer: Layer, record: ModelRecord, feed) -> list[list[dict]]:
+def winners(top: TopK, channels: list[int], layer: Layer, record: ModelRecord,
+            feed: ActivationFeed) -> list[list[dict]]:
     """Per channel, its `top.json` entries, best first; `box` in model-input pixels, clipped."""
     grid_w = layer.shape[2]
     height, width = record.input.height, record.input.width
@@ -139,8 +138,8 @@ def winners(top: TopK, channels: list[int], layer: Layer, record: ModelRecord, f
     return entries
 
 
-def draw(entries: list[list[dict]], k: int, feed) -> np.ndarray:
-    """`patches.png`: each winner's patch cropped from its image (loaded once, one image at a time) and
+def draw(entries: list[list[dict]], k: int, feed: ActivationFeed) -> np.ndarray:
+    """The `patches` picture (H×W×3 uint8): each winner's patch cropped from its image (loaded once, one image at a time) and
     drawn straight into the picture; a deep layer's fields cover the whole image, so one tile per
     (image, box) serves many channels."""
     layout = Layout(len(entries), k)
@@ -149,7 +148,7 @@ def draw(entries: list[list[dict]], k: int, feed) -> np.ndarray:
     for row, found in enumerate(entries):
         for rank, entry in enumerate(found):
             wanted.setdefault(entry["image_index"], []).append((row, rank))
-    for index, pixels in feed.images(wanted):
+    for index, pixels in feed.images(sorted(wanted)):
         tiles: dict[tuple, np.ndarray] = {}
         for row, rank in wanted[index]:
             box = tuple(entries[row][rank]["box"])
@@ -161,8 +160,9 @@ def draw(entries: list[list[dict]], k: int, feed) -> np.ndarray:
     return canvas
 
 
-def run(task: DatasetTask) -> DatasetOutput:
-    """`top.json` (channel by channel, best first) and `patches.png`; metrics: layer, channels, k, images."""
+def run(task: DatasetTask) -> Output:
+    """Tables `top` (entries channel by channel, best first), pictures `patches` (the mosaic, H×W×3 uint8);
+    metrics: layer, channels, k, images, receptive field."""
     params, record, feed = task.params, task.record, task.feed
     layer = record.layer(params.layer)
     channels = [params.channel] if params.channel is not None else list(range(layer.shape[0]))
@@ -171,8 +171,8 @@ def run(task: DatasetTask) -> DatasetOutput:
         maps = batch.features[layer.name]
         top.update(maps[:, channels] if params.channel is not None else maps, batch.indices)
     entries = winners(top, channels, layer, record, feed)
-    return DatasetOutput(
-        artifacts={"top.json": json.dumps([e for found in entries for e in found]).encode(),
-                   "patches.png": render.png(draw(entries, params.k, feed))},
+    return Output(
+        tables={"top": [e for found in entries for e in found]},
+        pictures={"patches": draw(entries, params.k, feed)},
         metrics={"layer": layer.name, "channels": len(channels), "k": params.k, "images": len(feed),
                  "receptive_field": layer.receptive_field.model_dump()})

@@ -1,0 +1,57 @@
+"""Accepting a job's inputs at submission, by the source its kind declares (`core.kinds.registry.Source`).
+
+Each acceptor checks the input completely now, so that a bad file is a 4xx and never a failed
+job, and returns what the job spec keeps (a reference: a content hash, a dataset id) and, where
+the worker cannot read the input from elsewhere, the bytes to keep in the job store beside it.
+The worker's side of each source is `workers/inputs.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core import images
+from core.kinds.registry import Source
+from core.settings import Settings
+from core.stores.datasets import DatasetStore
+from core.stores.images import ImageStore
+from service.bodies import resolve_image
+
+
+@dataclass(frozen=True)
+class Accepted:
+    ref: str  # what the job spec keeps, and what makes two jobs' inputs the same
+    blob: bytes | None = None  # kept in the job store under `ref` until the worker reads it
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What an acceptor may look at: the request's value for the input and its multipart part, if any."""
+
+    name: str
+    value: object
+    part: bytes | None
+    owner: str | None
+    settings: Settings
+    images: ImageStore
+
+
+def accept_image(sub: Submission) -> Accepted:
+    """An image given once (multipart part, stored id or inline base64), decoded now under the usual limits."""
+    data = resolve_image(sub.value, sub.part, sub.images, sub.name)
+    images.decode(data, max_bytes=sub.settings.max_image_bytes, max_pixels=sub.settings.max_image_pixels)
+    return Accepted(hashlib.sha256(data).hexdigest(), data)
+
+
+def accept_dataset(sub: Submission) -> Accepted:
+    """One of the caller's datasets (404 otherwise); datasets never change, so the id is the content."""
+    dataset = DatasetStore(sub.settings.data_dir, sub.settings.dataset_ttl_s).get(sub.value, sub.owner)
+    return Accepted(dataset.id)
+
+
+ACCEPTORS: dict[Source, Callable[[Submission], Accepted]] = {
+    Source.IMAGE: accept_image,
+    Source.DATASET: accept_dataset,
+}

@@ -1,0 +1,56 @@
+"""Loading a job's inputs in the worker, by the source its kind declares (`core.kinds.registry.Source`).
+
+The API's side of each source is `service/job_inputs.py`: it checked the input and kept a
+reference in the job spec (and, for images, the file in the job store). Here that reference
+becomes what the method receives: an image through the one image pipeline (`core.images`), a
+dataset as an activation feed on ONNX Runtime (`workers/dataset_feed.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from core import images
+from core.errors import NotFound
+from core.kinds.registry import Source
+from core.methods import ImageInput, Progress
+from core.model_record import ModelRecord
+from workers import dataset_feed
+from workers.context import WorkerContext
+
+
+@dataclass(frozen=True)
+class Loading:
+    """One input to load: its name and reference in the spec, the job's model, owner and progress."""
+
+    name: str
+    ref: str
+    record: ModelRecord
+    owner: str | None
+    progress: Progress
+
+
+def load_image(ctx: WorkerContext, item: Loading) -> ImageInput:
+    """The image kept at submission, decoded, fitted and normalised (404 `input_expired` once it expired)."""
+    data = ctx.store.get_input(item.ref)
+    if data is None:
+        raise NotFound(f"the job's {item.name.replace('_', ' ')} has expired", code="input_expired")
+    s = ctx.settings
+    decoded = images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
+    fitted = images.fit(decoded, item.record)
+    return ImageInput(pixels=np.asarray(decoded.convert("RGB")), fitted=np.asarray(fitted.convert("RGB")),
+                      x=images.to_tensor(fitted, item.record))
+
+
+def load_dataset(ctx: WorkerContext, item: Loading) -> dataset_feed.Feed:
+    """The caller's dataset as batches of activations on ONNX Runtime (404 once it is gone)."""
+    return dataset_feed.open_feed(ctx.settings, ctx.models, item.record, item.ref, item.owner, item.progress)
+
+
+LOADERS: dict[Source, Callable[[WorkerContext, Loading], object]] = {
+    Source.IMAGE: load_image,
+    Source.DATASET: load_dataset,
+}

@@ -7,6 +7,7 @@ lucid-style render loop written out independently (FFT parameterisation, decorre
 pad/jitter/scale/rotate, Adam). Usage: python bench/ascent.py [--steps 20]
 """
 
+# ruff: noqa: E402 (the project's imports follow the sys.path line that makes them importable)
 from __future__ import annotations
 
 import argparse
@@ -22,15 +23,13 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.builtin import BUILTIN_ID  # noqa: E402
-from core.stores.models import ModelStore  # noqa: E402
-from core.settings import Settings  # noqa: E402
-from tests.workers.test_image_making import model_input  # noqa: E402
-from core.kinds import making as P  # noqa: E402
-from workers.methods import (adversarial, class_model, deepdream, feature_vis, inversion,  # noqa: E402
-                             style_transfer, texture)
-from workers.methods.task import Task  # noqa: E402
-from workers.networks import load_network  # noqa: E402
+from core.kinds import making as P
+from core.settings import Settings
+from core.stores.models import ModelStore
+from models.builtin import BUILTIN_ID
+from tests.workers.test_image_making import task
+from workers.methods import adversarial, class_model, deepdream, feature_vis, inversion, style_transfer, texture
+from workers.networks import load_network
 
 
 def plain_loop(network, size: tuple[int, int], steps: int) -> float:
@@ -69,7 +68,8 @@ def lucid_style_loop(network, layer: str, channel: int, size: int, steps: int) -
             image = F.interpolate(image, scale_factor=float(np.random.choice([0.9, 1.0, 1.1])), mode="bilinear")
             angle = math.radians(np.random.randint(-10, 11))
             theta = torch.tensor([[math.cos(angle), -math.sin(angle), 0], [math.sin(angle), math.cos(angle), 0]])[None]
-            image = F.grid_sample(image, F.affine_grid(theta, list(image.shape), align_corners=False), align_corners=False)
+            grid = F.affine_grid(theta, list(image.shape), align_corners=False)
+            image = F.grid_sample(image, grid, align_corners=False)
             network.module((image * 2) - 1)
             (-seen["o"][0, channel].mean()).backward()
             optimiser.step()
@@ -78,12 +78,12 @@ def lucid_style_loop(network, layer: str, channel: int, size: int, steps: int) -
     return steps / (time.perf_counter() - start)
 
 
-def method_rate(module, network, params, steps_done: int, **extra) -> float:
-    task = Task(network=network, x=model_input(network.record, "chelsea"), params=params.resolve(network.record),
-                **extra)
-    module.run(task)  # warm-up: first-call allocations are not part of the rate
+def method_rate(module, network, params, steps_done: int, style: str | None = None) -> float:
+    """Steps/s of a method on chelsea (the image input; deepdream at its own size), `style` for style transfer."""
+    job = task(network, params, "chelsea", style=style)
+    module.run(job)  # warm-up: first-call allocations are not part of the rate
     start = time.perf_counter()
-    module.run(task)
+    module.run(job)
     return steps_done / (time.perf_counter() - start)
 
 
@@ -96,8 +96,6 @@ def main() -> None:
     store = ModelStore(Settings().data_dir)
     network = load_network(store.get(BUILTIN_ID), store, torch.device("cpu"))
     n = args.steps
-    coffee = model_input(network.record, "coffee")
-    rgb = torch.from_numpy(__import__("skimage.data").data.chelsea()).permute(2, 0, 1)[None].float() / 255
     rows = [
         ("class_model", 128, method_rate(class_model, network, P.ClassModelParams(target=1, steps=n), n)),
         ("feature_vis", 128, method_rate(feature_vis, network, P.FeatureVisParams(layer="_blocks.5._relu1", channel=7,
@@ -105,10 +103,10 @@ def main() -> None:
         ("inversion", 224, method_rate(inversion, network, P.InversionParams(steps=n), n)),
         ("texture", 128, method_rate(texture, network, P.TextureParams(steps=n), n)),
         ("style_transfer", 192, method_rate(style_transfer, network, P.StyleTransferParams(steps=n), n,
-                                            style_x=coffee)),
+                                            style="coffee")),
         ("adversarial", 224, method_rate(adversarial, network, P.AdversarialParams(target=9, steps=n), n)),
         ("deepdream (1 octave)", 451, method_rate(deepdream, network, P.DeepdreamParams(octaves=1, steps=n,
-                                                                                        max_size=451), n, image=rgb)),
+                                                                                        max_size=451), n)),
     ]
     print(f"built-in model, CPU, torch threads {torch.get_num_threads()}, {n} steps each")
     print(f"{'kind':22} {'size':>5} {'steps/s':>8} {'plain loop':>11} {'ratio':>6}")

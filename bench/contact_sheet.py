@@ -2,29 +2,26 @@
 pictures under docs/kinds/ plus one contact sheet (docs/kinds/contact_sheet.png), for people to
 look at. Usage: python bench/contact_sheet.py"""
 
+# ruff: noqa: E402 (the project's imports follow the sys.path line that makes them importable)
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import skimage.data
 import torch
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.builtin import BUILTIN_ID  # noqa: E402
-from core.stores.models import ModelStore  # noqa: E402
-from core.settings import Settings  # noqa: E402
-from tests.workers.test_image_making import model_input  # noqa: E402
-from core.kinds import making as P  # noqa: E402
-from workers.methods import (adversarial, class_model, deepdream, feature_vis, inversion,  # noqa: E402
-                             style_transfer, texture)
-from workers.methods.task import Task  # noqa: E402
-from workers.networks import load_network  # noqa: E402
+from core.kinds import making as P
+from core.settings import Settings
+from core.stores.models import ModelStore
+from models.builtin import BUILTIN_ID
+from tests.workers.test_image_making import task
+from workers.methods import adversarial, class_model, deepdream, feature_vis, inversion, style_transfer, texture
+from workers.networks import load_network
 
 OUT = ROOT / "docs" / "kinds"
 TILE = 224
@@ -34,23 +31,21 @@ def main() -> None:
     torch.manual_seed(0)
     store = ModelStore(Settings().data_dir)
     network = load_network(store.get(BUILTIN_ID), store, torch.device("cpu"))
-    cat = model_input(network.record, "chelsea")
-    coffee = model_input(network.record, "coffee")
-    rgb = torch.from_numpy(skimage.data.chelsea()).permute(2, 0, 1)[None].float() / 255
-    runs = [
-        ("class_model: goldfish", class_model, P.ClassModelParams(target="goldfish"), {}),
-        ("feature_vis: _blocks.5._relu1 #7", feature_vis, P.FeatureVisParams(layer="_blocks.5._relu1", channel=7), {}),
-        ("inversion of chelsea", inversion, P.InversionParams(), {}),
-        ("deepdream on chelsea", deepdream, P.DeepdreamParams(), {"image": rgb}),
-        ("adversarial: cat -> ostrich", adversarial, P.AdversarialParams(target="ostrich"), {}),
-        ("texture from chelsea", texture, P.TextureParams(), {}),
-        ("style: chelsea x coffee", style_transfer, P.StyleTransferParams(), {"style_x": coffee}),
+    runs = [  # every kind's image input is chelsea (deepdream works at its own size)
+        ("class_model: goldfish", class_model, P.ClassModelParams(target="goldfish"), None),
+        ("feature_vis: _blocks.5._relu1 #7", feature_vis, P.FeatureVisParams(layer="_blocks.5._relu1", channel=7),
+         None),
+        ("inversion of chelsea", inversion, P.InversionParams(), None),
+        ("deepdream on chelsea", deepdream, P.DeepdreamParams(), None),
+        ("adversarial: cat -> ostrich", adversarial, P.AdversarialParams(target="ostrich"), None),
+        ("texture from chelsea", texture, P.TextureParams(), None),
+        ("style: chelsea x coffee", style_transfer, P.StyleTransferParams(), "coffee"),
     ]
     OUT.mkdir(parents=True, exist_ok=True)
     tiles = []
-    for title, module, params, extra in runs:
+    for title, module, params, style in runs:
         start = time.perf_counter()
-        made = module.run(Task(network=network, x=cat, params=params.resolve(network.record), **extra))
+        made = module.run(task(network, params, "chelsea", style=style))
         print(f"{title}: {time.perf_counter() - start:.1f} s, {made.metrics}")
         for name, pixels in made.images.items():
             stem = module.__name__.rsplit(".", 1)[-1]

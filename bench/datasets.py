@@ -6,7 +6,8 @@ them as a dataset in a temporary data dir, then times, on the built-in model:
 - the limit: decode + resize/crop + normalise each image (`core.images`), then a batched ORT
   forward to the class scores — one after the other, the plain way;
 - `top_activations` as a worker runs it (the dataset feed, its ORT session, the per-channel top-k,
-  the patch pass and the PNG), for one channel and for every channel of the last layer at once.
+  the patch pass, then its `Output` encoded by `workers/artifacts.py`: JSON and PNG), for one channel
+  and for every channel of the last layer at once.
 
 Usage: python bench/datasets.py [--images 300] [--batch 16] [--repeat 3]
 """
@@ -26,14 +27,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.builtin import BUILTIN_ID  # noqa: E402
-from core.stores.models import ModelStore  # noqa: E402
-from service import images  # noqa: E402
-from core.stores.datasets import DatasetStore, Upload  # noqa: E402
-from models.forward import Runtimes  # noqa: E402
-from core.settings import Settings  # noqa: E402
-from workers.dataset_feed import dataset_task  # noqa: E402
+from core import images  # noqa: E402
 from core.kinds.registry import KINDS  # noqa: E402
+from core.methods import DatasetTask, no_progress  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from core.stores.datasets import DatasetStore, Upload  # noqa: E402
+from core.stores.models import ModelStore  # noqa: E402
+from models.builtin import BUILTIN_ID  # noqa: E402
+from models.forward import Runtimes  # noqa: E402
+from workers.artifacts import output_artifacts  # noqa: E402
+from workers.dataset_feed import open_feed  # noqa: E402
 from workers.methods import top_activations  # noqa: E402
 
 PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
@@ -98,8 +101,8 @@ def main() -> None:
 
     def top(**params):
         resolved = KINDS["top_activations"].params(**params).resolve(record)
-        return lambda: top_activations.run(dataset_task(settings, store, record, {"dataset": dataset.id},
-                                                        resolved))
+        return lambda: output_artifacts(top_activations.run(DatasetTask(
+            record, resolved, open_feed(settings, store, record, dataset.id, None, no_progress))))
 
     one_channel = top(channel=0, k=9)
     all_channels = top(k=9)

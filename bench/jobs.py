@@ -38,8 +38,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service import images  # noqa: E402
 from core.settings import get_settings  # noqa: E402
+from service import images  # noqa: E402
 
 MODEL = "efficientnet-lite0"
 METHODS = {  # kind: params of the job (and of the direct and captum calls)
@@ -80,8 +80,7 @@ def timed_pair(first, second, repeats: int) -> tuple[float, float]:
 
 
 def captum_call(kind: str, net, x: torch.Tensor, target: int, batch: int):
-    from captum.attr import (Deconvolution, GuidedBackprop, IntegratedGradients, LayerGradCam, NoiseTunnel,
-                             Saliency)
+    from captum.attr import Deconvolution, GuidedBackprop, IntegratedGradients, LayerGradCam, NoiseTunnel, Saliency
 
     if kind == "saliency":
         return lambda: Saliency(net).attribute(x, target=target, abs=False)

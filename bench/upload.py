@@ -31,9 +31,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.builtin import BUILTIN_ID  # noqa: E402
-from core.stores.models import ModelStore  # noqa: E402
 from core.settings import Settings  # noqa: E402
+from core.stores.models import ModelStore  # noqa: E402
+from models.builtin import BUILTIN_ID  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 

@@ -15,8 +15,9 @@ import warnings
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
-from core.model_record import ModelRecord
 from core.errors import BadRequest, TooLarge, UnsupportedMedia
+from core.methods import ImageInput
+from core.model_record import ModelRecord
 
 FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "MPO"}
 Image.MAX_IMAGE_PIXELS = None  # our own limit, checked on the header, replaces Pillow's warning
@@ -76,6 +77,13 @@ def to_8bit_rgb(image: Image.Image) -> Image.Image:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, rgba)
     return image.convert("RGB")
+
+
+def prepare(data: bytes, record: ModelRecord, *, max_bytes: int, max_pixels: int) -> ImageInput:
+    """Image bytes → `ImageInput`: the decoded upload, the image the model sees, the exact model input."""
+    decoded = decode(data, max_bytes=max_bytes, max_pixels=max_pixels)
+    fitted = fit(decoded, record)
+    return ImageInput(np.asarray(decoded), np.asarray(fitted), to_tensor(fitted, record))
 
 
 def fit(image: Image.Image, record: ModelRecord, size: tuple[int, int] | None = None) -> Image.Image:

@@ -6,7 +6,8 @@ the method, and encodes whatever it returns (`workers/artifacts.py`, the one pla
 JSON and npy files are made).
 
     Attribution   attribution kinds        → input.npy, attribution.npy, heatmap.png
-    Made          image-making kinds       → input.npy (when an image was read), <name>.png
+    Made          image-making kinds       → input.npy (when an image was read), each image under its
+                                             file name (`image.png`, …)
     Output        dataset kinds and others → <name>.png per picture, <name>.json per table,
                                              <name>.npy per array
 """
@@ -89,6 +90,9 @@ class ActivationFeed(Protocol):
     def steps_for(self, images: int) -> int:
         """Progress steps that loading `images` images with `images()` will take."""
 
+    def forward(self, x: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
+        """Activations (N×C×h×w float32) of `layers` for a model-input batch `x` (N×C×H×W), e.g. a query image."""
+
 
 @dataclass
 class DatasetTask:
@@ -118,7 +122,7 @@ class Attribution:
 
 @dataclass
 class Made:
-    """An image-making method's output: named RGB uint8 images (H×W×3) and JSON-able metrics."""
+    """An image-making method's output: RGB uint8 images (H×W×3) by file name (`image.png`), JSON-able metrics."""
 
     images: dict[str, np.ndarray]
     metrics: dict = field(default_factory=dict)

@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
-from models import runtime
-from core.model_record import ModelRecord
-from core.stores.models import ModelStore
 from core.errors import Invalid, Unavailable
 from core.images import fill_value
+from core.model_record import ModelRecord
 from core.settings import Settings
+from core.stores.models import ModelStore
+from models import runtime
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import time
 
-import onnx
-
-from models import graph
 from core.model_record import InputSpec, Layer, ModelRecord, Preprocess
-from models.sandbox import SandboxLimits, analyse
 from core.stores.models import ModelStore
+from models.sandbox import SandboxLimits, analyse
 from models.validate import Limits, ModelRejected
 
 

@@ -17,8 +17,8 @@ forward hook on it sees — and may replace — that tensor. Parameters do not r
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import onnx
 import torch

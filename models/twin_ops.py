@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -25,10 +25,38 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.ops import SUPPORTED_OPS
-from models.twin_base import (LRN, Add, BatchNorm, If, Lambda, MaskedAvgPool, Mul, NodeContext, Pad,
-                              SamePad, Step, Unsupported)
-from models.twin_shapes import (cast, concat, constant_of_shape, expand, flatten, gather, pad, reduce, reshape,
-                                shape, slice_, split, squeeze, tile, transpose, unsqueeze)
+from models.twin_base import (
+    LRN,
+    Add,
+    BatchNorm,
+    If,
+    Lambda,
+    MaskedAvgPool,
+    Mul,
+    NodeContext,
+    Pad,
+    SamePad,
+    Step,
+    Unsupported,
+)
+from models.twin_shapes import (
+    cast,
+    concat,
+    constant_of_shape,
+    expand,
+    flatten,
+    gather,
+    pad,
+    reduce,
+    reshape,
+    shape,
+    slice_,
+    split,
+    squeeze,
+    tile,
+    transpose,
+    unsqueeze,
+)
 
 FLT_MAX = 3.0e38
 

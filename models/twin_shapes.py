@@ -6,7 +6,7 @@ They run eagerly on whatever size comes in, so a graph with dynamic H/W stays dy
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import onnx
 import torch

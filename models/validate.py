@@ -11,8 +11,8 @@ constant-shaped `ConstantOfShape`/`Expand`/`Tile` asking for more elements than 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import onnx
 from onnx import numpy_helper

@@ -13,33 +13,27 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.stores.models import ModelStore
-from service import schemas
 from core import logs
+from core.errors import ConvscopeError, error_body
+from core.images import InputCache
+from core.redis_client import connect
+from core.settings import Settings, get_settings
+from core.stores.images import ImageStore
+from core.stores.models import ModelStore
+from models.forward import Runtimes
+from service import openapi_docs
 from service.auth import Authenticator, parse_keys, require_key
 from service.context import AppContext
-from core.errors import ConvscopeError, error_body
-from models.forward import Runtimes
-from core.images import InputCache
-from service.metrics import LATENCY, REQUESTS
-from service.job_schemas import JobRequest
 from service.jobs import JobService, monitor
-from service.routes import health, images, jobs, models, views
+from service.metrics import LATENCY, REQUESTS
 from service.routes import datasets as dataset_routes
-from core.settings import Settings, get_settings
-from core.redis_client import connect
-from core.stores.images import ImageStore
+from service.routes import health, images, jobs, models, views
 
 log = logging.getLogger("convscope")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 HEAVY = re.compile(r"^/v1/models/[^/]+/(predict|activations|occlusion)$")
-# Bodies that appear in OpenAPI only through `openapi_extra` (JSON or multipart, parsed by hand).
-DOCUMENTED_BODIES: list[type[BaseModel]] = [schemas.PredictRequest, schemas.ActivationsRequest,
-                                            schemas.OcclusionRequest, schemas.ActivationsResponse,
-                                            schemas.OcclusionResponse, JobRequest]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -84,12 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def openapi_schema(app: FastAPI) -> dict:
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in DOCUMENTED_BODIES:
-            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(body.pop("$defs", {}))
-            components[model.__name__] = body
-        app.openapi_schema = schema
+        app.openapi_schema = openapi_docs.add_components(schema)
     return app.openapi_schema
 
 

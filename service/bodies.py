@@ -23,7 +23,7 @@ import binascii
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 from fastapi import Request
@@ -32,13 +32,15 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from core.errors import BadRequest, ConvscopeError, Invalid, TooLarge, UnsupportedMedia
+from core.kinds.registry import KINDS, Source
 from core.stores.images import ImageStore
 from service.auth import current_owner
 from service.schemas import ImageByData, ImageById, ImageRef
 
 M = TypeVar("M", bound=BaseModel)
 JSON, MULTIPART = "application/json", "multipart/form-data"
-FILE_PARTS = ("image", "style_image")
+# Multipart file parts: every input that comes as an image file, by the kind registry (`image`, `style_image`).
+FILE_PARTS = tuple(sorted({read.name for kind in KINDS.values() for read in kind.reads if read.source is Source.IMAGE}))
 FORM_SLACK = 1024 * 1024  # bytes of multipart framing and text parts allowed on top of a file's own limit
 
 
@@ -64,7 +66,7 @@ class Body:
 
     media: str
     raw: bytes = b""
-    form: FormData | None = None
+    form: FormData = field(default_factory=FormData)
 
 
 @asynccontextmanager
@@ -125,7 +127,8 @@ async def _parse_multipart(request: Request, stream: AsyncIterator[bytes], rules
         raise BadRequest(f"the multipart body could not be read: {exc.message[:200]}",
                          code="malformed_multipart") from None
     except Exception as exc:  # python-multipart's own errors for framing it cannot follow; never a 500
-        raise BadRequest(f"the multipart body could not be read: {str(exc)[:200]}", code="malformed_multipart") from None
+        raise BadRequest(f"the multipart body could not be read: {str(exc)[:200]}",
+                         code="malformed_multipart") from None
 
 
 def parse_json(raw: bytes | str) -> object:
@@ -150,7 +153,7 @@ async def read_request(request: Request, model: type[M], limit: int) -> tuple[M,
     """Parse the spec (JSON body, or multipart part `spec`) and collect file parts: (spec, {part: bytes})."""
     rules = BodyRules(max_bytes=limit, hint="application/json or multipart/form-data", media=(JSON, MULTIPART))
     async with received(request, rules) as body:
-        if body.form is None:
+        if body.media == JSON:
             return validate(model, parse_json(body.raw or b"{}")), {}
         return await _spec_and_files(body.form, model)
 
@@ -161,12 +164,14 @@ async def _spec_and_files(form: FormData, model: type[M]) -> tuple[M, dict[str, 
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):
             if key not in FILE_PARTS:
-                raise BadRequest(f"unexpected file part {key!r}; use {', '.join(FILE_PARTS)}", code="malformed_multipart")
+                raise BadRequest(f"unexpected file part {key!r}; use {', '.join(FILE_PARTS)}",
+                                 code="malformed_multipart")
             files[key] = await value.read()
         elif key == "spec":
             spec = parse_json(value)
         else:
-            raise BadRequest(f"unexpected form field {key!r}; put parameters in the `spec` part", code="malformed_multipart")
+            raise BadRequest(f"unexpected form field {key!r}; put parameters in the `spec` part",
+                             code="malformed_multipart")
     return validate(model, spec), files
 
 

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 import redis
 from fastapi import Request
 
-from core.model_record import ModelRecord
-from core.stores.models import ModelStore
-from service.auth import visible
 from core.errors import NotFound
-from models.forward import Runtimes
-from core.settings import Settings
 from core.images import InputCache
+from core.model_record import ModelRecord
+from core.settings import Settings
 from core.stores.images import ImageStore
+from core.stores.models import ModelStore
+from models.forward import Runtimes
+from service.auth import visible
 
 
 @dataclass

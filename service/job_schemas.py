@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
 from core.jobs.status import JobStatus
-from service.schemas import ImageRef
 from core.kinds.registry import KINDS, Kind, Source
+from service.schemas import ImageRef
 
 MEDIA_TYPES = {".npy": "application/x-npy", ".png": "image/png", ".json": "application/json"}
 
@@ -49,7 +49,7 @@ def request_model(kind: Kind) -> type[BaseModel]:
 REQUEST_MODELS = {name: request_model(kind) for name, kind in KINDS.items()}
 
 
-class JobRequest(RootModel[Annotated[Union[tuple(REQUEST_MODELS.values())], Field(discriminator="kind")]]):
+class JobRequest(RootModel[Annotated[tuple(REQUEST_MODELS.values()), Field(discriminator="kind")]]):
     """`POST /v1/jobs`: one of the kinds, chosen by `kind` (JSON, or multipart with a `spec` part)."""
 
 

@@ -15,26 +15,25 @@ import json
 import logging
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import redis
 import redis.asyncio
 
-from core.model_record import ModelRecord
-from core import images
-from core.jobs import queueing
 from core.errors import Invalid, NotFound, NotReady, Overloaded
-from service.job_schemas import ArtifactRef, Job, JobError, JobResult, Progress, media_type
+from core.jobs import queueing
 from core.jobs.status import ENDED, JobStatus
 from core.jobs.store import JobStore
-from service.metrics import JOB_SECONDS, QUEUE_DEPTH
-from core.settings import Settings
-from core.redis_client import redis_errors
-from core.stores.images import ImageStore
 from core.jobs.supervisor import check_job, end_lost_jobs, time_limit
 from core.kinds.registry import KINDS
+from core.model_record import ModelRecord
+from core.redis_client import redis_errors
+from core.settings import Settings
+from core.stores.images import ImageStore
 from service.job_inputs import ACCEPTORS, Submission
+from service.job_schemas import ArtifactRef, Job, JobError, JobResult, Progress, media_type
+from service.metrics import JOB_SECONDS, QUEUE_DEPTH
 
 log = logging.getLogger("convscope.jobs")
 MAX_WAIT_S = 60.0
@@ -42,7 +41,7 @@ KEEPALIVE_S = 15.0
 
 
 def _when(value: str | None) -> datetime | None:
-    return datetime.fromtimestamp(float(value), tz=timezone.utc) if value else None
+    return datetime.fromtimestamp(float(value), tz=UTC) if value else None
 
 
 def view(job_id: str, record: dict) -> Job:
@@ -191,7 +190,8 @@ class JobService:
         cursor = "0-0"
         with redis_errors():
             while (left := deadline - time.monotonic()) > 0:
-                for cursor, event, _ in await self.store.events_async(job_id, cursor, min(left, 5.0)):
+                for entry_id, event, _ in await self.store.events_async(job_id, cursor, min(left, 5.0)):
+                    cursor = entry_id
                     if event == "end":
                         return await self.store.get_async(job_id)
                 record = await self.store.get_async(job_id)
@@ -213,13 +213,14 @@ class JobService:
                         return
                     yield ": keep-alive\n\n"
                     continue
-                for cursor, event, data in entries:
+                for entry_id, event, data in entries:
+                    cursor = entry_id
                     if event == "end":
                         record = await self.store.get_async(job_id)
                         yield _sse("end", view(job_id, record).model_dump_json() if record else data, cursor)
                         return
                     yield _sse(event, data, cursor)
-        except (redis.ConnectionError, redis.TimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, redis.ConnectionError, redis.TimeoutError):
             log.warning("event stream ended: Redis is unavailable", extra={"fields": {"job": job_id}})
 
     # Background duties of the API process.

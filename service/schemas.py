@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,8 +23,8 @@ class ImageByData(BaseModel):
     data: str = Field(min_length=1)
 
 
-ImageRef = Union[ImageById, ImageByData]
-Target = Union[int, str]
+ImageRef = ImageById | ImageByData
+Target = int | str
 Format = Literal["png", "json", "npy"]
 
 

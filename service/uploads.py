@@ -14,19 +14,18 @@ import secrets
 from dataclasses import dataclass
 
 from pydantic import ConfigDict, Field
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
+from core.errors import BadRequest, Invalid, TooLarge
 from core.model_record import ModelRecord, Preprocess
+from core.settings import Settings
 from models.register import register
 from models.sandbox import SandboxLimits
 from models.validate import Limits, ModelRejected
-from service.bodies import parse_json, validate
-from core.errors import BadRequest, Invalid, TooLarge, UnsupportedMedia
-from core.settings import Settings
+from service.bodies import FORM_SLACK, BodyRules, parse_json, received, validate
 
 FIELDS = ("file", "name", "labels", "preprocess")
-FORM_SLACK = 1024 * 1024  # multipart framing, name, labels and preprocess on top of the file
 
 
 class UploadPreprocess(Preprocess):
@@ -55,45 +54,26 @@ def limits(settings: Settings) -> tuple[Limits, SandboxLimits]:
                           threads=settings.probe_threads))
 
 
+def upload_rules(settings: Settings) -> BodyRules:
+    """The body of `POST /v1/models`: the ONNX file and a few small text parts."""
+    return BodyRules(max_bytes=settings.max_model_bytes + FORM_SLACK, max_files=2, max_fields=8,
+                     hint="the model as multipart/form-data with the ONNX file in part `file`",
+                     too_large="model_too_large",
+                     too_large_message=f"the upload is over the limit of {settings.max_model_bytes} bytes for a model")
+
+
 async def read_upload(request: Request, settings: Settings) -> ModelUpload:
     """Parse the multipart body, refusing it (413) as soon as it passes the byte limit."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != "multipart/form-data":
-        raise UnsupportedMedia("send the model as multipart/form-data with the ONNX file in part `file`",
-                               code="unsupported_media_type")
-    limit = settings.max_model_bytes + FORM_SLACK
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"the upload is {declared} bytes; the limit for a model is {settings.max_model_bytes}",
-                       code="model_too_large")
-    received = 0
-
-    async def counted():
-        nonlocal received
-        message = await request.receive()
-        received += len(message.get("body", b""))
-        if received > limit:
-            raise TooLarge(f"the upload is over the limit of {settings.max_model_bytes} bytes for a model",
-                           code="model_too_large")
-        return message
-
-    try:
-        form = await Request(request.scope, counted).form(max_files=2, max_fields=8, max_part_size=1024 * 1024)
-    except TooLarge:
-        raise
-    except Exception as exc:  # starlette's MultiPartException and parser errors
-        raise BadRequest(f"the multipart body could not be read: {str(exc)[:200]}", code="malformed_multipart") from None
-    try:
-        return await _fields(form, settings)
-    finally:
-        await form.close()
+    async with received(request, upload_rules(settings)) as body:
+        return await _fields(body.form, settings)
 
 
-async def _fields(form, settings: Settings) -> ModelUpload:
+async def _fields(form: FormData, settings: Settings) -> ModelUpload:
     parts: dict[str, object] = {}
     for key, value in form.multi_items():
         if key not in FIELDS:
-            raise BadRequest(f"unexpected form part {key!r}; the parts are {', '.join(FIELDS)}", code="malformed_multipart")
+            raise BadRequest(f"unexpected form part {key!r}; the parts are {', '.join(FIELDS)}",
+                             code="malformed_multipart")
         if key in parts:
             raise BadRequest(f"form part {key!r} is given twice", code="malformed_multipart")
         parts[key] = value

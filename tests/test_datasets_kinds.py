@@ -1,11 +1,11 @@
 """The dataset kinds against independent references: brute force in torch, receptive fields from
 gradients, a query that is in the dataset, a channel forced dead. Methods run on ONNX Runtime through
-the real dataset feed (files in a temporary data dir)."""
+the real dataset feed (files in a temporary data dir) and return typed `Output`s (how those become
+files: tests/workers/test_artifacts.py)."""
 
 from __future__ import annotations
 
 import io
-import json
 import warnings
 
 import numpy as np
@@ -15,8 +15,9 @@ from PIL import Image
 from torch import nn
 
 from core import images
-from core.stores.datasets import DatasetStore, Upload
+from core.methods import Output, no_progress
 from core.settings import Settings
+from core.stores.datasets import DatasetStore, Upload
 from tests.conftest import encode, sample
 
 PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
@@ -76,8 +77,8 @@ def export(net: nn.Module) -> bytes:
 def tiny(tmp_path_factory):
     """(torch net, model store, record, name of the last ReLU layer) for a tiny net registered in a tmp store."""
     from core.model_record import Preprocess
-    from models.register import register
     from core.stores.models import ModelStore
+    from models.register import register
 
     net = TinyNet().eval()
     store = ModelStore(tmp_path_factory.mktemp("tiny-store"))
@@ -100,12 +101,16 @@ def dataset(settings):
 
 
 def task_for(settings, store, record, dataset, kind: str, progress=None, image: bytes | None = None, **params):
-    from workers.dataset_feed import dataset_task, no_progress
+    from core import images
     from core.kinds.registry import KINDS
+    from core.methods import DatasetTask
+    from workers.dataset_feed import open_feed
 
     resolved = KINDS[kind].params(**params).resolve(record)
-    return dataset_task(settings, store, record, {"dataset": dataset.id, "owner": None}, resolved,
-                        progress or no_progress, image)
+    feed = open_feed(settings, store, record, dataset.id, None, progress or no_progress)
+    query = None if image is None else images.prepare(image, record, max_bytes=settings.max_image_bytes,
+                                                      max_pixels=settings.max_image_pixels)
+    return DatasetTask(record, resolved, feed, query)
 
 
 def model_inputs(dataset, record) -> torch.Tensor:
@@ -122,12 +127,17 @@ def brute_force_top(maps: np.ndarray, channel: int, k: int) -> list[tuple[int, i
     return [(i, *divmod(p, w)) for _, i, p in sorted(best)[:k]]
 
 
+def is_picture(pixels: np.ndarray, channels: int = 3) -> bool:
+    return pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == channels
+
+
 def top_of(task) -> list[dict]:
     from workers.methods import top_activations
 
     out = top_activations.run(task)
-    Image.open(io.BytesIO(out.artifacts["patches.png"])).verify()
-    return json.loads(out.artifacts["top.json"])
+    assert isinstance(out, Output) and set(out.tables) == {"top"} and set(out.pictures) == {"patches"}
+    assert is_picture(out.pictures["patches"]) and not out.arrays
+    return out.tables["top"]
 
 
 def test_tiny_top_activations_equal_brute_force_for_every_channel_in_one_pass(settings, tiny, dataset):
@@ -203,12 +213,11 @@ def test_embedding_has_one_point_per_image(settings, builtin_store, builtin, dat
     from workers.methods import embedding
 
     out = embedding.run(task_for(settings, builtin_store, builtin, dataset, "embedding", method=method))
-    points = json.loads(out.artifacts["points.json"])
+    points = out.tables["points"]
     assert sorted(p["image_index"] for p in points) == list(range(12))
     assert all(0 <= p["x"] <= 1 and 0 <= p["y"] <= 1 for p in points)
     assert len({(round(p["x"], 6), round(p["y"], 6)) for p in points}) == 12
-    picture = Image.open(io.BytesIO(out.artifacts["map.png"]))
-    assert picture.size == (4 * 128, 3 * 128)
+    assert is_picture(out.pictures["map"]) and out.pictures["map"].shape[:2] == (3 * 128, 4 * 128)
     assert out.metrics["code_size"] == builtin.layers[-1].shape[0]
 
 
@@ -241,13 +250,15 @@ def test_an_image_of_the_dataset_is_its_own_nearest_neighbour(settings, builtin_
     query = dataset.read(3)
     out = neighbors.run(task_for(settings, builtin_store, builtin, dataset, "neighbors", image=query,
                                  metric=metric, k=4))
-    found = json.loads(out.artifacts["neighbors.json"])
+    found = out.tables["neighbors"]
     assert found[0]["image_index"] == 3 and found[0]["distance"] == pytest.approx(0.0, abs=1e-4)
     assert found[0]["name"] == dataset.entries[3].name
     assert len(found) == 4 and [f["distance"] for f in found] == sorted(f["distance"] for f in found)
     assert found[1]["distance"] > 1e-3
-    assert Image.open(io.BytesIO(out.artifacts["neighbors.png"])).size[0] > 4 * 128
-    assert np.load(io.BytesIO(out.artifacts["input.npy"])).shape == (1, 3, 224, 224)
+    assert is_picture(out.pictures["neighbors"]) and out.pictures["neighbors"].shape[1] > 4 * 128
+    assert out.arrays["input"].shape == (1, 3, 224, 224) and out.arrays["input"].dtype == np.float32
+    assert np.array_equal(out.arrays["input"], images.to_tensor(images.fit(images.decode(
+        query, max_bytes=1 << 30, max_pixels=1 << 30), builtin), builtin))
 
 
 def test_a_channel_forced_dead_is_reported_dead(settings, tiny, dataset):
@@ -255,7 +266,7 @@ def test_a_channel_forced_dead_is_reported_dead(settings, tiny, dataset):
 
     net, store, record, layer = tiny
     out = unit_stats.run(task_for(settings, store, record, dataset, "unit_stats", layer=layer))
-    units = json.loads(out.artifacts["units.json"])
+    units = out.tables["units"]
     assert [u["channel"] for u in units] == list(range(5))
     assert units[2]["dead"] and units[2]["fraction_zero"] == 1.0 and units[2]["mean"] == 0.0
     assert [u["channel"] for u in units if u["dead"]] == [2] == out.metrics["dead_channels"]
@@ -264,8 +275,8 @@ def test_a_channel_forced_dead_is_reported_dead(settings, tiny, dataset):
     assert [u["mean"] for u in units] == pytest.approx(maps.mean(axis=(0, 2, 3)).tolist(), abs=1e-5)
     expected_zero = (maps.reshape(12, 5, -1).max(axis=2) <= 0).mean(axis=0)
     assert [u["fraction_zero"] for u in units] == pytest.approx(expected_zero.tolist())
-    chart = Image.open(io.BytesIO(out.artifacts["units.png"]))
-    assert chart.size[0] >= 800 and chart.size[1] >= 600
+    chart = out.pictures["units"]
+    assert is_picture(chart, channels=4) and chart.shape[1] >= 800 and chart.shape[0] >= 600
 
 
 def test_cancelling_between_batches_stops_the_pass_and_its_decoder(settings, tiny, dataset):
@@ -288,3 +299,4 @@ def test_cancelling_between_batches_stops_the_pass_and_its_decoder(settings, tin
         if thread.name == "dataset-decode":
             thread.join(timeout=5)
             assert not thread.is_alive()
+

@@ -28,35 +28,66 @@ def model_input(record, photo: str) -> np.ndarray:
     return images.to_tensor(images.fit(Image.fromarray(sample(photo)), record), record)
 
 
+def torch_at(torch_lite0, record, layer: str, photo: str) -> np.ndarray:
+    """C×H×W output of `layer` of the torch model for a sample photo (the independent reference)."""
+    seen = {}
+    handle = torch_lite0.get_submodule(layer).register_forward_hook(lambda m, i, o: seen.setdefault("out", o))
+    try:
+        with torch.no_grad():
+            torch_lite0(torch.from_numpy(model_input(record, photo)))
+    finally:
+        handle.remove()
+    return seen["out"][0].numpy()
+
+
+def matplotlib_colours(values: np.ndarray, cmap: str) -> np.ndarray:
+    """Values in [0, 1] → RGB 0–255 (float) by matplotlib's colour map."""
+    import matplotlib
+
+    return matplotlib.colormaps[cmap](np.asarray(values, np.float64))[..., :3] * 255
+
+
 @pytest.mark.parametrize("layer", ["_relu0", "_blocks.2", "_blocks.5._relu1", "_blocks.11._bn1", "_relu1"])
 def test_activations_equal_torch_at_the_layer(client, builtin, torch_lite0, layer):
     response = post(client, "activations", {"layer": layer, "format": "npy"})
     assert response.status_code == 200 and response.headers["content-type"] == "application/x-npy"
     got = np.load(io.BytesIO(response.content), allow_pickle=False)
-    seen = {}
-    handle = torch_lite0.get_submodule(layer).register_forward_hook(lambda m, i, o: seen.setdefault("out", o))
-    try:
-        with torch.no_grad():
-            torch_lite0(torch.from_numpy(model_input(builtin, "chelsea")))
-    finally:
-        handle.remove()
-    expected = seen["out"][0].numpy()
+    expected = torch_at(torch_lite0, builtin, layer, "chelsea")
     assert got.shape == expected.shape == tuple(builtin.layer(layer).shape)
     assert np.abs(got - expected).max() <= 1e-3 * max(1.0, np.abs(expected).max())
 
 
-def test_activation_stats_and_png(client):
-    stats = post(client, "activations", {"layer": "_blocks.1._relu1", "format": "json"}).json()
-    assert stats["shape"] == [96, 56, 56] and len(stats["stats"]["max"]) == 96
+def test_activation_stats_and_png(client, builtin, torch_lite0):
+    layer = "_blocks.1._relu1"
+    maps = torch_at(torch_lite0, builtin, layer, "chelsea")  # 96×56×56
+    flat = maps.reshape(96, -1)
+    stats = post(client, "activations", {"layer": layer, "format": "json"}).json()
+    assert stats["shape"] == [96, 56, 56] and stats["channels"] == list(range(96))
+    np.testing.assert_allclose(stats["stats"]["max"], flat.max(axis=1), atol=1e-3)
+    np.testing.assert_allclose(stats["stats"]["mean"], flat.mean(axis=1), atol=1e-4)
+    # exact zeros: a few pre-activations within rounding of 0 may fall either side between runtimes
+    np.testing.assert_allclose(stats["stats"]["fraction_zero"], (flat == 0).mean(axis=1), atol=4 / flat.shape[1])
     dead = set(stats["stats"]["dead_channels"])
     assert all((m <= 0) == (c in dead) for c, m in enumerate(stats["stats"]["max"]))
-    assert all(0 <= f <= 1 for f in stats["stats"]["fraction_zero"])
-    png = post(client, "activations", {"layer": "_blocks.1._relu1", "channels": [0, 1, 2, 3]})
+    assert dead == set(np.flatnonzero(flat.max(axis=1) <= 0).tolist())
+
+    channels = [5, 0, 9, 2]
+    png = post(client, "activations", {"layer": layer, "channels": channels})
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
-    grid = Image.open(io.BytesIO(png.content))
-    assert grid.mode in ("RGB", "P") and grid.width == grid.height  # 4 tiles: 2×2
-    colours = np.asarray(grid.convert("RGB")).reshape(-1, 3)
-    assert len(np.unique(colours, axis=0)) > 16  # colour-mapped, not flat
+    grid = np.asarray(Image.open(io.BytesIO(png.content)).convert("RGB")).astype(float)
+    assert grid.shape == (2 + 2 * (56 + 2), 2 + 2 * (56 + 2), 3)  # 2×2 tiles of 56 px, 2 px gaps
+    for i, channel in enumerate(channels):  # row by row, each tile its channel scaled min→0, max→1 in inferno
+        r, c = divmod(i, 2)
+        tile = grid[2 + r * 58: 2 + r * 58 + 56, 2 + c * 58: 2 + c * 58 + 56]
+        values = (maps[channel] - maps[channel].min()) / (maps[channel].max() - maps[channel].min())
+        assert np.abs(tile - matplotlib_colours(values, "inferno")).max() <= 6, channel
+        y, x = np.unravel_index(maps[channel].argmax(), maps[channel].shape)
+        assert tile[y, x].tolist() == pytest.approx(matplotlib_colours([1.0], "inferno")[0], abs=1)
+    gaps = np.ones(grid.shape[:2], bool)
+    for r in range(2):
+        for c in range(2):
+            gaps[2 + r * 58: 2 + r * 58 + 56, 2 + c * 58: 2 + c * 58 + 56] = False
+    assert (grid[gaps] == 32).all()
 
 
 def test_accept_header_picks_the_format(client):
@@ -91,10 +122,25 @@ def test_occlusion_equals_one_patch_at_a_time(client, builtin, builtin_store):
     np.testing.assert_allclose(np.array(body["map"]), np.array(reference), atol=1e-4)
 
 
-def test_occlusion_png_is_the_image_size(client):
-    response = post(client, "occlusion", {"patch": 56, "stride": 56, "target": "tabby"})
-    assert response.status_code == 200
-    assert Image.open(io.BytesIO(response.content)).size == (224, 224)
+def test_occlusion_png_is_the_drop_over_the_image(client, builtin):
+    """The PNG is the image the model saw, half covered by the jet colour of each pixel's drop in
+    probability (the mean over the patches that covered it, scaled by the largest drop)."""
+    spec = {"patch": 56, "stride": 56, "target": "tabby"}
+    response = post(client, "occlusion", spec)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    picture = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB")).astype(float)
+    assert picture.shape == (224, 224, 3)
+    body = post(client, "occlusion", {**spec, "format": "json"}).json()
+    drop = body["baseline_probability"] - np.array(body["map"])  # 4×4, patches do not overlap
+    heat = np.clip(drop / np.abs(drop).max(), 0, 1).repeat(56, axis=0).repeat(56, axis=1)
+    seen = np.asarray(images.fit(Image.fromarray(sample("chelsea")), builtin), float)
+    expected = 0.5 * seen + 0.5 * matplotlib_colours(heat, "jet")
+    assert np.abs(picture - expected).max() <= 3
+    scaled = np.clip(drop / np.abs(drop).max(), 0, 1)
+    assert scaled.max() > 0.2 and scaled.min() == 0  # the map is not flat: hot and cold blocks to tell apart
+    for block in (np.unravel_index(drop.argmax(), drop.shape), np.unravel_index(drop.argmin(), drop.shape)):
+        colour = (picture - 0.5 * seen)[block[0] * 56:(block[0] + 1) * 56, block[1] * 56:(block[1] + 1) * 56] / 0.5
+        assert np.abs(colour - matplotlib_colours([scaled[block]], "jet")[0]).max() <= 6, (block, scaled)
 
 
 def count_tiles(png: bytes, n_max: int) -> int:

@@ -72,12 +72,35 @@ def test_upload_returns_the_model_info(app_client, classic):
     assert app_client.get(f"/v1/models/{classic['id']}").json() == classic
 
 
-def test_uploaded_model_serves_every_forward_view(app_client, classic):
+def reference_probabilities(settings: Settings, model: str) -> np.ndarray:
+    """Softmax of the uploaded file's logits for the cat photo, by ONNX Runtime and numpy, the photo
+    prepared as the upload asked: resized straight to 64×64 (bicubic), BGR, `(pixel / 255 − mean) / std`
+    with mean and std in the model's channel order."""
+    import onnx
+    import onnxruntime as ort
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(CAT)).convert("RGB").resize((64, 64), Image.BICUBIC), np.float32)
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    x = ((pixels[..., ::-1] / 255 - mean) / std).transpose(2, 0, 1)[None].astype(np.float32)
+    store = ModelStore(settings.data_dir)
+    record = store.get(model)
+    graph = onnx.load(str(store.blob_path(record.onnx_sha256)))
+    if record.logits_name not in [o.name for o in graph.graph.output]:  # logits taken before a softmax
+        graph.graph.output.append(onnx.helper.make_tensor_value_info(record.logits_name, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    logits = session.run([record.logits_name], {record.input_name: x})[0][0].astype(np.float64)
+    return np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+
+
+def test_uploaded_model_serves_every_forward_view(app_client, upload_settings, classic):
     model, conv = classic["id"], classic["layers"][0]["name"]
+    expected = reference_probabilities(upload_settings, model)
     predictions = view(app_client, model, "predict", {"top_k": 3}).json()["predictions"]
-    assert len(predictions) == 3 and predictions[0]["label"].startswith("class ")
-    probabilities = [p["probability"] for p in predictions]
-    assert probabilities == sorted(probabilities, reverse=True)
+    order = np.argsort(-expected)[:3]
+    assert [p["index"] for p in predictions] == order.tolist()
+    assert [p["label"] for p in predictions] == [f"class {i}" for i in order]  # from the uploaded labels file
+    np.testing.assert_allclose([p["probability"] for p in predictions], expected[order], rtol=1e-5, atol=1e-7)
     stats = view(app_client, model, "activations", {"layer": conv, "format": "json"}).json()
     assert stats["shape"] == [16, 32, 32]
     png = view(app_client, model, "activations", {"layer": classic["layers"][2]["name"]})
@@ -87,7 +110,8 @@ def test_uploaded_model_serves_every_forward_view(app_client, classic):
     assert app_client.get(f"/v1/models/{model}/layers/{conv}/filters").content[:4] == b"\x89PNG"
     occlusion = view(app_client, model, "occlusion", {"patch": 16, "stride": 16, "format": "json"}).json()
     assert np.asarray(occlusion["map"]).shape == (4, 4)
-    assert 0 < occlusion["baseline_probability"] < 1
+    assert occlusion["target"] == int(order[0])  # no target given: the top-1 class
+    assert occlusion["baseline_probability"] == pytest.approx(expected[order[0]], rel=1e-5, abs=1e-7)
 
 
 def test_model_exported_at_batch_one_serves_occlusion_batches(app_client):

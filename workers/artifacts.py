@@ -8,25 +8,25 @@ import numpy as np
 from PIL import Image
 
 from core import render
-from core.methods import Attribution, Output
-from workers.methods.making import Made
+from core.methods import Attribution, ImageInput, Made, Output
 
 HEATMAP_COLORMAP = "jet"
 
 
-def attribution_artifacts(x: np.ndarray, image: Image.Image, out: Attribution) -> dict[str, bytes]:
+def attribution_artifacts(out: Attribution, image: ImageInput) -> dict[str, bytes]:
     """`input.npy` (the exact 1×C×H×W model input), `attribution.npy` (float32), and `heatmap.png`:
     the heat over the image the model saw, with a colour map a person can read."""
     return {
-        "input.npy": render.npy(x),
+        "input.npy": render.npy(image.x),
         "attribution.npy": render.npy(out.attribution.astype(np.float32)),
-        "heatmap.png": render.png(render.overlay(image, out.heat, cmap=HEATMAP_COLORMAP, alpha=0.5)),
+        "heatmap.png": render.png(render.overlay(Image.fromarray(image.fitted), out.heat, cmap=HEATMAP_COLORMAP,
+                                                 alpha=0.5)),
     }
 
 
-def made_artifacts(x: np.ndarray | None, out: Made) -> dict[str, bytes]:
+def made_artifacts(out: Made, image: ImageInput | None) -> dict[str, bytes]:
     """`input.npy` when the kind read an image, then each made image as PNG (`image.png`, ...)."""
-    files = {"input.npy": render.npy(x)} if x is not None else {}
+    files = {"input.npy": render.npy(image.x)} if image is not None else {}
     files.update({name: render.png(pixels) for name, pixels in out.images.items()})
     return files
 
@@ -43,12 +43,13 @@ def output_artifacts(out: Output) -> dict[str, bytes]:
     return files
 
 
-def artifacts_of(x: np.ndarray | None, image: Image.Image | None, out) -> dict[str, bytes]:
-    """Encode a method's output by its type (one function per output type)."""
+def artifacts_of(out, image: ImageInput | None = None) -> dict[str, bytes]:
+    """Encode a method's output by its type (one function per output type); `image`: the job's input image,
+    when its kind reads one."""
     if isinstance(out, Attribution):
-        return attribution_artifacts(x, image, out)
+        return attribution_artifacts(out, image)
     if isinstance(out, Made):
-        return made_artifacts(x, out)
+        return made_artifacts(out, image)
     if isinstance(out, Output):
         return output_artifacts(out)
     raise TypeError(f"no artifact encoder for {type(out).__name__}")

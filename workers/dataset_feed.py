@@ -10,8 +10,8 @@ images exist at once, whatever the dataset's size. After every batch the job's p
 runs; it raises to stop the job (cancel, time limit).
 
 ORT sessions whose outputs are exactly the wanted layers are built once per worker process and
-kept in a small LRU keyed by (model file, layers). The method returns a `core.methods.Output`;
-`run_dataset_job` encodes it with `workers.artifacts`.
+kept in a small LRU keyed by (model file, layers). The job runner opens a feed with `open_feed`
+(`workers/inputs.py`).
 """
 
 from __future__ import annotations
@@ -26,20 +26,12 @@ import onnx
 
 from core import images
 from core.errors import NotFound, Unavailable
-from core.methods import DatasetTask, FeatureBatch, ImageInput, Output, Progress, no_progress
+from core.methods import FeatureBatch, Progress, no_progress
 from core.model_record import ModelRecord
 from core.settings import Settings
 from core.stores.datasets import Dataset, DatasetStore
 from core.stores.models import ModelStore
 from models import runtime
-from workers.artifacts import output_artifacts
-
-
-def image_input(data: bytes, record: ModelRecord, settings: Settings) -> ImageInput:
-    """Image bytes → `ImageInput`: the decoded upload, the model-size image and the 1×C×H×W model input."""
-    decoded = images.decode(data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
-    fitted = images.fit(decoded, record)
-    return ImageInput(np.asarray(decoded), np.asarray(fitted), images.to_tensor(fitted, record))
 
 
 class LayerSessions:
@@ -116,8 +108,9 @@ class Feed:
         self._done = min(self._done + 1, self._total)
         self.progress(self._done, self._total)
 
-    def forward(self, x: np.ndarray, layers: tuple[str, ...]) -> dict[str, np.ndarray]:
-        """Activations of `layers` for a model-input batch `x`."""
+    def forward(self, x: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
+        """Activations (N×C×h×w float32) of `layers` for a model-input batch `x` (N×C×H×W)."""
+        layers = tuple(layers)
         outputs = self.session_for(layers).run(list(layers), {self.record.input_name: x})
         return {name: np.asarray(value, np.float32) for name, value in zip(layers, outputs)}
 
@@ -185,11 +178,11 @@ def layer_sessions(settings: Settings) -> LayerSessions:
         return _sessions
 
 
-def dataset_task(settings: Settings, models: ModelStore, record: ModelRecord, spec: dict, params,
-                 progress: Progress = no_progress, image: bytes | None = None) -> DatasetTask:
-    """The task of a dataset kind from a job spec: the dataset (owned by the job's owner), ORT sessions,
-    and the query image when the kind reads one."""
-    dataset = DatasetStore(settings.data_dir, settings.dataset_ttl_s).get(spec["dataset"], spec.get("owner"))
+def open_feed(settings: Settings, models: ModelStore, record: ModelRecord, dataset_id: str, owner: str | None,
+              progress: Progress = no_progress) -> Feed:
+    """The feed of dataset `dataset_id` (owned by `owner`; 404 `dataset_not_found` otherwise) through `record`'s
+    model, on this process's cached ORT sessions."""
+    dataset = DatasetStore(settings.data_dir, settings.dataset_ttl_s).get(dataset_id, owner)
     sessions = layer_sessions(settings)
 
     def model_bytes() -> bytes:
@@ -199,18 +192,4 @@ def dataset_task(settings: Settings, models: ModelStore, record: ModelRecord, sp
             raise Unavailable(f"the file of model {record.id!r} cannot be read: {exc.strerror}",
                               code="model_unavailable") from None
 
-    feed = Feed(dataset, record, lambda layers: sessions.get(record, model_bytes, layers), settings, progress)
-    query = image_input(image, record, settings) if image is not None else None
-    return DatasetTask(record, params, feed, query, threads=settings.worker_torch_threads)
-
-
-def run_dataset_job(settings: Settings, models: ModelStore, record: ModelRecord, spec: dict, params,
-                    progress: Progress, method: Callable[[DatasetTask], Output],
-                    query: bytes | None = None) -> tuple[dict, dict]:
-    """The job runner's entry for dataset kinds: build the task, call the method, encode its `Output`;
-    returns (result, artifacts)."""
-    if spec.get("image") and query is None:
-        raise NotFound("the job's input image has expired", code="input_expired")
-    out = method(dataset_task(settings, models, record, spec, params, progress, query))
-    artifacts = output_artifacts(out)
-    return {"artifacts": list(artifacts), "metrics": out.metrics}, artifacts
+    return Feed(dataset, record, lambda layers: sessions.get(record, model_bytes, layers), settings, progress)

@@ -21,7 +21,6 @@ import importlib
 import json
 import logging
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import redis
@@ -29,12 +28,10 @@ import torch
 from PIL import Image
 from rq.timeouts import JobTimeoutException
 
-from core.stores.models import ModelStore
-from core import images, render
+from core import render
 from core.errors import ConvscopeError, Invalid, NotFound
 from core.jobs.status import JobStatus
 from core.jobs.store import JobStore
-from core.settings import Settings
 from core.jobs.supervisor import DEADLINE_GRACE_S, time_limit
 from core.kinds.registry import KINDS, Engine, Kind, Source
 from core.methods import DatasetTask

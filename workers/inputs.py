@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from core import images
 from core.errors import NotFound
 from core.kinds.registry import Source
@@ -38,11 +36,8 @@ def load_image(ctx: WorkerContext, item: Loading) -> ImageInput:
     data = ctx.store.get_input(item.ref)
     if data is None:
         raise NotFound(f"the job's {item.name.replace('_', ' ')} has expired", code="input_expired")
-    s = ctx.settings
-    decoded = images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
-    fitted = images.fit(decoded, item.record)
-    return ImageInput(pixels=np.asarray(decoded.convert("RGB")), fitted=np.asarray(fitted.convert("RGB")),
-                      x=images.to_tensor(fitted, item.record))
+    return images.prepare(data, item.record, max_bytes=ctx.settings.max_image_bytes,
+                          max_pixels=ctx.settings.max_image_pixels)
 
 
 def load_dataset(ctx: WorkerContext, item: Loading) -> dataset_feed.Feed:

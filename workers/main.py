@@ -26,13 +26,13 @@ from rq import SimpleWorker
 from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
 
-from core.stores.models import ModelStore
 from core import logs
 from core.jobs import queueing
 from core.jobs.store import JobStore
-from core.settings import Settings, get_settings
-from core.redis_client import connect
 from core.jobs.supervisor import end_lost_jobs
+from core.redis_client import connect
+from core.settings import Settings, get_settings
+from core.stores.models import ModelStore
 from workers import execute
 from workers.context import WorkerContext
 from workers.networks import NetworkCache

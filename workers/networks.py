@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.builtin import BUILTIN_ID
+from core.errors import Invalid, Unavailable
 from core.model_record import ModelRecord
 from core.stores.models import ModelStore
-from core.errors import Invalid, Unavailable
+from models.builtin import BUILTIN_ID
 
 
 @dataclass

@@ -14,7 +14,7 @@ class ClassTargetParams(Params):
     target: Target | None = Field(None, description="class index or label; default the model's top-1 class "
                                                     "for the image. The score is the class logit.")
 
-    def resolve(self, record: ModelRecord) -> "Params":
+    def resolve(self, record: ModelRecord) -> Params:
         if self.target is not None:
             record.class_index(self.target)
         return super().resolve(record)
@@ -40,7 +40,7 @@ class ObjectiveParams(ClassTargetParams):
             raise ValueError("`position` needs `layer` and `channel`")
         return self
 
-    def resolve(self, record: ModelRecord) -> "Params":
+    def resolve(self, record: ModelRecord) -> Params:
         if self.layer is not None:
             channels, height, width = (spatial_layer(record, self.layer).shape + [1, 1])[:3]
             if self.channel >= channels:
@@ -69,7 +69,7 @@ class GradcamParams(ClassTargetParams):
     layer: str | None = Field(None, min_length=1, max_length=512,
                               description="a spatial layer; default the model's last spatial layer")
 
-    def resolve(self, record: ModelRecord) -> "Params":
+    def resolve(self, record: ModelRecord) -> Params:
         layer = layer_or_last(record, self.layer)
         return super(GradcamParams, self.model_copy(update={"layer": layer})).resolve(record)
 

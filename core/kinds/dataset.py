@@ -23,7 +23,7 @@ class DatasetLayerParams(Params):
     layer: str | None = Field(None, min_length=1, max_length=512,
                               description="a spatial layer; default the model's last spatial layer")
 
-    def resolve(self, record: ModelRecord) -> "Params":
+    def resolve(self, record: ModelRecord) -> Params:
         return self.model_copy(update={"layer": layer_or_last(record, self.layer)})
 
 
@@ -40,7 +40,7 @@ class TopActivationsParams(DatasetLayerParams):
     k: int = Field(9, ge=1, le=100, description="images per channel (one patch per image, at its strongest "
                                                 "position)")
 
-    def resolve(self, record: ModelRecord) -> "Params":
+    def resolve(self, record: ModelRecord) -> Params:
         resolved = super().resolve(record)
         channels = spatial_layer(record, resolved.layer).shape[0]
         if self.channel is not None and self.channel >= channels:
@@ -57,7 +57,7 @@ class EmbeddingParams(CodeParams):
                                                                       "min(30, (images - 1) / 3)")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="random state of t-SNE and UMAP")
 
-    def resolve(self, record: ModelRecord) -> "Params":
+    def resolve(self, record: ModelRecord) -> Params:
         if self.method == "umap" and not umap_available():
             raise ValueError("method 'umap' needs the `umap-learn` package, which is not installed on this "
                              "service; use 'tsne' or 'pca'")

@@ -11,14 +11,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from core.model_record import ModelRecord
 from core.kinds.params import Params, Target, spatial_layer
+from core.model_record import ModelRecord
 
 
 class RenderParams(Params):
-    """The optimisation loop shared by every image-making kind (`workers/methods/ascent.py`)."""
+    """The gradient-ascent loop shared by the image-making kinds that render (`workers/methods/ascent.py`)."""
 
-    size: int = Field(128, ge=32, le=512, description="output side in pixels (square)")
     steps: int = Field(128, ge=1, le=2000, description="optimisation steps; each is one forward + one backward")
     lr: float = Field(0.05, gt=0, le=10, description="Adam learning rate on the image parameters")
     parameterisation: Literal["fourier", "pixel"] = Field(
@@ -35,6 +34,12 @@ class RenderParams(Params):
     preview_every: int = Field(16, ge=0, le=2000, description="steps between preview events (0: none)")
 
 
+class SizedRenderParams(RenderParams):
+    """The loop, making a square image of a chosen size (inversion instead works at the model's input size)."""
+
+    size: int = Field(128, ge=32, le=512, description="output side in pixels (square)")
+
+
 def _layer_channel(record: ModelRecord, layer: str, channel: int | None) -> None:
     shape = spatial_layer(record, layer).shape
     if channel is not None and not 0 <= channel < shape[0]:
@@ -47,7 +52,7 @@ def _middle_layer(record: ModelRecord) -> str:
     return record.layers[len(record.layers) * 2 // 3].name
 
 
-class ClassModelParams(RenderParams):
+class ClassModelParams(SizedRenderParams):
     """Class model visualisation (Simonyan et al. 2014) with Yosinski et al. (2015)'s regularisers:
     an image maximising the class logit."""
 
@@ -58,7 +63,7 @@ class ClassModelParams(RenderParams):
         return self
 
 
-class FeatureVisParams(RenderParams):
+class FeatureVisParams(SizedRenderParams):
     """Feature visualisation (Olah et al. 2017): an image maximising one channel (its mean over the
     grid) or one neuron (`position` on the grid)."""
 
@@ -73,8 +78,8 @@ class FeatureVisParams(RenderParams):
 
 
 class InversionParams(RenderParams):
-    """Feature inversion (Mahendran & Vedaldi 2015): an image whose features at `layer` match the
-    input image's, regularised by total variation."""
+    """Feature inversion (Mahendran & Vedaldi 2015): an image, at the model's input size, whose
+    features at `layer` match the input image's, regularised by total variation."""
 
     layer: str | None = Field(None, min_length=1, max_length=512, description="default: a layer two thirds deep")
     steps: int = Field(200, ge=1, le=2000)
@@ -82,7 +87,6 @@ class InversionParams(RenderParams):
     transforms: int = Field(0, ge=0, le=3)
     lr: float = Field(0.05, gt=0, le=10)
     tv: float = Field(0.5, ge=0, description="weight of TV^β")
-    size: int | None = Field(None, ge=32, le=512, description="ignored: inversion works at the model's input size")
 
     def resolve(self, record: ModelRecord) -> Params:
         layer = self.layer or _middle_layer(record)
@@ -129,15 +133,15 @@ class AdversarialParams(Params):
 
 def _default_style_layers(record: ModelRecord, count: int = 5) -> list[str]:
     """Evenly spaced rectified layers (or any spatial layers) through the network's depth."""
-    layers = [l.name for l in record.layers or [] if l.op in ("Relu", "Clip", "LeakyRelu")] or \
-             [l.name for l in record.layers or []]
+    layers = [layer.name for layer in record.layers or [] if layer.op in ("Relu", "Clip", "LeakyRelu")] or \
+             [layer.name for layer in record.layers or []]
     if not layers:
         raise ValueError(f"model {record.id!r} has no spatial layer")
     picks = sorted({round(i * (len(layers) - 1) * 0.6 / max(count - 1, 1)) for i in range(count)})
     return [layers[i] for i in picks]
 
 
-class TextureParams(RenderParams):
+class TextureParams(SizedRenderParams):
     """Texture synthesis (Gatys et al. 2015): match Gram matrices of the example at several layers."""
 
     layers: list[str] | None = Field(None, max_length=16, description="default: five rectified layers "

@@ -14,7 +14,7 @@ class Params(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    def resolve(self, record: ModelRecord) -> "Params":
+    def resolve(self, record: ModelRecord) -> Params:
         """Check the values against `record` (ValueError with a sentence) and fill model defaults."""
         return self
 

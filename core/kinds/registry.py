@@ -22,11 +22,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from core.kinds.attribution import (DeconvnetParams, GradcamParams, GuidedBackpropParams, IntegratedGradientsParams,
-                                    SaliencyParams, SmoothgradParams)
+from core.kinds.attribution import (
+    DeconvnetParams,
+    GradcamParams,
+    GuidedBackpropParams,
+    IntegratedGradientsParams,
+    SaliencyParams,
+    SmoothgradParams,
+)
 from core.kinds.dataset import EmbeddingParams, NeighborsParams, TopActivationsParams, UnitStatsParams
-from core.kinds.making import (AdversarialParams, ClassModelParams, DeepdreamParams, FeatureVisParams,
-                               InversionParams, StyleTransferParams, TextureParams)
+from core.kinds.making import (
+    AdversarialParams,
+    ClassModelParams,
+    DeepdreamParams,
+    FeatureVisParams,
+    InversionParams,
+    StyleTransferParams,
+    TextureParams,
+)
 from core.kinds.params import Params
 from core.methods import Attribution, Made, Output
 

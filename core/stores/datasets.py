@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from core.stores import archives
 from core import images
 from core.errors import ConvscopeError, Invalid, NotFound, Overloaded, TooLarge
 from core.settings import Settings
+from core.stores import archives
 
 log = logging.getLogger("convscope.datasets")
 _ID = re.compile(r"^[0-9a-f]{32}$")

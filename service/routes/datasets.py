@@ -6,16 +6,16 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from starlette.datastructures import FormData, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
-from service.auth import current_owner
-from service.context import AppContext, context
+from core.errors import BadRequest
+from core.settings import Settings
 from core.stores.datasets import DatasetStore, Upload
-from core.errors import BadRequest, TooLarge
-from service.schemas import ErrorResponse
+from service.auth import current_owner
+from service.bodies import BodyRules, received
+from service.context import AppContext, context
+from service.openapi_docs import errors, file_part, multipart_body
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 429, 503)}
 
 
 class Rejected(BaseModel):
@@ -47,31 +47,11 @@ def dataset_store(ctx: AppContext = Depends(context)) -> DatasetStore:
     return DatasetStore(ctx.settings.data_dir, ctx.settings.dataset_ttl_s)
 
 
-async def read_form(request: Request, limit: int, max_files: int) -> FormData:
-    """The multipart body, refused (413) as soon as it passes `limit` bytes; file parts spool to disk."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != "multipart/form-data":
-        raise BadRequest("send the dataset as multipart/form-data: an archive in part `file`, or images in parts "
-                         "`files`", code="malformed_multipart")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"the body is {declared} bytes; the limit is {limit}", code="body_too_large")
-
-    async def limited():
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise TooLarge(f"the body is larger than {limit} bytes", code="body_too_large")
-            yield chunk
-
-    try:
-        return await MultiPartParser(request.headers, limited(), max_files=max_files, max_fields=4).parse()
-    except MultiPartException as exc:
-        if "files" in exc.message.lower():
-            raise TooLarge(f"too many files: the limit is {max_files}", code="too_many_members") from None
-        raise BadRequest(f"the multipart body could not be read: {exc.message[:200]}",
-                         code="malformed_multipart") from None
+def upload_rules(s: Settings) -> BodyRules:
+    """The body of `POST /v1/datasets`: an archive or many images, spooled to disk as they stream in."""
+    return BodyRules(max_bytes=s.max_dataset_upload_bytes, max_files=s.max_archive_members, max_fields=4,
+                     too_many_files="too_many_members", wrong_media=400,
+                     hint="the dataset as multipart/form-data: an archive in part `file`, or images in parts `files`")
 
 
 def uploads(form: FormData) -> list[Upload]:
@@ -86,26 +66,20 @@ def uploads(form: FormData) -> list[Upload]:
             for p in archive + files]
 
 
-@router.post("", status_code=201, response_model=DatasetCreated, responses=ERRORS, openapi_extra={
-    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "properties": {
-            "file": {"type": "string", "format": "binary", "description": "a .zip, .tar or .tar.gz (.bz2, .xz)"},
-            "files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                      "description": "images, one part each"}}}}}}})
+@router.post("", operation_id="uploadDataset", status_code=201, response_model=DatasetCreated,
+             responses=errors(400, 413, 415, 422, 429, 503), openapi_extra=multipart_body(
+                 file_part("file", "a .zip, .tar or .tar.gz (.bz2, .xz)"),
+                 file_part("files", "images, one part each", many=True)))
 async def upload_dataset(request: Request, store: DatasetStore = Depends(dataset_store),
                          ctx: AppContext = Depends(context)) -> DatasetCreated:
     """Keep a set of images: every member is re-validated as an image; refused ones are listed in `rejected`."""
     s = ctx.settings
-    form = await read_form(request, s.max_dataset_upload_bytes, s.max_archive_members)
-    try:
-        parts = uploads(form)
-        dataset, rejected = await run_in_threadpool(store.create, parts, current_owner.get(), s)
-    finally:
-        await form.close()
+    async with received(request, upload_rules(s)) as body:
+        dataset, rejected = await run_in_threadpool(store.create, uploads(body.form), current_owner.get(), s)
     return DatasetCreated(id=dataset.id, count=dataset.count, rejected=rejected)
 
 
-@router.get("/{dataset_id}", response_model=DatasetInfo, responses={404: {"model": ErrorResponse}})
+@router.get("/{dataset_id}", operation_id="getDataset", response_model=DatasetInfo, responses=errors(404))
 def get_dataset(dataset_id: str, store: DatasetStore = Depends(dataset_store)) -> DatasetInfo:
     """The dataset's images: index (as used in job results), name in the upload, size in pixels."""
     return DatasetInfo.model_validate(store.get(dataset_id, current_owner.get()).summary())

@@ -6,20 +6,22 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.context import AppContext, context
 from core.errors import error_body
+from service.context import AppContext, context
 from service.metrics import ORT_SESSIONS
+from service.openapi_docs import media_response
 
 router = APIRouter(tags=["service"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", operation_id="getHealth")
 def healthz() -> dict:
     """200 while the process lives."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Redis or the model store is unavailable"}})
+@router.get("/readyz", operation_id="getReadiness",
+            responses={503: {"description": "Redis or the model store is unavailable"}})
 def readyz(ctx: AppContext = Depends(context)) -> Response:
     """200 when Redis answers and the model store is readable; else 503 with the reason."""
     problems = []
@@ -34,7 +36,7 @@ def readyz(ctx: AppContext = Depends(context)) -> Response:
     return JSONResponse({"status": "ready"})
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+@router.get("/metrics", operation_id="getMetrics", response_class=Response, responses=media_response("text/plain"))
 def metrics(ctx: AppContext = Depends(context)) -> Response:
     """Prometheus text format."""
     ORT_SESSIONS.set(ctx.runtimes.count())

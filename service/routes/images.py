@@ -4,34 +4,36 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
 from core import images, render
-from service.auth import current_owner
-from service.context import AppContext, context
 from core.errors import BadRequest
-from service.schemas import ErrorResponse, ImageInfo
+from core.settings import Settings
+from service.auth import current_owner
+from service.bodies import FORM_SLACK, BodyRules, received
+from service.context import AppContext, context
+from service.openapi_docs import errors, file_part, media_response, multipart_body
+from service.schemas import ImageInfo
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 415, 503)}
 
 
-@router.post("", status_code=201, response_model=ImageInfo, responses=ERRORS, openapi_extra={
-    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}}}}})
+def upload_rules(s: Settings) -> BodyRules:
+    """The body of `POST /v1/images`: one file of at most `max_image_bytes`, plus multipart framing."""
+    return BodyRules(max_bytes=s.max_image_bytes + FORM_SLACK, max_files=1, max_fields=1, wrong_media=400,
+                     hint="the image as multipart/form-data in part `file`")
+
+
+@router.post("", operation_id="uploadImage", status_code=201, response_model=ImageInfo,
+             responses=errors(400, 413, 415, 503), openapi_extra=multipart_body(file_part("file", required=True)))
 async def upload_image(request: Request, ctx: AppContext = Depends(context)) -> ImageInfo:
     """Keep an image (multipart part `file`); the id is derived from its bytes."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != "multipart/form-data":
-        raise BadRequest("send the image as multipart/form-data in part `file`", code="malformed_multipart")
-    try:
-        form = await request.form(max_files=1, max_fields=1)
-    except Exception as exc:
-        raise BadRequest(f"the multipart body could not be read: {str(exc)[:200]}", code="malformed_multipart") from None
-    part = form.get("file")
-    if part is None or isinstance(part, str):
-        raise BadRequest("the multipart body has no file part `file`", code="malformed_multipart")
-    data = await part.read()
     s = ctx.settings
+    async with received(request, upload_rules(s)) as body:
+        part = body.form.get("file")
+        if not isinstance(part, UploadFile):
+            raise BadRequest("the multipart body has no file part `file`", code="malformed_multipart")
+        data = await part.read()
     owner = current_owner.get()
 
     def work() -> ImageInfo:
@@ -43,11 +45,11 @@ async def upload_image(request: Request, ctx: AppContext = Depends(context)) -> 
     return await run_in_threadpool(work)
 
 
-@router.get("/{image_id}", response_class=Response, responses={
-    200: {"content": {"image/png": {}}}, 404: {"model": ErrorResponse}})
+@router.get("/{image_id}", operation_id="getImage", response_class=Response,
+            responses={**media_response("image/png"), **errors(404)})
 def get_image(image_id: str, ctx: AppContext = Depends(context)) -> Response:
     """The stored image as PNG (decoded, orientation applied, RGB)."""
     s = ctx.settings
-    decoded = images.decode(ctx.images.get(current_owner.get(), image_id), max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
+    data = ctx.images.get(current_owner.get(), image_id)
+    decoded = images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
     return Response(render.png(decoded), media_type="image/png")
-

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from core.errors import Invalid, NotFound
+from core.jobs.status import ENDED, JobStatus
+from core.kinds.registry import KINDS
 from service.bodies import read_request
 from service.context import AppContext, context
-from core.errors import Invalid, NotFound
 from service.job_schemas import Job, JobList, JobRequest
 from service.jobs import MAX_WAIT_S, JobService, view
-from core.jobs.status import ENDED, JobStatus
-from service.schemas import ErrorResponse
-from core.kinds.registry import KINDS
+from service.openapi_docs import errors, json_or_multipart, media_response
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-
-
-def errors(*codes: int) -> dict:
-    return {code: {"model": ErrorResponse} for code in codes}
 
 
 def jobs(request: Request) -> JobService:
@@ -34,16 +28,11 @@ def owner(request: Request) -> str | None:
     return getattr(request.state, "owner", None)
 
 
-SUBMIT_DOC = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}},
-    "multipart/form-data": {"schema": {"type": "object", "properties": {
-        "image": {"type": "string", "format": "binary"},
-        "style_image": {"type": "string", "format": "binary"},
-        "spec": {"type": "string", "description": "JSON of JobRequest (without the image parts)"}}}}}}}
+SUBMIT_DOC = json_or_multipart(JobRequest, files=("image", "style_image"))
 
 
-@router.post("", status_code=202, response_model=Job, responses={200: {"model": Job}, **errors(400, 404, 413, 415, 422, 429, 503)},
-             openapi_extra=SUBMIT_DOC)
+@router.post("", operation_id="submitJob", status_code=202, response_model=Job,
+             responses={200: {"model": Job}, **errors(400, 404, 413, 415, 422, 429, 503)}, openapi_extra=SUBMIT_DOC)
 async def submit(request: Request, response: Response,
                  wait: float = Query(0, ge=0, le=MAX_WAIT_S, description="seconds to hold the answer until the job ends"),
                  ctx: AppContext = Depends(context), service: JobService = Depends(jobs)):
@@ -61,7 +50,7 @@ async def submit(request: Request, response: Response,
     return JSONResponse(job.model_dump(mode="json"), status_code=status, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
-@router.get("", response_model=JobList, responses=errors(422, 503))
+@router.get("", operation_id="listJobs", response_model=JobList, responses=errors(422, 503))
 def list_jobs(request: Request,
               status: JobStatus | None = None,
               kind: str | None = Query(None, description="one of the registered kinds"),
@@ -73,15 +62,15 @@ def list_jobs(request: Request,
     return JobList(jobs=service.list(owner(request), status, kind, limit))
 
 
-@router.get("/{job_id}", response_model=Job, responses=errors(404, 503))
+@router.get("/{job_id}", operation_id="getJob", response_model=Job, responses=errors(404, 503))
 def get_job(job_id: str, request: Request, service: JobService = Depends(jobs)) -> Job:
     """One job: status, progress, params, and once finished its result (metrics and artifact URLs)."""
     return service.get(job_id, owner(request))
 
 
-@router.get("/{job_id}/events", response_class=StreamingResponse, responses={
-    200: {"content": {"text/event-stream": {}}, "description": "`progress` and `preview` events, then one `end` "
-          "whose data is the Job"}, **errors(404, 503)})
+@router.get("/{job_id}/events", operation_id="getJobEvents", response_class=StreamingResponse, responses={
+    **media_response("text/event-stream", description="`progress` and `preview` events, then one `end` whose data "
+                     "is the Job"), **errors(404, 503)})
 async def job_events(job_id: str, request: Request, service: JobService = Depends(jobs)) -> StreamingResponse:
     """Follow a job as server-sent events; reconnecting with `Last-Event-ID` resumes where it left off."""
     await run_in_threadpool(service.record, job_id, owner(request))
@@ -90,15 +79,16 @@ async def job_events(job_id: str, request: Request, service: JobService = Depend
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.get("/{job_id}/artifacts/{name}", response_class=Response, responses={
-    200: {"content": {"application/x-npy": {}, "image/png": {}, "application/json": {}}}, **errors(404, 409, 503)})
+@router.get("/{job_id}/artifacts/{name}", operation_id="getJobArtifact", response_class=Response, responses={
+    **media_response("application/x-npy", "image/png", "application/json"), **errors(404, 409, 503)})
 def job_artifact(job_id: str, name: str, request: Request, service: JobService = Depends(jobs)) -> Response:
     """One artifact of a finished job (409 while the job has not ended)."""
     data, media = service.artifact(job_id, name, owner(request))
     return Response(data, media_type=media)
 
 
-@router.delete("/{job_id}", response_model=Job, responses={202: {"model": Job}, **errors(404, 409, 503)})
+@router.delete("/{job_id}", operation_id="cancelJob", response_model=Job,
+               responses={202: {"model": Job}, **errors(404, 409, 503)})
 def cancel_job(job_id: str, request: Request, service: JobService = Depends(jobs)) -> JSONResponse:
     """Cancel: a queued job never runs (200, `canceled`); a running one stops at its next step (202)."""
     job = service.cancel(job_id, owner(request))

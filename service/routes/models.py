@@ -2,40 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import threading
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from core import render
+from core.errors import Forbidden, Invalid, Overloaded, TooLarge
 from core.model_record import ModelInfo
 from service import uploads
-from core import render
 from service.auth import current_owner, visible
 from service.context import AppContext, context
-from core.errors import Forbidden, Invalid, Overloaded, TooLarge
-from service.schemas import ErrorResponse, ModelList
+from service.openapi_docs import errors, file_part, media_response, multipart_body, text_part
+from service.schemas import ModelList
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
-UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["file"], "properties": {
-        "file": {"type": "string", "format": "binary", "description": "the ONNX model (self-contained, opset 7-22)"},
-        "name": {"type": "string", "description": "display name (default: the file name)"},
-        "labels": {"type": "string", "format": "binary", "description": "text file, one class label a line"},
-        "preprocess": {"type": "string", "description": "JSON of `preprocess` (mean, std, scale, color, resize, "
-                       "crop) plus `input_size` ([H, W]) for models with a dynamic input size"}}}}}}}
+UPLOAD_BODY = multipart_body(
+    file_part("file", "the ONNX model (self-contained, opset 7-22)", required=True),
+    text_part("name", "display name (default: the file name)"),
+    file_part("labels", "text file, one class label a line"),
+    text_part("preprocess", "JSON of `preprocess` (mean, std, scale, color, resize, crop) plus `input_size` "
+              "([H, W]) for models with a dynamic input size"))
 
 
-@router.get("", response_model=ModelList)
+@router.get("", operation_id="listModels", response_model=ModelList)
 def list_models(ctx: AppContext = Depends(context)) -> ModelList:
     """Every model the caller can use (without layer lists)."""
     return ModelList(models=[r.info(with_layers=False) for r in ctx.models.list() if visible(r.owner)])
 
 
-@router.post("", status_code=201, response_model=ModelInfo, openapi_extra=UPLOAD_BODY,
-             responses={code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 429)})
+@router.post("", operation_id="uploadModel", status_code=201, response_model=ModelInfo, openapi_extra=UPLOAD_BODY,
+             responses=errors(400, 413, 415, 422, 429))
 async def upload_model(request: Request, ctx: AppContext = Depends(context)) -> JSONResponse:
     """Upload an ONNX classifier. It is validated (static checks, then a probe run and a torch-twin
     check in a sandboxed process) before it is kept; a refusal is 422 with the reason."""
@@ -75,8 +74,8 @@ def _upload_slots(request: Request, size: int) -> threading.BoundedSemaphore:
     return slots
 
 
-@router.delete("/{model}", status_code=204, response_class=Response,
-               responses={code: {"model": ErrorResponse} for code in (403, 404)})
+@router.delete("/{model}", operation_id="deleteModel", status_code=204, response_class=Response,
+               responses=errors(403, 404))
 def delete_model(model: str, ctx: AppContext = Depends(context)) -> Response:
     """Delete an uploaded model (its file goes when no other model uses it); built-in models stay."""
     record = ctx.model(model)
@@ -87,15 +86,14 @@ def delete_model(model: str, ctx: AppContext = Depends(context)) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/{model}", response_model=ModelInfo, responses={404: {"model": ErrorResponse}})
+@router.get("/{model}", operation_id="getModel", response_model=ModelInfo, responses=errors(404))
 def get_model(model: str, ctx: AppContext = Depends(context)) -> ModelInfo:
     """One model with its layer list (shapes and receptive fields)."""
     return ctx.model(model).info(with_layers=True)
 
 
-@router.get("/{model}/layers/{layer:path}/filters", response_class=Response,
-            responses={200: {"content": {"image/png": {}, "application/x-npy": {}}},
-                       404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
+@router.get("/{model}/layers/{layer:path}/filters", operation_id="getFilters", response_class=Response,
+            responses={**media_response("image/png", "application/x-npy"), **errors(404, 422)})
 async def filters(
     model: str,
     layer: str,

@@ -9,32 +9,26 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 
+from core import images, render
+from core.errors import Invalid
 from core.model_record import ModelRecord
 from models import forward
-from core import images, render
 from service.bodies import read_request, resolve_image
 from service.context import AppContext, context
-from core.errors import Invalid
-from service.schemas import (ActivationsRequest, ActivationsResponse, ErrorResponse, OcclusionRequest,
-                             PredictRequest, PredictResponse, ViewRequest)
+from service.openapi_docs import errors, json_or_multipart, media_response
+from service.schemas import (
+    ActivationsRequest,
+    ActivationsResponse,
+    OcclusionRequest,
+    OcclusionResponse,
+    PredictRequest,
+    PredictResponse,
+    ViewRequest,
+)
 
 router = APIRouter(prefix="/v1/models", tags=["forward views"])
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503)}
+ERRORS = errors(400, 404, 413, 415, 422, 503)
 MEDIA = {"png": "image/png", "npy": "application/x-npy", "json": "application/json"}
-
-
-def body_doc(model: type, with_png: bool = True) -> dict:
-    """OpenAPI for a body that is JSON or multipart (`image` file + `spec` JSON string)."""
-    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
-    multipart = {"type": "object", "properties": {
-        "image": {"type": "string", "format": "binary"},
-        "spec": {"type": "string", "description": f"JSON of {model.__name__} (without `image`)"}}}
-    extra = {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": ref}, "multipart/form-data": {"schema": multipart}}}}
-    if with_png:
-        extra["responses"] = {"200": {"content": {
-            "image/png": {}, "application/x-npy": {}, "application/json": {}}}}
-    return extra
 
 
 def choose_format(asked: str | None, request: Request) -> str:
@@ -47,7 +41,8 @@ def choose_format(asked: str | None, request: Request) -> str:
     return "png"
 
 
-def model_input(ctx: AppContext, record: ModelRecord, spec: ViewRequest, files: dict[str, bytes]) -> tuple[np.ndarray, Image.Image]:
+def model_input(ctx: AppContext, record: ModelRecord, spec: ViewRequest,
+                files: dict[str, bytes]) -> tuple[np.ndarray, Image.Image]:
     """Decode the request's image and make it the model's input: (1×C×H×W tensor, fitted RGB image)."""
     data = resolve_image(spec.image, files.get("image"), ctx.images)
     s = ctx.settings
@@ -74,8 +69,8 @@ async def _spec(request: Request, ctx: AppContext, model: type):
     return await read_request(request, model, ctx.settings.max_body_bytes)
 
 
-@router.post("/{model}/predict", response_model=PredictResponse, responses=ERRORS,
-             openapi_extra=body_doc(PredictRequest, with_png=False))
+@router.post("/{model}/predict", operation_id="predict", response_model=PredictResponse, responses=ERRORS,
+             openapi_extra=json_or_multipart(PredictRequest))
 async def predict(model: str, request: Request, ctx: AppContext = Depends(context)) -> PredictResponse:
     """Top-k classes of one image (softmax probabilities and logits)."""
     record = ctx.model(model)
@@ -88,8 +83,9 @@ async def predict(model: str, request: Request, ctx: AppContext = Depends(contex
     return await run_in_threadpool(work)
 
 
-@router.post("/{model}/activations", responses=ERRORS, response_class=Response,
-             openapi_extra=body_doc(ActivationsRequest))
+@router.post("/{model}/activations", operation_id="getActivations", response_class=Response,
+             responses={**media_response("image/png", "application/x-npy", json=ActivationsResponse), **ERRORS},
+             openapi_extra=json_or_multipart(ActivationsRequest))
 async def activations(model: str, request: Request, ctx: AppContext = Depends(context)) -> Response:
     """A layer's feature maps: PNG grid, JSON statistics (`ActivationsResponse`) or raw C×H×W npy."""
     record = ctx.model(model)
@@ -97,7 +93,7 @@ async def activations(model: str, request: Request, ctx: AppContext = Depends(co
     layer = record.layer(spec.layer)
     if layer is None:
         raise Invalid(f"model {model!r} has no layer {spec.layer!r}", code="unknown_layer",
-                      details={"layers": [l.name for l in (record.layers or [])][:50]})
+                      details={"layers": [known.name for known in (record.layers or [])][:50]})
     channels = spec.channels if spec.channels is not None else list(range(layer.shape[0]))
     bad = [c for c in channels if not 0 <= c < layer.shape[0]]
     if bad or not channels:
@@ -120,8 +116,9 @@ async def activations(model: str, request: Request, ctx: AppContext = Depends(co
     return Response(await run_in_threadpool(work), media_type=MEDIA[fmt])
 
 
-@router.post("/{model}/occlusion", responses=ERRORS, response_class=Response,
-             openapi_extra=body_doc(OcclusionRequest))
+@router.post("/{model}/occlusion", operation_id="getOcclusion", response_class=Response,
+             responses={**media_response("image/png", "application/x-npy", json=OcclusionResponse), **ERRORS},
+             openapi_extra=json_or_multipart(OcclusionRequest))
 async def occlusion(model: str, request: Request, ctx: AppContext = Depends(context)) -> Response:
     """Occlusion sensitivity (Zeiler & Fergus 2014): the target's probability with a patch covered.
 

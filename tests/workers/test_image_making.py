@@ -9,12 +9,13 @@ import torch
 from PIL import Image
 
 from core import images
-from tests.conftest import sample
 from core.kinds import making as P
-from workers.methods import (adversarial, ascent, class_model, deepdream, feature_vis, inversion, style_transfer,
-                             texture)
+from core.methods import ImageInput
+from tests.conftest import sample
+from workers.methods import adversarial, class_model, deepdream, feature_vis, inversion, style_transfer, texture
 from workers.methods.making import features, from_uint8
-from workers.methods.task import Task
+from workers.methods.parameterisations import ModelSpace
+from workers.methods.task import Task, TensorImage
 from workers.networks import load_network
 
 PHOTOS = ["chelsea", "coffee", "astronaut", "rocket", "camera", "hubble_deep_field", "immunohistochemistry"]
@@ -26,19 +27,29 @@ def network(builtin, builtin_store):
     return load_network(builtin, builtin_store, torch.device("cpu"))
 
 
-def model_input(record, photo: str) -> torch.Tensor:
+def image_input(record, photo: str) -> ImageInput:
+    """A sample photo through the one image pipeline, as the runner reads an uploaded image."""
     pixels = sample(photo)
     pixels = np.dstack([pixels] * 3) if pixels.ndim == 2 else pixels[..., :3]
-    return torch.from_numpy(images.to_tensor(images.fit(Image.fromarray(pixels), record), record))
+    fitted = images.fit(Image.fromarray(pixels), record)
+    return ImageInput(pixels, np.asarray(fitted), images.to_tensor(fitted, record))
 
 
-def task(network, params, photo: str = "chelsea", **extra) -> Task:
-    resolved = params.resolve(network.record)
-    return Task(network=network, x=model_input(network.record, photo), params=resolved, **extra)
+def model_input(record, photo: str) -> torch.Tensor:
+    """The photo's exact 1×C×H×W model input."""
+    return torch.from_numpy(image_input(record, photo).x)
+
+
+def task(network, params, photo: str = "chelsea", style: str | None = None, **extra) -> Task:
+    """A method call on `photo` (the kind's `image` input) and, for style transfer, `style`."""
+    inputs = {"image": TensorImage.of(image_input(network.record, photo), "cpu")}
+    if style is not None:
+        inputs["style_image"] = TensorImage.of(image_input(network.record, style), "cpu")
+    return Task(network=network, x=inputs["image"].x, params=params.resolve(network.record), inputs=inputs, **extra)
 
 
 def probability(network, pixels: np.ndarray, target: int) -> float:
-    space = ascent.ModelSpace(network.record)
+    space = ModelSpace(network.record)
     with torch.no_grad():
         return float(network.module(space(from_uint8(pixels, torch.device("cpu")))).softmax(1)[0, target])
 
@@ -73,7 +84,7 @@ def test_inversion_reconstructs_the_features(network):
     made = inversion.run(job)
     target = features(network, job.x, [layer])[layer]
     noise = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8))
-    space = ascent.ModelSpace(network.record)
+    space = ModelSpace(network.record)
     random_error = inversion.relative_error(
         features(network, space(from_uint8(noise.numpy(), torch.device("cpu"))), [layer])[layer], target)
     error = made.metrics["relative_feature_error"]
@@ -82,9 +93,8 @@ def test_inversion_reconstructs_the_features(network):
 
 def test_deepdream_keeps_the_size_and_amplifies_the_layer(network):
     photo = sample("coffee")
-    rgb = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
     params = P.DeepdreamParams(layer="_blocks.7", octaves=2, steps=5, max_size=256)
-    made = deepdream.run(task(network, params, "coffee", image=rgb))
+    made = deepdream.run(task(network, params, "coffee"))
     out = made.images["image.png"]
     assert out.shape[:2] == (round(photo.shape[0] * 256 / photo.shape[1]), 256)
     assert made.metrics["mean_abs_change"] > 5
@@ -98,7 +108,7 @@ def test_adversarial_flips_to_the_target_within_epsilon(network, method):
     made = adversarial.run(job)
     ostrich = network.record.class_index("ostrich")
     pixels = made.images["image.png"]
-    space = ascent.ModelSpace(network.record)
+    space = ModelSpace(network.record)
     original = (space.inverse(job.x).clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255).round()
     assert np.abs(pixels.astype(float) - original).max() <= params.epsilon
     assert made.metrics["linf"] <= params.epsilon
@@ -116,8 +126,7 @@ def test_texture_matches_the_grams(network):
 
 
 def test_style_transfer_takes_the_style_and_keeps_the_content(network):
-    job = task(network, P.StyleTransferParams(size=96, steps=60), "chelsea",
-               style_x=model_input(network.record, "coffee"))
+    job = task(network, P.StyleTransferParams(size=96, steps=60), "chelsea", style="coffee")
     made = style_transfer.run(job)
     assert made.metrics["style_loss"] < 0.3 * made.metrics["content_image_style_loss"]
     assert made.metrics["content_loss"] < 0.9

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from workers.methods.making import Made, space_of, to_uint8
+from core.methods import Made
+from workers.methods.making import space_of, to_uint8
 
 
 def run(task) -> Made:

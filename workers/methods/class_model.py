@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from workers.methods import ascent
-from workers.methods.making import Made, ascent_of, from_uint8, image_param, reporter, space_of, to_uint8
+from core.methods import Made
+from workers.methods import ascent, objectives
+from workers.methods.making import ascent_of, from_uint8, image_param, reporter, space_of, to_uint8
 
 
 def run(task) -> Made:
@@ -16,7 +17,7 @@ def run(task) -> Made:
     target = record.class_index(params.target)
     space = space_of(network)
     image, value = ascent.optimise(network, space, image_param(params, (params.size, params.size)),
-                                   ascent.class_logit(target), ascent_of(params), reporter(task))
+                                   objectives.class_logit(target), ascent_of(params), reporter(task))
     pixels = to_uint8(image)
     with torch.no_grad():
         logits = network.module(space(from_uint8(pixels, image.device)))

@@ -8,8 +8,8 @@ map's unit is projected back to pixels, as in the paper's figures.
 
 from __future__ import annotations
 
-from workers.methods.signal_projection import project
 from core.methods import Attribution
+from workers.methods.signal_projection import project
 from workers.methods.task import Task
 
 

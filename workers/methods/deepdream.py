@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from workers.methods import ascent
-from workers.methods.making import Made, features, space_of, to_uint8
+from core.methods import Made
+from workers.methods import ascent, objectives
+from workers.methods.making import features, space_of, to_uint8
 
 
 def octave_sizes(height: int, width: int, octaves: int, scale: float) -> list[tuple[int, int]]:
@@ -21,7 +22,7 @@ def octave_sizes(height: int, width: int, octaves: int, scale: float) -> list[tu
 
 
 def layer_energy(network, space, rgb: torch.Tensor, layer: str, channel: int | None) -> float:
-    return float(ascent.dream(layer, channel)(features(network, space(rgb), [layer]), None))
+    return float(objectives.dream(layer, channel)(features(network, space(rgb), [layer]), None))
 
 
 def run(task) -> Made:
@@ -32,7 +33,7 @@ def run(task) -> Made:
     if longest > params.max_size:
         size = [round(s * params.max_size / longest) for s in base.shape[2:]]
         base = F.interpolate(base, size=size, mode="bilinear", align_corners=False)
-    objective = ascent.dream(params.layer, params.channel)
+    objective = objectives.dream(params.layer, params.channel)
     generator = torch.Generator().manual_seed(params.seed)
     sizes = octave_sizes(*base.shape[2:], params.octaves, params.octave_scale)
     total, done = len(sizes) * params.steps, 0

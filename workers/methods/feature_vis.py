@@ -3,16 +3,17 @@ mean activation, or one neuron at a grid position."""
 
 from __future__ import annotations
 
-from workers.methods import ascent
-from workers.methods.making import Made, ascent_of, features, from_uint8, image_param, reporter, space_of, to_uint8
+from core.methods import Made
+from workers.methods import ascent, objectives
+from workers.methods.making import ascent_of, features, from_uint8, image_param, reporter, space_of, to_uint8
 
 
 def run(task) -> Made:
     network, params = task.network, task.params
     if params.position is None:
-        objective = ascent.channel(params.layer, params.channel)
+        objective = objectives.channel(params.layer, params.channel)
     else:
-        objective = ascent.neuron(params.layer, params.channel, tuple(params.position))
+        objective = objectives.neuron(params.layer, params.channel, tuple(params.position))
     space = space_of(network)
     image, value = ascent.optimise(network, space, image_param(params, (params.size, params.size)),
                                    objective, ascent_of(params), reporter(task))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from workers.methods.backprop import captured, label_metrics, objective_of
 from core.methods import Attribution
+from workers.methods.backprop import captured, label_metrics, objective_of
 from workers.methods.task import Task
 
 

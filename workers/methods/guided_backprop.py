@@ -6,8 +6,8 @@ incoming gradient are positive: R_in = max(R_out · f'(x), 0).
 
 from __future__ import annotations
 
-from workers.methods.signal_projection import project
 from core.methods import Attribution
+from workers.methods.signal_projection import project
 from workers.methods.task import Task
 
 

@@ -15,9 +15,15 @@ import numpy as np
 import torch
 
 from core.images import fill_value
-from workers.methods.backprop import (ClassLogit, class_logits, gradient_heat, input_gradient, label_metrics,
-                                      objective_of)
 from core.methods import Attribution
+from workers.methods.backprop import (
+    ClassLogit,
+    class_logits,
+    gradient_heat,
+    input_gradient,
+    label_metrics,
+    objective_of,
+)
 from workers.methods.task import Task
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from workers.methods import ascent
-from workers.methods.making import Made, ascent_of, features, from_uint8, image_param, reporter, space_of, to_uint8
+from core.methods import Made
+from workers.methods import ascent, objectives
+from workers.methods.making import ascent_of, features, from_uint8, image_param, reporter, space_of, to_uint8
 
 
 def relative_error(found: torch.Tensor, target: torch.Tensor) -> float:
@@ -20,7 +21,7 @@ def run(task) -> Made:
     target = features(network, task.x, [layer])[layer]
     space = space_of(network)
     size = tuple(task.x.shape[2:])
-    image, value = ascent.optimise(network, space, image_param(params, size), ascent.feature_match(layer, target),
+    image, value = ascent.optimise(network, space, image_param(params, size), objectives.feature_match(layer, target),
                                    ascent_of(params), reporter(task))
     pixels = to_uint8(image)
     found = features(network, space(from_uint8(pixels, image.device)), [layer])[layer]

@@ -1,22 +1,14 @@
-"""What the image-making kinds share beyond the ascent loop: their result, 8-bit conversion,
-parameterisations and loop settings from params, and progress with previews."""
+"""What the image-making kinds share beyond the ascent loop: 8-bit conversion, parameterisations and
+loop settings from params, and progress with previews. Pixels are RGB, uint8 0–255 in arrays
+(H×W×3) and 0–1 in tensors (1×3×H×W); what a method returns is a `core.methods.Made`."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from workers.methods import ascent
-
-
-@dataclass
-class Made:
-    """An image-making method's output: named RGB uint8 images (H×W×3) and JSON-able metrics."""
-
-    images: dict[str, np.ndarray]
-    metrics: dict = field(default_factory=dict)
+from core.methods import Network
+from workers.methods import ascent, parameterisations, transforms
 
 
 def to_uint8(rgb: torch.Tensor) -> np.ndarray:
@@ -33,8 +25,8 @@ def image_param(params, size: tuple[int, int], init: torch.Tensor | None = None)
     """The parameterisation a kind's params ask for, seeded (`init`: RGB in [0, 1] for pixels)."""
     generator = torch.Generator().manual_seed(params.seed)
     if params.parameterisation == "fourier":
-        return ascent.FourierImage(size, generator=generator)
-    return ascent.PixelImage(size, init=None if init is None else init.cpu(), generator=generator)
+        return parameterisations.FourierImage(size, generator=generator)
+    return parameterisations.PixelImage(size, init=None if init is None else init.cpu(), generator=generator)
 
 
 def ascent_of(params) -> ascent.Ascent:
@@ -42,11 +34,11 @@ def ascent_of(params) -> ascent.Ascent:
     regularisers = ascent.Regularisers(l2=params.l2, tv=params.tv, tv_beta=params.tv_beta,
                                        blur_every=params.blur_every, blur_sigma=params.blur_sigma,
                                        clip_norm_pct=params.clip_norm_pct)
-    return ascent.Ascent(steps=params.steps, lr=params.lr, transforms=ascent.standard_transforms(params.transforms),
+    return ascent.Ascent(steps=params.steps, lr=params.lr, transforms=transforms.standard_transforms(params.transforms),
                          regularisers=regularisers, seed=params.seed, preview_every=params.preview_every)
 
 
-def reporter(task):
+def reporter(task) -> ascent.Reporter:
     """progress(step, total, preview=tensor) for `ascent.optimise`, forwarding previews as uint8."""
     def report(step: int, total: int, preview: torch.Tensor | None = None) -> None:
         if preview is not None:
@@ -55,13 +47,14 @@ def reporter(task):
     return report
 
 
-def space_of(network) -> ascent.ModelSpace:
+def space_of(network: Network) -> parameterisations.ModelSpace:
+    """The network's model-space map, on the network's device."""
     device = next(network.module.parameters()).device
-    return ascent.ModelSpace(network.record).to(device)
+    return parameterisations.ModelSpace(network.record).to(device)
 
 
 @torch.no_grad()
-def features(network, x: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+def features(network: Network, x: torch.Tensor, layers) -> dict[str, torch.Tensor]:
     """Outputs of `layers` for model-space input `x` (one forward pass)."""
     with ascent.capture(network, layers) as seen:
         network.module(x)

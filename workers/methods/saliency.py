@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from workers.methods.backprop import gradient_heat, input_gradient, label_metrics, objective_of
 from core.methods import Attribution
+from workers.methods.backprop import gradient_heat, input_gradient, label_metrics, objective_of
 from workers.methods.task import Task
 
 

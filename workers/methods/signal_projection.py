@@ -3,8 +3,8 @@ by one backward pass under a rectifier rule (see `backprop`)."""
 
 from __future__ import annotations
 
-from workers.methods.backprop import Rule, gradient_heat, input_gradient, label_metrics, objective_of
 from core.methods import Attribution
+from workers.methods.backprop import Rule, gradient_heat, input_gradient, label_metrics, objective_of
 from workers.methods.task import Task
 
 

@@ -10,9 +10,15 @@ import math
 
 import torch
 
-from workers.methods.backprop import (ClassLogit, class_logits, gradient_heat, input_gradient, label_metrics,
-                                      objective_of)
 from core.methods import Attribution
+from workers.methods.backprop import (
+    ClassLogit,
+    class_logits,
+    gradient_heat,
+    input_gradient,
+    label_metrics,
+    objective_of,
+)
 from workers.methods.task import Task
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from workers.methods import ascent
-from workers.methods.making import Made, ascent_of, features, from_uint8, image_param, reporter, space_of, to_uint8
+from core.methods import Made
+from workers.methods import ascent, objectives
+from workers.methods.making import ascent_of, features, from_uint8, image_param, reporter, space_of, to_uint8
 
 
 def losses(network, x: torch.Tensor, content_layer: str, content: torch.Tensor,
@@ -15,7 +16,7 @@ def losses(network, x: torch.Tensor, content_layer: str, content: torch.Tensor,
     """(content loss, style loss) of model-space input x, both relative (see module docstring)."""
     found = features(network, x, [content_layer, *grams])
     content_loss = float(((found[content_layer] - content) ** 2).sum() / (content * content).sum().clamp(min=1e-12))
-    style_loss = -float(ascent.gram_match(grams)(found, None))
+    style_loss = -float(objectives.gram_match(grams)(found, None))
     return content_loss, style_loss
 
 
@@ -26,10 +27,10 @@ def run(task) -> Made:
     content_rgb = F.interpolate(space.inverse(task.x), size=size, mode="bilinear", align_corners=False).clamp(0, 1)
     content = features(network, space(content_rgb), [params.content_layer])[params.content_layer]
     style = task.inputs["style_image"].x  # model-input space
-    grams = {n: ascent.gram(f) for n, f in features(network, style, params.style_layers).items()}
-    objective = (params.content_weight * -ascent.Objective(
-        lambda o, l: ((o[params.content_layer] - content) ** 2).sum() / (content * content).sum().clamp(min=1e-12),
-        (params.content_layer,), "content")) + params.style_weight * ascent.gram_match(grams)
+    grams = {n: objectives.gram(f) for n, f in features(network, style, params.style_layers).items()}
+    objective = (params.content_weight * -objectives.Objective(
+        lambda o, logits: ((o[params.content_layer] - content) ** 2).sum() / (content * content).sum().clamp(min=1e-12),
+        (params.content_layer,), "content")) + params.style_weight * objectives.gram_match(grams)
     param = image_param(params, size, init=content_rgb if params.parameterisation == "pixel" else None)
     start = losses(network, space(param().detach().to(task.x.device)), params.content_layer, content, grams)
     image, _ = ascent.optimise(network, space, param, objective, ascent_of(params), reporter(task))

@@ -139,9 +139,9 @@ def winners(top: TopK, channels: list[int], layer: Layer, record: ModelRecord,
 
 
 def draw(entries: list[list[dict]], k: int, feed: ActivationFeed) -> np.ndarray:
-    """The `patches` picture (H×W×3 uint8): each winner's patch cropped from its image (loaded once, one image at a time) and
-    drawn straight into the picture; a deep layer's fields cover the whole image, so one tile per
-    (image, box) serves many channels."""
+    """The `patches` picture (H×W×3 uint8): each winner's patch cropped from its image (loaded once, one
+    image at a time) and drawn straight into the picture; a deep layer's fields cover the whole image,
+    so one tile per (image, box) serves many channels."""
     layout = Layout(len(entries), k)
     canvas = layout.canvas()
     wanted: dict[int, list[tuple[int, int]]] = {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
@@ -49,7 +49,10 @@ def request_model(kind: Kind) -> type[BaseModel]:
 REQUEST_MODELS = {name: request_model(kind) for name, kind in KINDS.items()}
 
 
-class JobRequest(RootModel[Annotated[tuple(REQUEST_MODELS.values()), Field(discriminator="kind")]]):
+JobBody = Union[tuple(REQUEST_MODELS.values())]  # noqa: UP007 (a union built from the registry, not an annotation)
+
+
+class JobRequest(RootModel[Annotated[JobBody, Field(discriminator="kind")]]):
     """`POST /v1/jobs`: one of the kinds, chosen by `kind` (JSON, or multipart with a `spec` part)."""
 
 

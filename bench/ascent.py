@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
     torch.manual_seed(0)
-    torch.set_num_threads(Settings().torch_threads if hasattr(Settings(), "torch_threads") else 2)
+    torch.set_num_threads(Settings().worker_torch_threads)
     store = ModelStore(Settings().data_dir)
     network = load_network(store.get(BUILTIN_ID), store, torch.device("cpu"))
     n = args.steps

@@ -164,7 +164,7 @@ def occlusion(rt: ModelRuntime, x: np.ndarray, target: int, patch: int, stride: 
     if len(ys) * len(xs) > rt.settings.max_occlusion_positions:
         raise Invalid(f"{len(ys) * len(xs)} patch positions; the limit is {rt.settings.max_occlusion_positions}"
                       " (raise stride or patch)", code="too_many_positions")
-    baseline = float(softmax(rt.logits(x))[0, 0])  # BREAK
+    baseline = float(softmax(rt.logits(x))[0, target])
     cover = fill_value(x, fill, rt.record)
     positions = [(y, x0) for y in ys for x0 in xs]
     probs = np.empty(len(positions), np.float32)

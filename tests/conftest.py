@@ -42,8 +42,8 @@ def clean_prefix(prefix: str) -> None:
 @pytest.fixture(scope="session")
 def builtin_store():
     """The model store holding the built-in model (exported by the set-up command)."""
-    from models.builtin import BUILTIN_ID, ensure_builtin
     from core.stores.models import ModelStore
+    from models.builtin import BUILTIN_ID, ensure_builtin
 
     store = ModelStore(BUILTIN_DATA)
     ensure_builtin(store)

@@ -185,7 +185,8 @@ def sum_branches_model(opset: int = 9) -> bytes:
 def stack_model(nodes, inits, size: int = 32, channels: int = 3, opset: int = 13, extra_outputs=()) -> bytes:
     """A crafted graph: input `x` (1×C×size×size), output the last node's first output."""
     out = nodes[-1].output[0]
-    graph = helper.make_graph(nodes, "stack", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, size, size])],
+    image = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, size, size])
+    graph = helper.make_graph(nodes, "stack", [image],
                               [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)] + list(extra_outputs), inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from fastapi.testclient import TestClient
 
+from core.errors import Unauthorized
 from service.app import create_app
 from service.auth import Authenticator, parse_keys
-from core.errors import Unauthorized
 from tests.conftest import encode, sample
 
 PNG = encode(sample("coffee"))
@@ -55,9 +57,11 @@ def test_keys_parse_with_and_without_tenant(tmp_path):
     keys_file.write_text("# comment\ncarol:c-secret\nbare-secret\n")
     keys = parse_keys("alice:a-secret", keys_file)
     tenants = [k.tenant for k in keys]
-    assert tenants[:2] == ["alice", "carol"] and tenants[2].startswith("key-") and "bare" not in tenants[2]
+    # a bare key's tenant: "key-" + the first 12 hex digits of its SHA-256 (the key itself is never kept)
+    hashed = "key-" + hashlib.sha256(b"bare-secret").hexdigest()[:12]
+    assert tenants == ["alice", "carol", hashed]
     auth = Authenticator(keys)
-    assert auth.tenant("c-secret") == "carol"
+    assert auth.tenant("c-secret") == "carol" and auth.tenant("bare-secret") == hashed
     with pytest.raises(Unauthorized):
         auth.tenant("a-secre")
     assert Authenticator([]).tenant(None) is None  # open service

@@ -44,55 +44,62 @@ PNG = encode(CAT)
 JPEG = encode(CAT, "JPEG")
 
 BAD = {
-    "zero bytes": (file_request(b""), 400),
-    "not an image": (file_request(b"%PDF-1.4 definitely not a picture" * 10), 415),
-    "truncated png": (file_request(PNG[: len(PNG) // 2]), 400),
-    "truncated jpeg": (file_request(JPEG[: len(JPEG) // 3]), 400),
-    "decompression bomb": (file_request(png_declaring(30000, 30000)), 413),
-    "unknown layer": (file_request(PNG, {"layer": "no/such/layer"}, "activations"), 422),
-    "channel out of range": (file_request(PNG, {"layer": "_relu0", "channels": [32]}, "activations"), 422),
-    "negative channel": (file_request(PNG, {"layer": "_relu0", "channels": [-1]}, "activations"), 422),
-    "patch larger than the image": (file_request(PNG, {"patch": 500}, "occlusion"), 422),
-    "stride 0": (file_request(PNG, {"stride": 0}, "occlusion"), 422),
-    "unknown fill": (file_request(PNG, {"fill": "purple"}, "occlusion"), 422),
-    "unknown target label": (file_request(PNG, {"target": "unicorn"}, "occlusion"), 422),
-    "target index out of range": (file_request(PNG, {"target": 1000}, "occlusion"), 422),
-    "unknown colormap": (file_request(PNG, {"layer": "_relu0", "colormap": "rainbow-unicorn"}, "activations"), 422),
-    "unknown model": (("post", "/v1/models/nope/predict", {"json": {"image": {"data": CAT_B64}}}), 404),
-    "malformed json": (json_request(None, raw=b'{"image": {"data": '), 400),
-    "deeply nested json": (json_request(None, raw=b"[" * 100000 + b"]" * 100000), 400),
-    "100000-digit integer": (json_request(None, raw=b'{"top_k": ' + b"9" * 100000 + b"}"), 400),
-    "wrong field types": (json_request({"image": {"data": CAT_B64}, "top_k": "five"}), 422),
-    "top_k zero": (json_request({"image": {"data": CAT_B64}, "top_k": 0}), 422),
-    "unknown field": (json_request({"image": {"data": CAT_B64}, "colour": 1}), 422),
-    "no image": (json_request({"top_k": 3}), 422),
+    "zero bytes": (file_request(b""), 400, "empty_image"),
+    "not an image": (file_request(b"%PDF-1.4 definitely not a picture" * 10), 415, "unsupported_image"),
+    "truncated png": (file_request(PNG[: len(PNG) // 2]), 400, "corrupt_image"),
+    "truncated jpeg": (file_request(JPEG[: len(JPEG) // 3]), 400, "corrupt_image"),
+    "decompression bomb": (file_request(png_declaring(30000, 30000)), 413, "image_too_large"),
+    "unknown layer": (file_request(PNG, {"layer": "no/such/layer"}, "activations"), 422, "unknown_layer"),
+    "channel out of range": (file_request(PNG, {"layer": "_relu0", "channels": [32]}, "activations"), 422,
+                             "channel_out_of_range"),
+    "negative channel": (file_request(PNG, {"layer": "_relu0", "channels": [-1]}, "activations"), 422,
+                         "channel_out_of_range"),
+    "patch larger than the image": (file_request(PNG, {"patch": 500}, "occlusion"), 422, "patch_too_large"),
+    "stride 0": (file_request(PNG, {"stride": 0}, "occlusion"), 422, "validation_error"),
+    "unknown fill": (file_request(PNG, {"fill": "purple"}, "occlusion"), 422, "validation_error"),
+    "unknown target label": (file_request(PNG, {"target": "unicorn"}, "occlusion"), 422, "unknown_target"),
+    "target index out of range": (file_request(PNG, {"target": 1000}, "occlusion"), 422, "unknown_target"),
+    "unknown colormap": (file_request(PNG, {"layer": "_relu0", "colormap": "rainbow-unicorn"}, "activations"), 422,
+                         "unknown_colormap"),
+    "unknown model": (("post", "/v1/models/nope/predict", {"json": {"image": {"data": CAT_B64}}}), 404, "model_not_found"),
+    "malformed json": (json_request(None, raw=b'{"image": {"data": '), 400, "malformed_json"),
+    "deeply nested json": (json_request(None, raw=b"[" * 100000 + b"]" * 100000), 400, "malformed_json"),
+    "100000-digit integer": (json_request(None, raw=b'{"top_k": ' + b"9" * 100000 + b"}"), 400, "malformed_json"),
+    "wrong field types": (json_request({"image": {"data": CAT_B64}, "top_k": "five"}), 422, "validation_error"),
+    "top_k zero": (json_request({"image": {"data": CAT_B64}, "top_k": 0}), 422, "validation_error"),
+    "unknown field": (json_request({"image": {"data": CAT_B64}, "colour": 1}), 422, "validation_error"),
+    "no image": (json_request({"top_k": 3}), 422, "image_required"),
     "image twice": (("post", f"{MODEL}/predict", {"files": {"image": ("f", PNG, "image/png")},
-                                                  "data": {"spec": json.dumps({"image": {"data": CAT_B64}})}}), 422),
-    "bad base64": (json_request({"image": {"data": "!!!not base64!!!"}}), 422),
-    "unknown image id": (json_request({"image": {"id": "0" * 32}}), 404),
-    "image ref with both forms": (json_request({"image": {"id": "x", "data": CAT_B64}}), 422),
-    "unsupported media type": (json_request(None, raw=b"top_k=3", media="text/plain"), 415),
+                                                  "data": {"spec": json.dumps({"image": {"data": CAT_B64}})}}), 422,
+                    "image_required"),
+    "bad base64": (json_request({"image": {"data": "!!!not base64!!!"}}), 422, "bad_base64"),
+    "unknown image id": (json_request({"image": {"id": "0" * 32}}), 404, "image_not_found"),
+    "image ref with both forms": (json_request({"image": {"id": "x", "data": CAT_B64}}), 422, "validation_error"),
+    "unsupported media type": (json_request(None, raw=b"top_k=3", media="text/plain"), 415, "unsupported_media_type"),
     "spec not json": (("post", f"{MODEL}/predict", {"files": {"image": ("f", PNG, "image/png")},
-                                                    "data": {"spec": "{not json"}}), 400),
-    "unexpected file part": (("post", f"{MODEL}/predict", {"files": {"weights": ("f", PNG, "image/png")}}), 400),
-    "upload without file part": (("post", "/v1/images", {"data": {"x": "1"}}), 400),
-    "upload not multipart": (("post", "/v1/images", {"content": PNG, "headers": {"content-type": "image/png"}}), 400),
-    "upload not an image": (("post", "/v1/images", {"files": {"file": ("f", b"hello", "text/plain")}}), 415),
-    "unknown image": (("get", "/v1/images/doesnotexist", {}), 404),
-    "unknown route": (("get", "/v2/nothing", {}), 404),
-    "wrong method": (("delete", "/healthz", {}), 405),
-    "filters of unknown layer": (("get", f"{MODEL}/layers/zzz/filters", {}), 422),
-    "filters bad format": (("get", f"{MODEL}/layers/_bn0/filters?format=gif", {}), 422),
+                                                    "data": {"spec": "{not json"}}), 400, "malformed_json"),
+    "unexpected file part": (("post", f"{MODEL}/predict", {"files": {"weights": ("f", PNG, "image/png")}}), 400,
+                             "malformed_multipart"),
+    "upload without file part": (("post", "/v1/images", {"data": {"x": "1"}}), 400, "malformed_multipart"),
+    "upload not multipart": (("post", "/v1/images", {"content": PNG, "headers": {"content-type": "image/png"}}), 400,
+                             "malformed_multipart"),
+    "upload not an image": (("post", "/v1/images", {"files": {"file": ("f", b"hello", "text/plain")}}), 415,
+                            "unsupported_image"),
+    "unknown image": (("get", "/v1/images/doesnotexist", {}), 404, "image_not_found"),
+    "unknown route": (("get", "/v2/nothing", {}), 404, "not_found"),
+    "wrong method": (("delete", "/healthz", {}), 405, "method_not_allowed"),
+    "filters of unknown layer": (("get", f"{MODEL}/layers/zzz/filters", {}), 422, "unknown_layer"),
+    "filters bad format": (("get", f"{MODEL}/layers/_bn0/filters?format=gif", {}), 422, "validation_error"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_input_is_a_json_4xx_and_the_service_stays_up(client, case):
-    (method, url, kwargs), status = BAD[case]
+    (method, url, kwargs), status, code = BAD[case]
     response = getattr(client, method)(url, **kwargs)
     assert response.status_code == status, (case, response.status_code, response.text[:300])
     error = response.json()["error"]
-    assert set(error) == {"code", "message", "details"} and error["code"] and error["message"]
+    assert set(error) == {"code", "message", "details"} and error["code"] == code and error["message"], error
     assert "Traceback" not in response.text
     assert client.get("/healthz").status_code == 200
 
@@ -140,13 +147,36 @@ UNUSUAL = {
 }
 
 
+def first_frame_rgb(data: bytes) -> np.ndarray:
+    """What a palette file (PNG, GIF) shows in its first frame, as Pillow reads it."""
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+# case → (the RGB pixels the stored image should hold, the largest mean |difference| allowed, 0–255)
+CONVERTED = {
+    "16-bit grey png": (np.dstack([sample("camera")] * 3), 0.5),  # 16 → 8 bits: v // 257, as grey RGB
+    "cmyk jpeg": (CAT, 4.0),  # lossy
+    "rgba png": (CAT * (128 / 255) + 255 * (127 / 255), 0.5),  # alpha 128 composited on white
+    "palette png": (first_frame_rgb(UNUSUAL["palette png"]), 0.0),
+    "animated gif": (first_frame_rgb(UNUSUAL["animated gif"]), 0.0),  # the first frame, not the inverted second
+    "webp": (CAT, 4.0),  # lossy
+    "bmp": (CAT, 0.0),
+    "tiff": (CAT, 0.0),
+}
+
+
 @pytest.mark.parametrize("case", sorted(UNUSUAL))
 def test_unusual_images_are_converted(client, case):
     response = client.post("/v1/images", files={"file": ("f", UNUSUAL[case], "application/octet-stream")})
     assert response.status_code == 201, response.text
     image_id = response.json()["id"]
     png = client.get(f"/v1/images/{image_id}")
-    assert Image.open(io.BytesIO(png.content)).mode == "RGB"
+    stored = Image.open(io.BytesIO(png.content))
+    assert stored.mode == "RGB"
+    expected, tolerance = CONVERTED[case]
+    pixels = np.asarray(stored, float)
+    assert pixels.shape == expected.shape and np.abs(pixels - expected).mean() <= tolerance, case
+    assert np.abs(pixels - expected).max() <= (1 if tolerance < 1 else 64), case
     predicted = client.post(f"{MODEL}/predict", json={"image": {"id": image_id}, "top_k": 1})
     assert predicted.status_code == 200
 

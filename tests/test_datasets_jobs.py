@@ -14,12 +14,13 @@ import uuid
 import numpy as np
 import pytest
 import redis
+import torch
 from PIL import Image
 
 from core.settings import Settings
 from tests.conftest import REDIS_URL, ROOT, clean_prefix
 from tests.test_datasets import data_dir
-from tests.test_datasets_kinds import photo_files
+from tests.test_datasets_kinds import brute_force_top, photo_files
 
 MODEL = "efficientnet-lite0"
 
@@ -95,15 +96,37 @@ def artifact(client, job: dict, name: str) -> bytes:
     return r.content
 
 
-def test_top_activations_and_unit_stats_run_as_jobs(stack, dataset_id):
-    client, _ = stack
+def torch_maps(settings, dataset_id: str, record, torch_lite0, layers: list[str]) -> dict[str, np.ndarray]:
+    """The torch model's outputs at `layers` for every image of the dataset (the brute-force reference)."""
+    from core import images
+    from core.stores.datasets import DatasetStore
+
+    dataset = DatasetStore(settings.data_dir, settings.dataset_ttl_s).get(dataset_id, None)
+    x = np.concatenate([images.to_tensor(images.fit(images.decode(dataset.read(i), max_bytes=1 << 30,
+                                                                  max_pixels=1 << 30), record), record)
+                        for i in range(dataset.count)])
+    seen = {}
+    hooks = [torch_lite0.get_submodule(name).register_forward_hook(lambda m, i, o, name=name: seen.update({name: o}))
+             for name in layers]
+    try:
+        with torch.no_grad():
+            torch_lite0(torch.from_numpy(x))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: out.numpy() for name, out in seen.items()}
+
+
+def test_top_activations_and_unit_stats_run_as_jobs(stack, dataset_id, builtin, torch_lite0):
+    client, settings = stack
+    maps = torch_maps(settings, dataset_id, builtin, torch_lite0, ["_blocks.3._relu1", "_relu1"])
     job = finished(client, client.post("/v1/jobs?wait=60", json={
         "kind": "top_activations", "model": MODEL, "dataset": dataset_id,
         "params": {"layer": "_blocks.3._relu1", "channel": 5, "k": 3}}))
     assert job["params"] == {"layer": "_blocks.3._relu1", "channel": 5, "k": 3}
     assert job["progress"]["step"] == job["progress"]["total"] > 0
     top = json.loads(artifact(client, job, "top.json"))
-    assert len(top) == 3 and {e["image_index"] for e in top} <= set(range(6))
+    assert [(e["image_index"], *e["position"]) for e in top] == brute_force_top(maps["_blocks.3._relu1"], 5, 3)
     assert {a["name"] for a in job["result"]["artifacts"]} == {"top.json", "patches.png"}
     Image.open(io.BytesIO(artifact(client, job, "patches.png"))).verify()
 
@@ -111,6 +134,7 @@ def test_top_activations_and_unit_stats_run_as_jobs(stack, dataset_id):
         "kind": "unit_stats", "model": MODEL, "dataset": dataset_id, "params": {}}))
     units = json.loads(artifact(client, job, "units.json"))
     assert len(units) == 1280 and job["params"]["layer"] == "_relu1"
+    np.testing.assert_allclose([u["mean"] for u in units], maps["_relu1"].mean(axis=(0, 2, 3)), atol=1e-4)
     assert job["result"]["metrics"]["dead"] == sum(u["dead"] for u in units)
 
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from core.settings import Settings
 from core.stores.models import ModelStore
 from service.app import create_app
-from core.settings import Settings
 from tests.conftest import REDIS_URL, clean_prefix, encode, sample
 from tests.onnx_builders import ClassicNet, ResidualNet, export, seeded, sum_branches_model
 
@@ -116,10 +116,37 @@ def test_uploaded_model_serves_every_forward_view(app_client, upload_settings, c
 
 def test_model_exported_at_batch_one_serves_occlusion_batches(app_client):
     """A zoo-style file with batch fixed at 1: ONNX Runtime is fed one image at a time."""
-    response = upload(app_client, sum_branches_model(9), "sum")
+    import onnxruntime as ort
+    from PIL import Image
+
+    data = sum_branches_model(9)
+    response = upload(app_client, data, "sum")
     assert response.status_code == 201, response.text
-    occlusion = view(app_client, response.json()["id"], "occlusion", {"patch": 4, "stride": 4, "format": "json"})
-    assert occlusion.status_code == 200 and np.asarray(occlusion.json()["map"]).shape == (4, 4)
+    info = response.json()
+    assert info["preprocess"]["mean"] == [0.0] * 3 and info["preprocess"]["std"] == [1.0] * 3
+    # class 2: the top class is saturated (p > 0.99999) on this photo; class 2 (p ≈ 1e-5) moves with the patches
+    occlusion = view(app_client, info["id"], "occlusion", {"patch": 4, "stride": 4, "target": 2, "format": "json"})
+    assert occlusion.status_code == 200
+    body = occlusion.json()
+    # Reference: each covered copy on its own through ONNX Runtime; the cover is the image's mean colour.
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    pixels = np.asarray(Image.open(io.BytesIO(CAT)).convert("RGB").resize((16, 16), Image.BICUBIC), np.float32)
+    x = (pixels / 255).transpose(2, 0, 1)[None].astype(np.float32)
+
+    def probabilities(t: np.ndarray) -> np.ndarray:
+        return session.run(["prob"], {"data": t})[0][0]
+
+    target = 2
+    assert body["target"] == target
+    assert body["baseline_probability"] == pytest.approx(float(probabilities(x)[target]), rel=1e-4)
+    reference = np.empty((4, 4))
+    for r in range(4):
+        for c in range(4):
+            covered = x.copy()
+            covered[:, :, 4 * r:4 * r + 4, 4 * c:4 * c + 4] = x.mean(axis=(2, 3), keepdims=True)
+            reference[r, c] = probabilities(covered)[target]
+    np.testing.assert_allclose(np.asarray(body["map"]), reference, rtol=1e-4, atol=0)
+    assert np.ptp(reference) > 0.5 * reference.mean()  # the patches matter: one repeated value would not pass
 
 
 def test_dynamic_model_is_probed_at_two_sizes_and_used_at_the_asked_size(app_client):

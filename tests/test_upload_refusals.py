@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from onnx import TensorProto, helper, numpy_helper
 
-from service.app import create_app
 from core.settings import Settings
+from service.app import create_app
 from tests.conftest import REDIS_URL, clean_prefix, encode, sample
 from tests.onnx_builders import ClassicNet, conv_weights, export, seeded, stack_model
 

@@ -7,13 +7,16 @@ import io
 import json
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
+from core import images
 from tests.conftest import encode, sample
 from tests.jobs.conftest import MODEL, wait_for
 
 
-def test_class_model_job_reads_no_image_and_returns_a_png(jobs_client):
+def test_class_model_job_reads_no_image_and_returns_a_png(jobs_client, builtin, torch_lite0):
     response = jobs_client.post("/v1/jobs?wait=60", json={
         "kind": "class_model", "model": MODEL, "params": {"target": "goldfish", "size": 64, "steps": 24,
                                                           "preview_every": 8}})
@@ -24,16 +27,27 @@ def test_class_model_job_reads_no_image_and_returns_a_png(jobs_client):
     names = {a["name"]: a["media_type"] for a in job["result"]["artifacts"]}
     assert names == {"image.png": "image/png"}  # no image read, so no input.npy
     png = jobs_client.get(f"/v1/jobs/{job['id']}/artifacts/image.png")
-    assert Image.open(io.BytesIO(png.content)).size == (64, 64)
-    assert 0 <= job["result"]["metrics"]["target_probability"] <= 1
+    pixels = np.asarray(Image.open(io.BytesIO(png.content)).convert("RGB"))
+    assert pixels.shape == (64, 64, 3)
+    # target_probability is the goldfish probability of the 8-bit image a client decodes, here by the
+    # torch model on those pixels normalised as the model record says
+    pre = builtin.preprocess
+    x = (pixels * pre.scale - np.array(pre.mean)) / np.array(pre.std)
+    with torch.no_grad():
+        logits = torch_lite0(torch.from_numpy(x.transpose(2, 0, 1)[None].astype(np.float32)))
+    metrics = job["result"]["metrics"]
+    assert metrics["target"] == 1 and metrics["target_label"] == "goldfish"
+    assert metrics["target_probability"] == pytest.approx(float(logits.softmax(1)[0, 1]), abs=2e-5)
     events = jobs_client.get(f"/v1/jobs/{job['id']}/events").text
     previews = [json.loads(line[len("data: "):]) for block in events.split("\n\n") if "event: preview" in block
                 for line in block.splitlines() if line.startswith("data: ")]
     assert [p["step"] for p in previews] == [8, 16, 24]
-    assert Image.open(io.BytesIO(base64.b64decode(previews[0]["png_base64"]))).size == (64, 64)
+    shown = [np.asarray(Image.open(io.BytesIO(base64.b64decode(p["png_base64"]))).convert("RGB")) for p in previews]
+    np.testing.assert_array_equal(shown[-1], pixels)  # the last preview is the result; 64 px needs no shrinking
+    assert all(np.abs(a.astype(int) - b).mean() > 1 for a, b in zip(shown, shown[1:]))  # each shows a later step
 
 
-def test_style_transfer_job_takes_two_images(jobs_client):
+def test_style_transfer_job_takes_two_images(jobs_client, builtin):
     spec = {"kind": "style_transfer", "model": MODEL, "params": {"size": 64, "steps": 10}}
     response = jobs_client.post("/v1/jobs?wait=60", files={
         "image": ("content.png", encode(sample("chelsea")), "image/png"),
@@ -45,7 +59,8 @@ def test_style_transfer_job_takes_two_images(jobs_client):
     metrics = job["result"]["metrics"]
     assert metrics["style_loss"] < metrics["content_image_style_loss"]
     x = np.load(io.BytesIO(jobs_client.get(f"/v1/jobs/{job['id']}/artifacts/input.npy").content))
-    assert x.shape == (1, 3, 224, 224)
+    content = images.decode(encode(sample("chelsea")), max_bytes=10**8, max_pixels=10**8)
+    np.testing.assert_array_equal(x, images.to_tensor(images.fit(content, builtin), builtin))  # the content image
 
 
 def test_style_transfer_without_a_style_image_is_422(jobs_client):

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 
+import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -41,18 +42,46 @@ def test_submit_runs_and_returns_artifacts(jobs_client, cat_png, builtin):
     np.testing.assert_array_equal(npy(got["input.npy"].content), expected)
     attribution = npy(got["attribution.npy"].content)
     assert attribution.shape == (3, 224, 224) and attribution.dtype == np.float32
-    assert Image.open(io.BytesIO(got["heatmap.png"].content)).size == (224, 224)
+    # The heatmap is the image the model saw, half covered by jet colours of the attribution's size:
+    # max over channels of |gradient|, over its 99th percentile, clipped to 1 (Smilkov et al. 2017).
+    heatmap = np.asarray(Image.open(io.BytesIO(got["heatmap.png"].content)).convert("RGB"), float)
+    seen = np.asarray(images.fit(images.decode(cat_png, max_bytes=10**8, max_pixels=10**8), builtin), float)
+    magnitude = np.abs(attribution).max(axis=0)
+    heat = np.clip(magnitude / np.percentile(magnitude, 99), 0, 1)
+    jet = matplotlib.colormaps["jet"]
+    assert np.abs(heatmap - (0.5 * seen + 0.5 * 255 * jet(heat)[..., :3])).max() <= 4
+    hot, cold = heat == 1, heat < 0.02  # the top 1 % of the gradient is dark red, where it is ~0 blue
+    assert 400 <= hot.sum() <= 600 and cold.sum() > 200
+    colour = (heatmap - 0.5 * seen) / 0.5
+    assert np.abs(colour[hot] - 255 * np.array(jet(1.0)[:3])).max() <= 8
+    assert colour[cold][:, :2].max() <= 8 and colour[cold][:, 2].min() >= 120  # blue only
     assert jobs_client.get(f"/v1/jobs/{job['id']}/artifacts/nope.npy").status_code == 404
 
 
-def test_every_default_is_filled_in_and_gradcam_layer_resolved(jobs_client, cat_png):
+def test_every_default_is_filled_in_and_gradcam_layer_resolved(jobs_client, cat_png, builtin, lite0_cpu):
     job = submit(jobs_client, "gradcam", cat_png, wait=30).json()
     assert job["status"] == "finished" and job["params"] == {"target": None, "layer": "_relu1"}
     attribution = npy(jobs_client.get(f"/v1/jobs/{job['id']}/artifacts/attribution.npy").content)
     assert attribution.shape == (1, 7, 7)
     job = submit(jobs_client, "integrated_gradients", cat_png, {"steps": 8}, wait=60).json()
     assert job["params"] == {"target": None, "steps": 8, "baseline": "black", "rule": "gauss_legendre"}
-    assert job["status"] == "finished" and job["result"]["metrics"]["completeness_gap"] >= 0
+    assert job["status"] == "finished", job
+    # completeness_gap = |Σ attribution − (F(x) − F(x'))| / |F(x) − F(x')|, F the target's logit and
+    # x' the black image (pixels 0, normalised), computed here with the torch model.
+    metrics = job["result"]["metrics"]
+    x = npy(jobs_client.get(f"/v1/jobs/{job['id']}/artifacts/input.npy").content)
+    attribution = npy(jobs_client.get(f"/v1/jobs/{job['id']}/artifacts/attribution.npy").content)
+    mean, std = (np.array(v, np.float32)[None, :, None, None] for v in (builtin.preprocess.mean, builtin.preprocess.std))
+    black = np.broadcast_to(-mean / std, x.shape).astype(np.float32)
+    with torch.no_grad():
+        logits = lite0_cpu(torch.from_numpy(np.concatenate([x, black]))).numpy().astype(np.float64)
+    target = int(logits[0].argmax())
+    assert metrics["target"] == target
+    assert metrics["target_logit"] == pytest.approx(logits[0, target], abs=1e-4)
+    assert metrics["baseline_logit"] == pytest.approx(logits[1, target], abs=1e-4)
+    difference = logits[0, target] - logits[1, target]
+    gap = abs(attribution.sum(dtype=np.float64) - difference) / abs(difference)
+    assert metrics["completeness_gap"] == pytest.approx(gap, rel=1e-3, abs=1e-5)
 
 
 @pytest.mark.parametrize("spec,code", [

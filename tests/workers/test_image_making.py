@@ -59,8 +59,9 @@ def test_class_model_is_classified_as_its_target(network, target):
     made = class_model.run(task(network, P.ClassModelParams(target=target, size=96, steps=96)))
     index = network.record.class_index(target)
     assert made.images["image.png"].shape == (96, 96, 3)
-    assert probability(network, made.images["image.png"], index) >= 0.8
-    assert made.metrics["target_probability"] >= 0.8
+    measured = probability(network, made.images["image.png"], index)  # on the 8-bit result a client decodes
+    assert measured >= 0.8
+    assert made.metrics["target_probability"] == pytest.approx(measured, abs=1e-6)
 
 
 def test_feature_vis_beats_every_photo(network):

@@ -10,9 +10,15 @@ from captum.attr import GuidedBackprop
 from torch import nn
 
 from core import images
+from core.kinds.registry import (
+    DeconvnetParams,
+    GradcamParams,
+    GuidedBackpropParams,
+    IntegratedGradientsParams,
+    SaliencyParams,
+    SmoothgradParams,
+)
 from tests.conftest import encode, sample
-from core.kinds.registry import (DeconvnetParams, GradcamParams, GuidedBackpropParams, IntegratedGradientsParams,
-                           SaliencyParams, SmoothgradParams)
 from workers.methods import deconvnet, gradcam, guided_backprop, integrated_gradients, saliency, smoothgrad
 from workers.methods.backprop import backward_rule
 from workers.methods.task import Task

@@ -7,12 +7,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from captum.attr import (Deconvolution, GuidedBackprop, IntegratedGradients, LayerGradCam, NoiseTunnel,
-                         Saliency)
+from captum.attr import Deconvolution, GuidedBackprop, IntegratedGradients, LayerGradCam, NoiseTunnel, Saliency
 from torch import nn
 
-from core.kinds.registry import (DeconvnetParams, GradcamParams, GuidedBackpropParams, IntegratedGradientsParams,
-                           SaliencyParams, SmoothgradParams)
+from core.kinds.registry import (
+    DeconvnetParams,
+    GradcamParams,
+    GuidedBackpropParams,
+    IntegratedGradientsParams,
+    SaliencyParams,
+    SmoothgradParams,
+)
 from workers.methods import deconvnet, gradcam, guided_backprop, integrated_gradients, saliency, smoothgrad
 from workers.methods.integrated_gradients import baseline_of
 from workers.methods.task import Task

@@ -1,12 +1,13 @@
-"""Images made by gradient ascent: one loop that takes a parameterisation, an objective and transforms,
-with the regularisers of Yosinski et al. 2015, Mahendran & Vedaldi 2015 and Simonyan et al. 2014 and
-the redirected rectifier gradient of Olah et al., "Feature Visualization" (Distill 2017).
+"""The gradient-ascent loop that makes images: `optimise`, its settings, its regularisers, layer capture.
 
-What the loop takes lives beside it: `parameterisations` (pixel and Fourier images, the model-space
-map), `objectives` (values that add and scale) and `transforms` (pad, jitter, scale, rotate). Images
-here are RGB in [0, 1] (N×3×H×W, sides in pixels). Every step is exactly one forward and one backward
-pass; tensors stay on the device and nothing is copied to the host except the small previews. Every
-hook and rectifier swap is undone in `finally` when the loop ends, whether it finishes or raises.
+The loop and the redirected rectifier gradient at a blank start follow Olah et al., "Feature
+Visualization" (Distill 2017); the regularisers are Simonyan et al. 2014 (L2 from grey), Mahendran &
+Vedaldi 2015 (TV^β) and Yosinski et al. 2015 (blur, small-norm clipping). What the loop takes lives
+beside it: `parameterisations` (pixel and Fourier images, the model-space map), `objectives` (values
+that add and scale) and `transforms` (pad, jitter, scale, rotate). Images here are RGB in [0, 1]
+(N×3×H×W, sides in pixels). Every step is exactly one forward and one backward pass; tensors stay on
+the device and nothing is copied to the host except the small previews. Every hook and rectifier swap
+is undone in `finally` as soon as the loop ends, whether it finishes or raises.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""What the image-making kinds share beyond the ascent loop: 8-bit conversion, parameterisations and
-loop settings from params, and progress with previews. Pixels are RGB, uint8 0–255 in arrays
-(H×W×3) and 0–1 in tensors (1×3×H×W); what a method returns is a `core.methods.Made`."""
+"""What the image-making kinds share beyond the ascent loop: 8-bit pixels, params to loop, previews.
+
+Pixels are RGB: uint8 0–255 in arrays (H×W×3), float 0–1 in tensors (1×3×H×W). What a method
+returns is a `core.methods.Made`."""
 
 from __future__ import annotations
 

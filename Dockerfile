@@ -4,6 +4,7 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 CONVSCOPE_DATA_DIR=/data
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY core core
 COPY service service
 COPY workers workers
 COPY models models

@@ -1,6 +1,6 @@
 """The ONNX ops (default domain) that convscope can both run and differentiate.
 
-Kept apart from the torch converters (`models.twin_ops`, which checks it matches) so that
+Kept apart from the torch converters (`models.twin_table`, which checks it matches) so that
 static validation of an upload does not need to import torch.
 """
 

@@ -27,7 +27,8 @@ from torch import nn
 
 from core.model_record import ModelRecord
 from models.twin_base import If, Lambda, NodeContext, Step, Unsupported
-from models.twin_ops import CONVERTERS, as_tensor, constant_attribute
+from models.twin_ops import as_tensor, constant_attribute
+from models.twin_table import CONVERTERS
 
 Lookup = Callable[[str], torch.Tensor]
 

@@ -9,7 +9,8 @@ TF-style SAME computed at run time) becomes a separate padding step before the l
 
 Semantics follow the ONNX operator docs for the opset the model imports (attributes that
 moved to inputs in later opsets are read from either place). Layers, activations and arithmetic
-are here; reshaping and indexing ops in `models.twin_shapes`; the modules in `models.twin_base`.
+are here; reshaping and indexing ops in `models.twin_shapes`; the modules in `models.twin_base`;
+the table from op type to converter in `models.twin_table`.
 """
 
 from __future__ import annotations
@@ -24,38 +25,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.ops import SUPPORTED_OPS
 from models.twin_base import (
     LRN,
-    Add,
     BatchNorm,
     If,
     Lambda,
     MaskedAvgPool,
-    Mul,
     NodeContext,
     Pad,
     SamePad,
     Step,
     Unsupported,
-)
-from models.twin_shapes import (
-    cast,
-    concat,
-    constant_of_shape,
-    expand,
-    flatten,
-    gather,
-    pad,
-    reduce,
-    reshape,
-    shape,
-    slice_,
-    split,
-    squeeze,
-    tile,
-    transpose,
-    unsqueeze,
 )
 
 FLT_MAX = 3.0e38
@@ -260,75 +240,32 @@ def if_(c: NodeContext):
                 list(c.node.output))
 
 
-def _divide(a, b):
+def divide(a, b):
     if a.is_floating_point() or b.is_floating_point():
         return a / b
     return torch.div(a, b, rounding_mode="trunc")
 
 
-def _elementwise(op: str, fn: Callable) -> Callable[[NodeContext], nn.Module]:
+def elementwise(op: str, fn: Callable) -> Callable[[NodeContext], nn.Module]:
     return lambda c: Lambda(op, fn)
 
 
-def _reduce_all(fn):
+def reduce_all(fn):
     return lambda *xs: functools.reduce(fn, xs)
 
 
-def _selu(x, alpha: float, gamma: float):
+def selu(x, alpha: float, gamma: float):
     return gamma * F.elu(x, alpha)
 
 
-def _gelu(c: NodeContext):
+def gelu(c: NodeContext):
     return nn.GELU(approximate="tanh" if c.attr("approximate", "none") == "tanh" else "none")
 
 
-def _dropout(c: NodeContext):
+def dropout(c: NodeContext):
     """Inference Dropout is the identity on its data output; the mask (opset < 10 always names
     one) is not computed, so mapping both outputs onto one tensor cannot happen."""
     return Step(nn.Identity(), [c.input(0)], [c.node.output[0]])
-
-
-CONVERTERS: dict[str, Callable[[NodeContext], nn.Module | Step | list[Step]]] = {
-    "Conv": conv, "MaxPool": max_pool, "AveragePool": average_pool,
-    "GlobalAveragePool": _elementwise("GlobalAveragePool", lambda x: x.mean(tuple(range(2, x.ndim)), keepdim=True)),
-    "GlobalMaxPool": _elementwise("GlobalMaxPool", lambda x: x.amax(tuple(range(2, x.ndim)), keepdim=True)),
-    "BatchNormalization": batch_norm, "InstanceNormalization": instance_norm, "LRN": lrn,
-    "Gemm": gemm, "MatMul": matmul,
-    "Relu": lambda c: nn.ReLU(), "LeakyRelu": lambda c: nn.LeakyReLU(float(c.attr("alpha", 0.01))),
-    "Clip": clip, "PRelu": prelu, "Elu": lambda c: nn.ELU(float(c.attr("alpha", 1.0))),
-    "Selu": lambda c: Lambda("Selu", _selu, alpha=float(c.attr("alpha", 1.6732632423543772)),
-                             gamma=float(c.attr("gamma", 1.0507009873554805))),
-    "Sigmoid": lambda c: nn.Sigmoid(), "Tanh": lambda c: nn.Tanh(), "HardSigmoid": hard_sigmoid,
-    "HardSwish": lambda c: nn.Hardswish(), "Softplus": lambda c: nn.Softplus(), "Gelu": _gelu,
-    "Softmax": softmax, "LogSoftmax": lambda c: softmax(c, log=True),
-    "Add": lambda c: Add(), "Sum": lambda c: Add(), "Mul": lambda c: Mul(),
-    "Sub": _elementwise("Sub", torch.sub), "Div": _elementwise("Div", _divide),
-    "Pow": _elementwise("Pow", torch.pow),
-    "Max": _elementwise("Max", _reduce_all(torch.maximum)), "Min": _elementwise("Min", _reduce_all(torch.minimum)),
-    "Mean": _elementwise("Mean", lambda *xs: functools.reduce(torch.add, xs) / len(xs)),
-    "Sqrt": _elementwise("Sqrt", torch.sqrt), "Exp": _elementwise("Exp", torch.exp),
-    "Log": _elementwise("Log", torch.log), "Neg": _elementwise("Neg", torch.neg),
-    "Abs": _elementwise("Abs", torch.abs), "Reciprocal": _elementwise("Reciprocal", torch.reciprocal),
-    "Floor": _elementwise("Floor", torch.floor), "Ceil": _elementwise("Ceil", torch.ceil),
-    "Erf": _elementwise("Erf", torch.erf),
-    "Equal": _elementwise("Equal", torch.eq), "Greater": _elementwise("Greater", torch.gt),
-    "Less": _elementwise("Less", torch.lt), "GreaterOrEqual": _elementwise("GreaterOrEqual", torch.ge),
-    "LessOrEqual": _elementwise("LessOrEqual", torch.le), "Not": _elementwise("Not", torch.logical_not),
-    "And": _elementwise("And", torch.logical_and), "Or": _elementwise("Or", torch.logical_or),
-    "Where": _elementwise("Where", torch.where),
-    "Identity": lambda c: nn.Identity(), "Dropout": _dropout,
-    "Flatten": flatten, "Reshape": reshape, "Squeeze": squeeze, "Unsqueeze": unsqueeze,
-    "Transpose": transpose, "Concat": concat, "Split": split, "Expand": expand, "Tile": tile,
-    "Shape": shape, "Size": _elementwise("Size", lambda x: torch.tensor(x.numel(), dtype=torch.int64, device=x.device)),
-    "Gather": gather, "Cast": cast, "ConstantOfShape": constant_of_shape, "Pad": pad, "Slice": slice_,
-    "ReduceMean": lambda c: reduce(c, lambda x, a, k: x.mean(a, keepdim=k)),
-    "ReduceSum": lambda c: reduce(c, lambda x, a, k: x.sum(a, keepdim=k)),
-    "ReduceMax": lambda c: reduce(c, lambda x, a, k: x.amax(a, keepdim=k)),
-    "ReduceMin": lambda c: reduce(c, lambda x, a, k: x.amin(a, keepdim=k)),
-    "If": if_,
-    "Constant": None,  # folded by the converter before any step is built
-}
-assert set(CONVERTERS) == SUPPORTED_OPS, "models.ops.SUPPORTED_OPS and the converters disagree"
 
 
 def constant_attribute(node: onnx.NodeProto) -> torch.Tensor:

@@ -79,7 +79,7 @@ class JobService:
         self._ended_cursor: str | None = None
 
     async def close(self) -> None:
-        await self.store.aclient.aclose()
+        await self.store.close_async()
 
     # Submitting.
     def submit(self, request, record: ModelRecord, files: dict[str, bytes], owner: str | None) -> Job:

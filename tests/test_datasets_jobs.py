@@ -19,8 +19,8 @@ from PIL import Image
 
 from core.settings import Settings
 from tests.conftest import REDIS_URL, ROOT, clean_prefix
+from tests.datasets.conftest import brute_force_top, photo_files
 from tests.test_datasets import data_dir
-from tests.test_datasets_kinds import brute_force_top, photo_files
 
 MODEL = "efficientnet-lite0"
 

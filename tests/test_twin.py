@@ -129,9 +129,9 @@ def test_clip_spellings():
 
 
 def test_a_wrong_twin_is_refused_naming_the_first_layer_that_differs(monkeypatch):
-    from models import twin_ops
+    from models import twin_table
 
-    monkeypatch.setitem(twin_ops.CONVERTERS, "LRN", lambda c: nn.Identity())
+    monkeypatch.setitem(twin_table.CONVERTERS, "LRN", lambda c: nn.Identity())
     with pytest.raises(ModelRejected) as refused:
         analysis.analyse(onnx_file("classic", 9))
     assert refused.value.code == "twin_mismatch"

@@ -242,6 +242,10 @@ class JobStore:
     async def has_events_async(self, job_id: str) -> bool:
         return bool(await self.aclient.exists(self.keys.events(job_id)))
 
+    async def close_async(self) -> None:
+        if self.aclient is not None:
+            await self.aclient.aclose()
+
     # Worker liveness.
     def beat(self, worker: str, job_id: str, ttl_s: float) -> None:
         """A worker's heartbeat: the job it runs ('-' when idle), alive for `ttl_s`."""

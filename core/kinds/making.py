@@ -1,4 +1,4 @@
-"""Parameters of the kinds that make images (registered in `workers/kinds.py`). Torch-free.
+"""Parameters of the kinds that make images (registered in `core/kinds/registry.py`). Torch-free.
 
 Defaults are the ones that gave good-looking results on the built-in EfficientNet-Lite0 on a CPU
 (looked at by eye, see `bench/contact_sheet.py`); sizes are output pixels, learning rates are for

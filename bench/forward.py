@@ -22,10 +22,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core import images  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.stores.models import ModelStore  # noqa: E402
+from models import forward  # noqa: E402
 from models.builtin import BUILTIN_ID  # noqa: E402
-from service import forward, images  # noqa: E402
 
 
 def median_ms(fn, repeat: int) -> float:

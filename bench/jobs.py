@@ -38,8 +38,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core import images  # noqa: E402
 from core.settings import get_settings  # noqa: E402
-from service import images  # noqa: E402
 
 MODEL = "efficientnet-lite0"
 METHODS = {  # kind: params of the job (and of the direct and captum calls)

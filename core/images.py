@@ -11,6 +11,8 @@ import hashlib
 import io
 import threading
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
@@ -86,18 +88,65 @@ def prepare(data: bytes, record: ModelRecord, *, max_bytes: int, max_pixels: int
     return ImageInput(np.asarray(decoded), np.asarray(fitted), to_tensor(fitted, record))
 
 
-def fit(image: Image.Image, record: ModelRecord, size: tuple[int, int] | None = None) -> Image.Image:
-    """Resize (short side to `preprocess.resize`) and centre-crop to the model's input size (H, W)."""
-    height, width = size or (record.input.height, record.input.width)
+@dataclass(frozen=True)
+class Placement:
+    """Where `fit` puts a W×H image in the model's input: resized (bicubic) to `resized` = (w, h) pixels, then the
+    input's H×W window taken from the resized image at (`left`, `top`), negative where the window is larger than
+    the resized image and torchvision's `CenterCrop` pads it (black, 0)."""
+
+    resized: tuple[int, int]
+    left: int
+    top: int
+
+
+def placement(width: int, height: int, record: ModelRecord, size: tuple[int, int] | None = None) -> Placement:
+    """The geometry of `fit` for an original image of width × height pixels, the input (H, W) = `size` or the
+    record's: torchvision's `Resize(resize)` (short side to `resize`, long side `int(resize * long / short)`) then
+    `CenterCrop((H, W))` (offset `int(round((outer - inner) / 2.0))`, or `-((inner - outer) // 2)` of padding);
+    with `resize` null or `crop` false, a plain resize to the input size."""
+    in_h, in_w = size or (record.input.height, record.input.width)
     pre = record.preprocess
-    if pre.resize is None or not pre.crop:
-        return image.resize((width, height), Image.BICUBIC)
-    w, h = image.size
-    scale = max(pre.resize / min(w, h), height / h, width / w)
-    new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
-    image = image.resize((new_w, new_h), Image.BICUBIC)
-    left, top = (new_w - width) // 2, (new_h - height) // 2
-    return image.crop((left, top, left + width, top + height))
+    if pre.resize is None or pre.crop is False:
+        return Placement((in_w, in_h), 0, 0)
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(pre.resize * long / short)
+    new_w, new_h = (pre.resize, new_long) if width <= height else (new_long, pre.resize)
+    return Placement((new_w, new_h), _centre_offset(new_w, in_w), _centre_offset(new_h, in_h))
+
+
+def _centre_offset(outer: int, inner: int) -> int:
+    """Where a centred window of `inner` pixels starts in `outer` pixels, as torchvision's `center_crop` places it."""
+    if inner > outer:
+        return -((inner - outer) // 2)
+    return int(round((outer - inner) / 2.0))
+
+
+def fit(image: Image.Image, record: ModelRecord, size: tuple[int, int] | None = None) -> Image.Image:
+    """Resize (short side to `preprocess.resize`) and centre-crop to the model's input size (H, W) = `size` or the
+    record's, exactly where torchvision's `Resize` + `CenterCrop` put the crop (`placement`)."""
+    height, width = size or (record.input.height, record.input.width)
+    where = placement(image.width, image.height, record, size)
+    image = image.resize(where.resized, Image.BICUBIC)
+    if where.resized == (width, height) and where.left == where.top == 0:
+        return image
+    return image.crop((where.left, where.top, where.left + width, where.top + height))  # outside: black, 0
+
+
+def original_box(box: Sequence[int], width: int, height: int, record: ModelRecord,
+                 size: tuple[int, int] | None = None) -> list[int]:
+    """A box [x0, y0, x1, y1] (x1, y1 exclusive) in model-input pixels → the same region in the pixels of the
+    width × height image `fit` made that input from, clipped to it: the crop undone (+ left, + top), then the
+    resize (× original / resized per axis), starts rounded down and ends up so every pixel it covers is in it."""
+    where = placement(width, height, record, size)
+    (new_w, new_h), x0, y0, x1, y1 = where.resized, *box
+
+    def back(value: int, offset: int, original: int, resized: int, end: bool) -> int:
+        scaled = (value + offset) * original
+        edge = -(-scaled // resized) if end else scaled // resized
+        return min(max(edge, 0), original)
+
+    return [back(x0, where.left, width, new_w, False), back(y0, where.top, height, new_h, False),
+            back(x1, where.left, width, new_w, True), back(y1, where.top, height, new_h, True)]
 
 
 def to_tensor(image: Image.Image, record: ModelRecord) -> np.ndarray:

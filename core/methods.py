@@ -81,6 +81,10 @@ class ActivationFeed(Protocol):
     def name(self, index: int) -> str:
         """The image's name in the dataset (for display)."""
 
+    def size(self, index: int) -> tuple[int, int]:
+        """(width, height) of the image in its own pixels, as decoded (EXIF orientation applied): what
+        `core.images.fit` made the model input from (`core.images.original_box` maps boxes back to it)."""
+
     def batches(self, layers: Sequence[str], extra_steps: int = 0) -> Iterator[FeatureBatch]:
         """The whole dataset in batches, with progress after each; `extra_steps`: steps `images` will take."""
 

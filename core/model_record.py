@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from core.errors import Invalid
 
 
 class ReceptiveField(BaseModel):
@@ -35,12 +37,21 @@ class InputSpec(BaseModel):
     dynamic_size: bool = False
 
 
+CropSize = Annotated[list[Annotated[int, Field(gt=0, le=4096)]], Field(min_length=2, max_length=2)]
+
+
 class Preprocess(BaseModel):
     """How a decoded 8-bit image becomes the model's input tensor.
 
     `x = (pixel * scale - mean) / std` per channel, channels in `color` order. The image is first
     resized so its short side is `resize` pixels (bicubic) and centre-cropped to the model's input
-    size; with `resize` null it is resized straight to the input size.
+    size, with torchvision's `Resize(resize)` + `CenterCrop` arithmetic (`core.images.placement`; where
+    the crop is larger than the resized image it is padded with black, as `CenterCrop` pads); with
+    `resize` null, or `crop` false, it is resized straight to the input size.
+
+    `crop` is true/false, or the crop size as torchvision's `CenterCrop` writes it (an integer, `[s]`
+    or `[h, w]`), kept as `[h, w]` in pixels. A crop size is the model's input size: it must equal
+    a fixed input size, and a model with a dynamic input size is used at that size.
     """
 
     mean: list[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0])
@@ -48,7 +59,25 @@ class Preprocess(BaseModel):
     scale: float = Field(1.0 / 255.0, gt=0, description="multiplier applied to 0–255 pixel values")
     color: Literal["RGB", "BGR", "L"] = "RGB"
     resize: int | None = Field(None, gt=0, le=4096, description="short side in pixels before the centre crop")
-    crop: bool = Field(True, description="centre-crop to the input size after `resize`")
+    crop: bool | CropSize = Field(True, description="centre-crop to the input size after `resize`: true/false, or "
+                                  "the crop size [h, w] in pixels (an integer is [n, n], as torchvision's "
+                                  "CenterCrop writes it), which must be the model's input size")
+
+    @field_validator("crop", mode="before")
+    @classmethod
+    def _crop_as_torchvision_writes_it(cls, value):
+        """`CenterCrop(224)` and `CenterCrop([224])` mean [224, 224]."""
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int):
+            return [value, value]
+        if isinstance(value, (list, tuple)) and len(value) == 1:
+            return [value[0], value[0]]
+        return value
+
+    def crop_size(self) -> tuple[int, int] | None:
+        """(H, W) in pixels when `crop` names a size; None when it is true or false."""
+        return None if isinstance(self.crop, bool) else (self.crop[0], self.crop[1])
 
 
 class ModelInfo(BaseModel):
@@ -59,7 +88,8 @@ class ModelInfo(BaseModel):
     source: Literal["builtin", "upload"]
     input: InputSpec
     preprocess: Preprocess
-    num_classes: int
+    num_classes: int | None = Field(description="classes the model scores; null for a model with no class-score "
+                                    "output (a backbone or feature extractor: no output of shape N×K or N×K×1×1)")
     labels: list[str] | None = None
     layers: list[Layer] | None = None
 
@@ -69,7 +99,8 @@ class ModelRecord(ModelInfo):
 
     onnx_sha256: str
     input_name: str
-    logits_name: str = Field(description="tensor holding class scores (before any trailing Softmax)")
+    logits_name: str = Field(description="the model's output before any trailing Softmax: its class scores, or "
+                             "with `num_classes` null the features it computes")
     owner: str | None = None
     max_batch: int | None = Field(None, description="images ONNX Runtime takes per call (None: any number); "
                                   "1 for files exported with a fixed batch of one")
@@ -88,8 +119,19 @@ class ModelRecord(ModelInfo):
     def label(self, index: int) -> str | None:
         return self.labels[index] if self.labels and 0 <= index < len(self.labels) else None
 
+    def require_class_scores(self, needs: str) -> None:
+        """Raise 422 `no_class_scores` when the model has no class scores, which `needs` ("predict", "a
+        target") needs."""
+        if self.num_classes is None:
+            raise Invalid(f"{needs[:1].upper()}{needs[1:]} needs class scores, and model {self.id!r} has none (its "
+                          "output is not N×classes: a backbone or feature extractor); what needs no class works on "
+                          "it: activations, filters, a layer + channel objective, feature_vis, deepdream, inversion, "
+                          "texture, style_transfer, dataset kinds", code="no_class_scores")
+
     def class_index(self, target: int | str) -> int:
-        """A class given as index or label → index; raises ValueError when there is none."""
+        """A class given as index or label → index; raises ValueError when there is none, and 422
+        `no_class_scores` when the model scores no classes."""
+        self.require_class_scores(f"a target ({target!r})")
         if isinstance(target, int):
             if 0 <= target < self.num_classes:
                 return target

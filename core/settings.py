@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     job_monitor_interval_s: float = Field(2.0, gt=0, description="how often API and workers look for lost jobs (s)")
     worker_torch_threads: int = Field(1, ge=1, description="torch intra-op threads per worker process")
     worker_cached_networks: int = Field(4, ge=1, description="models each worker keeps loaded (LRU)")
+    worker_warm_up: bool = Field(True, description="compile UMAP's numba kernels in a background thread when a "
+                                 "worker starts (about 10 s of one core, 30 s the first time on a machine)")
     attribution_batch: int = Field(4, ge=1, le=1024, description="images per forward/backward pass in SmoothGrad and IG "
                                    "(4 at 224 px: one step ≈ 0.7 s on one CPU thread, so progress comes every second)")
 

@@ -3,14 +3,16 @@
 1. Static checks (`models.validate`): nothing of the file runs before they pass.
 2. Probe run on ONNX Runtime (CPU, unoptimised, every tensor an output) on a seeded random
    input at the nominal size: layer shapes, receptive fields, the class count. A batch of two is
-   tried first; a model that runs only one image at a time gets `max_batch = 1`.
+   tried first; a model that runs only one image at a time gets `max_batch = 1`. The model's
+   output (before any trailing Softmax) is its class scores when it is N×K or N×K×1×1; any other
+   shape (a backbone's N×C×H×W features) means no class scores: `num_classes` is None.
 3. Declared dynamic H/W are verified, not trusted: ONNX Runtime runs a second size; a model that
    fails there, or changes its class count, is recorded with `dynamic_size = false` (it is still
    useful at its nominal size, to which every image is resized).
 4. The torch twin (`models.twin`) is built and compared with ONNX Runtime on the same inputs at
-   every probed size: refused when max |twin − ORT| > atol + rtol · max |ORT| at the nominal size
-   (the message names the first layer that differs); a disagreement only at the second size makes
-   the size fixed instead.
+   every probed size, on the model's output (the class scores, or a backbone's features): refused
+   when max |twin − ORT| > atol + rtol · max |ORT| at the nominal size (the message names the first
+   layer that differs); a disagreement only at the second size makes the size fixed instead.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def analyse(data: bytes, limits: Limits = Limits(), input_size: tuple[int, int] 
         raise
     values.setdefault(image.name, x)
     reference = values[logits]
-    num_classes = _class_count(reference, logits, len(x))
+    num_classes = class_count(reference, logits, len(x))
     layers = graph.layers(model, values)
     notes: list[str] = []
     dynamic = image.height is None or image.width is None
@@ -84,8 +86,8 @@ def analyse(data: bytes, limits: Limits = Limits(), input_size: tuple[int, int] 
         x2 = np.random.default_rng(1).standard_normal((2, image.channels, *other)).astype(np.float32)
         try:
             ref2 = _run(session, image.name, [logits], x2, max_batch)[0]
-            if _class_count(ref2, logits, len(x2)) != num_classes:
-                raise ValueError("the class count changes with the input size")
+            if class_count(ref2, logits, len(x2)) != num_classes:
+                raise ValueError("the class count (or whether there are class scores) changes with the input size")
         except Exception as exc:  # ONNX Runtime refuses the size, or the head is size-bound
             notes.append(f"declared dynamic H/W but fails at {other[0]}×{other[1]} ({_short(exc)}); size fixed")
             dynamic, other = False, None
@@ -128,7 +130,7 @@ def _probe(session, image: ImageInput, logits: str, x: np.ndarray) -> tuple[dict
     """All tensors for a batch of two; with `max_batch` 1 when the model only runs one image at a time."""
     names = [o.name for o in session.get_outputs()]
     if logits not in names:
-        raise ModelRejected("no_class_scores", f"the class-score tensor {logits!r} is not computed by the graph")
+        raise ModelRejected("bad_output", f"the model's output {logits!r} is not computed by the graph")
     if image.batch is None:
         try:
             values = dict(zip(names, session.run(names, {image.name: x})))
@@ -150,19 +152,26 @@ def _probe(session, image: ImageInput, logits: str, x: np.ndarray) -> tuple[dict
     return first, 1
 
 
-def _class_count(scores: np.ndarray, name: str, batch: int) -> int:
-    if scores.ndim < 1 or scores.shape[0] != batch:
-        raise ModelRejected("bad_class_scores", f"the class scores {name!r} have shape {list(scores.shape)}; "
-                            "expected N×classes (keep the batch axis when exporting)")
-    if scores.ndim > 2 and int(np.prod(scores.shape[2:])) != 1:
-        raise ModelRejected("bad_class_scores", f"the class scores {name!r} have shape {list(scores.shape)}; "
-                            "convscope needs one score per class (N×classes or N×classes×1×1)")
-    if not np.isfinite(scores).all():
-        raise ModelRejected("bad_class_scores", "the model's class scores are not finite (NaN or inf) "
-                            "on a random input; check the weights")
-    if not np.issubdtype(scores.dtype, np.floating):
-        raise ModelRejected("bad_class_scores", f"the class scores {name!r} are {scores.dtype}, not float")
-    return int(np.prod(scores.shape[1:]))
+def class_count(output: np.ndarray, name: str, batch: int) -> int | None:
+    """Classes the model scores, or None when its output is not class scores.
+
+    Class scores are N×K or N×K×1×1 (one score per class; any trailing unit axes); any other shape
+    (a backbone's N×C×H×W features, one value per image, N×T×D) is a model without class scores,
+    accepted with `num_classes` None. Either way the output keeps the batch axis and is float and
+    finite on a random input, since it is what the twin-vs-ONNX-Runtime check compares:
+    `bad_class_scores` when class-shaped scores are broken, `bad_output` otherwise.
+    """
+    if output.ndim < 1 or output.shape[0] != batch:
+        raise ModelRejected("bad_output", f"the model's output {name!r} has shape {list(output.shape)} for a batch "
+                            f"of {batch}; keep the batch axis first when exporting")
+    scores = output.ndim >= 2 and all(d == 1 for d in output.shape[2:])
+    code, what = ("bad_class_scores", "class scores") if scores else ("bad_output", "output")
+    if not np.issubdtype(output.dtype, np.floating):
+        raise ModelRejected(code, f"the model's {what} {name!r} are {output.dtype}, not float")
+    if not np.isfinite(output).all():
+        raise ModelRejected(code, f"the model's {what} {name!r} are not finite (NaN or inf) on a random input; "
+                            "check the weights")
+    return int(output.shape[1]) if scores else None
 
 
 def _twin(model: onnx.ModelProto, input_name: str, logits: str, layers: list[str], threads: int):
@@ -180,7 +189,8 @@ def _twin(model: onnx.ModelProto, input_name: str, logits: str, layers: list[str
 
 
 def _compare(twin, x: np.ndarray, reference: np.ndarray, size, values, layers, fatal: bool = True) -> dict:
-    """Twin vs ONNX Runtime logits on `x` (a batch of two); refuse (fatal) or report a disagreement."""
+    """Twin vs ONNX Runtime output (class scores or features) on `x`, a batch of two, compared flattened
+    per image; refuse (fatal) or report a disagreement."""
     import torch
 
     try:

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import importlib.resources
 import json
 import logging
 import re
+import warnings
+from collections.abc import Iterator
 
 import onnx
 
@@ -21,6 +24,42 @@ BUILTIN_ID = "efficientnet-lite0"
 LAYER_OPS = {"Conv", "Clip", "Relu", "Add"}
 # ImageNet eval preprocessing of the TF port: 0–255 → [-1, 1], short side 256, centre crop 224.
 PREPROCESS = Preprocess(mean=[0.5] * 3, std=[0.5] * 3, scale=1 / 255, color="RGB", resize=256, crop=True)
+
+# What the exporter says on every export of this model that tells nothing about it (torch 2.13, onnxscript
+# 0.7): its op registry skipping torchvision's ops when torchvision is absent (this model uses none), a
+# deprecation inside torch's own pytree code, and the ONNX optimiser's per-pass INFO lines.
+HARMLESS_EXPORT_LOG = re.compile(r"^torchvision is not installed\. Skipping torchvision::")
+HARMLESS_EXPORT_WARNINGS = [(r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)]
+CHATTY_LOGGERS = ("onnxscript", "onnx_ir")  # INFO per optimiser pass; their warnings still show
+
+
+class _DropHarmlessExportLog(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not HARMLESS_EXPORT_LOG.search(record.getMessage())
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Hide the exporter's known-harmless messages (above) while exporting; every other warning shows."""
+    drop = _DropHarmlessExportLog()
+    # torch.onnx logs through torch's own handler (it does not propagate); others reach the root's
+    handlers = {h for name in ("torch.onnx", "torch", "") for h in logging.getLogger(name).handlers}
+    handlers |= {logging.lastResort} - {None}
+    chatty = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
+    with warnings.catch_warnings():
+        for message, category in HARMLESS_EXPORT_WARNINGS:
+            warnings.filterwarnings("ignore", message, category)
+        for handler in handlers:
+            handler.addFilter(drop)
+        for name in chatty:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for handler in handlers:
+                handler.removeFilter(drop)
+            for name, level in chatty.items():
+                logging.getLogger(name).setLevel(level)
 
 
 def imagenet_labels() -> list[str]:
@@ -40,8 +79,9 @@ def export_onnx(size: int = 224) -> bytes:
     net = load_pretrained()
     example = torch.zeros(1, 3, size, size)
     dims = {"x": {0: Dim("batch", min=1, max=4096), 2: Dim("height", min=32, max=4096), 3: Dim("width", min=32, max=4096)}}
-    program = torch.onnx.export(net, (example,), dynamo=True, input_names=["input"], output_names=["logits"],
-                                dynamic_shapes=dims, opset_version=18, external_data=False, verbose=False)
+    with quiet_exporter():
+        program = torch.onnx.export(net, (example,), dynamo=True, input_names=["input"], output_names=["logits"],
+                                    dynamic_shapes=dims, opset_version=18, external_data=False, verbose=False)
     model = program.model_proto
     rename_by_module(model)
     return model.SerializeToString()
@@ -81,6 +121,7 @@ def ensure_builtin(store: ModelStore, *, force: bool = False) -> None:
         return
     register(store, export_onnx(), model_id=BUILTIN_ID, name="EfficientNet-Lite0 (ImageNet-1k)",
              source="builtin", preprocess=PREPROCESS, labels=imagenet_labels())
+    logging.getLogger(__name__).info("built-in model %s exported to ONNX and registered in %s", BUILTIN_ID, store.root)
 
 
 def main() -> None:
@@ -88,9 +129,13 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--force", action="store_true", help="export again even when present")
+    parser.add_argument("--check", action="store_true", help="export nothing; exit 0 when present, else 1")
     args = parser.parse_args()
+    store = ModelStore(get_settings().data_dir)
+    if args.check:
+        raise SystemExit(0 if store.get(BUILTIN_ID) is not None else 1)
     logging.basicConfig(level="INFO", format="%(levelname)s %(message)s")
-    ensure_builtin(ModelStore(get_settings().data_dir), force=args.force)
+    ensure_builtin(store, force=args.force)
 
 
 if __name__ == "__main__":

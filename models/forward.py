@@ -51,7 +51,8 @@ class ModelRuntime:
             return self._probe
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """N×C×H×W input → N×classes logits (one image per call for models with `max_batch` 1)."""
+        """N×C×H×W input → N×classes logits (one image per call for models with `max_batch` 1); only for a
+        model with class scores (the routes refuse the others with 422 `no_class_scores`)."""
         step = self.record.max_batch or len(x)
         outs = [self.plain.run([self.record.logits_name], {self.record.input_name: x[i:i + step]})[0]
                 for i in range(0, len(x), step)]

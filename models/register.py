@@ -35,6 +35,16 @@ def check_preprocess(preprocess: Preprocess, channels: int) -> None:
         raise ModelRejected("preprocess_mismatch", "preprocess.std must not contain 0")
 
 
+def crop_input_size(preprocess: Preprocess | None, input_size: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The input size a crop size names (`preprocess.crop` as [h, w]), checked against `input_size` when both are
+    given. The analysis then uses a dynamic-size model at that size and refuses a fixed size that differs."""
+    crop = preprocess.crop_size() if preprocess else None
+    if crop and input_size and tuple(input_size) != crop:
+        raise ModelRejected("crop_mismatch", f"preprocess.crop is {crop[0]}×{crop[1]} but input_size is "
+                            f"{input_size[0]}×{input_size[1]}; the crop is what the model is fed, so they must agree")
+    return crop
+
+
 def register(
     store: ModelStore,
     data: bytes,
@@ -57,11 +67,22 @@ def register(
     if len(data) > limits.max_bytes:
         raise ModelRejected("model_too_large", f"the file is {len(data)} bytes; the limit is {limits.max_bytes}",
                             status=413)
-    found = analyse(data, limits, sandbox, input_size)
+    crop = crop_input_size(preprocess, input_size)
+    try:
+        found = analyse(data, limits, sandbox, input_size or crop)
+    except ModelRejected as exc:
+        if exc.code == "input_size_mismatch" and crop and not input_size:  # the size came from the crop
+            raise ModelRejected("crop_mismatch", f"preprocess.crop is {crop[0]}×{crop[1]} but "
+                                f"{exc.message.partition(';')[0]}; a crop size must be the model's input size",
+                                details={"crop": list(crop)}) from None
+        raise
     spec = InputSpec(**found["input"])
     preprocess = preprocess or default_preprocess(spec.channels)
     check_preprocess(preprocess, spec.channels)
     num_classes = found["num_classes"]
+    if labels is not None and num_classes is None:
+        raise ModelRejected("labels_mismatch", f"{len(labels)} labels given, but the model has no class scores "
+                            "(its output is not N×classes); upload it without labels")
     if labels is not None and len(labels) != num_classes:
         raise ModelRejected("labels_mismatch", f"{len(labels)} labels given for {num_classes} classes; "
                             "give one label a line, in class-index order")

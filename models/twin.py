@@ -111,7 +111,8 @@ def _sub_refs(module: nn.Module) -> list[str]:
 
 
 class TwinModule(nn.Module):
-    """N×C×H×W model-space input → N×classes logits (the class scores before any Softmax)."""
+    """N×C×H×W model-space input → N×classes logits (the class scores before any Softmax); for a model
+    without class scores, its output flattened per image."""
 
     def __init__(self, graph: OnnxGraph, input_name: str, logits_name: str):
         super().__init__()

@@ -58,7 +58,8 @@ class JobRequest(RootModel[Annotated[JobBody, Field(discriminator="kind")]]):
 
 class Progress(BaseModel):
     step: int = Field(description="steps done")
-    total: int = Field(description="steps in all (0 until the job knows)")
+    total: int = Field(description="steps in all: set when the job starts (`started`) and constant from then on; "
+                                   "0 while it is queued")
 
 
 class ArtifactRef(BaseModel):

@@ -33,7 +33,8 @@ class UploadPreprocess(Preprocess):
 
     model_config = ConfigDict(extra="forbid")
     input_size: int | list[int] | None = Field(
-        None, description="H and W (or one number for both) for models whose input size is dynamic; default 224")
+        None, description="H and W (or one number for both) for models whose input size is dynamic; default the "
+        "crop size when `crop` names one, else 224")
 
 
 @dataclass

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -71,3 +74,38 @@ def test_layer_list_has_receptive_fields(builtin):
     head = names["_relu1"]
     assert head.shape == [1280, 7, 7] and head.receptive_field.stride == 32
     assert builtin.layers[-1].name == "_relu1"
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_the_export_hides_only_the_exporters_known_harmless_messages(caplog):
+    from models.builtin import CHATTY_LOGGERS, quiet_exporter
+
+    caplog.set_level(logging.INFO)
+    levels = [logging.getLogger(name).level for name in CHATTY_LOGGERS]
+    torch_onnx, collect = logging.getLogger("torch.onnx"), _Collect()  # torch.onnx has its own handler
+    torch_onnx.addHandler(collect)
+    try:
+        with warnings.catch_warnings(record=True) as shown:
+            warnings.simplefilter("always")
+            with quiet_exporter():
+                registry = logging.getLogger("torch.onnx._internal.exporter._registration")
+                registry.warning("torchvision is not installed. Skipping %s", "torchvision::nms")
+                registry.warning("'%s' does not have a 'default' overload.", "foo::bar")
+                logging.getLogger("onnxscript.optimizer").info("Removed 536 unused nodes")
+                logging.getLogger("onnxscript.optimizer").warning("constant folding failed")
+                warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use TreeSpec", FutureWarning, stacklevel=1)
+                warnings.warn("an input is not used", UserWarning, stacklevel=1)
+    finally:
+        torch_onnx.removeHandler(collect)
+    assert collect.messages == ["'foo::bar' does not have a 'default' overload."]
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("onnxscript")] == ["constant folding failed"]
+    assert [str(w.message) for w in shown] == ["an input is not used"]
+    assert [logging.getLogger(name).level for name in CHATTY_LOGGERS] == levels  # restored

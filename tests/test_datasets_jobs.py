@@ -38,7 +38,7 @@ def stack(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVSCOPE_") and k != "REDIS_URL"}
     env.update(CONVSCOPE_REDIS_URL=REDIS_URL, CONVSCOPE_REDIS_PREFIX=settings.redis_prefix,
                CONVSCOPE_JOB_QUEUE=settings.job_queue, CONVSCOPE_DATA_DIR=str(settings.data_dir),
-               CONVSCOPE_DATASET_BATCH="4", PYTHONPATH=str(ROOT))
+               CONVSCOPE_DATASET_BATCH="4", CONVSCOPE_WORKER_WARM_UP="false", PYTHONPATH=str(ROOT))
     log = open(tmp_path_factory.mktemp("logs") / "worker.log", "w+b")
     worker = subprocess.Popen([sys.executable, "-m", "workers", "--name", f"ds-{token}"], cwd=ROOT, env=env,
                               stdout=log, stderr=subprocess.STDOUT)
@@ -161,3 +161,64 @@ def test_dataset_jobs_are_checked_before_queueing(stack, dataset_id):
     bad_layer = client.post("/v1/jobs", json={"kind": "unit_stats", "model": MODEL, "dataset": dataset_id,
                                               "params": {"layer": "nope"}})
     assert bad_layer.status_code == 422
+
+
+def test_top_activation_boxes_are_in_the_dataset_images_own_pixels(stack):
+    """A 199×203 photo: the built-in model (Resize(256) + CenterCrop(224)) sees it resized to 256×261
+    (int(256·203/199) = 261) and cut at left round(32/2) = 16, top round(37/2) = 18, so `box` is `input_box`
+    shifted by (16, 18) and scaled by (199/256, 203/261): starts floored, ends ceiled, clipped to 199×203."""
+    import math
+    from fractions import Fraction
+
+    from tests.conftest import encode, sample
+
+    client, _ = stack
+    odd = encode(np.asarray(Image.fromarray(sample("astronaut")).resize((199, 203), Image.BICUBIC)))
+    files = [("files", ("odd.png", odd, "image/png"))] + [("files", (name, data, "image/png"))
+                                                         for name, data in photo_files()[6:8]]
+    created = client.post("/v1/datasets", files=files)
+    assert created.status_code == 201, created.text
+    listing = client.get(f"/v1/datasets/{created.json()['id']}").json()["images"]
+    sizes = {image["index"]: (image["width"], image["height"]) for image in listing}
+    assert sizes[0] == (199, 203)
+    job = finished(client, client.post("/v1/jobs?wait=60", json={
+        "kind": "top_activations", "model": MODEL, "dataset": created.json()["id"],
+        "params": {"layer": "_blocks.5._relu1", "channel": 7, "k": 3}}))
+    top = json.loads(artifact(client, job, "top.json"))
+    assert sorted(e["image_index"] for e in top) == [0, 1, 2]
+    for e in top:
+        width, height = sizes[e["image_index"]]
+        x0, y0, x1, y1 = e["box"]
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height, (e, width, height)
+        assert 0 <= e["input_box"][0] < e["input_box"][2] <= 224 and 0 <= e["input_box"][1] < e["input_box"][3] <= 224
+    (odd_entry,) = [e for e in top if e["image_index"] == 0]
+    ix0, iy0, ix1, iy1 = odd_entry["input_box"]
+    fx, fy = Fraction(199, 256), Fraction(203, 261)
+    assert odd_entry["box"] == [math.floor((ix0 + 16) * fx), math.floor((iy0 + 18) * fy),
+                                min(math.ceil((ix1 + 16) * fx), 199), min(math.ceil((iy1 + 18) * fy), 203)]
+
+
+def test_deleting_a_dataset_while_a_job_reads_it_fails_the_job_cleanly(stack, dataset_id):
+    client, settings = stack
+    files = [("files", (f"{n}-{name}", data, "image/png")) for n in range(8) for name, data in photo_files()]
+    created = client.post("/v1/datasets", files=files)
+    assert created.status_code == 201, created.text
+    doomed = created.json()["id"]
+    job = client.post("/v1/jobs", json={"kind": "top_activations", "model": MODEL, "dataset": doomed,
+                                        "params": {"channel": 3, "k": 3}}).json()
+    deadline = time.monotonic() + 60
+    while (seen := client.get(f"/v1/jobs/{job['id']}").json())["progress"]["step"] < 1:
+        assert seen["status"] in ("queued", "started") and time.monotonic() < deadline, seen
+        time.sleep(0.02)
+    assert seen["status"] == "started" and seen["progress"]["total"] == 96 // settings.dataset_batch, seen
+    assert client.delete(f"/v1/datasets/{doomed}").status_code == 204
+    while (ended := client.get(f"/v1/jobs/{job['id']}").json())["status"] == "started":
+        assert time.monotonic() < deadline + 60, ended
+        time.sleep(0.05)
+    assert ended["status"] == "failed" and ended["error"]["code"] == "dataset_not_found", ended
+    assert ended["progress"]["total"] == seen["progress"]["total"]
+    assert client.get(f"/v1/datasets/{doomed}").status_code == 404
+    # the worker is still up: the next job (not one answered from the cache) runs and finishes
+    job = finished(client, client.post("/v1/jobs?wait=60", json={
+        "kind": "unit_stats", "model": MODEL, "dataset": dataset_id, "params": {"dead_fraction": 0.5}}))
+    assert job["cached"] is False and job["progress"]["step"] == job["progress"]["total"] == -(-6 // 4)

@@ -76,13 +76,19 @@ def reference_probabilities(settings: Settings, model: str) -> np.ndarray:
     """Softmax of the uploaded file's logits for the cat photo, by ONNX Runtime and numpy, the photo
     prepared as the upload asked: resized straight to 64×64 (bicubic), BGR, `(pixel / 255 − mean) / std`
     with mean and std in the model's channel order."""
-    import onnx
-    import onnxruntime as ort
     from PIL import Image
 
     pixels = np.asarray(Image.open(io.BytesIO(CAT)).convert("RGB").resize((64, 64), Image.BICUBIC), np.float32)
     mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
     x = ((pixels[..., ::-1] / 255 - mean) / std).transpose(2, 0, 1)[None].astype(np.float32)
+    return onnx_probabilities(settings, model, x)
+
+
+def onnx_probabilities(settings: Settings, model: str, x: np.ndarray) -> np.ndarray:
+    """Softmax of the stored file's logits for the model input `x` (1×C×H×W), by ONNX Runtime and numpy."""
+    import onnx
+    import onnxruntime as ort
+
     store = ModelStore(settings.data_dir)
     record = store.get(model)
     graph = onnx.load(str(store.blob_path(record.onnx_sha256)))
@@ -157,6 +163,46 @@ def test_dynamic_model_is_probed_at_two_sizes_and_used_at_the_asked_size(app_cli
     assert info["input"] == {"channels": 3, "height": 96, "width": 128, "dynamic_size": True}
     assert info["preprocess"]["resize"] == 140 and info["preprocess"]["mean"] == [0.0, 0.0, 0.0]
     assert view(app_client, info["id"], "predict", {}).status_code == 200
+
+
+def test_crop_written_as_torchvision_writes_it_is_accepted_and_fed_exactly(app_client, upload_settings):
+    """`{"resize": 256, "crop": 224}` on a model of dynamic size: used at 224×224, the crop kept as [224, 224], and
+    predictions equal ONNX Runtime on the photo prepared by hand as torchvision's Resize(256) + CenterCrop(224)
+    place it: 451×300 → 384×256 (int(256·451/300) = 384, not 385), crop at left round(160/2) = 80, top 16."""
+    from PIL import Image
+
+    response = upload(app_client, export(seeded(ResidualNet()), 17, dynamic=True), "cropped",
+                      preprocess={"resize": 256, "crop": 224})
+    assert response.status_code == 201, response.text
+    info = response.json()
+    assert info["input"] == {"channels": 3, "height": 224, "width": 224, "dynamic_size": True}
+    assert info["preprocess"]["crop"] == [224, 224] and info["preprocess"]["resize"] == 256
+    assert app_client.get(f"/v1/models/{info['id']}").json()["preprocess"] == info["preprocess"]
+    photo = Image.open(io.BytesIO(CAT)).convert("RGB")
+    assert photo.size == (451, 300)
+    pixels = np.asarray(photo.resize((384, 256), Image.BICUBIC).crop((80, 16, 80 + 224, 16 + 224)), np.float32)
+    expected = onnx_probabilities(upload_settings, info["id"], (pixels / 255).transpose(2, 0, 1)[None].astype(np.float32))
+    predictions = view(app_client, info["id"], "predict", {"top_k": 3}).json()["predictions"]
+    order = np.argsort(-expected)[:3]
+    assert [p["index"] for p in predictions] == order.tolist()
+    np.testing.assert_allclose([p["probability"] for p in predictions], expected[order], rtol=1e-5, atol=1e-7)
+
+
+def test_crop_size_sets_a_dynamic_input_size_and_must_match_a_fixed_one(app_client):
+    dynamic = export(seeded(ResidualNet()), 17, dynamic=True)
+    response = upload(app_client, dynamic, "wide", preprocess={"resize": 140, "crop": [96, 128]})
+    assert response.status_code == 201, response.text
+    assert response.json()["input"] == {"channels": 3, "height": 96, "width": 128, "dynamic_size": True}
+    assert response.json()["preprocess"]["crop"] == [96, 128]
+    fixed = upload(app_client, export(seeded(ClassicNet()), 9), "classic", preprocess={"resize": 256, "crop": 224})
+    assert fixed.status_code == 422, fixed.text
+    error = fixed.json()["error"]
+    assert error["code"] == "crop_mismatch" and "224×224" in error["message"] and "64×64" in error["message"]
+    both = upload(app_client, dynamic, "both", preprocess={"input_size": [96, 128], "crop": 112})
+    assert both.status_code == 422 and both.json()["error"]["code"] == "crop_mismatch", both.text
+    assert "112×112" in both.json()["error"]["message"] and "96×128" in both.json()["error"]["message"]
+    bad = upload(app_client, dynamic, "bad", preprocess={"crop": 0})
+    assert bad.status_code == 422 and "crop" in bad.text
 
 
 def test_model_survives_a_restart_and_is_deleted(upload_settings, app_client, classic):

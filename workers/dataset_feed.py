@@ -26,6 +26,7 @@ import onnx
 
 from core import images
 from core.errors import NotFound, Unavailable
+from core.kinds.dataset import load_steps, pass_steps
 from core.methods import FeatureBatch, Progress, no_progress
 from core.model_record import ModelRecord
 from core.settings import Settings
@@ -81,6 +82,11 @@ class Feed:
     def name(self, index: int) -> str:
         return self.dataset.entries[index].name
 
+    def size(self, index: int) -> tuple[int, int]:
+        """(width, height) of image `index` as the dataset store decoded it when it was uploaded."""
+        entry = self.dataset.entries[index]
+        return entry.width, entry.height
+
     def prepare(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         """Image bytes → (H×W×3 uint8 at input size, 1×C×H×W model input)."""
         s = self.settings
@@ -92,17 +98,21 @@ class Feed:
         try:
             data = self.dataset.read(index)
         except (OSError, IndexError):
-            raise NotFound(f"image {index} of dataset {self.dataset.id} is no longer stored (the dataset may have "
-                           "expired)", code="dataset_not_found") from None
+            raise NotFound(f"image {index} of dataset {self.dataset.id} is no longer stored (the dataset was "
+                           "deleted or has expired)", code="dataset_not_found") from None
         return self.prepare(data)
 
     def images(self, indices: Iterable[int]) -> Iterator[tuple[int, np.ndarray]]:
         """(index, H×W×3 uint8 at input size) of a few chosen images, one decoded at a time, in index order;
-        progress continues after `batches` (see its `extra_steps`), one step per `batch` images."""
+        progress continues after `batches` (see its `extra_steps`), one step per `batch` images, and reaches
+        its total at the end (fewer images than `extra_steps` allowed for end early)."""
         for n, index in enumerate(sorted({int(i) for i in indices})):
             if n and n % self.batch == 0:
                 self._step()
             yield index, self.load(index)[0]
+        if self._done < self._total:
+            self._done = self._total
+            self.progress(self._done, self._total)
 
     def _step(self) -> None:
         self._done = min(self._done + 1, self._total)
@@ -118,7 +128,7 @@ class Feed:
         """The whole dataset, `batch` images at a time; progress reported after each batch. `extra_steps`:
         steps the kind will take after this pass (`images` of `extra_steps * batch` winners)."""
         layers = tuple(dict.fromkeys(layers))
-        self._done, self._total = 0, -(-len(self) // self.batch) + extra_steps
+        self._done, self._total = 0, pass_steps(len(self), self.batch) + extra_steps
         self.progress(0, self._total)
         for indices, pixels, x in self._decoded():
             features = self.forward(x, layers)
@@ -127,7 +137,7 @@ class Feed:
 
     def steps_for(self, images: int) -> int:
         """Progress steps `images` will take to load one by one."""
-        return max(0, -(-images // self.batch) - 1)
+        return load_steps(images, self.batch)
 
     def _decoded(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Decoded batches, produced one ahead by a background thread (bounded queue)."""

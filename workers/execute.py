@@ -1,9 +1,11 @@
 """The RQ entry point: run one attempt of one job and store what it returns.
 
 `run_job(job_id, attempt)` is the only function RQ may call (see `core.jobs.queueing.SafeJob`). It
-claims the job (queued → started, atomically; a job cancelled meanwhile is skipped), prepares
-the input with the same image pipeline as the forward views, calls the kind's method with a
-progress callback that also stops it on cancellation or at its time limit, and ends the job:
+plans it (model record, params, and the step count the kind declares for them: `Params.total_steps`),
+claims it (queued → started, atomically, with progress {0, total}; a job cancelled meanwhile is
+skipped), prepares the input with the same image pipeline as the forward views, calls the kind's
+method with a progress callback that keeps that total, and also stops the method on cancellation or
+at its time limit, and ends the job:
 
     finished   artifacts stored, result {artifacts, metrics}, spec remembered for the cache
     canceled   DELETE /v1/jobs/{id} was seen at a step
@@ -21,6 +23,7 @@ import importlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import redis
@@ -33,11 +36,13 @@ from core.errors import ConvscopeError, Invalid, NotFound
 from core.jobs.status import JobStatus
 from core.jobs.store import JobStore
 from core.jobs.supervisor import DEADLINE_GRACE_S, time_limit
+from core.kinds.params import Params, Workload
 from core.kinds.registry import KINDS, Engine, Kind, Source
 from core.methods import DatasetTask
+from core.model_record import ModelRecord
 from workers.artifacts import artifacts_of
 from workers.context import WorkerContext
-from workers.inputs import LOADERS, Loading
+from workers.inputs import LOADERS, Loading, dataset_size
 from workers.methods.task import Task, TensorImage
 
 log = logging.getLogger("convscope.worker")
@@ -61,23 +66,54 @@ def install(context: WorkerContext) -> None:
 
 
 class Progress:
-    """The callback given to methods: records progress (at most every 0.2 s, and the last step),
-    and raises `JobCanceled` / `JobTimedOut` so a method stops at its next step."""
+    """The callback given to methods: records progress (at most every 0.2 s, and the last step) against
+    the job's declared `total`, which never changes: a method reporting another total is a counting bug
+    (logged once; the declared total stays). Raises `JobCanceled` / `JobTimedOut` so a method stops at
+    its next step."""
 
-    def __init__(self, store: JobStore, job_id: str, deadline: float):
-        self.store, self.job_id, self.deadline = store, job_id, deadline
-        self.last, self.total = 0.0, 0
+    def __init__(self, store: JobStore, job_id: str, deadline: float, total: int):
+        self.store, self.job_id, self.deadline, self.total = store, job_id, deadline, total
+        self.last, self.mismatch = 0.0, False
 
     def __call__(self, step: int, total: int) -> None:
-        now, self.total = time.time(), total
+        now = time.time()
+        if total != self.total and not self.mismatch:
+            self.mismatch = True
+            log.warning("method reported another progress total than its kind declared",
+                        extra={"fields": {"job": self.job_id, "declared": self.total, "reported": total}})
+        step = min(step, self.total)
         if now > self.deadline:
             raise JobTimedOut
-        if now - self.last >= PROGRESS_EVERY_S or step >= total:
+        if now - self.last >= PROGRESS_EVERY_S or step >= self.total:
             self.last = now
-            if self.store.progress(self.job_id, step, total):
+            if self.store.progress(self.job_id, step, self.total):
                 raise JobCanceled
         elif self.store.cancel_requested(self.job_id):
             raise JobCanceled
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a job will run with, settled before it is claimed: the model record, its params, its step count."""
+
+    record: ModelRecord
+    params: Params
+    total: int
+
+
+def plan_of(ctx: WorkerContext, spec: dict, kind: Kind) -> Plan:
+    """The job's plan; raises the client's errors (model or dataset gone, model replaced)."""
+    record = ctx.models.get(spec["model"])
+    if record is None:
+        raise NotFound(f"model {spec['model']!r} no longer exists", code="model_not_found")
+    if record.onnx_sha256 != spec["model_sha256"]:
+        raise Invalid(f"model {spec['model']!r} was replaced after the job was queued", code="model_changed")
+    params = kind.params.model_validate(spec["params"])
+    s = ctx.settings
+    datasets = [read.name for read in kind.reads if read.source is Source.DATASET]
+    work = Workload(record, batch=s.dataset_batch if kind.engine is Engine.ONNXRUNTIME else s.attribution_batch,
+                    images=sum(dataset_size(ctx, spec["inputs"][name], spec.get("owner")) for name in datasets))
+    return Plan(record, params, params.total_steps(work))
 
 
 def method_of(kind: Kind):
@@ -95,19 +131,28 @@ def run_job(job_id: str, attempt: int) -> str:
         return "missing"
     spec = json.loads(record["spec"])
     kind = KINDS[spec["kind"]]
+    try:  # before the claim, so that the job is `started` with its total; errors end it just after the claim
+        plan, refusal = plan_of(ctx, spec, kind), None
+    except redis.RedisError:
+        raise
+    except Exception as exc:
+        plan, refusal = None, exc
+    total = plan.total if plan else 0
     started = time.time()
     limit = time_limit(kind.name, ctx.settings.job_time_limit_scale)
     claimed, before = ctx.store.transition(
         job_id, (JobStatus.QUEUED,), JobStatus.STARTED, expect_attempt=attempt, worker=ctx.name, started_at=repr(started),
-        deadline=repr(started + limit + DEADLINE_GRACE_S), progress={"step": 0, "total": 0})
+        deadline=repr(started + limit + DEADLINE_GRACE_S), progress={"step": 0, "total": total})
     if not claimed:
         log.info("job not run", extra={"fields": {"job": job_id, "status": before, "attempt": attempt}})
         return f"skipped ({before})"
     fields = {"job": job_id, "kind": kind.name, "attempt": attempt}
-    log.info("job started", extra={"fields": fields})
-    progress = Progress(ctx.store, job_id, deadline=started + limit)
+    log.info("job started", extra={"fields": {**fields, "total": total}})
+    progress = Progress(ctx.store, job_id, deadline=started + limit, total=total)
     try:
-        result, artifacts = compute(ctx, spec, kind, progress)
+        if refusal is not None:
+            raise refusal
+        result, artifacts = compute(ctx, spec, kind, plan, progress)
     except JobCanceled:
         return _end(ctx, job_id, attempt, JobStatus.CANCELED, fields)
     except (JobTimedOut, JobTimeoutException):
@@ -126,8 +171,8 @@ def run_job(job_id: str, attempt: int) -> str:
             "code": "internal", "message": f"the {kind.name} method failed ({exc.__class__.__name__}); "
                                            "the worker's log has the details"})
     ctx.store.put_artifacts(job_id, artifacts)
-    done = max(progress.total, 1)
-    status = _end(ctx, job_id, attempt, JobStatus.FINISHED, fields, result=result, progress={"step": done, "total": done})
+    status = _end(ctx, job_id, attempt, JobStatus.FINISHED, fields, result=result,
+                  progress={"step": total, "total": total})
     if status == JobStatus.FINISHED:
         ctx.store.remember(spec["digest"], job_id)
     return status
@@ -142,14 +187,9 @@ def _end(ctx: WorkerContext, job_id: str, attempt: int, status: JobStatus, field
     return status
 
 
-def compute(ctx: WorkerContext, spec: dict, kind: Kind, progress: Progress) -> tuple[dict, dict]:
+def compute(ctx: WorkerContext, spec: dict, kind: Kind, plan: Plan, progress: Progress) -> tuple[dict, dict]:
     """Inputs → method → (result, artifacts); raises the errors `run_job` turns into endings."""
-    record = ctx.models.get(spec["model"])
-    if record is None:
-        raise NotFound(f"model {spec['model']!r} no longer exists", code="model_not_found")
-    if record.onnx_sha256 != spec["model_sha256"]:
-        raise Invalid(f"model {spec['model']!r} was replaced after the job was queued", code="model_changed")
-    params = kind.params.model_validate(spec["params"])
+    record, params = plan.record, plan.params
     loaded = {read.name: LOADERS[read.source](ctx, Loading(read.name, spec["inputs"][read.name], record,
                                                              spec.get("owner"), progress))
               for read in kind.reads}

@@ -16,6 +16,7 @@ from core.errors import NotFound
 from core.kinds.registry import Source
 from core.methods import ImageInput, Progress
 from core.model_record import ModelRecord
+from core.stores.datasets import DatasetStore
 from workers import dataset_feed
 from workers.context import WorkerContext
 
@@ -43,6 +44,11 @@ def load_image(ctx: WorkerContext, item: Loading) -> ImageInput:
 def load_dataset(ctx: WorkerContext, item: Loading) -> dataset_feed.Feed:
     """The caller's dataset as batches of activations on ONNX Runtime (404 once it is gone)."""
     return dataset_feed.open_feed(ctx.settings, ctx.models, item.record, item.ref, item.owner, item.progress)
+
+
+def dataset_size(ctx: WorkerContext, ref: str, owner: str | None) -> int:
+    """Images in the caller's dataset `ref` (404 once it is gone): part of a dataset job's step count."""
+    return DatasetStore(ctx.settings.data_dir, ctx.settings.dataset_ttl_s).get(ref, owner).count
 
 
 LOADERS: dict[Source, Callable[[WorkerContext, Loading], object]] = {

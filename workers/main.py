@@ -30,11 +30,13 @@ from core import logs
 from core.jobs import queueing
 from core.jobs.store import JobStore
 from core.jobs.supervisor import end_lost_jobs
+from core.kinds.dataset import umap_available
 from core.redis_client import connect
 from core.settings import Settings, get_settings
 from core.stores.models import ModelStore
 from workers import execute
 from workers.context import WorkerContext
+from workers.methods.embedding import warm_umap
 from workers.networks import NetworkCache
 
 log = logging.getLogger("convscope.worker")
@@ -109,6 +111,26 @@ class ConvscopeWorker(SimpleWorker):
             self.liveness.idle()
 
 
+def warm_up_in_background() -> threading.Thread | None:
+    """Compile UMAP's numba kernels in a daemon thread, so the worker takes jobs at once and the first
+    umap embedding job does not spend its time limit on the JIT (None when umap-learn is left out)."""
+    if not umap_available():
+        return None
+
+    def warm() -> None:
+        start = time.perf_counter()
+        try:
+            warm_umap()
+        except Exception:
+            log.exception("UMAP warm-up failed; the first umap job will compile instead")
+            return
+        log.info("UMAP warmed up", extra={"fields": {"s": round(time.perf_counter() - start, 1)}})
+
+    thread = threading.Thread(target=warm, name="umap-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
 
@@ -124,6 +146,8 @@ def serve(settings: Settings, name: str) -> None:
                                           NetworkCache(models, device, settings.worker_cached_networks), name))
     heartbeat = Heartbeat(store, name, settings)
     heartbeat.start()
+    if settings.worker_warm_up:
+        warm_up_in_background()
     log.info("worker ready", extra={"fields": {"name": name, "queue": settings.job_queue, "device": str(device),
                                               "torch_threads": settings.worker_torch_threads}})
     backoff = 1.0

@@ -1,8 +1,9 @@
 """The torch side of a model: the network every method receives, loaded once per worker process.
 
 A `Network` is a float32 eval-mode module on the worker's device (input: model-space N×C×H×W,
-output: N×num_classes logits), its record, and `layer_module(name)`: the module whose forward
-output *is* the record's layer `name`, so hooks there see exactly what the layer list describes.
+output: N×num_classes logits, or a backbone's output flattened per image), its record, and
+`layer_module(name)`: the module whose forward output *is* the record's layer `name`, so hooks
+there see exactly what the layer list describes.
 The built-in model is the torch definition in `models/efficientnet_lite.py` (its layer names are
 module paths); any other model is the torch twin of its ONNX file (`models.twin.load_twin`).
 Parameters are frozen (`requires_grad=False`) at load: methods differentiate with respect to

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from core.kinds.params import Params, Target, layer_or_last, spatial_layer
+from core.kinds.params import Params, Target, Workload, layer_or_last, spatial_layer
 from core.model_record import ModelRecord
 
 
@@ -14,9 +14,15 @@ class ClassTargetParams(Params):
     target: Target | None = Field(None, description="class index or label; default the model's top-1 class "
                                                     "for the image. The score is the class logit.")
 
+    def explains_class(self) -> bool:
+        """Whether the objective is a class logit (then the model must have class scores)."""
+        return True
+
     def resolve(self, record: ModelRecord) -> Params:
         if self.target is not None:
             record.class_index(self.target)
+        elif self.explains_class():
+            record.require_class_scores("the default objective (the image's top-1 class)")
         return super().resolve(record)
 
 
@@ -39,6 +45,9 @@ class ObjectiveParams(ClassTargetParams):
         if self.position is not None and self.layer is None:
             raise ValueError("`position` needs `layer` and `channel`")
         return self
+
+    def explains_class(self) -> bool:
+        return self.layer is None
 
     def resolve(self, record: ModelRecord) -> Params:
         if self.layer is not None:
@@ -82,6 +91,10 @@ class SmoothgradParams(ClassTargetParams):
                                                            "(max − min of the input tensor)")
     seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the noise; the same seed gives the same result")
 
+    def total_steps(self, work: Workload) -> int:
+        """One step per batch of noisy copies."""
+        return -(-self.samples // work.batch)
+
 
 class IntegratedGradientsParams(ClassTargetParams):
     """Sundararajan et al. 2017: (x − x') ⊙ ∫₀¹ ∇F(x' + α(x − x')) dα, by quadrature."""
@@ -92,3 +105,7 @@ class IntegratedGradientsParams(ClassTargetParams):
                              "(Gaussian, radius 1/16 of its size)")
     rule: Literal["gauss_legendre", "riemann_middle"] = Field(
         "gauss_legendre", description="quadrature along the path: Gauss–Legendre nodes, or the midpoint rule")
+
+    def total_steps(self, work: Workload) -> int:
+        """One step per batch of path points."""
+        return -(-self.steps // work.batch)

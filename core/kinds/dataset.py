@@ -11,12 +11,25 @@ from typing import Literal
 
 from pydantic import Field
 
-from core.kinds.params import Params, layer_or_last, spatial_layer
+from core.kinds.params import Params, Workload, layer_or_last, spatial_layer
 from core.model_record import ModelRecord
 
 
 def umap_available() -> bool:
+    """Whether `umap-learn` is importable: it is a main dependency, so False only on an install that left it
+    out on purpose (method "umap" is then refused with 422 and a message that says why)."""
     return importlib.util.find_spec("umap") is not None
+
+
+def pass_steps(images: int, batch: int) -> int:
+    """Progress steps of one pass over `images` images, `batch` at a time: one per batch."""
+    return -(-images // batch)
+
+
+def load_steps(images: int, batch: int) -> int:
+    """Progress steps of loading `images` chosen images one by one after the pass: one per `batch` of
+    them but the last (`workers/dataset_feed.py`, `Feed.images`)."""
+    return max(0, pass_steps(images, batch) - 1)
 
 
 class DatasetLayerParams(Params):
@@ -25,6 +38,10 @@ class DatasetLayerParams(Params):
 
     def resolve(self, record: ModelRecord) -> Params:
         return self.model_copy(update={"layer": layer_or_last(record, self.layer)})
+
+    def total_steps(self, work: Workload) -> int:
+        """One pass over the dataset."""
+        return pass_steps(work.images, work.batch)
 
 
 class CodeParams(DatasetLayerParams):
@@ -46,6 +63,11 @@ class TopActivationsParams(DatasetLayerParams):
         if self.channel is not None and self.channel >= channels:
             raise ValueError(f"layer {resolved.layer!r} has {channels} channels; channel {self.channel} is out of range")
         return resolved
+
+    def total_steps(self, work: Workload) -> int:
+        """The pass, then loading at most `k` winners per channel (fewer when images win several channels)."""
+        channels = 1 if self.channel is not None else spatial_layer(work.record, self.layer).shape[0]
+        return super().total_steps(work) + load_steps(min(work.images, channels * self.k), work.batch)
 
 
 class EmbeddingParams(CodeParams):
@@ -70,6 +92,10 @@ class NeighborsParams(CodeParams):
     k: int = Field(8, ge=1, le=100, description="neighbours returned, nearest first")
     metric: Literal["cosine", "l2"] = Field("cosine", description="cosine: 1 − cos(a, b); l2: Euclidean distance, "
                                                                   "in the layer's units")
+
+    def total_steps(self, work: Workload) -> int:
+        """The pass, then loading the `k` nearest (at most every image)."""
+        return super().total_steps(work) + load_steps(min(work.images, self.k), work.batch)
 
 
 class UnitStatsParams(DatasetLayerParams):

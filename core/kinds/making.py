@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from core.kinds.params import Params, Target, spatial_layer
+from core.kinds.params import Params, Target, Workload, spatial_layer
 from core.model_record import ModelRecord
 
 
@@ -32,6 +32,10 @@ class RenderParams(Params):
     clip_norm_pct: float = Field(0.0, ge=0, le=99, description="pixel images: reset the lowest-norm N% of pixels")
     seed: int = Field(0, ge=0, le=2**63 - 1)
     preview_every: int = Field(16, ge=0, le=2000, description="steps between preview events (0: none)")
+
+    def total_steps(self, work: Workload) -> int:
+        """One step per optimisation step."""
+        return self.steps
 
 
 class SizedRenderParams(RenderParams):
@@ -109,6 +113,10 @@ class DeepdreamParams(Params):
     seed: int = Field(0, ge=0, le=2**63 - 1)
     preview_every: int = Field(5, ge=0, le=1000)
 
+    def total_steps(self, work: Workload) -> int:
+        """`steps` at each of the `octaves`."""
+        return self.octaves * self.steps
+
     def resolve(self, record: ModelRecord) -> Params:
         layer = self.layer or _middle_layer(record)
         _layer_channel(record, layer, self.channel)
@@ -125,6 +133,10 @@ class AdversarialParams(Params):
     steps: int = Field(40, ge=1, le=1000, description="PGD steps (FGSM uses one)")
     step_size: float | None = Field(None, gt=0, le=64, description="0–255 units per step; default 2.5·ε/steps (≥ 0.5)")
     method: Literal["pgd", "fgsm"] = "pgd"
+
+    def total_steps(self, work: Workload) -> int:
+        """One step per gradient step: FGSM takes one."""
+        return 1 if self.method == "fgsm" else self.steps
 
     def resolve(self, record: ModelRecord) -> Params:
         record.class_index(self.target)

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import BaseModel, ConfigDict
 
 from core.model_record import ModelRecord
 
 Target = int | str
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a job's step count depends on beside its params: the model, the worker's batch size
+    (`attribution_batch` for gradient kinds, `dataset_batch` for dataset kinds) and, for dataset
+    kinds, how many images the dataset holds."""
+
+    record: ModelRecord
+    batch: int
+    images: int = 0
 
 
 class Params(BaseModel):
@@ -15,8 +28,14 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     def resolve(self, record: ModelRecord) -> Params:
-        """Check the values against `record` (ValueError with a sentence) and fill model defaults."""
+        """Check the values against `record` (ValueError with a sentence; the record raises 422
+        `no_class_scores` when they need a class and the model has none) and fill model defaults."""
         return self
+
+    def total_steps(self, work: Workload) -> int:
+        """The `total` of every progress(step, total) the kind's method reports for these (resolved) params:
+        the runner writes it when it claims the job and keeps it while the job runs. Default: one pass."""
+        return 1
 
 
 def spatial_layer(record: ModelRecord, name: str):

@@ -3,8 +3,10 @@
 Layout under `<data_dir>/datasets/<id>/` (shared by the API and the workers, like the model store):
 `00000.<ext>` … one file per accepted image (the uploaded bytes, re-validated by
 `core.images.decode`), `manifest.json` (names, sizes, rejected members) and `meta.json` (owner,
-creation time, count: small, so quota and expiry scans stay cheap). A dataset is assembled in a
-hidden `.tmp-*` folder and renamed into place whole, so readers see all of it or nothing.
+creation time, count: small, so quota, listing and expiry scans stay cheap). A dataset is assembled
+in a hidden `.tmp-*` folder and renamed into place whole, so readers see all of it or nothing; a
+deleted one is renamed out of place whole (to a `.tmp-*` name) before its files go, so it is 404 at
+once, and a job still reading it fails with `dataset_not_found` at its next image.
 
 A dataset belongs to the key that uploaded it; any other key gets 404. Expired datasets
 (`dataset_ttl_s`) are 404 too and are swept away by later uploads.
@@ -75,9 +77,10 @@ class Dataset:
         return (self.root / self.entries[index].file).read_bytes()
 
     def summary(self) -> dict:
-        """`GET /v1/datasets/{id}`."""
+        """`GET /v1/datasets/{id}` (less the times, which the store knows)."""
         return {"id": self.id, "count": self.count, "images": [
-            {"index": e.index, "name": e.name, "width": e.width, "height": e.height} for e in self.entries]}
+            {"index": e.index, "name": e.name, "width": e.width, "height": e.height} for e in self.entries],
+            "rejected": self.rejected}
 
 
 class DatasetStore:
@@ -98,13 +101,36 @@ class DatasetStore:
         except (OSError, ValueError):
             meta = None
         if meta is None or meta.get("owner") != owner or self._expired(meta):
-            raise NotFound(f"no dataset with id {dataset_id!r} (it may have expired)", code="dataset_not_found")
+            raise NotFound(f"no dataset with id {dataset_id!r} (it may have expired or been deleted)",
+                           code="dataset_not_found")
         manifest = json.loads((folder / "manifest.json").read_bytes())
         return Dataset(id=dataset_id, root=folder, owner=owner, created_at=meta["created_at"],
                        entries=[Entry(**e) for e in manifest["images"]], rejected=manifest["rejected"])
 
     def _expired(self, meta: dict) -> bool:
         return time.time() > float(meta.get("created_at", 0)) + self.ttl_s
+
+    def expires_at(self, created_at: float) -> float:
+        """When a dataset created at `created_at` expires (Unix seconds)."""
+        return created_at + self.ttl_s
+
+    def listed(self, owner: str | None) -> list[dict]:
+        """`owner`'s live datasets from their small `meta.json` files, newest first: {id, count, created_at}."""
+        metas = [m for m in self._metas() if m.get("owner") == owner and not self._expired(m)]
+        return [{"id": m["id"], "count": int(m.get("count", 0)), "created_at": float(m["created_at"])}
+                for m in sorted(metas, key=lambda m: (-float(m["created_at"]), m["id"]))]
+
+    def delete(self, dataset_id: str, owner: str | None) -> None:
+        """Remove `owner`'s dataset `dataset_id` and its files (404 when there is none for `owner`)."""
+        dataset = self.get(dataset_id, owner)
+        doomed = self.root / f".tmp-deleted-{dataset.id}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.replace(dataset.root, doomed)  # atomic: gone for every reader from here on
+        except FileNotFoundError:  # deleted meanwhile by another request
+            raise NotFound(f"no dataset with id {dataset_id!r} (it may have expired or been deleted)",
+                           code="dataset_not_found") from None
+        shutil.rmtree(doomed, ignore_errors=True)  # a crash here leaves a `.tmp-*` folder that `sweep` removes
+        log.info("dataset deleted", extra={"fields": {"dataset": dataset.id, "images": dataset.count}})
 
     def held_by(self, owner: str | None) -> int:
         """How many live datasets `owner` holds."""
@@ -140,8 +166,8 @@ class DatasetStore:
         """Validate every image of the upload, keep the accepted ones; returns (dataset, rejected)."""
         self.sweep()
         if self.held_by(owner) >= settings.max_datasets_per_key:
-            raise Overloaded(f"this key already holds {settings.max_datasets_per_key} datasets; wait for some to "
-                             f"expire", code="dataset_quota", retry_after=3600)
+            raise Overloaded(f"this key already holds {settings.max_datasets_per_key} datasets; delete one or wait for "
+                             f"some to expire", code="dataset_quota", retry_after=3600)
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".tmp-"))
         try:

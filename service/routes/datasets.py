@@ -1,8 +1,10 @@
-"""Dataset uploads: one archive in part `file`, or many images in parts `files`."""
+"""Datasets: uploads (one archive in part `file`, or many images in parts `files`), listing, reading, deleting."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from starlette.datastructures import FormData, UploadFile
@@ -37,10 +39,28 @@ class DatasetImage(BaseModel):
     height: int
 
 
-class DatasetInfo(BaseModel):
+class DatasetSummary(BaseModel):
     id: str
-    count: int
+    count: int = Field(description="images kept")
+    created_at: datetime
+    expires_at: datetime = Field(description="when the dataset and its files are removed")
+
+
+class DatasetList(BaseModel):
+    datasets: list[DatasetSummary] = Field(description="the caller's datasets, newest first")
+
+
+class DatasetInfo(DatasetSummary):
     images: list[DatasetImage]
+    rejected: list[Rejected] = Field(description="members of the upload that were not kept, as at its creation")
+
+
+def _when(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def _times(store: DatasetStore, created_at: float) -> dict:
+    return {"created_at": _when(created_at), "expires_at": _when(store.expires_at(created_at))}
 
 
 def dataset_store(ctx: AppContext = Depends(context)) -> DatasetStore:
@@ -79,7 +99,25 @@ async def upload_dataset(request: Request, store: DatasetStore = Depends(dataset
     return DatasetCreated(id=dataset.id, count=dataset.count, rejected=rejected)
 
 
+@router.get("", operation_id="listDatasets", response_model=DatasetList)
+def list_datasets(store: DatasetStore = Depends(dataset_store)) -> DatasetList:
+    """The caller's datasets (not expired), newest first."""
+    return DatasetList(datasets=[DatasetSummary(id=d["id"], count=d["count"], **_times(store, d["created_at"]))
+                                 for d in store.listed(current_owner.get())])
+
+
 @router.get("/{dataset_id}", operation_id="getDataset", response_model=DatasetInfo, responses=errors(404))
 def get_dataset(dataset_id: str, store: DatasetStore = Depends(dataset_store)) -> DatasetInfo:
-    """The dataset's images: index (as used in job results), name in the upload, size in pixels."""
-    return DatasetInfo.model_validate(store.get(dataset_id, current_owner.get()).summary())
+    """The dataset's images: index (as used in job results), name in the upload, size in pixels; and the
+    members of the upload that were refused."""
+    dataset = store.get(dataset_id, current_owner.get())
+    return DatasetInfo.model_validate(dataset.summary() | _times(store, dataset.created_at))
+
+
+@router.delete("/{dataset_id}", operation_id="deleteDataset", status_code=204, response_class=Response,
+               responses=errors(404))
+def delete_dataset(dataset_id: str, store: DatasetStore = Depends(dataset_store)) -> Response:
+    """Delete one of the caller's datasets and its files. Jobs still reading it fail with `dataset_not_found`;
+    results of jobs that have finished stay."""
+    store.delete(dataset_id, current_owner.get())
+    return Response(status_code=204)

@@ -24,7 +24,9 @@ UPLOAD_BODY = multipart_body(
     text_part("name", "display name (default: the file name)"),
     file_part("labels", "text file, one class label a line"),
     text_part("preprocess", "JSON of `preprocess` (mean, std, scale, color, resize, crop) plus `input_size` "
-              "([H, W]) for models with a dynamic input size"))
+              "([H, W]) for models with a dynamic input size; `crop` is true/false or, as torchvision's "
+              "CenterCrop writes it, a size (224 or [H, W]) that must equal a fixed input size and sets a "
+              "dynamic one"))
 
 
 @router.get("", operation_id="listModels", response_model=ModelList)

@@ -72,8 +72,10 @@ async def _spec(request: Request, ctx: AppContext, model: type):
 @router.post("/{model}/predict", operation_id="predict", response_model=PredictResponse, responses=ERRORS,
              openapi_extra=json_or_multipart(PredictRequest))
 async def predict(model: str, request: Request, ctx: AppContext = Depends(context)) -> PredictResponse:
-    """Top-k classes of one image (softmax probabilities and logits)."""
+    """Top-k classes of one image (softmax probabilities and logits); 422 `no_class_scores` for a model
+    without class scores."""
     record = ctx.model(model)
+    record.require_class_scores("the predict view")
     spec, files = await _spec(request, ctx, PredictRequest)
 
     def work():
@@ -123,8 +125,10 @@ async def occlusion(model: str, request: Request, ctx: AppContext = Depends(cont
     """Occlusion sensitivity (Zeiler & Fergus 2014): the target's probability with a patch covered.
 
     PNG: the drop in probability blended over the image; JSON: `OcclusionResponse`; npy: the map.
+    422 `no_class_scores` for a model without class scores.
     """
     record = ctx.model(model)
+    record.require_class_scores("the occlusion view")
     spec, files = await _spec(request, ctx, OcclusionRequest)
     if spec.patch > min(record.input.height, record.input.width):
         raise Invalid(f"patch {spec.patch} px is larger than the model input "

@@ -13,7 +13,7 @@ from core import images
 from tests.datasets.conftest import is_picture, model_inputs, task_for
 
 
-@pytest.mark.parametrize("method", ["pca", "tsne"])
+@pytest.mark.parametrize("method", ["pca", "tsne", "umap"])
 def test_embedding_has_one_point_per_image(settings, builtin_store, builtin, dataset, torch_lite0, method):
     from workers.methods import embedding
 

@@ -74,11 +74,80 @@ def test_every_patch_box_is_the_receptive_field_found_by_gradients(settings, tin
     positions = {tuple(e["position"]) for e in entries} | {(0, 0), (15, 15), (0, 15), (7, 3)}
     boxes = gradient_boxes(positions)
     for e in entries:
-        assert e["box"] == boxes[tuple(e["position"])]
+        assert e["input_box"] == boxes[tuple(e["position"])]
     from workers.methods.top_activations import receptive_box
 
     for (y, x), box in boxes.items():
         assert receptive_box(rf, y, x, TINY_SIZE, TINY_SIZE) == box
+
+
+@pytest.fixture(scope="module")
+def odd_dataset(settings):
+    """A 199×203 photo and three of the shared ones (smaller, other shapes)."""
+    import io
+
+    from PIL import Image
+
+    from core.stores.datasets import DatasetStore, Upload
+    from tests.conftest import encode, sample
+    from tests.datasets.conftest import photo_files
+
+    odd = encode(np.asarray(Image.fromarray(sample("astronaut")).resize((199, 203), Image.BICUBIC)))
+    files = [("odd.png", odd), *photo_files()[1:4]]
+    uploads = [Upload(name, io.BytesIO(data), len(data), archive=False) for name, data in files]
+    created, _ = DatasetStore(settings.data_dir, settings.dataset_ttl_s).create(uploads, None, settings)
+    assert (created.entries[0].width, created.entries[0].height) == (199, 203)
+    return created
+
+
+def box_by_hand(input_box, width: int, height: int, resize: int | None) -> list[int]:
+    """The inverse of torchvision's Resize(resize) + CenterCrop(64) (or of a plain resize to 64×64 when `resize`
+    is None), written out: input x → (x + left) · width / resized width; starts floored, ends ceiled, clipped."""
+    import math
+    from fractions import Fraction
+
+    if resize is None:
+        new_w, new_h, left, top = TINY_SIZE, TINY_SIZE, 0, 0
+    else:
+        short, long = min(width, height), max(width, height)
+        new_w, new_h = (resize, int(resize * long / short)) if width <= height else (int(resize * long / short), resize)
+        left, top = int(round((new_w - TINY_SIZE) / 2.0)), int(round((new_h - TINY_SIZE) / 2.0))
+    x0, y0, x1, y1 = input_box
+    fx, fy = Fraction(width, new_w), Fraction(height, new_h)
+    return [max(math.floor((x0 + left) * fx), 0), max(math.floor((y0 + top) * fy), 0),
+            min(math.ceil((x1 + left) * fx), width), min(math.ceil((y1 + top) * fy), height)]
+
+
+@pytest.mark.parametrize("resize", [None, 72])
+def test_boxes_are_in_each_dataset_images_own_pixels(settings, tiny, odd_dataset, resize):
+    """`box` is the receptive field in the dataset image's own pixels (inside the image, the hand-computed inverse
+    of the resize and centre crop of `input_box`); the patches in `patches.png` are still cut at `input_box`."""
+    from core import images
+    from core.model_record import Preprocess
+    from workers.methods import top_activations
+    from workers.methods.top_activations import Layout, letterbox, receptive_box
+
+    _, store, record, layer = tiny
+    record = record.model_copy(update={"preprocess": Preprocess(resize=resize, crop=TINY_SIZE if resize else True)})
+    dataset = odd_dataset
+    out = top_activations.run(task_for(settings, store, record, dataset, "top_activations", layer=layer, channel=1,
+                                       k=4))
+    entries = out.tables["top"]
+    assert sorted(e["image_index"] for e in entries) == [0, 1, 2, 3]  # the 199×203 photo among them
+    rf = record.layer(layer).receptive_field
+    layout = Layout(1, 4)
+    for rank, e in enumerate(entries):
+        entry = dataset.entries[e["image_index"]]
+        x0, y0, x1, y1 = e["box"]
+        assert 0 <= x0 < x1 <= entry.width and 0 <= y0 < y1 <= entry.height
+        assert e["input_box"] == receptive_box(rf, *e["position"], TINY_SIZE, TINY_SIZE)
+        assert e["box"] == box_by_hand(e["input_box"], entry.width, entry.height, resize)
+        fitted = np.asarray(images.fit(images.decode(dataset.read(entry.index), max_bytes=1 << 30,
+                                                     max_pixels=1 << 30), record))
+        ix0, iy0, ix1, iy1 = e["input_box"]
+        y, x = layout.origin(0, rank)
+        tile = out.pictures["patches"][y:y + layout.tile, x:x + layout.tile]
+        np.testing.assert_array_equal(tile, letterbox(fitted[iy0:iy1, ix0:ix1], layout.tile))
 
 
 def test_a_channel_forced_dead_is_reported_dead(settings, tiny, dataset):

@@ -36,6 +36,7 @@ class Workers:
         env.update(CONVSCOPE_REDIS_URL=s.redis_url, CONVSCOPE_REDIS_PREFIX=s.redis_prefix,
                    CONVSCOPE_JOB_QUEUE=s.job_queue, CONVSCOPE_DATA_DIR=str(s.data_dir),
                    CONVSCOPE_JOB_TIME_LIMIT_SCALE=str(s.job_time_limit_scale), CONVSCOPE_LOG_LEVEL="INFO",
+                   CONVSCOPE_WORKER_WARM_UP="false",  # no umap jobs here: leave the cores to the tests
                    PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
         env.update({k: str(v) for k, v in extra.items()})
         return env

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 
 import numpy as np
 import pytest
@@ -90,3 +91,26 @@ def test_deepdream_job_keeps_the_uploaded_size(jobs_client):
     assert job["status"] == "finished", job
     png = jobs_client.get(f"/v1/jobs/{job['id']}/artifacts/image.png")
     assert Image.open(io.BytesIO(png.content)).size == (300, 200)
+
+
+def test_feature_vis_job_is_started_with_its_final_total(jobs_client):
+    """A client polling a running job sees `progress.total` from the first `started` answer, unchanged to the end."""
+    steps = 40
+    response = jobs_client.post("/v1/jobs", json={"kind": "feature_vis", "model": MODEL, "params": {
+        "layer": "_blocks.3._relu1", "channel": 5, "size": 64, "steps": steps, "seed": 17}})
+    assert response.status_code == 202, response.text
+    job_id, seen = response.json()["id"], []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job = jobs_client.get(f"/v1/jobs/{job_id}").json()
+        seen.append((job["status"], job["progress"]))
+        if job["status"] in ("finished", "failed", "canceled"):
+            break
+    started = [progress for status, progress in seen if status == "started"]
+    assert started, seen  # polled while it ran
+    assert started[0]["total"] == steps and {p["total"] for p in started} == {steps}, started
+    assert seen[-1] == ("finished", {"step": steps, "total": steps}), seen[-1]
+    events = jobs_client.get(f"/v1/jobs/{job_id}/events").text
+    totals = {json.loads(line[len("data: "):])["total"] for block in events.split("\n\n") if "event: progress" in block
+              for line in block.splitlines() if line.startswith("data: ")}
+    assert totals == {steps}

@@ -155,9 +155,11 @@ class Unit:
 
 
 def objective_of(params, record) -> ClassLogit | Unit:
-    """The objective a kind's params describe: a class target (index or label), or a unit."""
+    """The objective a kind's params describe: a class target (index or label), or a unit (422
+    `no_class_scores` for a class objective on a model without class scores)."""
     if getattr(params, "layer", None) is not None and getattr(params, "channel", None) is not None:
         return Unit(params.layer, params.channel, tuple(params.position) if params.position else None)
+    record.require_class_scores("a class objective")
     return ClassLogit(None if params.target is None else record.class_index(params.target))
 
 

@@ -64,6 +64,16 @@ def _reduce(x: np.ndarray, method: str, perplexity: float | None, seed: int) -> 
                            random_state=seed, n_jobs=1).fit_transform(reduced))
 
 
+def warm_umap(points: int = 12, features: int = 32) -> None:
+    """Fit UMAP once on a small random array with the parameters `reduce` uses, so that numba compiles
+    (or loads from its on-disk cache) UMAP's kernels now instead of inside the first umap job.
+
+    Covers the exact-neighbour path UMAP takes below 4,096 points; larger datasets also compile
+    pynndescent's approximate search in their first job. No thread-pool limits are touched (they are
+    process-wide, and this runs beside jobs in a background thread)."""
+    _reduce(np.random.default_rng(0).random((points, features)), "umap", None, 0)
+
+
 def _pca(x: np.ndarray, components: int) -> np.ndarray:
     """Projection of centred x on its top principal axes (N×components; zero-padded when rank is lower)."""
     centred = x - x.mean(axis=0)

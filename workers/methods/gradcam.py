@@ -27,5 +27,6 @@ def run(task: Task) -> Attribution:
     cam = torch.relu((weights * activations).sum(dim=1)).detach().float().cpu().numpy()
     peak = float(cam.max())
     heat = cam[0] / peak if peak > 0 else cam[0]
+    task.progress(1, 1)
     metrics = {"target": target, "target_logit": float(logits[0, target].detach()), "layer": layer, "grid": list(cam.shape[1:])}
     return Attribution(cam, heat, label_metrics(network, metrics))

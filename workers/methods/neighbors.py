@@ -63,7 +63,7 @@ def run(task: DatasetTask) -> Output:
     params, feed, image = task.params, task.feed, task.query
     query = codes(feed.forward(image.x, (params.layer,))[params.layer], params.pool)[0]
     nearest = Nearest(params.k)
-    for batch in feed.batches([params.layer], extra_steps=feed.steps_for(params.k)):
+    for batch in feed.batches([params.layer], extra_steps=feed.steps_for(min(params.k, len(feed)))):
         found = codes(batch.features[params.layer], params.pool)
         nearest.update(distances(query, found, params.metric), batch.indices)
     listed = [{"image_index": int(i), "name": feed.name(int(i)), "distance": float(d)}

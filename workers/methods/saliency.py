@@ -11,4 +11,5 @@ def run(task: Task) -> Attribution:
     """The raw input gradient (logit units per input unit); heatmap: max over channels of |gradient|."""
     grad, info = input_gradient(task.network, task.x, objective_of(task.params, task.network.record))
     attribution = grad[0].float().cpu().numpy()
+    task.progress(1, 1)
     return Attribution(attribution, gradient_heat(attribution), label_metrics(task.network, info))

@@ -12,4 +12,5 @@ def project(task: Task, rule: Rule) -> Attribution:
     """The objective (class logit, or one unit) backpropagated to the input under `rule`."""
     grad, info = input_gradient(task.network, task.x, objective_of(task.params, task.network.record), rule)
     attribution = grad[0].float().cpu().numpy()
+    task.progress(1, 1)
     return Attribution(attribution, gradient_heat(attribution), {**label_metrics(task.network, info), "rule": rule})

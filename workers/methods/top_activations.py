@@ -4,7 +4,9 @@ For each channel c of a layer, the k dataset images on which the channel's stron
 (max over positions y, x of A[c, y, x]) is largest — one entry per image, at that image's argmax
 position — found in one pass over the dataset for every channel at once. The patch shown is the
 unit's receptive field on the model input: rows `start + y*stride … start + y*stride + size - 1`
-(likewise columns), clipped to the image. Activations are in the layer's own units.
+(likewise columns), clipped to the input (`input_box`, model-input pixels); `box` is the same region in
+the dataset image's own pixels (`core.images.original_box`: the resize and centre crop undone, clipped
+to the image). Activations are in the layer's own units.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from functools import cached_property
 import numpy as np
 from PIL import Image
 
+from core import images
 from core.methods import ActivationFeed, DatasetTask, Output
 from core.model_record import Layer, ModelRecord, ReceptiveField
 
@@ -124,7 +127,8 @@ class Layout:
 
 def winners(top: TopK, channels: list[int], layer: Layer, record: ModelRecord,
             feed: ActivationFeed) -> list[list[dict]]:
-    """Per channel, its `top.json` entries, best first; `box` in model-input pixels, clipped."""
+    """Per channel, its `top.json` entries, best first; `input_box` in model-input pixels and `box` in the
+    image's own pixels, each clipped to its image."""
     grid_w = layer.shape[2]
     height, width = record.input.height, record.input.width
     entries = [[] for _ in channels]
@@ -132,9 +136,11 @@ def winners(top: TopK, channels: list[int], layer: Layer, record: ModelRecord,
         for value, image, position in zip(top.value[row], top.image[row], top.position[row]):
             if image >= 0:
                 y, x = divmod(int(position), grid_w)
+                input_box = receptive_box(layer.receptive_field, y, x, height, width)
                 entries[row].append({"channel": channel, "image_index": int(image), "name": feed.name(int(image)),
                                      "activation": float(value), "position": [y, x],
-                                     "box": receptive_box(layer.receptive_field, y, x, height, width)})
+                                     "box": images.original_box(input_box, *feed.size(int(image)), record),
+                                     "input_box": input_box})
     return entries
 
 
@@ -151,7 +157,7 @@ def draw(entries: list[list[dict]], k: int, feed: ActivationFeed) -> np.ndarray:
     for index, pixels in feed.images(sorted(wanted)):
         tiles: dict[tuple, np.ndarray] = {}
         for row, rank in wanted[index]:
-            box = tuple(entries[row][rank]["box"])
+            box = tuple(entries[row][rank]["input_box"])
             if box not in tiles:
                 x0, y0, x1, y1 = box
                 tiles[box] = letterbox(pixels[y0:y1, x0:x1], layout.tile)

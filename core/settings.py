@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     # API keys (see service/auth.py); none configured → open service on 127.0.0.1 only.
     api_keys: str = Field("", description="comma-separated `tenant:key` or bare keys", repr=False)
     api_keys_file: Path | None = Field(None, description="file with one `tenant:key` or key per line")
+
+    # Browser clients (service/cors.py, service/events_token.py).
+    cors_origins: str = Field("", description="comma-separated origins (`https://host:port`) answered with CORS "
+                              "headers; none by default; `*` (any) is refused while API keys are configured")
+    events_token_ttl_s: int = Field(600, gt=0, le=24 * 3600, description="how long a Job's `events_token` opens "
+                                    "its event stream (s)")
+    events_token_secret: SecretStr | None = Field(None, min_length=32, repr=False, description="HMAC key of events "
+                                                  "tokens; unset: a random key kept in Redis, shared by every API process")
 
     # Jobs (RQ queue on the same Redis) and their results.
     job_queue: str = Field("convscope", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="RQ queue name")

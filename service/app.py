@@ -23,13 +23,14 @@ from core.settings import Settings, get_settings
 from core.stores.images import ImageStore
 from core.stores.models import ModelStore
 from models.forward import Runtimes
-from service import openapi_docs
+from service import docs_pages, openapi_docs
 from service.auth import Authenticator, parse_keys, require_key
 from service.context import AppContext
+from service.cors import install_cors
 from service.jobs import JobService, monitor
 from service.metrics import LATENCY, REQUESTS
 from service.routes import datasets as dataset_routes
-from service.routes import health, images, jobs, models, views
+from service.routes import health, images, job_events, jobs, models, views
 
 log = logging.getLogger("convscope")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -61,16 +62,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.jobs.close()
         client.close()
 
-    app = FastAPI(title="convscope", version="1.0.0", lifespan=lifespan,
+    app = FastAPI(title="convscope", version="1.0.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Shows what a convolutional network sees and learns.")
     app.state.heavy_slots = asyncio.Semaphore(settings.max_concurrent_requests)
     app.state.auth = Authenticator(parse_keys(settings.api_keys, settings.api_keys_file))
     app.include_router(health.router)
+    app.include_router(docs_pages.router)  # /docs and /redoc with their assets served here, not from a CDN
     for router in (images.router, models.router, views.router, jobs.router):
         app.include_router(router, dependencies=[Depends(require_key)])
     app.include_router(dataset_routes.router, dependencies=[Depends(require_key)])
+    app.include_router(job_events.router)  # the API key, or the job's events token (service/events_token.py)
     install_error_handlers(app)
     install_middleware(app)
+    install_cors(app, settings.cors_origins, keyed=not app.state.auth.open)  # last: the outermost middleware
     app.openapi = lambda: openapi_schema(app)
     return app
 

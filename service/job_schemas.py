@@ -94,6 +94,10 @@ class Job(BaseModel):
     cached: bool = False
     error: JobError | None = None
     result: JobResult | None = None
+    events_token: str | None = Field(None, description="opens this job's event stream without the API key, for "
+                                     "`EventSource`: `GET /v1/jobs/{id}/events?token=<events_token>`; valid for this "
+                                     "job only, for CONVSCOPE_EVENTS_TOKEN_TTL_S seconds (default 600) from when this "
+                                     "Job was returned; null in the `end` event")
 
 
 class JobList(BaseModel):

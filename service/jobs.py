@@ -31,6 +31,7 @@ from core.model_record import ModelRecord
 from core.redis_client import redis_errors
 from core.settings import Settings
 from core.stores.images import ImageStore
+from service.events_token import EventsTokens
 from service.job_inputs import ACCEPTORS, Submission
 from service.job_schemas import ArtifactRef, Job, JobError, JobResult, Progress, media_type
 from service.metrics import JOB_SECONDS, QUEUE_DEPTH
@@ -44,8 +45,8 @@ def _when(value: str | None) -> datetime | None:
     return datetime.fromtimestamp(float(value), tz=UTC) if value else None
 
 
-def view(job_id: str, record: dict) -> Job:
-    """The client's view of a stored record (artifact URLs included)."""
+def view(job_id: str, record: dict, events_token: str | None = None) -> Job:
+    """The client's view of a stored record (artifact URLs included; the events token when given)."""
     spec = json.loads(record["spec"])
     result = None
     if record.get("result"):
@@ -57,7 +58,8 @@ def view(job_id: str, record: dict) -> Job:
                progress=Progress(**json.loads(record.get("progress") or '{"step":0,"total":0}')),
                created_at=_when(record["created_at"]), started_at=_when(record.get("started_at")),
                ended_at=_when(record.get("ended_at")), cached=record.get("cached") == "1",
-               error=JobError(**json.loads(record["error"])) if record.get("error") else None, result=result)
+               error=JobError(**json.loads(record["error"])) if record.get("error") else None, result=result,
+               events_token=events_token)
 
 
 def spec_digest(spec: dict) -> str:
@@ -76,6 +78,7 @@ class JobService:
         self.store = JobStore(client, settings.redis_prefix, settings.artifact_ttl_s, aclient=aclient)
         self.queue = queueing.queue(client, settings.job_queue)
         self.images = image_store
+        self.tokens = EventsTokens(settings, client)
         self._ended_cursor: str | None = None
 
     async def close(self) -> None:
@@ -93,7 +96,8 @@ class JobService:
             for read in kind.reads}
         spec = {"kind": kind.name, "model": record.id, "model_sha256": record.onnx_sha256,
                 "inputs": {name: given.ref for name, given in accepted.items()},
-                "params": params.model_dump(mode="json"), "owner": owner, "retry": request.retry}
+                "params": params.model_dump(mode="json"), "owner": owner, "retry": request.retry,
+                "queue": self.settings.job_queue}
         spec["digest"] = spec_digest(spec)
         job_id = uuid.uuid4().hex
         with redis_errors():
@@ -111,7 +115,11 @@ class JobService:
             self.store.create(job_id, spec, listed_max=self.settings.jobs_listed_max)
             queueing.enqueue(self.queue, job_id, 1, time_limit_s=time_limit(kind.name, self.settings.job_time_limit_scale),
                              ttl_s=self.settings.artifact_ttl_s)
-            return view(job_id, self.store.get(job_id))
+            return self._owned(job_id, self.store.get(job_id), owner)
+
+    def _owned(self, job_id: str, record: dict, owner: str | None) -> Job:
+        """The owner's view of a job: the record and a fresh events token."""
+        return view(job_id, record, self.tokens.issue(job_id, owner))
 
     def _from_cache(self, job_id: str, spec: dict) -> Job | None:
         source_id = self.store.cached(spec["digest"])
@@ -123,7 +131,7 @@ class JobService:
             "cached": "1", "result": source["result"], "progress": source["progress"], "started_at": now,
             "ended_at": now})
         self.store.event(job_id, "end", {"status": JobStatus.FINISHED})
-        return view(job_id, self.store.get(job_id))
+        return self._owned(job_id, self.store.get(job_id), spec["owner"])
 
     # Reading.
     def record(self, job_id: str, owner: str | None) -> dict:
@@ -138,7 +146,7 @@ class JobService:
         return record
 
     def get(self, job_id: str, owner: str | None) -> Job:
-        return view(job_id, self.record(job_id, owner))
+        return self._owned(job_id, self.record(job_id, owner), owner)
 
     def list(self, owner: str | None, status: JobStatus | None, kind: str | None, limit: int) -> list[Job]:
         with redis_errors():
@@ -148,7 +156,7 @@ class JobService:
                     continue
                 if kind and json.loads(record["spec"])["kind"] != kind:
                     continue
-                found.append(view(record.pop("id"), record))
+                found.append(self._owned(record.pop("id"), record, owner))
                 if len(found) >= limit:
                     break
         return found
@@ -181,7 +189,7 @@ class JobService:
                 self.store.request_cancel(job_id)
             elif before in (JobStatus.FINISHED, JobStatus.FAILED):
                 raise NotReady(f"job {job_id} has already ended as {before}", code="job_ended")
-            return view(job_id, self.store.get(job_id))
+            return self._owned(job_id, self.store.get(job_id), owner)
 
     # Waiting and streaming.
     async def wait(self, job_id: str, seconds: float) -> dict:

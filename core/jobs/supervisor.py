@@ -61,7 +61,9 @@ def check_job(store: JobStore, queue: Queue, job_id: str, record: dict | None, *
                                       attempt=str(attempt + 1), worker="-")
         if changed:
             log.warning("re-queued a job whose worker died", extra={"fields": {"job": job_id, "attempt": attempt + 1}})
-            queueing.enqueue(queue, job_id, attempt + 1, time_limit_s=time_limit(spec["kind"], scale),
+            # Back on the queue it was submitted to (the monitor may serve another queue on the same Redis).
+            home = queueing.queue(store.client, spec["queue"]) if spec.get("queue") else queue
+            queueing.enqueue(home, job_id, attempt + 1, time_limit_s=time_limit(spec["kind"], scale),
                              ttl_s=store.ttl_s)
         return changed
     changed, _ = store.transition(job_id, (JobStatus.STARTED,), JobStatus.FAILED, expect_attempt=attempt, error=LOST)

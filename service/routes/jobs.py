@@ -1,10 +1,10 @@
-"""Queued jobs: submit, read, list, follow (SSE), fetch artifacts, cancel. One route set for every kind."""
+"""Queued jobs: submit, read, list, fetch artifacts, cancel (following one: `job_events.py`). One route set for every kind."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from core.errors import Invalid, NotFound
 from core.jobs.status import ENDED, JobStatus
@@ -45,7 +45,7 @@ async def submit(request: Request, response: Response,
         record = await service.wait(job.id, wait)
         if record is None:  # gone while we waited (Redis was emptied)
             raise NotFound(f"job {job.id} no longer exists", code="job_not_found")
-        job = view(job.id, record)
+        job = view(job.id, record, job.events_token)
     status = 200 if job.status in ENDED else 202
     return JSONResponse(job.model_dump(mode="json"), status_code=status, headers={"Location": f"/v1/jobs/{job.id}"})
 
@@ -66,17 +66,6 @@ def list_jobs(request: Request,
 def get_job(job_id: str, request: Request, service: JobService = Depends(jobs)) -> Job:
     """One job: status, progress, params, and once finished its result (metrics and artifact URLs)."""
     return service.get(job_id, owner(request))
-
-
-@router.get("/{job_id}/events", operation_id="getJobEvents", response_class=StreamingResponse, responses={
-    **media_response("text/event-stream", description="`progress` and `preview` events, then one `end` whose data "
-                     "is the Job"), **errors(404, 503)})
-async def job_events(job_id: str, request: Request, service: JobService = Depends(jobs)) -> StreamingResponse:
-    """Follow a job as server-sent events; reconnecting with `Last-Event-ID` resumes where it left off."""
-    await run_in_threadpool(service.record, job_id, owner(request))
-    return StreamingResponse(service.events(job_id, request.headers.get("last-event-id")),
-                             media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 @router.get("/{job_id}/artifacts/{name}", operation_id="getJobArtifact", response_class=Response, responses={

@@ -1,0 +1,37 @@
+"""Lost-job supervision against the real Redis: a retried job goes back on the queue it was submitted
+to, whichever queue the monitor that noticed the loss serves."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import redis
+
+from core.jobs import queueing
+from core.jobs.status import JobStatus
+from core.jobs.store import JobStore
+from core.jobs.supervisor import end_lost_jobs
+from tests.conftest import REDIS_URL, clean_prefix
+
+
+def test_a_lost_retried_job_returns_to_its_own_queue():
+    prefix = f"test-supervisor-{uuid.uuid4().hex[:8]}:"
+    client = redis.Redis.from_url(REDIS_URL)
+    store = JobStore(client, prefix, ttl_s=60)
+    home, other = queueing.queue(client, f"{prefix}gpu"), queueing.queue(client, f"{prefix}cpu")
+    try:
+        spec = {"kind": "saliency", "model": "m", "owner": None, "retry": True, "queue": home.name}
+        store.create("lost", spec)
+        changed, _ = store.transition("lost", (JobStatus.QUEUED,), JobStatus.STARTED, worker="gone-worker",
+                                      started_at=repr(time.time()), deadline=repr(time.time() + 60))
+        assert changed
+        # The monitor that notices serves another queue; the dead worker's heartbeat is absent.
+        assert end_lost_jobs(store, other, scale=1.0) == 1
+        assert store.get("lost")["status"] == JobStatus.QUEUED and json.loads(store.get("lost")["spec"]) == spec
+        assert home.job_ids == [queueing.rq_job_id("lost", 2)] and other.job_ids == []
+    finally:
+        for q in (home, other):
+            q.delete(delete_jobs=True)
+        clean_prefix(prefix)

@@ -6,6 +6,7 @@ its own `rq:` namespace) are deleted at the end along with the session's prefix.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -147,3 +148,17 @@ def wait_for(client, job_id: str, statuses=("finished", "failed", "canceled"), t
             return job
         time.sleep(0.05)
     raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
+
+
+def read_events(stream) -> list[dict]:
+    """The server-sent events of a streamed response, as [{"event", "data" (parsed JSON)}]."""
+    events, event = [], {}
+    for line in stream.iter_lines():
+        if line.startswith("event: "):
+            event["event"] = line[7:]
+        elif line.startswith("data: "):
+            event["data"] = json.loads(line[6:])
+        elif not line and event:
+            events.append(event)
+            event = {}
+    return events

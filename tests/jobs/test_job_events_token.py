@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from core.logs import JsonFormatter
 from service.app import create_app
 from tests.conftest import encode, sample
+from tests.jobs.conftest import read_events
 from tests.test_events_token import flip
 
 ALICE, BOB = {"Authorization": "Bearer key-c"}, {"Authorization": "Bearer key-d"}  # tenants of their own here
@@ -37,19 +38,6 @@ def log_output(keyed):
     previous = handler.setStream(captured)
     yield captured
     handler.setStream(previous)
-
-
-def read_events(stream) -> list[dict]:
-    events, event = [], {}
-    for line in stream.iter_lines():
-        if line.startswith("event: "):
-            event["event"] = line[7:]
-        elif line.startswith("data: "):
-            event["data"] = json.loads(line[6:])
-        elif not line and event:
-            events.append(event)
-            event = {}
-    return events
 
 
 def submit_as(client, headers: dict, cat_png: bytes) -> dict:

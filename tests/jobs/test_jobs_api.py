@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import threading
 import time
 
@@ -15,7 +14,7 @@ from PIL import Image
 
 from core import images
 from tests.conftest import encode, sample
-from tests.jobs.conftest import MODEL, submit, wait_for
+from tests.jobs.conftest import MODEL, read_events, submit, wait_for
 
 
 def npy(data: bytes) -> np.ndarray:
@@ -129,18 +128,9 @@ def test_identical_spec_is_answered_from_the_cache(jobs_client, cat_png):
 
 def test_events_stream_progress_then_one_end(jobs_client, job_settings, cat_png):
     job = submit(jobs_client, "smoothgrad", cat_png, {"samples": 24, "seed": 5}).json()
-    events = []
     with jobs_client.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
-        event = {}
-        for line in stream.iter_lines():
-            if line.startswith("event: "):
-                event["event"] = line[7:]
-            elif line.startswith("data: "):
-                event["data"] = json.loads(line[6:])
-            elif not line and event:
-                events.append(event)
-                event = {}
+        events = read_events(stream)
     names = [e["event"] for e in events]
     assert names[-1] == "end" and names.count("end") == 1 and "progress" in names
     assert events[-1]["data"]["status"] == "finished" and events[-1]["data"]["id"] == job["id"]

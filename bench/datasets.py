@@ -102,7 +102,7 @@ def main() -> None:
     def top(**params):
         resolved = KINDS["top_activations"].params(**params).resolve(record)
         return lambda: output_artifacts(top_activations.run(DatasetTask(
-            record, resolved, open_feed(settings, store, record, dataset.id, None, no_progress))))
+            record, resolved, open_feed(settings, store, record, dataset, no_progress))))
 
     one_channel = top(channel=0, k=9)
     all_channels = top(k=9)

@@ -30,7 +30,7 @@ from core.kinds.dataset import load_steps, pass_steps
 from core.methods import FeatureBatch, Progress, no_progress
 from core.model_record import ModelRecord
 from core.settings import Settings
-from core.stores.datasets import Dataset, DatasetStore
+from core.stores.datasets import Dataset
 from core.stores.models import ModelStore
 from models import runtime
 
@@ -90,9 +90,8 @@ class Feed:
     def prepare(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         """Image bytes → (H×W×3 uint8 at input size, 1×C×H×W model input)."""
         s = self.settings
-        image = images.fit(images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels),
-                           self.record)
-        return np.asarray(image.convert("RGB")), images.to_tensor(image, self.record)
+        ready = images.prepare(data, self.record, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
+        return ready.fitted, ready.x
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         try:
@@ -188,11 +187,9 @@ def layer_sessions(settings: Settings) -> LayerSessions:
         return _sessions
 
 
-def open_feed(settings: Settings, models: ModelStore, record: ModelRecord, dataset_id: str, owner: str | None,
+def open_feed(settings: Settings, models: ModelStore, record: ModelRecord, dataset: Dataset,
               progress: Progress = no_progress) -> Feed:
-    """The feed of dataset `dataset_id` (owned by `owner`; 404 `dataset_not_found` otherwise) through `record`'s
-    model, on this process's cached ORT sessions."""
-    dataset = DatasetStore(settings.data_dir, settings.dataset_ttl_s).get(dataset_id, owner)
+    """The feed of an opened `dataset` through `record`'s model, on this process's cached ORT sessions."""
     sessions = layer_sessions(settings)
 
     def model_bytes() -> bytes:

@@ -40,9 +40,10 @@ from core.kinds.params import Params, Workload
 from core.kinds.registry import KINDS, Engine, Kind, Source
 from core.methods import DatasetTask
 from core.model_record import ModelRecord
+from core.stores.datasets import Dataset
 from workers.artifacts import artifacts_of
 from workers.context import WorkerContext
-from workers.inputs import LOADERS, Loading, dataset_size
+from workers.inputs import LOADERS, Loading, open_dataset
 from workers.methods.task import Task, TensorImage
 
 log = logging.getLogger("convscope.worker")
@@ -94,11 +95,13 @@ class Progress:
 
 @dataclass(frozen=True)
 class Plan:
-    """What a job will run with, settled before it is claimed: the model record, its params, its step count."""
+    """What a job will run with, settled before it is claimed: the model record, its params, its step count,
+    and the datasets it reads, opened once (their image counts are part of the step count)."""
 
     record: ModelRecord
     params: Params
     total: int
+    datasets: dict[str, Dataset]
 
 
 def plan_of(ctx: WorkerContext, spec: dict, kind: Kind) -> Plan:
@@ -110,10 +113,11 @@ def plan_of(ctx: WorkerContext, spec: dict, kind: Kind) -> Plan:
         raise Invalid(f"model {spec['model']!r} was replaced after the job was queued", code="model_changed")
     params = kind.params.model_validate(spec["params"])
     s = ctx.settings
-    datasets = [read.name for read in kind.reads if read.source is Source.DATASET]
+    datasets = {read.name: open_dataset(ctx, spec["inputs"][read.name], spec.get("owner"))
+                for read in kind.reads if read.source is Source.DATASET}
     work = Workload(record, batch=s.dataset_batch if kind.engine is Engine.ONNXRUNTIME else s.attribution_batch,
-                    images=sum(dataset_size(ctx, spec["inputs"][name], spec.get("owner")) for name in datasets))
-    return Plan(record, params, params.total_steps(work))
+                    images=sum(dataset.count for dataset in datasets.values()))
+    return Plan(record, params, params.total_steps(work), datasets)
 
 
 def method_of(kind: Kind):
@@ -191,7 +195,7 @@ def compute(ctx: WorkerContext, spec: dict, kind: Kind, plan: Plan, progress: Pr
     """Inputs → method → (result, artifacts); raises the errors `run_job` turns into endings."""
     record, params = plan.record, plan.params
     loaded = {read.name: LOADERS[read.source](ctx, Loading(read.name, spec["inputs"][read.name], record,
-                                                             spec.get("owner"), progress))
+                                                             spec.get("owner"), progress, plan.datasets.get(read.name)))
               for read in kind.reads}
     image = loaded.get("image")
     if kind.engine is Engine.ONNXRUNTIME:

@@ -16,7 +16,7 @@ from core.errors import NotFound
 from core.kinds.registry import Source
 from core.methods import ImageInput, Progress
 from core.model_record import ModelRecord
-from core.stores.datasets import DatasetStore
+from core.stores.datasets import Dataset, DatasetStore
 from workers import dataset_feed
 from workers.context import WorkerContext
 
@@ -30,6 +30,7 @@ class Loading:
     record: ModelRecord
     owner: str | None
     progress: Progress
+    opened: object | None = None  # what the plan already opened for it (a dataset), else None
 
 
 def load_image(ctx: WorkerContext, item: Loading) -> ImageInput:
@@ -42,13 +43,15 @@ def load_image(ctx: WorkerContext, item: Loading) -> ImageInput:
 
 
 def load_dataset(ctx: WorkerContext, item: Loading) -> dataset_feed.Feed:
-    """The caller's dataset as batches of activations on ONNX Runtime (404 once it is gone)."""
-    return dataset_feed.open_feed(ctx.settings, ctx.models, item.record, item.ref, item.owner, item.progress)
+    """The caller's dataset as batches of activations on ONNX Runtime (opened by the plan, or now; 404 once gone)."""
+    dataset = item.opened or open_dataset(ctx, item.ref, item.owner)
+    return dataset_feed.open_feed(ctx.settings, ctx.models, item.record, dataset, item.progress)
 
 
-def dataset_size(ctx: WorkerContext, ref: str, owner: str | None) -> int:
-    """Images in the caller's dataset `ref` (404 once it is gone): part of a dataset job's step count."""
-    return DatasetStore(ctx.settings.data_dir, ctx.settings.dataset_ttl_s).get(ref, owner).count
+def open_dataset(ctx: WorkerContext, ref: str, owner: str | None) -> Dataset:
+    """The caller's dataset `ref` (404 `dataset_not_found` once it is gone): its image count is part of a
+    dataset job's step count, so the runner opens it once, before the claim."""
+    return DatasetStore(ctx.settings.data_dir, ctx.settings.dataset_ttl_s).get(ref, owner)
 
 
 LOADERS: dict[Source, Callable[[WorkerContext, Loading], object]] = {

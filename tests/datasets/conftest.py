@@ -106,7 +106,7 @@ def task_for(settings, store, record, dataset, kind: str, progress=None, image: 
     from workers.dataset_feed import open_feed
 
     resolved = KINDS[kind].params(**params).resolve(record)
-    feed = open_feed(settings, store, record, dataset.id, None, progress or no_progress)
+    feed = open_feed(settings, store, record, dataset, progress or no_progress)
     query = None if image is None else images.prepare(image, record, max_bytes=settings.max_image_bytes,
                                                       max_pixels=settings.max_image_pixels)
     return DatasetTask(record, resolved, feed, query)

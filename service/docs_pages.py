@@ -66,6 +66,15 @@ def asset(version: str, name: str) -> Response:
                                                             "X-Content-Type-Options": "nosniff"})
 
 
+# Links to the internet that the bundles would follow on their own: ReDoc's sidebar shows Redocly's logo from
+# their CDN (an <img> that hides itself when it fails to load); it is given an empty image instead, so
+# that the page sends no request anywhere but here (tests/browser/test_docs_pages.py).
+OFFLINE_PATCHES = {"redoc.standalone.js": [(b"https://cdn.redoc.ly/redoc/logo-mini.svg", b"data:,")]}
+
+
 @cache
 def _read(name: str) -> bytes:
-    return (resources.files(PACKAGE) / "static" / name).read_bytes()
+    data = (resources.files(PACKAGE) / "static" / name).read_bytes()
+    for old, new in OFFLINE_PATCHES.get(name, []):
+        data = data.replace(old, new)
+    return data

@@ -50,6 +50,18 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# The browser tests (tests/browser/) drive Debian's chromium through Playwright; Playwright's own
+# browser download is not reachable from these machines, so the system package is installed instead.
+if [[ ",${EXTRAS:-}," == *,test,* ]] && [ -z "${CONVSCOPE_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+  setup_say "installing chromium for the browser tests (apt-get install -y chromium; log: $SETUP_LOG)"
+  apt=(apt-get); [ "$(id -u)" -eq 0 ] || apt=(sudo -n apt-get)
+  export DEBIAN_FRONTEND=noninteractive
+  setup_logged "${apt[@]}" install -y chromium \
+    || { setup_logged "${apt[@]}" update && setup_logged "${apt[@]}" install -y chromium; } \
+    || setup_failed "installing chromium (needs root or sudo; or set CONVSCOPE_CHROMIUM to a Chromium binary)"
+  command -v chromium >/dev/null || setup_failed "installing chromium (no chromium on PATH after apt-get)"
+fi
+
 # The built-in model: exported to ONNX once, then registered in the model store.
 if ! python -m models.builtin --check 2>> "$SETUP_LOG"; then
   setup_say "exporting the built-in model EfficientNet-Lite0 to ONNX (about two minutes, once)"

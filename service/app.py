@@ -23,7 +23,7 @@ from core.settings import Settings, get_settings
 from core.stores.images import ImageStore
 from core.stores.models import ModelStore
 from models.forward import Runtimes
-from service import docs_pages, openapi_docs
+from service import docs_pages, explorer, openapi_docs
 from service.auth import Authenticator, parse_keys, require_key
 from service.context import AppContext
 from service.cors import install_cors
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.auth = Authenticator(parse_keys(settings.api_keys, settings.api_keys_file))
     app.include_router(health.router)
     app.include_router(docs_pages.router)  # /docs and /redoc with their assets served here, not from a CDN
+    app.include_router(explorer.router)  # /ui/: static files only; the page calls the public /v1 API
     for router in (images.router, models.router, views.router, jobs.router):
         app.include_router(router, dependencies=[Depends(require_key)])
     app.include_router(dataset_routes.router, dependencies=[Depends(require_key)])

@@ -5,7 +5,8 @@ ONNX Runtime sessions or the stores. The runner (`workers/execute.py`) builds th
 the method, and encodes whatever it returns (`workers/artifacts.py`, the one place where PNG,
 JSON and npy files are made).
 
-    Attribution   attribution kinds        → input.npy, attribution.npy, heatmap.png
+    Attribution   attribution kinds        → input.npy, attribution.npy, heatmap.png (and <name>.json per
+                                             table, <name>.npy per array: evaluation.json, segments.npy)
     Made          image-making kinds       → input.npy (when an image was read), each image under its
                                              file name (`image.png`, …)
     Output        dataset kinds and others → <name>.png per picture, <name>.json per table,
@@ -29,8 +30,22 @@ Preview = Callable[[int, np.ndarray], None]
 """preview(step, H×W×3 uint8): a glimpse of an image being made, shown to clients as it forms."""
 
 
+Classify = Callable[[np.ndarray], np.ndarray]
+"""classify(N×C×H×W float32 model input) → N×K float32 softmax probabilities: forward passes only (the
+runner's runs on ONNX Runtime; callers pass at most their `batch` images at a time)."""
+
+
 def no_progress(step: int, total: int) -> None:
     """The default progress callback: ignore it."""
+
+
+def progress_part(progress: Progress, start: int, steps: int, total: int) -> Progress:
+    """The progress callback of one part of a job that takes `steps` of its `total` steps, from `start`:
+    the part reports (k, steps) and the job sees (start + k, total). A part that reports another count
+    passes the mismatch on, so that the runner's check still sees it."""
+    def part(step: int, reported: int) -> None:
+        progress(start + min(step, reported), total if reported == steps else total - steps + reported)
+    return part
 
 
 def no_preview(step: int, pixels: np.ndarray) -> None:
@@ -111,17 +126,35 @@ class DatasetTask:
 
 
 @dataclass
+class ForwardTask:
+    """One call of a forward-only method on one image (RISE, Kernel SHAP): the model record, its params, the
+    exact 1×C×H×W model input `x` (float32), `classify` (probabilities of a batch of at most `batch` inputs),
+    and the progress callback."""
+
+    record: ModelRecord
+    params: Any
+    x: np.ndarray
+    classify: Classify
+    progress: Progress = no_progress
+    batch: int = 32
+
+
+@dataclass
 class Attribution:
     """An attribution method's output.
 
     `attribution`: float32, C×H×W in the model's input space, before any absolute value or channel
-    reduction (Grad-CAM: 1×h×w at its layer's grid). `heat`: h×w in [0, 1], what the heatmap
-    shows. `metrics`: JSON-able numbers and names (the class explained, its logit, ...).
+    reduction (Grad-CAM: 1×h×w at its layer's grid; RISE and Kernel SHAP: 1×H×W). `heat`: h×w in
+    [0, 1], what the heatmap shows. `metrics`: JSON-able numbers and names (the class explained, its
+    logit, ...). `tables` (JSON-able) and `arrays` (float32): further artifacts by name without suffix
+    (`evaluation`, `segments`).
     """
 
     attribution: np.ndarray
     heat: np.ndarray
     metrics: dict = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass

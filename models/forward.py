@@ -76,11 +76,13 @@ class ModelRuntime:
 
 
 class Runtimes:
-    """Process-wide cache of `ModelRuntime`s keyed by model id and file digest."""
+    """Process-wide cache of `ModelRuntime`s keyed by model id and file digest; with `capacity`, the least
+    recently used beyond it are dropped."""
 
-    def __init__(self, store: ModelStore, settings: Settings):
+    def __init__(self, store: ModelStore, settings: Settings, capacity: int | None = None):
         self.store = store
         self.settings = settings
+        self.capacity = capacity
         self._cache: dict[tuple[str, str], ModelRuntime] = {}
         self._lock = threading.Lock()
         self._building: dict[tuple[str, str], threading.Lock] = {}
@@ -92,6 +94,7 @@ class Runtimes:
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
+                self._cache[key] = self._cache.pop(key)  # most recently used last
                 return hit
             building = self._building.setdefault(key, threading.Lock())
         with building:
@@ -102,6 +105,8 @@ class Runtimes:
                 with self._lock:
                     self._cache = {k: v for k, v in self._cache.items() if k[0] != record.id}
                     self._cache[key] = hit
+                    while self.capacity is not None and len(self._cache) > self.capacity:
+                        self._cache.pop(next(iter(self._cache)))
                     self._building.pop(key, None)
             return hit
 

@@ -15,13 +15,17 @@ HEATMAP_COLORMAP = "jet"
 
 def attribution_artifacts(out: Attribution, image: ImageInput) -> dict[str, bytes]:
     """`input.npy` (the exact 1×C×H×W model input), `attribution.npy` (float32), and `heatmap.png`:
-    the heat over the image the model saw, with a colour map a person can read."""
-    return {
+    the heat over the image the model saw, with a colour map a person can read; then `<name>.json` per
+    table (`evaluation.json`) and `<name>.npy` per array (`segments.npy`)."""
+    files = {
         "input.npy": render.npy(image.x),
         "attribution.npy": render.npy(out.attribution.astype(np.float32)),
         "heatmap.png": render.png(render.overlay(Image.fromarray(image.fitted), out.heat, cmap=HEATMAP_COLORMAP,
                                                  alpha=0.5)),
     }
+    files.update({f"{name}.json": json.dumps(table).encode() for name, table in out.tables.items()})
+    files.update({f"{name}.npy": render.npy(array) for name, array in out.arrays.items()})
+    return files
 
 
 def made_artifacts(out: Made, image: ImageInput | None) -> dict[str, bytes]:

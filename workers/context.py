@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from core.jobs.store import JobStore
 from core.settings import Settings
 from core.stores.models import ModelStore
+from models.forward import Runtimes
 from workers.networks import NetworkCache
 
 
@@ -17,3 +18,4 @@ class WorkerContext:
     models: ModelStore
     networks: NetworkCache
     name: str
+    runtimes: Runtimes  # ONNX Runtime sessions for forward-only work: scores, RISE, Kernel SHAP

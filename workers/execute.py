@@ -5,7 +5,8 @@ plans it (model record, params, and the step count the kind declares for them: `
 claims it (queued → started, atomically, with progress {0, total}; a job cancelled meanwhile is
 skipped), prepares the input with the same image pipeline as the forward views, calls the kind's
 method with a progress callback that keeps that total, and also stops the method on cancellation or
-at its time limit, and ends the job:
+at its time limit, scores an attribution map by deletion and insertion when its params ask for it
+(`evaluate`: forward passes on ONNX Runtime, the job's last steps), and ends the job:
 
     finished   artifacts stored, result {artifacts, metrics}, spec remembered for the cache
     canceled   DELETE /v1/jobs/{id} was seen at a step
@@ -38,12 +39,14 @@ from core.jobs.store import JobStore
 from core.jobs.supervisor import DEADLINE_GRACE_S, time_limit
 from core.kinds.params import Params, Workload
 from core.kinds.registry import KINDS, Engine, Kind, Source
-from core.methods import DatasetTask
+from core.methods import Attribution, Classify, DatasetTask, ForwardTask, progress_part
 from core.model_record import ModelRecord
 from core.stores.datasets import Dataset
+from models.forward import softmax
 from workers.artifacts import artifacts_of
 from workers.context import WorkerContext
 from workers.inputs import LOADERS, Loading, open_dataset
+from workers.methods import deletion_insertion
 from workers.methods.task import Task, TensorImage
 
 log = logging.getLogger("convscope.worker")
@@ -95,13 +98,15 @@ class Progress:
 
 @dataclass(frozen=True)
 class Plan:
-    """What a job will run with, settled before it is claimed: the model record, its params, its step count,
-    and the datasets it reads, opened once (their image counts are part of the step count)."""
+    """What a job will run with, settled before it is claimed: the model record, its params, its step count
+    (`total`, of which the method's own are `method_total`; the runner's scoring takes the rest), and the
+    datasets it reads, opened once (their image counts are part of the step count)."""
 
     record: ModelRecord
     params: Params
     total: int
     datasets: dict[str, Dataset]
+    method_total: int
 
 
 def plan_of(ctx: WorkerContext, spec: dict, kind: Kind) -> Plan:
@@ -115,9 +120,9 @@ def plan_of(ctx: WorkerContext, spec: dict, kind: Kind) -> Plan:
     s = ctx.settings
     datasets = {read.name: open_dataset(ctx, spec["inputs"][read.name], spec.get("owner"))
                 for read in kind.reads if read.source is Source.DATASET}
-    work = Workload(record, batch=s.dataset_batch if kind.engine is Engine.ONNXRUNTIME else s.attribution_batch,
-                    images=sum(dataset.count for dataset in datasets.values()))
-    return Plan(record, params, params.total_steps(work), datasets)
+    work = Workload(record, batch=s.dataset_batch if datasets else s.attribution_batch,
+                    images=sum(dataset.count for dataset in datasets.values()), forward_batch=s.occlusion_batch)
+    return Plan(record, params, params.total_steps(work), datasets, params.method_steps(work))
 
 
 def method_of(kind: Kind):
@@ -198,20 +203,37 @@ def compute(ctx: WorkerContext, spec: dict, kind: Kind, plan: Plan, progress: Pr
                                                              spec.get("owner"), progress, plan.datasets.get(read.name)))
               for read in kind.reads}
     image = loaded.get("image")
-    if kind.engine is Engine.ONNXRUNTIME:
+    s = ctx.settings
+    classify = classifier(ctx, record)
+    method_progress = progress_part(progress, 0, plan.method_total, plan.total)
+    if plan.datasets:
         feed = next(loaded[read.name] for read in kind.reads if read.source is Source.DATASET)
-        task = DatasetTask(record, params, feed, query=image, threads=ctx.settings.worker_torch_threads)
+        task = DatasetTask(record, params, feed, query=image, threads=s.worker_torch_threads)
+    elif kind.engine is Engine.ONNXRUNTIME:
+        task = ForwardTask(record, params, image.x, classify, method_progress, batch=s.occlusion_batch)
     else:
         device = ctx.networks.device
         tensors = {name: TensorImage.of(value, device) for name, value in loaded.items()}
-        task = Task(ctx.networks.get(record), tensors["image"].x if "image" in tensors else None, params, progress,
-                    batch=ctx.settings.attribution_batch, preview=previews(ctx.store, progress.job_id),
-                    inputs=tensors)
+        task = Task(ctx.networks.get(record), tensors["image"].x if "image" in tensors else None, params,
+                    method_progress, batch=s.attribution_batch, preview=previews(ctx.store, progress.job_id),
+                    inputs=tensors, classify=classify, forward_batch=s.occlusion_batch)
     out = method_of(kind)(task)
     if not isinstance(out, kind.returns):
         raise TypeError(f"{kind.method} returned {type(out).__name__}, not {kind.returns.__name__}")
+    if isinstance(out, Attribution):
+        out = deletion_insertion.score(out, image.x, params, record, classify, batch=s.occlusion_batch,
+                                       progress=progress_part(progress, plan.method_total,
+                                                              plan.total - plan.method_total, plan.total))
     artifacts = artifacts_of(out, image)
     return {"artifacts": list(artifacts), "metrics": out.metrics}, artifacts
+
+
+def classifier(ctx: WorkerContext, record: ModelRecord) -> Classify:
+    """Softmax probabilities of a batch on the model's ONNX Runtime session (built on first use, then cached
+    by the worker)."""
+    def classify(x: np.ndarray) -> np.ndarray:
+        return softmax(ctx.runtimes.get(record).logits(np.ascontiguousarray(x, dtype=np.float32))).astype(np.float32)
+    return classify
 
 
 def previews(store: JobStore, job_id: str, side: int = 128):

@@ -34,6 +34,7 @@ from core.kinds.dataset import umap_available
 from core.redis_client import connect
 from core.settings import Settings, get_settings
 from core.stores.models import ModelStore
+from models.forward import Runtimes
 from workers import execute
 from workers.context import WorkerContext
 from workers.methods.embedding import warm_umap
@@ -143,7 +144,8 @@ def serve(settings: Settings, name: str) -> None:
     store = JobStore(client, settings.redis_prefix, settings.artifact_ttl_s)
     models = ModelStore(settings.data_dir)
     execute.install(WorkerContext(settings, store, models,
-                                          NetworkCache(models, device, settings.worker_cached_networks), name))
+                                  NetworkCache(models, device, settings.worker_cached_networks), name,
+                                  Runtimes(models, settings, capacity=settings.worker_cached_networks)))
     heartbeat = Heartbeat(store, name, settings)
     heartbeat.start()
     if settings.worker_warm_up:

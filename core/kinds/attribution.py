@@ -1,4 +1,5 @@
-"""Params of the attribution kinds: what to explain (a class logit or one unit) and each method's knobs."""
+"""Params of the attribution kinds: what to explain (a class logit or one unit), each method's knobs, and
+the deletion/insertion scores every attribution kind computes by default (`evaluate`)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,18 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from core.kinds.params import Params, Target, Workload, layer_or_last, spatial_layer
+from core.kinds.params import Params, Target, Workload, batches, layer_or_last, spatial_layer
 from core.model_record import ModelRecord
+
+AttributionKind = Literal["saliency", "guided_backprop", "deconvnet", "gradcam", "smoothgrad", "integrated_gradients",
+                          "rise", "kernel_shap"]
+"""The kinds that return an attribution map (`core.methods.Attribution`); a test holds it equal to the registry's."""
+
+EVALUATION_FIELDS = ("evaluate", "evaluation_steps", "deletion_baseline")
+
+Fill = Literal["zeros", "black", "mean", "blur"]
+FILLS = ("zeros: 0 in model-input space; black: a black image; mean: the image's mean colour; blur: the image "
+         "blurred (Gaussian, radius 1/16 of its size)")
 
 
 class ClassTargetParams(Params):
@@ -26,7 +37,32 @@ class ClassTargetParams(Params):
         return super().resolve(record)
 
 
-class ObjectiveParams(ClassTargetParams):
+class AttributionParams(ClassTargetParams):
+    """What every attribution kind shares: the deletion and insertion scores of its map (Petsiuk et al. 2018),
+    computed after the map from forward passes only, `forward_batch` perturbed copies per ONNX Runtime call."""
+
+    evaluate: bool = Field(True, description="score the map: metrics `deletion_auc` and `insertion_auc` (the target's "
+                                             "probability as the most-attributed pixels are removed from the image, or "
+                                             "added to a blurred copy of it), curves in `evaluation.json`")
+    evaluation_steps: int = Field(32, ge=2, le=1024, description="points on each curve after the first: the image "
+                                                                 "changes by 1/steps of its pixels at each")
+    deletion_baseline: Fill = Field("black", description=f"what deleted pixels become: {FILLS}")
+
+    def evaluation_passes(self) -> int:
+        """Forward passes of the scores: both curves at steps + 1 points, the unchanged image shared. None for
+        a unit of a layer: the scores follow a class's probability."""
+        return 2 * self.evaluation_steps + 1 if self.evaluate and self.explains_class() else 0
+
+    def method_steps(self, work: Workload) -> int:
+        """One pass by default."""
+        return 1
+
+    def total_steps(self, work: Workload) -> int:
+        """The method's steps, then one per batch of the scores' perturbed copies."""
+        return self.method_steps(work) + batches(self.evaluation_passes(), work.forward_batch)
+
+
+class ObjectiveParams(AttributionParams):
     """What to explain: a class logit (`target`), or one unit of a layer (`layer` + `channel`,
     optionally `position`), so that a single feature map is projected back to pixels."""
 
@@ -59,7 +95,7 @@ class ObjectiveParams(ClassTargetParams):
         return super().resolve(record)
 
 
-class SaliencyParams(ClassTargetParams):
+class SaliencyParams(AttributionParams):
     """Simonyan et al. 2014: d logit[target] / d input."""
 
 
@@ -72,7 +108,7 @@ class DeconvnetParams(ObjectiveParams):
     """Zeiler & Fergus 2014: rectifiers applied to the backward signal only; max-pool switches."""
 
 
-class GradcamParams(ClassTargetParams):
+class GradcamParams(AttributionParams):
     """Selvaraju et al. 2017: ReLU(Σ_k α_k A^k), α_k = spatial mean of d logit / d A^k."""
 
     layer: str | None = Field(None, min_length=1, max_length=512,
@@ -83,7 +119,7 @@ class GradcamParams(ClassTargetParams):
         return super(GradcamParams, self.model_copy(update={"layer": layer})).resolve(record)
 
 
-class SmoothgradParams(ClassTargetParams):
+class SmoothgradParams(AttributionParams):
     """Smilkov et al. 2017: the mean gradient over copies of the input with Gaussian noise."""
 
     samples: int = Field(25, ge=1, le=1000, description="noisy copies averaged")
@@ -91,12 +127,12 @@ class SmoothgradParams(ClassTargetParams):
                                                            "(max − min of the input tensor)")
     seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the noise; the same seed gives the same result")
 
-    def total_steps(self, work: Workload) -> int:
+    def method_steps(self, work: Workload) -> int:
         """One step per batch of noisy copies."""
-        return -(-self.samples // work.batch)
+        return batches(self.samples, work.batch)
 
 
-class IntegratedGradientsParams(ClassTargetParams):
+class IntegratedGradientsParams(AttributionParams):
     """Sundararajan et al. 2017: (x − x') ⊙ ∫₀¹ ∇F(x' + α(x − x')) dα, by quadrature."""
 
     steps: int = Field(50, ge=1, le=2000, description="points on the path from baseline to input")
@@ -106,6 +142,42 @@ class IntegratedGradientsParams(ClassTargetParams):
     rule: Literal["gauss_legendre", "riemann_middle"] = Field(
         "gauss_legendre", description="quadrature along the path: Gauss–Legendre nodes, or the midpoint rule")
 
-    def total_steps(self, work: Workload) -> int:
+    def method_steps(self, work: Workload) -> int:
         """One step per batch of path points."""
-        return -(-self.steps // work.batch)
+        return batches(self.steps, work.batch)
+
+
+class RiseParams(AttributionParams):
+    """Petsiuk, Das & Saenko 2018 (RISE): the target's probability on randomly masked copies of the image, the
+    map Σ_i p_i M_i / (N · p_keep); forward passes only, `forward_batch` masked copies per call."""
+
+    masks: int = Field(2000, ge=1, le=100_000, description="random masks (one forward pass each)")
+    cell: int = Field(28, ge=1, le=4096, description="side of a mask cell in input pixels: masks are random binary "
+                                                     "grids of ⌈H/cell⌉×⌈W/cell⌉ cells, upsampled bilinearly and "
+                                                     "shifted by up to one cell (28 at 224 px: 8×8 cells)")
+    p_keep: float = Field(0.5, gt=0, lt=1, description="probability that a cell of a mask keeps the image")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the masks; the same seed gives the same map")
+    baseline: Fill = Field("zeros", description=f"what masked-out pixels become: {FILLS}")
+
+    def method_steps(self, work: Workload) -> int:
+        """One step per batch of masked copies."""
+        return batches(self.masks, work.forward_batch)
+
+
+class KernelShapParams(AttributionParams):
+    """Lundberg & Lee 2017 (Kernel SHAP) over SLIC superpixels (Achanta et al. 2012): coalitions of superpixels
+    sampled with the Shapley kernel, the target's probability with the others replaced by `baseline`, and the
+    weighted linear regression whose coefficients are the superpixels' Shapley estimates."""
+
+    segments: int = Field(50, ge=2, le=2000, description="superpixels asked of SLIC (it returns about as many)")
+    compactness: float = Field(10.0, gt=0, le=1000, description="SLIC's balance of colour and space (higher: "
+                                                                "squarer superpixels)")
+    samples: int = Field(1000, ge=3, le=100_000, description="coalitions evaluated (one forward pass each), the "
+                                                            "empty and the full one included, as captum's n_samples; "
+                                                            "when every coalition fits, all are used (exact)")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the coalitions; the same seed gives the same map")
+    baseline: Fill = Field("zeros", description=f"what a superpixel left out of a coalition becomes: {FILLS}")
+
+    def method_steps(self, work: Workload) -> int:
+        """One step per batch of coalitions (fewer when every coalition fits: the job then ends early)."""
+        return batches(self.samples, work.forward_batch)

@@ -14,12 +14,14 @@ Target = int | str
 @dataclass(frozen=True)
 class Workload:
     """What a job's step count depends on beside its params: the model, the worker's batch size
-    (`attribution_batch` for gradient kinds, `dataset_batch` for dataset kinds) and, for dataset
-    kinds, how many images the dataset holds."""
+    (`attribution_batch` for gradient kinds, `dataset_batch` for dataset kinds), for dataset
+    kinds how many images the dataset holds, and how many perturbed copies go through ONNX Runtime
+    at once (`forward_batch`: deletion/insertion scores, RISE, Kernel SHAP)."""
 
     record: ModelRecord
     batch: int
     images: int = 0
+    forward_batch: int = 32
 
 
 class Params(BaseModel):
@@ -33,9 +35,19 @@ class Params(BaseModel):
         return self
 
     def total_steps(self, work: Workload) -> int:
-        """The `total` of every progress(step, total) the kind's method reports for these (resolved) params:
-        the runner writes it when it claims the job and keeps it while the job runs. Default: one pass."""
+        """The `total` of every progress(step, total) the job reports for these (resolved) params: the runner
+        writes it when it claims the job and keeps it while the job runs. Default: one pass."""
         return 1
+
+    def method_steps(self, work: Workload) -> int:
+        """The steps of these that the kind's method itself reports (the rest are the runner's: the
+        deletion/insertion scores of an attribution). Default: all of them."""
+        return self.total_steps(work)
+
+
+def batches(items: int, batch: int) -> int:
+    """How many batches of at most `batch` hold `items` (ceiling division)."""
+    return -(-items // batch)
 
 
 def spatial_layer(record: ModelRecord, name: str):

@@ -27,6 +27,8 @@ from core.kinds.attribution import (
     GradcamParams,
     GuidedBackpropParams,
     IntegratedGradientsParams,
+    KernelShapParams,
+    RiseParams,
     SaliencyParams,
     SmoothgradParams,
 )
@@ -41,6 +43,7 @@ from core.kinds.making import (
     TextureParams,
 )
 from core.kinds.params import Params
+from core.kinds.trust import CompareParams, SanityCheckParams
 from core.methods import Attribution, Made, Output
 
 
@@ -92,6 +95,11 @@ def dataset_kind(*args, reads: tuple[Input, ...] = (DATASET,)) -> Kind:
     return Kind(*args, reads=reads, returns=Output, engine=Engine.ONNXRUNTIME)
 
 
+def black_box(*args) -> Kind:
+    """An attribution kind that needs forward passes only: it runs on the model's ONNX file."""
+    return Kind(*args, engine=Engine.ONNXRUNTIME)
+
+
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("saliency", SaliencyParams, "workers.methods.saliency:run", 120,
          "Gradient of the class logit with respect to the input (Simonyan et al. 2014)."),
@@ -105,6 +113,16 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
          "SmoothGrad (Smilkov et al. 2017): gradients averaged over noisy copies."),
     Kind("integrated_gradients", IntegratedGradientsParams, "workers.methods.integrated_gradients:run", 900,
          "Integrated gradients (Sundararajan et al. 2017) from a baseline image."),
+    black_box("rise", RiseParams, "workers.methods.rise:run", 900,
+              "RISE (Petsiuk et al. 2018): the target's probability under random masks, forward passes only."),
+    black_box("kernel_shap", KernelShapParams, "workers.methods.kernel_shap:run", 900,
+              "Kernel SHAP (Lundberg & Lee 2017) over SLIC superpixels, forward passes only."),
+    Kind("sanity_check", SanityCheckParams, "workers.methods.sanity_check:run", 1800,
+         "Cascading weight randomisation (Adebayo et al. 2018): does a method's map depend on the model?",
+         returns=Output),
+    Kind("compare", CompareParams, "workers.methods.compare:run", 1800,
+         "Attribution methods on one image, ranked by deletion and insertion scores (Petsiuk et al. 2018).",
+         returns=Output),
     image_maker("class_model", ClassModelParams, "workers.methods.class_model:run", 900,
                 "An image that maximises a class logit (Simonyan et al. 2014; Yosinski et al. 2015).", reads=()),
     image_maker("feature_vis", FeatureVisParams, "workers.methods.feature_vis:run", 900,

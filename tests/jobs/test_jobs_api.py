@@ -16,6 +16,8 @@ from core import images
 from tests.conftest import encode, sample
 from tests.jobs.conftest import MODEL, read_events, submit, wait_for
 
+EVALUATION = {"evaluate": True, "evaluation_steps": 32, "deletion_baseline": "black"}  # every attribution kind's
+
 
 def npy(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
@@ -26,14 +28,16 @@ def test_submit_runs_and_returns_artifacts(jobs_client, cat_png, builtin):
     assert response.status_code == 202, response.text
     job = response.json()
     assert response.headers["location"] == f"/v1/jobs/{job['id']}"
-    assert job["status"] in ("queued", "started", "finished") and job["params"] == {"target": None}
+    assert job["status"] in ("queued", "started", "finished") and job["params"] == {"target": None, **EVALUATION}
     job = wait_for(jobs_client, job["id"])
     assert job["status"] == "finished" and job["error"] is None and job["cached"] is False
-    assert job["started_at"] and job["ended_at"] and job["progress"] == {"step": 1, "total": 1}
+    # one step for the gradient, then the deletion/insertion scores: 2 × 32 + 1 copies, 32 a batch
+    assert job["started_at"] and job["ended_at"] and job["progress"] == {"step": 4, "total": 4}
     assert job["result"]["metrics"]["target_label"] == "tiger cat"
     artifacts = {a["name"]: a for a in job["result"]["artifacts"]}
     assert {n: a["media_type"] for n, a in artifacts.items()} == {
-        "input.npy": "application/x-npy", "attribution.npy": "application/x-npy", "heatmap.png": "image/png"}
+        "input.npy": "application/x-npy", "attribution.npy": "application/x-npy", "heatmap.png": "image/png",
+        "evaluation.json": "application/json"}
     got = {name: jobs_client.get(a["url"]) for name, a in artifacts.items()}
     assert all(r.status_code == 200 for r in got.values())
     assert got["heatmap.png"].headers["content-type"] == "image/png"
@@ -59,11 +63,11 @@ def test_submit_runs_and_returns_artifacts(jobs_client, cat_png, builtin):
 
 def test_every_default_is_filled_in_and_gradcam_layer_resolved(jobs_client, cat_png, builtin, lite0_cpu):
     job = submit(jobs_client, "gradcam", cat_png, wait=30).json()
-    assert job["status"] == "finished" and job["params"] == {"target": None, "layer": "_relu1"}
+    assert job["status"] == "finished" and job["params"] == {"target": None, "layer": "_relu1", **EVALUATION}
     attribution = npy(jobs_client.get(f"/v1/jobs/{job['id']}/artifacts/attribution.npy").content)
     assert attribution.shape == (1, 7, 7)
     job = submit(jobs_client, "integrated_gradients", cat_png, {"steps": 8}, wait=60).json()
-    assert job["params"] == {"target": None, "steps": 8, "baseline": "black", "rule": "gauss_legendre"}
+    assert job["params"] == {"target": None, "steps": 8, "baseline": "black", "rule": "gauss_legendre", **EVALUATION}
     assert job["status"] == "finished", job
     # completeness_gap = |Σ attribution − (F(x) − F(x'))| / |F(x) − F(x')|, F the target's logit and
     # x' the black image (pixels 0, normalised), computed here with the torch model.

@@ -57,3 +57,34 @@ def small_net() -> Network:
 def small_input() -> torch.Tensor:
     generator = torch.Generator().manual_seed(1)
     return torch.randn(1, 3, SIZE, SIZE, generator=generator)
+
+
+@pytest.fixture(scope="session")
+def small_classify():
+    """classify(N×3×16×16) → N×5 softmax probabilities of the small net (the `small_net` fixture's weights),
+    on ONNX Runtime from its ONNX export, as the runner's forward passes run."""
+    import numpy as np
+    import onnxruntime
+
+    from models.forward import softmax
+    from tests.onnx_builders import export
+
+    torch.manual_seed(0)
+    session = onnxruntime.InferenceSession(export(SmallNet().eval(), 17, size=SIZE), providers=["CPUExecutionProvider"])
+
+    def classify(x):
+        return softmax(session.run(None, {"image": np.ascontiguousarray(x, np.float32)})[0]).astype(np.float32)
+
+    return classify
+
+
+@pytest.fixture
+def small_photo():
+    """A 1×3×16×16 model input of a photo (the cat), normalised as the small record says: superpixels need
+    an image with regions, where the random `small_input` has none."""
+    from PIL import Image
+
+    from core.images import to_tensor
+    from tests.conftest import sample
+
+    return torch.from_numpy(to_tensor(Image.fromarray(sample("chelsea")).resize((SIZE, SIZE)), small_record()))

@@ -1,6 +1,8 @@
 """Every gradient kind declares its progress total before it runs (`Params.total_steps`), and its method
-reports exactly that total at every step, ending on it: the runner writes the total when it claims a
-job, so a client polling a `started` job sees it from the start and never sees it change."""
+reports exactly its own part of it (`Params.method_steps`: all of it, except for attribution kinds, whose
+deletion/insertion scores the runner computes after the method) at every step, ending on it: the runner
+writes the total when it claims a job, so a client polling a `started` job sees it from the start and
+never sees it change."""
 
 from __future__ import annotations
 
@@ -39,6 +41,11 @@ CASES = [  # (kind, params): several totals per kind where the params change how
     ("adversarial", {"target": 3, "method": "fgsm"}),
     ("texture", {"size": 32, "steps": 3}),
     ("style_transfer", {"size": 32, "steps": 3}),
+    ("sanity_check", {}),  # 3 weighted layers: fewer steps than the 16 allowed for, so it ends early
+    ("sanity_check", {"method": "smoothgrad", "method_params": {"samples": 5}, "steps": 2}),
+    ("sanity_check", {"method": "rise", "method_params": {"masks": 70, "cell": 4}}),
+    ("compare", {"methods": ["saliency", "integrated_gradients", "kernel_shap"], "evaluation_steps": 20,
+                 "method_params": {"integrated_gradients": {"steps": 7}, "kernel_shap": {"samples": 40}}}),
 ]
 
 
@@ -73,7 +80,7 @@ def test_every_gradient_kind_is_covered():
 def test_method_reports_the_declared_total_at_every_step(network, kind, raw):
     registered = KINDS[kind]
     params = registered.params(**raw).resolve(network.record)
-    declared = params.total_steps(Workload(network.record, batch=BATCH))
+    declared = params.method_steps(Workload(network.record, batch=BATCH))
     calls: list[tuple[int, int]] = []
     inputs = {read.name: image(n) for n, read in enumerate(registered.reads)}
     task = Task(network, inputs["image"].x if "image" in inputs else None, params,
@@ -91,5 +98,7 @@ def test_declared_totals_follow_the_params():
     work = Workload(record, batch=4)
     total = {kind: KINDS[kind].params(**raw).resolve(record).total_steps(work) for kind, raw in [
         ("smoothgrad", {"samples": 9}), ("integrated_gradients", {"steps": 8}), ("deepdream", {"octaves": 4, "steps": 7}),
-        ("feature_vis", {"layer": "relu2", "channel": 0, "steps": 33}), ("saliency", {})]}
-    assert total == {"smoothgrad": 3, "integrated_gradients": 2, "deepdream": 28, "feature_vis": 33, "saliency": 1}
+        ("feature_vis", {"layer": "relu2", "channel": 0, "steps": 33}), ("saliency", {"evaluate": False}),
+        ("gradcam", {"evaluation_steps": 40})]}  # the scores' 2 × 40 + 1 copies at 32 a batch: 3 more steps
+    assert total == {"smoothgrad": 3 + 3, "integrated_gradients": 2 + 3, "deepdream": 28, "feature_vis": 33,
+                     "saliency": 1, "gradcam": 1 + 3}

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from core.kinds.params import Params
-from core.methods import ImageInput, Network, Preview, Progress, no_preview, no_progress
+from core.methods import Classify, ImageInput, Network, Preview, Progress, no_preview, no_progress
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,9 @@ class Task:
     `x` is the exact 1×C×H×W tensor of the kind's `image` input (None for kinds that read no image:
     class_model, feature_vis); `inputs` holds every image input by name (`image`, `style_image`).
     `progress(step, total)` is called after each step; it raises to stop the method (cancellation,
-    time limit). `batch` is how many images one forward/backward pass may take.
+    time limit). `batch` is how many images one forward/backward pass may take. `classify` (None where the
+    runner gives none) is the model's forward pass on ONNX Runtime, `forward_batch` copies at a time, for kinds
+    that score maps (`compare`).
     """
 
     network: Network
@@ -49,3 +51,5 @@ class Task:
     batch: int = 8
     preview: Preview = no_preview  # (step, H×W×3 uint8) for image-making kinds
     inputs: dict[str, TensorImage] = field(default_factory=dict)
+    classify: Classify | None = None
+    forward_batch: int = 32

@@ -63,11 +63,11 @@ def weighted_layers(module: nn.Module, x: torch.Tensor) -> list[list[str]]:
     return groups
 
 
-def cascade(groups: list[list[str]], steps: int) -> list[list[str]]:
-    """The groups top-down, split into at most `steps` consecutive runs: what each step adds."""
+def cascade(groups: list[list[str]], steps: int) -> list[list[list[str]]]:
+    """The groups top-down, split into at most `steps` consecutive runs: the groups each step adds."""
     top_down = groups[::-1]
     parts = np.array_split(np.arange(len(top_down)), min(steps, len(top_down)))
-    return [[name for i in part for name in top_down[i]] for part in parts if len(part)]
+    return [[top_down[i] for i in part] for part in parts if len(part)]
 
 
 def randomise(module: nn.Module, names: list[str], seed: int) -> None:
@@ -91,7 +91,8 @@ def reduce(attribution: np.ndarray) -> np.ndarray:
 
 def similarity(original: np.ndarray, other: np.ndarray) -> tuple[float | None, float | None]:
     """(Spearman ρ, SSIM) of two reduced maps; None where undefined (a constant map; a map under 3 px a side)."""
-    rho = spearmanr(original.ravel(), other.ravel()).statistic
+    constant = np.ptp(original) == 0 or np.ptp(other) == 0
+    rho = np.nan if constant else spearmanr(original.ravel(), other.ravel()).statistic
     side = min(original.shape)
     ssim = None
     if side >= 3:
@@ -118,8 +119,9 @@ class Copy:
 
 
 def run(task: Task) -> Output:
-    """`similarity` table (one row per step: layer, layers, spearman, ssim), `cascade` picture, metrics
-    `final_spearman`, `final_ssim`, `target` (the original map's, kept through the cascade)."""
+    """`similarity` table (one row per step: `layer`, the lowest weighted layer randomised so far; `layers`,
+    those randomised at this step; `spearman`; `ssim`), `cascade` picture, metrics `final_spearman`,
+    `final_ssim`, `target` (the original map's, kept through the cascade)."""
     p, network, x = task.params, task.network, task.x.detach()
     inner = p.inner().resolve(network.record)
     per_map = inner.method_steps(Workload(network.record, batch=task.batch, forward_batch=task.forward_batch))
@@ -131,17 +133,20 @@ def run(task: Task) -> Output:
                          progress=progress_part(task.progress, done * per_map, per_map, total))
 
     original = make(network, inner, 0)
-    if "target" in original.metrics:  # keep the explained class through the cascade
+    if "target" in original.metrics:  # keep the explained class (or unit) through the cascade
         inner = inner.model_copy(update={"target": int(original.metrics["target"])})
+    elif "position" in original.metrics:
+        inner = inner.model_copy(update={"position": tuple(original.metrics["position"])})
     randomised = Copy.of(network)
     steps = cascade(weighted_layers(randomised.module, x), p.steps)
     base = reduce(original.attribution)
     rows, maps = [], [base]
-    for step, names in enumerate(steps, 1):
+    for step, groups in enumerate(steps, 1):
+        names = [name for group in groups for name in group]
         randomise(randomised.module, names, p.seed + step)
         current = reduce(make(randomised, inner, step).attribution)
         rho, ssim = similarity(base, current)
-        rows.append({"step": step, "layer": names[-1], "layers": names, "spearman": rho, "ssim": ssim})
+        rows.append({"step": step, "layer": groups[-1][0], "layers": names, "spearman": rho, "ssim": ssim})
         maps.append(current)
     task.progress(total, total)
     metrics = {"method": p.method, "steps": len(rows), "final_spearman": rows[-1]["spearman"],

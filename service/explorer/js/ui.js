@@ -104,9 +104,11 @@ export function metricsList(metrics = {}) {
 export function paramsForm(schema, { fixed = [], values = {} } = {}) {
   const inputs = {};
   const rows = [];
+  const required = new Set(schema.required || []);
   for (const [name, prop] of Object.entries(schema.properties || {})) {
     if (fixed.includes(name)) continue;
-    const type = prop.type || (prop.anyOf || []).map((p) => p.type).find((t) => t && t !== "null") || "string";
+    const types = (prop.anyOf || []).map((p) => p.type).filter((t) => t && t !== "null");
+    const type = prop.type || (types.includes("string") ? "string" : types[0]) || "string"; // class: index or label
     const initial = name in values ? values[name] : prop.default;
     let control;
     if (prop.enum) {
@@ -118,11 +120,12 @@ export function paramsForm(schema, { fixed = [], values = {} } = {}) {
         value: initial ?? "", placeholder: initial === undefined ? "required" : "" });
     } else {
       const text = initial === undefined || initial === null ? "" : typeof initial === "object" ? JSON.stringify(initial) : initial;
-      control = h("input", { type: "text", name, value: text, placeholder: initial === null ? "(default)" : "" });
+      control = h("input", { type: "text", name, value: text, placeholder: initial === null ? "(default)" : required.has(name) ? "required" : "" });
       control.dataset.json = type === "array" || type === "object" ? "1" : "";
     }
+    if (required.has(name)) control.required = true;
     inputs[name] = { control, type, prop };
-    rows.push(field(name, control, prop.description));
+    rows.push(field(required.has(name) ? `${name} *` : name, control, prop.description));
   }
   const form = h("div", { class: "params" }, rows);
   form.read = () => {

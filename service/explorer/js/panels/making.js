@@ -43,6 +43,8 @@ export function mount(root) {
     const channel = state.get("channel");
     if (k === "feature_vis" && layer && channel !== null) return { layer, channel };
     if ((k === "deepdream" || k === "inversion") && layer) return { layer };
+    const top = state.get("predictions")?.[0];
+    if (k === "class_model" && top) return { target: top.label ?? top.index };
     return {};
   }
 

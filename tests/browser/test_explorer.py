@@ -1,0 +1,324 @@
+"""The explorer (`/ui/`) in a real browser, against the real service, a real worker and the real Redis.
+
+Each panel is driven the way a person would (clicks, typing, files), and what it shows is checked
+against the API's own answers (fetched here with httpx): pictures really render (natural width > 0),
+progress advances, previews arrive, cancel works, refusals show the service's message. The `page`
+fixture fails a test on any console error or failed request the test did not provoke. Screenshots of
+every panel go to docs/ui/ (shown in the README).
+"""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+
+from tests.browser.conftest import MODEL, shot
+from tests.onnx_builders import ClassicNet, export, seeded
+
+JOB_TIMEOUT_MS = 180_000
+
+
+def use_sample(page, name: str = "chelsea") -> None:
+    """Open the Image panel and choose a bundled sample photo; wait for its predictions."""
+    page.click("#tab-image")
+    page.click(f'[data-sample="{name}"]')
+    expect(page.locator("#predictions .bar").first).to_be_visible(timeout=30_000)
+
+
+def natural_width(page, selector: str) -> int:
+    return page.locator(selector).first.evaluate("img => img.naturalWidth")
+
+
+def test_models_panel_lists_details_uploads_refuses_and_deletes(explorer, live, tmp_path):
+    page = explorer
+    page.click("#tab-models")
+    row = page.locator(f'#models-list tr[data-model="{MODEL}"]')
+    expect(row).to_be_visible()
+    expect(page.locator("#model-details")).to_contain_text("224")  # input size in the details
+    expect(page.locator("#model-details")).to_contain_text("1000")  # classes
+
+    # A file that is not ONNX: refused, and the service's reason is shown.
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"this is not a model")
+    page.expect_failures("/v1/models", 422)
+    page.set_input_files("#model-upload-form input[name=file]", str(bad))
+    page.click("#model-upload")
+    error = page.locator("#model-upload-form .error")
+    expect(error).to_be_visible(timeout=60_000)
+    refusal = live.client().post("/v1/models", files={"file": ("broken.onnx", b"this is not a model")}).json()["error"]
+    expect(error).to_contain_text(refusal["message"])
+
+    # A small classifier with labels and preprocessing: kept, listed, chosen, then deleted.
+    good = tmp_path / "tiny.onnx"
+    good.write_bytes(export(seeded(ClassicNet(classes=4), size=64), opset=13, size=64))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("apple\nbanana\ncherry\ndate\n")
+    page.set_input_files("#model-upload-form input[name=file]", str(good))
+    page.fill("#model-upload-form input[name=name]", "Tiny from the browser")
+    page.set_input_files("#model-upload-form input[name=labels]", str(labels))
+    page.fill("#model-upload-form textarea[name=preprocess]", '{"resize": 72, "crop": 64}')
+    page.click("#model-upload")
+    expect(page.locator("#model-upload-form .notice[aria-live]")).to_contain_text("kept as", timeout=120_000)
+    uploaded = page.locator("#models-list tr", has_text="Tiny from the browser")
+    expect(uploaded).to_be_visible()
+    model_id = uploaded.get_attribute("data-model")
+    expect(page.locator("#model-details")).to_contain_text("apple")
+    expect(page.locator("#model-select")).to_have_value(model_id)
+    shot(page, "models")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    uploaded.get_by_role("button", name=re.compile("delete", re.I)).click()
+    expect(page.locator(f'#models-list tr[data-model="{model_id}"]')).to_have_count(0, timeout=30_000)
+    assert live.client().get(f"/v1/models/{model_id}").status_code == 404
+
+
+def test_image_panel_samples_files_and_predictions(explorer, live, tmp_path):
+    page = explorer
+    use_sample(page, "chelsea")
+    assert natural_width(page, "#image-original") == 451
+    expected = live.client().post(f"/v1/models/{MODEL}/predict", json={
+        "image": {"id": _image_id(live, "chelsea")}, "top_k": 5}).json()["predictions"]
+    bars = page.locator("#predictions .bar")
+    expect(bars).to_have_count(5)
+    assert [int(i) for i in bars.evaluate_all("bs => bs.map(b => b.dataset.index)")] == [p["index"] for p in expected]
+    expect(bars.first).to_contain_text(expected[0]["label"])
+    shot(page, "image")
+
+    # A file of one's own, through the file picker; top k changes the number of bars.
+    from tests.conftest import encode, sample
+
+    path = tmp_path / "coffee.png"
+    path.write_bytes(encode(sample("coffee")))
+    page.set_input_files("#image-file", str(path))
+    expect(page.locator("#current-image")).to_contain_text("coffee.png")
+    page.fill("#top-k", "3")
+    page.click("#predict")
+    expect(bars).to_have_count(3)
+    expect(bars.first).to_contain_text("espresso")
+
+
+def _image_id(live, name: str) -> str:
+    """The id the service gives the explorer's bundled sample photo (ids are content hashes)."""
+    photo = live.client().get(f"/ui/samples/{name}.jpg").content
+    return live.client().post("/v1/images", files={"file": (f"{name}.jpg", photo, "image/jpeg")}).json()["id"]
+
+
+def test_layers_panel_grid_channel_and_receptive_field(explorer, live):
+    page = explorer
+    use_sample(page, "chelsea")
+    layer = "_blocks.5._relu1"
+    info = next(entry for entry in live.client().get(f"/v1/models/{MODEL}").json()["layers"] if entry["name"] == layer)
+    stats = live.client().post(f"/v1/models/{MODEL}/activations", json={
+        "image": {"id": _image_id(live, "chelsea")}, "layer": layer, "format": "json"}).json()["stats"]
+
+    page.click("#tab-layers")
+    page.fill("#layer-filter", layer)
+    page.click(f'#layer-list tr[data-layer="{layer}"]')
+    channels = info["shape"][0]
+    expect(page.locator("#channel-grid button[data-channel]")).to_have_count(min(channels, 256), timeout=30_000)
+    dead = page.locator("#channel-grid button.dead").evaluate_all("bs => bs.map(b => b.dataset.channel)")
+    shown_dead = {int(c) for c in dead}
+    assert shown_dead == {c for c in stats["dead_channels"] if c < 256}
+
+    page.click('#channel-grid button[data-channel="7"]')
+    view = page.locator("#channel-stats")
+    expect(view).to_contain_text(f"{stats['max'][7]:.4f}")
+    expect(view).to_contain_text(f"{stats['mean'][7]:.4f}")
+
+    # A click on the enlarged map picks a unit; its receptive field is the layer's, at that unit.
+    stack = page.locator("#channel-stack")
+    box = stack.bounding_box()
+    _, rows, cols = info["shape"]
+    y, x = 4, 6
+    stack.click(position={"x": (x + 0.5) * box["width"] / cols, "y": (y + 0.5) * box["height"] / rows})
+    rf = info["receptive_field"]
+    x0, y0 = rf["start"] + x * rf["stride"], rf["start"] + y * rf["stride"]
+    expect(page.locator("#unit-info")).to_contain_text(
+        f"unit ({y}, {x})")
+    expect(page.locator("#unit-info")).to_contain_text(f"x {x0}…{x0 + rf['size'] - 1}, y {y0}…{y0 + rf['size'] - 1}")
+    shot(page, "layers")
+
+    # A convolution's filters, as the API's tile grid.
+    page.fill("#layer-filter", "_bn0")
+    page.click('#layer-list tr[data-layer="_bn0"]')
+    page.click("#show-filters")
+    expect(page.locator("#filters-image")).to_be_visible()
+    assert natural_width(page, "#filters-image") > 0
+
+
+def test_occlusion_panel_heatmap_and_errors(explorer, live):
+    page = explorer
+    use_sample(page, "chelsea")
+    page.click("#tab-occlusion")
+    page.fill("#occ-patch", "56")
+    page.fill("#occ-stride", "28")
+    page.fill("#occ-target", "tabby")
+    page.click("#occ-run")
+    expect(page.locator("#occlusion-result canvas").first).to_be_visible(timeout=60_000)
+    answer = live.client().post(f"/v1/models/{MODEL}/occlusion", json={
+        "image": {"id": _image_id(live, "chelsea")}, "patch": 56, "stride": 28, "target": "tabby", "format": "json"}).json()
+    expect(page.locator("#occlusion-result")).to_contain_text(f"{answer['baseline_probability']:.4f}")
+    expect(page.locator("#occlusion-result")).to_contain_text(f"class {answer['target']}")
+    shot(page, "occlusion")
+
+    # An unknown class: the service's message is shown, nothing else breaks.
+    page.expect_failures("/occlusion", 422)
+    page.fill("#occ-target", "no such class")
+    page.click("#occ-run")
+    expect(page.locator("#panel-occlusion .error")).to_contain_text("no such class")
+
+
+def test_attributions_side_by_side_with_progress_and_blend(explorer, live):
+    page = explorer
+    use_sample(page, "chelsea")
+    page.click("#tab-attributions")
+    for kind in ("saliency", "gradcam", "integrated_gradients", "smoothgrad"):
+        page.set_checked(f"#attr-kind-{kind}", kind != "integrated_gradients")
+    page.locator("#attr-kinds .kind", has=page.locator("#attr-kind-smoothgrad")).locator("summary").click()
+    page.locator("#attr-kinds .kind", has=page.locator("#attr-kind-smoothgrad")).locator("input[name=samples]").fill("12")
+    page.click("#attr-run")
+    cards = page.locator("#attr-results article.job")
+    expect(cards).to_have_count(3)
+    expect(page.locator("#attr-results article[data-status=finished]")).to_have_count(3, timeout=JOB_TIMEOUT_MS)
+    for card in cards.all():
+        bar = card.locator("progress")
+        assert bar.evaluate("p => p.value") == bar.evaluate("p => p.max") > 0
+        expect(card.locator(".blend canvas")).to_have_count(2)
+    smooth = page.locator('#attr-results article[aria-label="smoothgrad"]')
+    job = live.client().get(f"/v1/jobs/{smooth.get_attribute('data-job')}").json()
+    assert job["params"]["samples"] == 12 and job["progress"]["total"] > 1
+
+    heat = page.locator("#attr-results .layer-heat").first
+    page.locator("#attr-opacity").fill("0.2")
+    assert heat.evaluate("c => c.style.opacity") == "0.2"
+    page.locator("#attr-opacity").fill("0.65")
+    shot(page, "attributions")
+
+
+def test_making_panel_previews_final_image_and_cancel(explorer, live):
+    page = explorer
+    use_sample(page, "chelsea")
+    page.click("#tab-making")
+    page.select_option("#make-kind", "feature_vis")
+    params = page.locator("#make-params")
+    expect(params.locator("input[name=steps]")).to_have_value("128")  # the API's default, from its schema
+    params.locator("input[name=layer]").fill("_blocks.5._relu1")
+    params.locator("input[name=channel]").fill("7")
+    params.locator("input[name=steps]").fill("40")
+    params.locator("input[name=size]").fill("96")
+    params.locator("input[name=preview_every]").fill("8")
+    page.click("#make-run")
+    card = page.locator("#make-results article.job").first
+    expect(card.locator("img.preview")).to_have_attribute("src", re.compile("^data:image/png;base64,"), timeout=JOB_TIMEOUT_MS)
+    expect(card).to_have_attribute("data-status", "finished", timeout=JOB_TIMEOUT_MS)
+    expect(card.locator("img.made")).to_be_visible()
+    assert natural_width(page, "#make-results article.job img.made") == 96
+    expect(card.locator('dd[data-metric="objective"]')).to_be_visible()
+    shot(page, "making")
+
+    # A long class model: wait until it runs, then cancel it from its card.
+    page.select_option("#make-kind", "class_model")
+    expect(params.locator("input[name=target]")).to_have_value("Egyptian cat")  # the image's top class, to start from
+    params.locator("input[name=target]").fill("goldfish")
+    params.locator("input[name=steps]").fill("2000")
+    params.locator("input[name=size]").fill("64")
+    page.click("#make-run")
+    long_job = page.locator("#make-results article.job").first
+    expect(long_job).to_have_attribute("data-status", "started", timeout=JOB_TIMEOUT_MS)
+    long_job.get_by_role("button", name="Cancel").click()
+    expect(long_job).to_have_attribute("data-status", "canceled", timeout=60_000)
+    assert live.client().get(f"/v1/jobs/{long_job.get_attribute('data-job')}").json()["status"] == "canceled"
+
+
+def test_datasets_panel_upload_top_embedding_neighbours_stats(explorer, live, tmp_path):
+    from tests.conftest import encode, sample
+
+    page = explorer
+    use_sample(page, "chelsea")
+    files = []
+    for name in ("chelsea", "coffee", "astronaut", "rocket", "camera"):
+        path = tmp_path / f"{name}.png"
+        path.write_bytes(encode(sample(name)))
+        files.append(str(path))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    page.click("#tab-datasets")
+    page.set_input_files("#dataset-file", [*files, str(notes)])
+    page.click("#dataset-upload")
+    expect(page.locator("#dataset-uploaded")).to_contain_text("5 images kept", timeout=60_000)
+    expect(page.locator("#dataset-uploaded")).to_contain_text("notes.txt")
+
+    actions = page.locator("#dataset-actions")
+    top = actions.locator(".card", has=page.locator("#ds-top_activations"))
+    top.locator("input[name=layer]").fill("_blocks.5._relu1")
+    top.locator("input[name=channel]").fill("7")
+    top.locator("input[name=k]").fill("4")
+    page.click("#ds-top_activations")
+    actions.locator(".card", has=page.locator("#ds-embedding")).locator("select[name=method]").select_option("pca")
+    page.click("#ds-embedding")
+    actions.locator(".card", has=page.locator("#ds-neighbors")).locator("input[name=k]").fill("3")
+    page.click("#ds-neighbors")
+    page.click("#ds-unit_stats")
+    results = page.locator("#dataset-results article.job")
+    expect(page.locator("#dataset-results article[data-status=finished]")).to_have_count(4, timeout=JOB_TIMEOUT_MS)
+    for card in results.all():
+        for img in card.locator("img.picture").all():
+            assert img.evaluate("i => i.naturalWidth") > 0
+    expect(page.locator('#dataset-results article[aria-label="top_activations"] tbody tr')).to_have_count(4)
+    expect(page.locator('#dataset-results article[aria-label="neighbors"] tbody tr')).to_have_count(3)
+    expect(page.locator('#dataset-results article[aria-label="neighbors"] tbody tr').first).to_contain_text("chelsea.png")
+
+    # Hovering a point of the embedding shows which image it is, and the image itself.
+    card = page.locator('#dataset-results article[aria-label="embedding"]')
+    points = live.client().get(f"/v1/jobs/{card.get_attribute('data-job')}/artifacts/points.json").json()
+    plot = page.locator("#embedding-plot")
+    box = plot.bounding_box()
+    first = points[0]
+    plot.hover(position={"x": (8 + first["x"] * 344) * box["width"] / 360, "y": (8 + first["y"] * 344) * box["height"] / 360})
+    tip = page.locator("#embedding-tip")
+    expect(tip).to_be_visible()
+    expect(tip.locator("img")).to_have_count(1)
+    assert tip.locator("img").evaluate("i => i.naturalWidth") > 0
+    shot(page, "datasets")
+
+
+def test_jobs_panel_lists_jobs_with_artifacts(explorer, live):
+    page = explorer
+    image = _image_id(live, "rocket")
+    params = {"evaluate": False} if _has_evaluate(live) else {}
+    submitted = live.client().post("/v1/jobs?wait=60", json={"kind": "saliency", "model": MODEL, "image": {"id": image},
+                                                             "params": params}).json()
+    assert submitted["status"] == "finished"
+    page.click("#tab-jobs")
+    row = page.locator(f'#jobs-list tr[data-job="{submitted["id"]}"]')
+    expect(row).to_be_visible()
+    expect(row).to_contain_text("finished")
+    with page.expect_download() as download:
+        row.locator('a[data-artifact="heatmap.png"]').click()
+    assert download.value.suggested_filename == "heatmap.png"
+    shot(page, "jobs")
+
+
+def _has_evaluate(live) -> bool:
+    schema = live.client().get("/openapi.json").json()["components"]["schemas"]["SaliencyParams"]
+    return "evaluate" in schema["properties"]
+
+
+def test_keyboard_tabs_labels_and_narrow_window(explorer):
+    page = explorer
+    page.click("#tab-models")
+    page.keyboard.press("ArrowDown")
+    expect(page.locator("#tab-image")).to_be_focused()
+    expect(page.locator("#panel-image")).to_be_visible()
+    page.keyboard.press("End")
+    expect(page.locator("#panel-jobs")).to_be_visible()
+    # Every form control has a label (a <label for>, a wrapping label, or aria-label).
+    unlabelled = page.evaluate("""() => [...document.querySelectorAll('input, select, textarea')]
+        .filter(el => el.type !== 'hidden' && !el.labels?.length && !el.getAttribute('aria-label'))
+        .map(el => el.outerHTML.slice(0, 80))""")
+    assert unlabelled == []
+    page.set_viewport_size({"width": 420, "height": 800})
+    page.click("#tab-image")
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 420
+    shot(page, "narrow")

@@ -105,7 +105,9 @@ export function paramsForm(schema, { fixed = [], values = {} } = {}) {
   const inputs = {};
   const rows = [];
   const required = new Set(schema.required || []);
-  for (const [name, prop] of Object.entries(schema.properties || {})) {
+  const entries = Object.entries(schema.properties || {});
+  entries.sort(([a], [b]) => Number(required.has(b)) - Number(required.has(a))); // what must be given, first
+  for (const [name, prop] of entries) {
     if (fixed.includes(name)) continue;
     const types = (prop.anyOf || []).map((p) => p.type).filter((t) => t && t !== "null");
     const type = prop.type || (types.includes("string") ? "string" : types[0]) || "string"; // class: index or label

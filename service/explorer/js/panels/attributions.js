@@ -85,8 +85,14 @@ export function mount(root) {
       const map = attributionMap(await api.artifactNpy(job.id, "attribution.npy"));
       const heat = mapCanvas(map.data, map.rows, map.cols, { map: "inferno", alpha: true, lo: 0, hi: 1 });
       const view = blend(inputCanvas(image.element, model), heat, { label: `${s.kind} opacity`, opacity: Number(opacity.value) });
-      const cls = job.params.target;
-      body.append(view, h("p", { class: "notice" }, `target: ${cls === null || cls === undefined ? "top-1" : `${state.label(cls)} (${cls})`}`));
+      const m = job.result.metrics || {};
+      const cls = m.target ?? job.params.target;
+      body.append(view, h("p", { class: "notice" }, `target: ${cls === null || cls === undefined ? "top-1" : `${m.target_label ?? state.label(cls)} (${cls})`}`));
+      if (m.deletion_auc !== undefined) {
+        body.append(h("p", { class: "faithfulness", title: "Petsiuk et al. 2018: the target's probability as the most-attributed pixels are removed (deletion) or restored into a blurred copy (insertion)" },
+          "faithfulness: deletion AUC ", h("strong", {}, fmt(m.deletion_auc, 3)), " (lower is better) · insertion AUC ",
+          h("strong", {}, fmt(m.insertion_auc, 3)), " (higher is better)"));
+      }
     } });
   }
 

@@ -76,7 +76,7 @@ export function mount(root) {
         if (!chooser.value) return errors.show({ code: "no_dataset", message: "upload or choose a dataset first" });
         if (needsImage && !image) return errors.show({ code: "no_image", message: "choose an image in the Image panel first" });
         const spec = { kind, model: model.id, dataset: chooser.value, params: forms[kind].read(), ...(needsImage ? { image: { id: image.id } } : {}) };
-        results.prepend(jobCard(kind, spec, { render }));
+        results.prepend(jobCard(kind, spec, { render, className: kind === "unit_stats" ? "wide" : "" }));
       });
       return h("div", { class: "card" }, h("h3", {}, title), h("p", { class: "notice" }, state.kindSummary(kind)), forms[kind],
         h("div", { class: "actions" }, go));

@@ -10,6 +10,7 @@ every panel go to docs/ui/ (shown in the README).
 from __future__ import annotations
 
 import re
+import zipfile
 
 from playwright.sync_api import expect
 
@@ -96,6 +97,18 @@ def test_image_panel_samples_files_and_predictions(explorer, live, tmp_path):
     page.click("#predict")
     expect(bars).to_have_count(3)
     expect(bars.first).to_contain_text("espresso")
+
+    # Dropped onto the drop zone, as from a file manager.
+    transfer = page.evaluate_handle("""async () => {
+        const blob = await (await fetch("samples/rocket.jpg")).blob();
+        const data = new DataTransfer();
+        data.items.add(new File([blob], "dropped-rocket.jpg", { type: "image/jpeg" }));
+        return data;
+    }""")
+    page.dispatch_event("#image-drop", "drop", {"dataTransfer": transfer})
+    expect(page.locator("#current-image")).to_contain_text("dropped-rocket.jpg")
+    expect(page.locator("#image-original")).to_have_attribute("alt", "dropped-rocket.jpg")
+    assert natural_width(page, "#image-original") == 480
 
 
 def _image_id(live, name: str) -> str:
@@ -236,15 +249,13 @@ def test_datasets_panel_upload_top_embedding_neighbours_stats(explorer, live, tm
 
     page = explorer
     use_sample(page, "chelsea")
-    files = []
-    for name in ("chelsea", "coffee", "astronaut", "rocket", "camera"):
-        path = tmp_path / f"{name}.png"
-        path.write_bytes(encode(sample(name)))
-        files.append(str(path))
-    notes = tmp_path / "notes.txt"
-    notes.write_text("not a picture")
+    archive = tmp_path / "photos.zip"  # deflated members, in a folder, and one that is not a picture
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        for name in ("chelsea", "coffee", "astronaut", "rocket", "camera"):
+            bundle.writestr(f"photos/{name}.png", encode(sample(name)))
+        bundle.writestr("photos/notes.txt", "not a picture")
     page.click("#tab-datasets")
-    page.set_input_files("#dataset-file", [*files, str(notes)])
+    page.set_input_files("#dataset-file", str(archive))
     page.click("#dataset-upload")
     expect(page.locator("#dataset-uploaded")).to_contain_text("5 images kept", timeout=60_000)
     expect(page.locator("#dataset-uploaded")).to_contain_text("notes.txt")

@@ -30,7 +30,9 @@ export async function zipImages(file) {
     const data = bytes.subarray(start, start + compressed);
     const blob = method === 0 ? new Blob([data]) :
       await new Response(new Blob([data]).stream().pipeThrough(new DecompressionStream("deflate-raw"))).blob();
-    found.set(name.split("/").pop(), URL.createObjectURL(blob));
+    const url = URL.createObjectURL(blob);
+    found.set(name, url); // the service names a member by its path in the archive
+    if (!found.has(name.split("/").pop())) found.set(name.split("/").pop(), url);
   }
   return found;
 }

@@ -139,7 +139,7 @@ def test_events_stream_progress_then_one_end(jobs_client, job_settings, cat_png)
     assert names[-1] == "end" and names.count("end") == 1 and "progress" in names
     assert events[-1]["data"]["status"] == "finished" and events[-1]["data"]["id"] == job["id"]
     last_progress = [e["data"] for e in events if e["event"] == "progress"][-1]
-    steps = -(-24 // job_settings.attribution_batch)
+    steps = -(-24 // job_settings.attribution_batch) + -(-65 // job_settings.occlusion_batch)  # then the scores
     assert last_progress == {"step": steps, "total": steps}
 
 

@@ -21,3 +21,15 @@ def redis_errors():
 def connect(url: str) -> redis.Redis:
     """A pooled client that fails fast (2 s) when Redis is away and reconnects by itself."""
     return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=15)
+
+
+@contextlib.contextmanager
+def redis_errors_around(manager):
+    """Enter and leave a context manager that talks to Redis (a lock), with Redis failures as 503."""
+    with redis_errors():
+        manager.__enter__()
+    try:
+        yield manager
+    finally:
+        with redis_errors():
+            manager.__exit__(None, None, None)

@@ -18,7 +18,19 @@ class Settings(BaseSettings):
         "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("CONVSCOPE_REDIS_URL", "REDIS_URL")
     )
     redis_prefix: str = Field("convscope:", description="prefix of every Redis key this service writes")
-    data_dir: Path = Field(Path("var"), description="model store and other files live under here")
+    data_dir: Path = Field(Path("var"), description="model store and other files live under here (with `storage_url` "
+                           "set: this machine's cache of the bucket's blobs)")
+
+    # Storage of models and datasets (core/stores/storage.py): a local folder (the default: data_dir) or an
+    # S3-compatible bucket shared by every machine; blobs fetched from it are kept in a bounded local cache.
+    storage_url: str = Field("", description="'' (data_dir), a folder, file:///path, or s3://bucket/prefix")
+    s3_endpoint_url: str = Field("", description="S3 endpoint (MinIO: http://minio:9000); '' = AWS's own")
+    s3_access_key_id: str = Field("", description="S3 access key ('' = the usual AWS credential chain)")
+    s3_secret_access_key: SecretStr = Field(SecretStr(""), repr=False)
+    s3_region: str = Field("us-east-1")
+    storage_timeout_s: float = Field(10.0, gt=0, description="connect/read timeout of one storage request (s)")
+    blob_cache_bytes: int = Field(20 * 1024**3, gt=0, description="local copies of bucket blobs kept by one machine "
+                                  "(LRU; with a local storage_url nothing is copied)")
 
     # Inputs (bytes, pixels).
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0)
@@ -43,6 +55,8 @@ class Settings(BaseSettings):
     ort_providers: str = Field("auto", description="'auto' (CUDA when a GPU is present), or a comma list")
     occlusion_batch: int = Field(32, gt=0, description="occluded copies per ONNX Runtime call")
     max_occlusion_positions: int = Field(4096, gt=0)
+    session_cache_bytes: int = Field(2 * 1024**3, gt=0, description="ONNX Runtime sessions the API keeps (estimated "
+                                     "bytes; least recently used go first, probe sessions before plain ones)")
 
     # Uploaded models (bytes, opsets, nodes, pixels, elements) and their sandboxed analysis.
     max_model_bytes: int = Field(600 * 1024 * 1024, gt=0, description="largest ONNX file accepted (413 above)")
@@ -92,6 +106,10 @@ class Settings(BaseSettings):
     job_monitor_interval_s: float = Field(2.0, gt=0, description="how often API and workers look for lost jobs (s)")
     worker_torch_threads: int = Field(1, ge=1, description="torch intra-op threads per worker process")
     worker_cached_networks: int = Field(4, ge=1, description="models each worker keeps loaded (LRU)")
+    worker_network_cache_bytes: int = Field(4 * 1024**3, gt=0, description="bytes of torch networks (parameters and "
+                                            "buffers) a worker keeps loaded (LRU)")
+    worker_session_cache_bytes: int = Field(1024**3, gt=0, description="ONNX Runtime sessions a worker keeps "
+                                            "(scores, RISE, Kernel SHAP, dataset kinds)")
     worker_warm_up: bool = Field(True, description="compile UMAP's numba kernels in a background thread when a "
                                  "worker starts (about 10 s of one core, 30 s the first time on a machine)")
     attribution_batch: int = Field(4, ge=1, le=1024, description="images per forward/backward pass in SmoothGrad and IG "

@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="export again even when present")
     parser.add_argument("--check", action="store_true", help="export nothing; exit 0 when present, else 1")
     args = parser.parse_args()
-    store = ModelStore(get_settings().data_dir)
+    store = ModelStore.open(get_settings())
     if args.check:
         raise SystemExit(0 if store.get(BUILTIN_ID) is not None else 1)
     logging.basicConfig(level="INFO", format="%(levelname)s %(message)s")

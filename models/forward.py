@@ -1,14 +1,17 @@
 """Forward views on ONNX Runtime: predictions, layer activations and occlusion sensitivity.
 
-Each model gets two sessions, built once and cached: a plain one that returns only the class
-scores (ONNX Runtime can fuse every op, so predictions and occlusion batches run at full speed),
-and a probe one with every layer of the layer list added as an output, for activations.
+Each model gets two sessions, built on first use and kept in the process's byte-bounded
+`models.sessions.SessionCache`: a plain one that returns only the class scores (ONNX Runtime can
+fuse every op, so predictions and occlusion batches run at full speed), and a probe one with every
+layer of the layer list added as an output, for activations (evicted first when memory runs short).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +21,7 @@ from core.model_record import ModelRecord
 from core.settings import Settings
 from core.stores.models import ModelStore
 from models import runtime
+from models.sessions import SessionCache, estimate_bytes
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -28,33 +32,45 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ModelRuntime:
-    """A model's ONNX Runtime sessions; the probe session is built on first use."""
+    """A model's ONNX Runtime sessions, reached through the process's `SessionCache`: each property access
+    returns the cached session (built on first use from the model's verified local file). A caller that
+    runs several batches takes the session once, so an eviction meanwhile never changes it mid-request."""
 
     record: ModelRecord
-    data: bytes
     settings: Settings
-    plain: object = None
-    _probe: object = None
+    sessions: SessionCache
+    file: Callable[[], Path]
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _weights: dict = field(default_factory=dict)
 
-    def _session(self, extra_outputs: list[str] = ()):
+    def _key(self, variant: str) -> tuple[str, str, str]:
+        return (self.record.id, self.record.onnx_sha256, variant)
+
+    def _build(self, extra_outputs: list[str] = ()):
         s = self.settings
-        return runtime.session(self.data, extra_outputs=extra_outputs, intra_threads=s.ort_intra_threads,
-                               inter_threads=s.ort_inter_threads, provider_setting=s.ort_providers)
+        return runtime.session_from_file(self.file(), extra_outputs=extra_outputs, intra_threads=s.ort_intra_threads,
+                                         inter_threads=s.ort_inter_threads, provider_setting=s.ort_providers)
+
+    @property
+    def plain(self):
+        def build():
+            session = self._build()
+            if self.record.logits_name not in {o.name for o in session.get_outputs()}:
+                session = self._build([self.record.logits_name])  # the input of a trailing Softmax
+            return session
+        return self.sessions.get(self._key("plain"), build, estimate_bytes(self.record, probe=False))
 
     @property
     def probe(self):
-        with self._lock:
-            if self._probe is None:
-                self._probe = self._session([layer.name for layer in self.record.layers or []])
-            return self._probe
+        return self.sessions.get(self._key("probe"), lambda: self._build([layer.name for layer in self.record.layers or []]),
+                                 estimate_bytes(self.record, probe=True), probe=True)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """N×C×H×W input → N×classes logits (one image per call for models with `max_batch` 1); only for a
         model with class scores (the routes refuse the others with 422 `no_class_scores`)."""
         step = self.record.max_batch or len(x)
-        outs = [self.plain.run([self.record.logits_name], {self.record.input_name: x[i:i + step]})[0]
+        plain = self.plain
+        outs = [plain.run([self.record.logits_name], {self.record.input_name: x[i:i + step]})[0]
                 for i in range(0, len(x), step)]
         out = outs[0] if len(outs) == 1 else np.concatenate(outs)
         return out.reshape(len(x), -1)
@@ -71,63 +87,49 @@ class ModelRuntime:
 
                 from models.graph import conv_weights
 
-                self._weights[name] = conv_weights(onnx.load_model_from_string(self.data), name)
+                self._weights[name] = conv_weights(onnx.load_model(str(self.file())), name)
             return self._weights[name]
 
 
 class Runtimes:
-    """Process-wide cache of `ModelRuntime`s keyed by model id and file digest; with `capacity`, the least
-    recently used beyond it are dropped."""
+    """The process's `ModelRuntime`s (small handles: the sessions themselves live in one `SessionCache` of
+    `budget_bytes`, by default `session_cache_bytes`)."""
 
-    def __init__(self, store: ModelStore, settings: Settings, capacity: int | None = None):
+    def __init__(self, store: ModelStore, settings: Settings, budget_bytes: int | None = None):
         self.store = store
         self.settings = settings
-        self.capacity = capacity
-        self._cache: dict[tuple[str, str], ModelRuntime] = {}
+        self.sessions = SessionCache(budget_bytes or settings.session_cache_bytes)
+        self._handles: dict[tuple[str, str], ModelRuntime] = {}
         self._lock = threading.Lock()
-        self._building: dict[tuple[str, str], threading.Lock] = {}
 
     def get(self, record: ModelRecord) -> ModelRuntime:
-        """The model's runtime, built once; building one model's session (seconds for a large
-        model) holds only that model's lock, so requests to other models go on meanwhile."""
+        """The model's runtime; its sessions are built on first use, one build per session at a time, so requests
+        to other models go on meanwhile."""
         key = (record.id, record.onnx_sha256)
         with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache[key] = self._cache.pop(key)  # most recently used last
-                return hit
-            building = self._building.setdefault(key, threading.Lock())
-        with building:
-            with self._lock:
-                hit = self._cache.get(key)
+            hit = self._handles.get(key)
             if hit is None:
-                hit = self._build(record)
-                with self._lock:
-                    self._cache = {k: v for k, v in self._cache.items() if k[0] != record.id}
-                    self._cache[key] = hit
-                    while self.capacity is not None and len(self._cache) > self.capacity:
-                        self._cache.pop(next(iter(self._cache)))
-                    self._building.pop(key, None)
-            return hit
-
-    def _build(self, record: ModelRecord) -> ModelRuntime:
-        try:
-            data = self.store.blob_path(record.onnx_sha256).read_bytes()
-        except OSError as exc:
-            raise Unavailable(f"the file of model {record.id!r} cannot be read: {exc.strerror}",
-                              code="model_unavailable") from None
-        hit = ModelRuntime(record, data, self.settings)
-        hit.plain = hit._session()
-        if record.logits_name not in {o.name for o in hit.plain.get_outputs()}:
-            hit.plain = hit._session([record.logits_name])  # the input of a trailing Softmax
+                for stale in [k for k in self._handles if k[0] == record.id]:  # the model was replaced
+                    del self._handles[stale]
+                hit = self._handles[key] = ModelRuntime(record, self.settings, self.sessions,
+                                                        lambda: self._file(record))
         return hit
+
+    def _file(self, record: ModelRecord) -> Path:
+        try:
+            return self.store.blob_file(record.onnx_sha256)
+        except (OSError, KeyError) as exc:
+            raise Unavailable(f"the file of model {record.id!r} cannot be read ({exc.__class__.__name__})",
+                              code="model_unavailable") from None
 
     def drop(self, model_id: str) -> None:
         with self._lock:
-            self._cache = {k: v for k, v in self._cache.items() if k[0] != model_id}
+            for key in [k for k in self._handles if k[0] == model_id]:
+                del self._handles[key]
+        self.sessions.drop(lambda key: key[0] == model_id)
 
     def count(self) -> int:
-        return sum(2 if rt._probe is not None else 1 for rt in list(self._cache.values()))
+        return self.sessions.stats()["sessions"]
 
 
 def predict(rt: ModelRuntime, x: np.ndarray, top_k: int) -> list[dict]:

@@ -86,11 +86,9 @@ def register(
     if labels is not None and len(labels) != num_classes:
         raise ModelRejected("labels_mismatch", f"{len(labels)} labels given for {num_classes} classes; "
                             "give one label a line, in class-index order")
-    record = ModelRecord(
+    return store.add(data, lambda digest: ModelRecord(
         id=model_id, name=name, source=source, input=spec, preprocess=preprocess,
         num_classes=num_classes, labels=labels, layers=[Layer(**layer) for layer in found["layers"]],
-        onnx_sha256=store.put_blob(data), input_name=found["input_name"], logits_name=found["logits_name"],
+        onnx_sha256=digest, input_name=found["input_name"], logits_name=found["logits_name"],
         owner=owner, created_at=time.time(), size_bytes=len(data), max_batch=found["max_batch"],
-    )
-    store.put(record)
-    return record
+    ))

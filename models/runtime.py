@@ -1,10 +1,23 @@
-"""ONNX Runtime sessions: the execution provider chosen at run time, thread counts from settings."""
+"""ONNX Runtime sessions: the execution provider chosen at run time, thread counts from settings.
+
+Sessions are built without ONNX Runtime's CPU memory arena, so that the memory of a session that is
+dropped goes back to the allocator (an arena keeps its high-water mark for the process's life); on
+CUDA the arena grows only by what is asked for (`kSameAsRequested`). Large models are loaded from a
+file path (`session_from_file`): ONNX Runtime then parses them with the GIL released, where building
+from bytes — or parsing and re-serialising the protobuf in Python to add outputs — holds it for
+hundreds of milliseconds on a 250 MB file and stalls every other thread of the API. Intermediate
+outputs are added to a file by rewriting only the graph's output list (`with_outputs`), not its weights.
+"""
 
 from __future__ import annotations
 
 import ctypes
 import functools
 import logging
+import mmap
+import os
+import tempfile
+from pathlib import Path
 
 import onnx
 import onnxruntime as ort
@@ -34,6 +47,124 @@ def providers(setting: str = "auto") -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def _options(intra_threads: int, inter_threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_threads
+    options.inter_op_num_threads = inter_threads
+    options.log_severity_level = 3
+    options.enable_cpu_mem_arena = False  # freed memory goes back to the allocator, not a per-session pool
+    return options
+
+
+def _provider_options(names: list[str]) -> list:
+    """CUDA: grow the device arena only by what is asked for, so one large model does not claim the rest."""
+    return [(n, {"arena_extend_strategy": "kSameAsRequested"}) if n == "CUDAExecutionProvider" else n for n in names]
+
+
+def session_from_file(path: Path, *, extra_outputs: list[str] = (), intra_threads: int = 1, inter_threads: int = 1,
+                      provider_setting: str = "auto") -> ort.InferenceSession:
+    """An inference session of the ONNX file at `path` (parsed by ONNX Runtime with the GIL released);
+    `extra_outputs` are intermediate tensors made reachable as outputs, through a rewritten copy."""
+    options = _options(intra_threads, inter_threads)
+    chosen = _provider_options(providers(provider_setting))
+    if not extra_outputs:
+        return ort.InferenceSession(str(path), options, providers=chosen)
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", prefix="convscope-outputs-")
+    os.close(fd)
+    try:
+        with_outputs(Path(path), list(extra_outputs), Path(tmp))
+        return ort.InferenceSession(tmp, options, providers=chosen)
+    finally:
+        os.unlink(tmp)
+
+
+def _varint(buf, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _fields(buf, start: int, end: int):
+    """(field number, wire type, value start, value end) of each field of the protobuf message buf[start:end]."""
+    pos = start
+    while pos < end:
+        tag, pos = _varint(buf, pos)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            _, after = _varint(buf, pos)
+        elif wire == 1:
+            after = pos + 8
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            after = pos + length
+        elif wire == 5:
+            after = pos + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        yield number, wire, pos, after
+        pos = after
+
+
+_MODEL_GRAPH, _GRAPH_OUTPUT, _VALUE_NAME = 7, 12, 1
+
+
+def with_outputs(src: Path, names: list[str], dst: Path) -> None:
+    """Copy the ONNX file `src` to `dst` with `names` appended to its graph's outputs (those not outputs
+    already). Only the graph's length prefix and output list are rewritten: the weights are copied as bytes,
+    never parsed (protobuf concatenates repeated fields, so appended `output` entries extend the list)."""
+    with open(src, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        graphs = [(tag_start, s, e) for tag_start, (n, w, s, e) in _with_starts(buf, 0, len(buf))
+                  if n == _MODEL_GRAPH and w == 2]
+        if len(graphs) != 1:
+            raise ValueError("the model has no single graph")
+        tag_start, g_start, g_end = graphs[0]
+        known = set()
+        for n, w, s, e in _fields(buf, g_start, g_end):
+            if n == _GRAPH_OUTPUT and w == 2:
+                known.update(bytes(buf[vs:ve]).decode() for vn, vw, vs, ve in _fields(buf, s, e)
+                             if vn == _VALUE_NAME and vw == 2)
+        extra = bytearray()
+        for name in dict.fromkeys(names):
+            if name in known:
+                continue
+            encoded = name.encode()
+            value = bytes([(_VALUE_NAME << 3) | 2]) + _encode_varint(len(encoded)) + encoded
+            extra += bytes([(_GRAPH_OUTPUT << 3) | 2]) + _encode_varint(len(value)) + value
+        with open(dst, "wb") as out:
+            out.write(buf[:tag_start])
+            out.write(bytes([(_MODEL_GRAPH << 3) | 2]) + _encode_varint(g_end - g_start + len(extra)))
+            view = memoryview(buf)
+            try:
+                out.write(view[g_start:g_end])
+                out.write(extra)
+                out.write(view[g_end:])
+            finally:
+                view.release()
+
+
+def _with_starts(buf, start: int, end: int):
+    """Like `_fields`, each with the offset of its tag: (tag offset, (number, wire, value start, value end))."""
+    pos = start
+    for field in _fields(buf, start, end):
+        yield pos, field
+        pos = field[3]
+
+
 def session(
     model: onnx.ModelProto | bytes,
     *,
@@ -49,9 +180,6 @@ def session(
         known = {o.name for o in proto.graph.output}
         proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in extra_outputs if n not in known)
         model = proto
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_threads
-    options.inter_op_num_threads = inter_threads
-    options.log_severity_level = 3
     data = model if isinstance(model, bytes) else model.SerializeToString()
-    return ort.InferenceSession(data, options, providers=providers(provider_setting))
+    return ort.InferenceSession(data, _options(intra_threads, inter_threads),
+                                providers=_provider_options(providers(provider_setting)))

@@ -18,7 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core import logs
 from core.errors import ConvscopeError, error_body
 from core.images import InputCache
-from core.redis_client import connect
+from core.jobs.store import JobStore
+from core.redis_client import connect, redis_errors_around
 from core.settings import Settings, get_settings
 from core.stores.images import ImageStore
 from core.stores.models import ModelStore
@@ -44,11 +45,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         logs.setup(settings.log_level)
         client = connect(settings.redis_url)
-        store = ModelStore(settings.data_dir)
+        # Uploads and deletes of the same bytes take one lock per digest in Redis, shared by every API process.
+        locks = JobStore(client, settings.redis_prefix, settings.artifact_ttl_s)
+        store = ModelStore.open(settings, lock=lambda digest: redis_errors_around(locks.lock(f"modelblob:{digest}")))
         app.state.ctx = AppContext(settings=settings, redis=client, models=store,
                                    images=ImageStore(client, settings.redis_prefix, settings.image_ttl_s),
                                    runtimes=Runtimes(store, settings), inputs=InputCache())
-        log.info("convscope API ready", extra={"fields": {"models": [r.id for r in store.list()],
+        log.info("convscope API ready", extra={"fields": {"storage": store.storage.url,
                                                          "data_dir": str(settings.data_dir)}})
         if app.state.auth.open:
             log.warning("no API keys configured: the service is open to anyone who can reach it; "

@@ -47,7 +47,7 @@ def accept_image(sub: Submission) -> Accepted:
 
 def accept_dataset(sub: Submission) -> Accepted:
     """One of the caller's datasets (404 otherwise); datasets never change, so the id is the content."""
-    dataset = DatasetStore(sub.settings.data_dir, sub.settings.dataset_ttl_s).get(sub.value, sub.owner)
+    dataset = DatasetStore.open(sub.settings).get(sub.value, sub.owner)
     return Accepted(dataset.id)
 
 

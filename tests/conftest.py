@@ -81,3 +81,55 @@ def torch_lite0():
     from models.efficientnet_lite import load_pretrained
 
     return load_pretrained()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """A real S3 endpoint on 127.0.0.1: moto's standalone server in its own process (no MinIO binary here);
+    the code under test talks to it over HTTP like to any bucket."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1)
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "moto server did not start"
+            time.sleep(0.1)
+    yield url
+    server.terminate()
+    server.wait(10)
+
+
+def new_bucket(endpoint: str) -> str:
+    """A fresh bucket on the S3 endpoint; returns its name."""
+    import boto3
+
+    name = f"convscope-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                 region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+def bucket_settings(endpoint: str, bucket: str, data_dir: Path, **update) -> Settings:
+    """Settings that keep models and datasets in `s3://bucket/store`, with `data_dir` as this machine's cache."""
+    fields = dict(redis_url=REDIS_URL, data_dir=data_dir, storage_url=f"s3://{bucket}/store", s3_endpoint_url=endpoint,
+                  s3_access_key_id="testing", s3_secret_access_key="testing", storage_timeout_s=3)
+    return Settings(**(fields | update))

@@ -194,9 +194,9 @@ def open_feed(settings: Settings, models: ModelStore, record: ModelRecord, datas
 
     def model_bytes() -> bytes:
         try:
-            return models.blob_path(record.onnx_sha256).read_bytes()
-        except OSError as exc:
-            raise Unavailable(f"the file of model {record.id!r} cannot be read: {exc.strerror}",
+            return models.read_blob(record.onnx_sha256)  # verified; fetched once into this machine's cache
+        except (OSError, KeyError) as exc:
+            raise Unavailable(f"the file of model {record.id!r} cannot be read ({exc.__class__.__name__})",
                               code="model_unavailable") from None
 
     return Feed(dataset, record, lambda layers: sessions.get(record, model_bytes, layers), settings, progress)

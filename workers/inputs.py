@@ -51,7 +51,7 @@ def load_dataset(ctx: WorkerContext, item: Loading) -> dataset_feed.Feed:
 def open_dataset(ctx: WorkerContext, ref: str, owner: str | None) -> Dataset:
     """The caller's dataset `ref` (404 `dataset_not_found` once it is gone): its image count is part of a
     dataset job's step count, so the runner opens it once, before the claim."""
-    return DatasetStore(ctx.settings.data_dir, ctx.settings.dataset_ttl_s).get(ref, owner)
+    return DatasetStore.open(ctx.settings).get(ref, owner)
 
 
 LOADERS: dict[Source, Callable[[WorkerContext, Loading], object]] = {

@@ -42,6 +42,7 @@ from workers.networks import NetworkCache
 
 log = logging.getLogger("convscope.worker")
 MAX_BACKOFF_S = 30.0
+STATS_EVERY_S = 5.0
 
 
 class Heartbeat(threading.Thread):
@@ -54,11 +55,18 @@ class Heartbeat(threading.Thread):
         self.current = "-"
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
-        self._last_check = 0.0
+        self._last_check = self._last_stats = 0.0
+        self.caches = None  # () -> {cache: {figure: number}}, published for the API's /metrics
 
     def _beat(self) -> None:
         with self._lock:  # never write a stale job id over a newer one
             self.store.beat(self.worker, self.current, self.settings.worker_heartbeat_ttl_s)
+        if self.caches is not None and time.monotonic() - self._last_stats >= STATS_EVERY_S:
+            self._last_stats = time.monotonic()
+            try:
+                self.store.publish_stats(self.worker, self.caches(), self.settings.worker_heartbeat_ttl_s + STATS_EVERY_S)
+            except Exception:  # figures for /metrics never stop a heartbeat or a job
+                log.debug("cache figures not published", exc_info=True)
 
     def running(self, job_id: str) -> None:
         with self._lock:
@@ -80,7 +88,8 @@ class Heartbeat(threading.Thread):
                 self._beat()
                 if time.monotonic() - self._last_check >= self.settings.job_monitor_interval_s:
                     self._last_check = time.monotonic()
-                    end_lost_jobs(self.store, self.queue, scale=self.settings.job_time_limit_scale)
+                    end_lost_jobs(self.store, self.queue, scale=self.settings.job_time_limit_scale,
+                                  stray_after_s=self.settings.worker_heartbeat_ttl_s)
                 failing = False
             except redis.RedisError as exc:
                 if not failing:
@@ -142,11 +151,13 @@ def serve(settings: Settings, name: str) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     client = connect(settings.redis_url)
     store = JobStore(client, settings.redis_prefix, settings.artifact_ttl_s)
-    models = ModelStore(settings.data_dir)
+    models = ModelStore.open(settings)  # the data folder, or the bucket with this machine's blob cache
     execute.install(WorkerContext(settings, store, models,
-                                  NetworkCache(models, device, settings.worker_cached_networks), name,
-                                  Runtimes(models, settings, capacity=settings.worker_cached_networks)))
+                                  NetworkCache(models, device, settings.worker_cached_networks,
+                                               settings.worker_network_cache_bytes), name,
+                                  Runtimes(models, settings, budget_bytes=settings.worker_session_cache_bytes)))
     heartbeat = Heartbeat(store, name, settings)
+    heartbeat.caches = lambda: cache_figures(execute_context())
     heartbeat.start()
     if settings.worker_warm_up:
         warm_up_in_background()
@@ -175,6 +186,22 @@ def serve(settings: Settings, name: str) -> None:
         pass
     finally:
         heartbeat.stop()
+
+
+def execute_context() -> WorkerContext:
+    return execute._context
+
+
+def cache_figures(ctx: WorkerContext) -> dict:
+    """What the worker's caches hold (bytes, entries, evictions), for the API's /metrics."""
+    sessions = ctx.runtimes.sessions.stats()
+    blobs = ctx.models.blobs
+    return {"networks": {"bytes": ctx.networks.held_bytes(), "count": len(ctx.networks),
+                         "evictions": ctx.networks.evictions, "budget_bytes": ctx.networks.budget_bytes},
+            "sessions": {"bytes": sessions["bytes"], "count": sessions["sessions"], "evictions": sessions["evictions"],
+                         "budget_bytes": ctx.runtimes.sessions.budget_bytes},
+            "blobs": {"bytes": blobs.held_bytes() if ctx.models.storage.remote else 0, "fetches": blobs.fetches,
+                      "corrupt": blobs.corrupt, "evictions": blobs.evictions}}
 
 
 def _redis_answers(client: redis.Redis) -> bool:

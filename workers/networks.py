@@ -24,6 +24,7 @@ from core.errors import Invalid, Unavailable
 from core.model_record import ModelRecord
 from core.stores.models import ModelStore
 from models.builtin import BUILTIN_ID
+from models.sessions import release_memory
 
 
 @dataclass
@@ -60,37 +61,56 @@ def load_network(record: ModelRecord, store: ModelStore, device: torch.device) -
         raise Unavailable(f"model {record.id!r} needs its torch twin, and this build cannot make one ({exc})",
                           code="twin_unavailable") from None
     try:
-        data = store.blob_path(record.onnx_sha256).read_bytes()
-    except OSError as exc:
-        raise Unavailable(f"the file of model {record.id!r} cannot be read: {exc.strerror}",
+        data = store.read_blob(record.onnx_sha256)  # verified; fetched once into this machine's cache
+    except (OSError, KeyError) as exc:
+        raise Unavailable(f"the file of model {record.id!r} cannot be read ({exc.__class__.__name__})",
                           code="model_unavailable") from None
     twin = load_twin(record, data)
     return Network(_prepare(twin.module, device), record, twin.layer_module)
 
 
-class NetworkCache:
-    """The worker's recently used networks, keyed by model id and file digest (least recent dropped)."""
+def network_bytes(module: nn.Module) -> int:
+    """Memory a network holds: its parameters and buffers, in bytes."""
+    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
 
-    def __init__(self, store: ModelStore, device: torch.device, capacity: int):
+
+class NetworkCache:
+    """The worker's recently used networks, keyed by model id and file digest: at most `capacity` of them and
+    `budget_bytes` of parameters and buffers (least recent dropped first; the one just loaded always stays).
+    A dropped network lives on while a job still holds it."""
+
+    def __init__(self, store: ModelStore, device: torch.device, capacity: int, budget_bytes: int = 4 * 1024**3):
         self.store = store
         self.device = device
         self.capacity = capacity
-        self._networks: OrderedDict[tuple[str, str], Network] = OrderedDict()
+        self.budget_bytes = budget_bytes
+        self._networks: OrderedDict[tuple[str, str], tuple[Network, int]] = OrderedDict()
         self._lock = threading.Lock()
+        self.evictions = 0
 
     def get(self, record: ModelRecord) -> Network:
         key = (record.id, record.onnx_sha256)
         with self._lock:
-            network = self._networks.get(key)
-            if network is not None:
+            held = self._networks.get(key)
+            if held is not None:
                 self._networks.move_to_end(key)
-                return network
+                return held[0]
         network = load_network(record, self.store, self.device)
+        evicted = False
         with self._lock:
-            self._networks[key] = network
-            while len(self._networks) > self.capacity:
+            self._networks[key] = (network, network_bytes(network.module))
+            while len(self._networks) > 1 and (len(self._networks) > self.capacity or self.held_bytes() > self.budget_bytes):
                 self._networks.popitem(last=False)
+                self.evictions += 1
+                evicted = True
+        if evicted:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            release_memory()
         return network
+
+    def held_bytes(self) -> int:
+        return sum(size for _, size in self._networks.values())
 
     def __len__(self) -> int:
         return len(self._networks)

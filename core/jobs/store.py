@@ -11,6 +11,11 @@ Keys (all under the settings' prefix `P`):
     P jobcache:<digest>     id of a finished job with that spec (same model, image bytes, params)
     P jobinput:<sha256>     an input image file, by content
     P worker:<name>         heartbeat: the id of the job the worker runs ("-" when idle), short TTL
+    P workers               set: names of workers that published their cache figures
+    P workerstats:<name>    JSON of a worker's cache figures (networks, sessions, blobs), heartbeat TTL
+    P jobs:queued           sorted set: ids of queued jobs → when they were queued, scanned for strays
+    P lock:<name>           a short-lived lock (`lock`), e.g. `modelblob:<sha256>` around adding and deleting
+                            a model file
 
 Status changes go through one Lua script, so that a worker finishing, a client cancelling and a
 monitor declaring a worker dead can race without ever overwriting each other: each transition
@@ -33,7 +38,7 @@ from core.jobs.status import ENDED, JobStatus
 ENDED_LIST = ",".join(sorted(ENDED))
 EVENTS_MAXLEN = 2000
 
-# KEYS: job hash, events stream, started zset, ended stream, artifacts hash
+# KEYS: job hash, events stream, started zset, ended stream, artifacts hash, queued zset
 # ARGV: allowed statuses (comma list), attempt ('' = any), new status, ttl s, now, job id,
 #       the `started` status, the ended statuses (comma list), then field/value pairs
 _TRANSITION = """
@@ -48,6 +53,11 @@ if new == ARGV[7] then
   redis.call('ZADD', KEYS[3], now, id)
 else
   redis.call('ZREM', KEYS[3], id)
+end
+if new == 'queued' then
+  redis.call('ZADD', KEYS[6], now, id)
+else
+  redis.call('ZREM', KEYS[6], id)
 end
 if string.find(',' .. ARGV[8] .. ',', ',' .. new .. ',', 1, true) then
   redis.call('HSET', KEYS[1], 'ended_at', now)
@@ -95,6 +105,20 @@ class JobKeys:
     def worker(self, name: str) -> str:
         return f"{self.prefix}worker:{name}"
 
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}workers"
+
+    def worker_stats(self, name: str) -> str:
+        return f"{self.prefix}workerstats:{name}"
+
+    @property
+    def queued(self) -> str:
+        return f"{self.prefix}jobs:queued"
+
+    def lock(self, name: str) -> str:
+        return f"{self.prefix}lock:{name}"
+
 
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else value
@@ -120,6 +144,8 @@ class JobStore:
         with self.client.pipeline() as pipe:
             pipe.hset(self.keys.job(job_id), mapping=fields)
             pipe.expire(self.keys.job(job_id), self.ttl_s)
+            if status == JobStatus.QUEUED:
+                pipe.zadd(self.keys.queued, {job_id: now})
             pipe.zadd(index, {job_id: now})
             pipe.zremrangebyrank(index, 0, -listed_max - 1)
             pipe.expire(index, self.ttl_s)
@@ -156,7 +182,7 @@ class JobStore:
         for name, value in fields.items():
             args += [name, value if isinstance(value, str) else json.dumps(value)]
         keys = [self.keys.job(job_id), self.keys.events(job_id), self.keys.started, self.keys.ended,
-                self.keys.artifacts(job_id)]
+                self.keys.artifacts(job_id), self.keys.queued]
         changed, before = self._transition(keys=keys, args=args)
         return bool(changed), (_text(before) or None)
 
@@ -259,8 +285,52 @@ class JobStore:
         value = self.client.get(self.keys.worker(name))
         return _text(value) if value is not None else None
 
+    def publish_stats(self, worker: str, stats: dict, ttl_s: float) -> None:
+        """A worker's cache figures, for the API's /metrics; they vanish with the worker."""
+        with self.client.pipeline() as pipe:
+            pipe.sadd(self.keys.workers, worker)
+            pipe.set(self.keys.worker_stats(worker), json.dumps(stats), ex=max(1, round(ttl_s)))
+            pipe.execute()
+
+    def workers_stats(self) -> dict[str, dict]:
+        """Live workers' published figures by worker name (workers gone silent are forgotten)."""
+        names = sorted(_text(n) for n in self.client.smembers(self.keys.workers))
+        if not names:
+            return {}
+        values = self.client.mget([self.keys.worker_stats(n) for n in names])
+        gone = [n for n, v in zip(names, values) if v is None]
+        if gone:
+            self.client.srem(self.keys.workers, *gone)
+        return {n: json.loads(v) for n, v in zip(names, values) if v is not None}
+
     def started_ids(self) -> list[str]:
         return [_text(i) for i in self.client.zrange(self.keys.started, 0, -1)]
 
     def forget_started(self, job_id: str) -> None:
         self.client.zrem(self.keys.started, job_id)
+
+    def queued_since(self, before: float) -> list[str]:
+        """Ids of jobs queued (or re-queued) before `before` (Unix seconds) that are still listed as queued."""
+        return [_text(i) for i in self.client.zrangebyscore(self.keys.queued, "-inf", before)]
+
+    def forget_queued(self, job_id: str) -> None:
+        self.client.zrem(self.keys.queued, job_id)
+
+    def stray_since(self, job_id: str, now: float) -> float:
+        """When a queued job was first seen neither waiting in its queue nor held by a live worker (now, if this is
+        the first time)."""
+        seen = _text(self.client.hget(self.keys.job(job_id), "stray_at"))
+        if seen:
+            return float(seen)
+        self.client.hset(self.keys.job(job_id), "stray_at", repr(now))
+        return now
+
+    def not_stray(self, job_id: str) -> None:
+        """The queued job was found waiting in its queue or held by a live worker: forget any stray sighting."""
+        self.client.hdel(self.keys.job(job_id), "stray_at")
+
+    # Locks.
+    def lock(self, name: str, timeout_s: float = 300, wait_s: float = 120):
+        """A Redis lock shared by every process (`with store.lock(name): ...`), released after `timeout_s` even when
+        its holder dies."""
+        return self.client.lock(self.keys.lock(name), timeout=timeout_s, blocking_timeout=wait_s)

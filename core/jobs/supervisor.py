@@ -14,6 +14,16 @@ read) and every worker (in its heartbeat thread) look at each started job:
 So a SIGKILLed worker's job ends within worker_heartbeat_ttl_s + job_monitor_interval_s
 (6 + 2 s by default) — sooner when a client reads it. All changes are atomic transitions that
 name the attempt they apply to, so several monitors may run at once.
+
+Queued jobs can be lost too, before any worker claims them: a worker that dies between taking the
+job off the RQ queue and claiming it leaves the RQ job in the queue's intermediate list and the
+record `queued`; an enqueue that fails (Redis gone, the API process killed) just after the record
+was written leaves a record that no queue holds. `reconcile_queued` looks at every job queued for
+more than a second: when its attempt is neither waiting in its queue nor held by a worker whose
+heartbeat names it, it is a stray; a stray seen for `stray_after_s` (the heartbeat TTL) is put back
+on its queue as a new attempt (nothing of it ever ran), at most `MAX_ATTEMPTS` attempts in all, and
+then ends `failed` (`worker_lost`, or `not_enqueued` when it never reached a queue). A stray is
+thus running again within stray_after_s + 2 × job_monitor_interval_s + 1 s (11 s by default).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import logging
 import time
 
 from rq import Queue
+from rq.job import Job as RQJob
 
 from core.jobs import queueing
 from core.jobs.status import JobStatus
@@ -31,6 +42,12 @@ from core.kinds.registry import KINDS
 
 log = logging.getLogger("convscope.supervisor")
 DEADLINE_GRACE_S = 30.0
+MAX_ATTEMPTS = 3
+QUEUED_CHECK_AFTER_S = 1.0
+NEVER_QUEUED = {"code": "not_enqueued", "message": "the job could not be put on the queue (Redis or the API "
+                                                   "failed just after it was accepted), even after retries"}
+UNCLAIMED = {"code": "worker_lost", "message": "workers took the job off the queue and stopped before starting it, "
+                                              f"{MAX_ATTEMPTS} times"}
 LOST = {"code": "worker_lost", "message": "the worker running this job stopped (it was killed or lost its "
                                          "connection to Redis) before the job ended"}
 
@@ -72,8 +89,62 @@ def check_job(store: JobStore, queue: Queue, job_id: str, record: dict | None, *
     return changed
 
 
-def end_lost_jobs(store: JobStore, queue: Queue, *, scale: float) -> int:
-    """Check every started job once; returns how many were ended or re-queued."""
+def end_lost_jobs(store: JobStore, queue: Queue, *, scale: float, stray_after_s: float = 6.0) -> int:
+    """Check every started job once, and every queued job that should be waiting in a queue or be held by a
+    worker (`reconcile_queued`); returns how many were ended or re-queued."""
     now = time.time()
-    return sum(check_job(store, queue, job_id, store.get(job_id), scale=scale, now=now)
+    lost = sum(check_job(store, queue, job_id, store.get(job_id), scale=scale, now=now)
                for job_id in store.started_ids())
+    return lost + reconcile_queued(store, queue, scale=scale, stray_after_s=stray_after_s, now=now)
+
+
+def reconcile_queued(store: JobStore, queue: Queue, *, scale: float, stray_after_s: float,
+                     now: float | None = None) -> int:
+    """Re-queue (or end) queued jobs that no queue and no live worker holds; returns how many it changed."""
+    now = time.time() if now is None else now
+    waiting: dict[str, set[str]] = {}
+    changed = 0
+    for job_id in store.queued_since(now - QUEUED_CHECK_AFTER_S):
+        record = store.get(job_id)
+        if record is None or record.get("status") != JobStatus.QUEUED:
+            store.forget_queued(job_id)
+            continue
+        spec = json.loads(record["spec"])
+        home = queueing.queue(store.client, spec["queue"]) if spec.get("queue") else queue
+        attempt = int(record.get("attempt", "1"))
+        rq_id = queueing.rq_job_id(job_id, attempt)
+        if home.name not in waiting:
+            waiting[home.name] = {i.decode() if isinstance(i, bytes) else i
+                                  for i in store.client.lrange(home.key, 0, -1)}
+        status, worker = (_text(v) for v in store.client.hmget(RQJob.key_for(rq_id), "status", "worker_name"))
+        held = (rq_id in waiting[home.name] or
+                (status == "started" and worker and store.worker_job(worker.rsplit(".", 1)[0]) == job_id))
+        if held:
+            if record.get("stray_at"):
+                store.not_stray(job_id)
+            continue
+        if now - store.stray_since(job_id, now) < stray_after_s:
+            continue
+        changed += _requeue_stray(store, home, job_id, spec, attempt, never_queued=status is None, scale=scale)
+    return changed
+
+
+def _requeue_stray(store: JobStore, home: Queue, job_id: str, spec: dict, attempt: int, *, never_queued: bool,
+                   scale: float) -> bool:
+    fields = {"job": job_id, "attempt": attempt, "never_queued": never_queued}
+    if attempt >= MAX_ATTEMPTS:
+        changed, _ = store.transition(job_id, (JobStatus.QUEUED,), JobStatus.FAILED, expect_attempt=attempt,
+                                      error=NEVER_QUEUED if never_queued else UNCLAIMED)
+        if changed:
+            log.warning("a queued job was lost too often; it failed", extra={"fields": fields})
+        return changed
+    changed, _ = store.transition(job_id, (JobStatus.QUEUED,), JobStatus.QUEUED, expect_attempt=attempt,
+                                  attempt=str(attempt + 1), stray_at="")
+    if changed:
+        log.warning("re-queued a job that no queue or worker held", extra={"fields": fields})
+        queueing.enqueue(home, job_id, attempt + 1, time_limit_s=time_limit(spec["kind"], scale), ttl_s=store.ttl_s)
+    return changed
+
+
+def _text(value) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value

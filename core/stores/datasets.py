@@ -1,28 +1,30 @@
-"""Datasets: sets of images uploaded together, kept on disk under names the service makes up.
+"""Datasets: sets of images uploaded together, kept in the storage under names the service makes up.
 
-Layout under `<data_dir>/datasets/<id>/` (shared by the API and the workers, like the model store):
-`00000.<ext>` … one file per accepted image (the uploaded bytes, re-validated by
-`core.images.decode`), `manifest.json` (names, sizes, rejected members) and `meta.json` (owner,
-creation time, count: small, so quota, listing and expiry scans stay cheap). A dataset is assembled
-in a hidden `.tmp-*` folder and renamed into place whole, so readers see all of it or nothing; a
-deleted one is renamed out of place whole (to a `.tmp-*` name) before its files go, so it is 404 at
-once, and a job still reading it fails with `dataset_not_found` at its next image.
+Keys under `datasets/<id>/` (in the data folder, or the bucket every machine shares): `00000.<ext>` …
+one object per accepted image (the uploaded bytes, re-validated by `core.images.decode`; its SHA-256
+is in the manifest and every read is verified against it), `manifest.json` (names, sizes, digests,
+rejected members) and `meta.json` (owner, creation time, count: small, so quota, listing and expiry
+scans stay cheap). `meta.json` is written last: a dataset exists once it is there, so readers see all
+of it or nothing; a delete removes it first, so the dataset is 404 at once and a job still reading
+it fails with `dataset_not_found` at its next image (on a worker that has cached the images, the
+job may finish on its copies). A worker reading a bucket keeps verified copies of the images in its
+blob cache (`core.stores.blobs`), so a dataset used again is not fetched again.
 
 A dataset belongs to the key that uploaded it; any other key gets 404. Expired datasets
-(`dataset_ttl_s`) are 404 too and are swept away by later uploads.
+(`dataset_ttl_s`) are 404 too and are swept away by later uploads, with the leftovers of uploads that
+crashed before their `meta.json`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
 import re
-import shutil
-import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -31,11 +33,15 @@ from core import images
 from core.errors import ConvscopeError, Invalid, NotFound, Overloaded, TooLarge
 from core.settings import Settings
 from core.stores import archives
+from core.stores.blobs import Blobs
+from core.stores.storage import LocalStorage, Missing, Storage, open_storage
 
 log = logging.getLogger("convscope.datasets")
 _ID = re.compile(r"^[0-9a-f]{32}$")
 EXTENSIONS = {"jpeg": "jpg", "mpo": "jpg", "tiff": "tif"}
-STALE_TMP_S = 3600  # a `.tmp-*` folder this old was left by a crashed upload
+STALE_UPLOAD_S = 3600  # a dataset folder this old without its meta.json was left by a crashed upload
+_opened: dict[tuple, DatasetStore] = {}
+_opened_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class Entry:
     width: int
     height: int
     file: str
+    sha256: str | None = None  # None only in datasets stored before digests were kept
 
 
 @dataclass(frozen=True)
@@ -62,19 +69,22 @@ class Dataset:
     """A stored dataset as workers and routes see it."""
 
     id: str
-    root: Path
     owner: str | None
     created_at: float
     entries: list[Entry]
     rejected: list[dict]
+    reader: Callable[[str, Entry], bytes]
 
     @property
     def count(self) -> int:
         return len(self.entries)
 
     def read(self, index: int) -> bytes:
-        """The stored bytes of image `index`."""
-        return (self.root / self.entries[index].file).read_bytes()
+        """The stored bytes of image `index`, verified against their digest (`OSError` once they are gone)."""
+        try:
+            return self.reader(self.id, self.entries[index])
+        except Missing:
+            raise FileNotFoundError(self.entries[index].file) from None
 
     def summary(self) -> dict:
         """`GET /v1/datasets/{id}` (less the times, which the store knows)."""
@@ -84,28 +94,58 @@ class Dataset:
 
 
 class DatasetStore:
-    """Datasets on disk; ids are validated so no client string becomes a path."""
+    """Datasets in a storage; ids are validated so no client string becomes a key."""
 
-    def __init__(self, data_dir: Path, ttl_s: int):
-        self.root = Path(data_dir) / "datasets"
+    def __init__(self, data_dir: Path, ttl_s: int, *, storage: Storage | None = None, blobs: Blobs | None = None):
+        self.storage = storage or LocalStorage(Path(data_dir))
+        self.blobs = blobs or Blobs(self.storage, Path(data_dir), max_bytes=2**62)
         self.ttl_s = ttl_s
+        self._metas_seen: dict[str, dict] = {}  # id → meta.json (written once, never changed)
 
-    def path(self, dataset_id: str) -> Path | None:
-        return self.root / dataset_id if _ID.match(dataset_id or "") else None
+    @classmethod
+    def open(cls, settings: Settings) -> DatasetStore:
+        """The store `settings` name: `storage_url` (default the data folder), cached under `data_dir`; one per
+        process and configuration (a bucket client is not made per request)."""
+        where = (settings.storage_url, str(settings.data_dir), settings.dataset_ttl_s, settings.s3_endpoint_url,
+                 settings.blob_cache_bytes)
+        with _opened_lock:
+            if where not in _opened:
+                storage = open_storage(settings)
+                _opened[where] = cls(settings.data_dir, settings.dataset_ttl_s, storage=storage,
+                                     blobs=Blobs(storage, settings.data_dir, settings.blob_cache_bytes))
+            return _opened[where]
+
+    def _read_image(self, dataset_id: str, entry: Entry) -> bytes:
+        key = f"datasets/{dataset_id}/{entry.file}"
+        return self.blobs.read(key, entry.sha256) if entry.sha256 else self.storage.get(key)
+
+    def _meta(self, dataset_id: str) -> dict | None:
+        if dataset_id in self._metas_seen:
+            return self._metas_seen[dataset_id]
+        try:
+            meta = json.loads(self.storage.get(f"datasets/{dataset_id}/meta.json"))
+        except (Missing, ValueError):
+            return None
+        self._metas_seen[dataset_id] = meta
+        return meta
 
     def get(self, dataset_id: str, owner: str | None) -> Dataset:
         """The dataset `dataset_id` if `owner` uploaded it and it has not expired; else 404."""
-        folder = self.path(dataset_id)
-        try:
-            meta = json.loads((folder / "meta.json").read_bytes()) if folder else None
-        except (OSError, ValueError):
-            meta = None
+        meta = None
+        if _ID.match(dataset_id or ""):
+            self._metas_seen.pop(dataset_id, None)  # a get always asks the storage: the dataset may be gone
+            meta = self._meta(dataset_id)
         if meta is None or meta.get("owner") != owner or self._expired(meta):
             raise NotFound(f"no dataset with id {dataset_id!r} (it may have expired or been deleted)",
                            code="dataset_not_found")
-        manifest = json.loads((folder / "manifest.json").read_bytes())
-        return Dataset(id=dataset_id, root=folder, owner=owner, created_at=meta["created_at"],
-                       entries=[Entry(**e) for e in manifest["images"]], rejected=manifest["rejected"])
+        try:
+            manifest = json.loads(self.storage.get(f"datasets/{dataset_id}/manifest.json"))
+        except Missing:
+            raise NotFound(f"no dataset with id {dataset_id!r} (it may have expired or been deleted)",
+                           code="dataset_not_found") from None
+        return Dataset(id=dataset_id, owner=owner, created_at=meta["created_at"],
+                       entries=[Entry(**e) for e in manifest["images"]], rejected=manifest["rejected"],
+                       reader=self._read_image)
 
     def _expired(self, meta: dict) -> bool:
         return time.time() > float(meta.get("created_at", 0)) + self.ttl_s
@@ -123,13 +163,9 @@ class DatasetStore:
     def delete(self, dataset_id: str, owner: str | None) -> None:
         """Remove `owner`'s dataset `dataset_id` and its files (404 when there is none for `owner`)."""
         dataset = self.get(dataset_id, owner)
-        doomed = self.root / f".tmp-deleted-{dataset.id}-{uuid.uuid4().hex[:8]}"
-        try:
-            os.replace(dataset.root, doomed)  # atomic: gone for every reader from here on
-        except FileNotFoundError:  # deleted meanwhile by another request
-            raise NotFound(f"no dataset with id {dataset_id!r} (it may have expired or been deleted)",
-                           code="dataset_not_found") from None
-        shutil.rmtree(doomed, ignore_errors=True)  # a crash here leaves a `.tmp-*` folder that `sweep` removes
+        self.storage.delete(f"datasets/{dataset.id}/meta.json")  # gone for every reader from here on
+        self._metas_seen.pop(dataset.id, None)
+        self.storage.delete_prefix(f"datasets/{dataset.id}")  # a crash here leaves files that `sweep` removes
         log.info("dataset deleted", extra={"fields": {"dataset": dataset.id, "images": dataset.count}})
 
     def held_by(self, owner: str | None) -> int:
@@ -137,27 +173,33 @@ class DatasetStore:
         return sum(1 for meta in self._metas() if meta.get("owner") == owner and not self._expired(meta))
 
     def _metas(self) -> Iterator[dict]:
-        if not self.root.is_dir():
-            return
-        for folder in self.root.iterdir():
-            if _ID.match(folder.name):
-                try:
-                    yield json.loads((folder / "meta.json").read_bytes()) | {"id": folder.name}
-                except (OSError, ValueError):
-                    continue
+        ids = [name for name in self.storage.children("datasets") if _ID.match(name)]
+        for gone in set(self._metas_seen) - set(ids):
+            self._metas_seen.pop(gone, None)
+        for dataset_id in ids:
+            meta = self._meta(dataset_id)
+            if meta is not None:
+                yield meta | {"id": dataset_id}
 
     def sweep(self) -> int:
-        """Delete expired datasets and stale half-written folders; returns how many went."""
+        """Delete expired datasets and the leftovers of crashed uploads; returns how many went."""
         gone = 0
         for meta in list(self._metas()):
             if self._expired(meta):
-                shutil.rmtree(self.root / meta["id"], ignore_errors=True)
+                self.storage.delete(f"datasets/{meta['id']}/meta.json")
+                self.storage.delete_prefix(f"datasets/{meta['id']}")
                 gone += 1
-        if self.root.is_dir():
-            for folder in self.root.glob(".tmp-*"):
+        for dataset_id in self.storage.children("datasets"):
+            if _ID.match(dataset_id) and self._meta(dataset_id) is None:
+                started = self.storage.modified(f"datasets/{dataset_id}")
+                if started is None or time.time() - started > STALE_UPLOAD_S:
+                    self.storage.delete_prefix(f"datasets/{dataset_id}")
+        local = self.storage.local_path("datasets")
+        if local is not None and local.is_dir():  # `.tmp-*` folders of an interrupted local delete
+            for folder in local.glob(".tmp-*"):
                 try:
-                    if time.time() - folder.stat().st_mtime > STALE_TMP_S:
-                        shutil.rmtree(folder, ignore_errors=True)
+                    if time.time() - folder.stat().st_mtime > STALE_UPLOAD_S:
+                        self.storage.delete_prefix(f"datasets/{folder.name}")
                 except OSError:
                     continue
         return gone
@@ -168,31 +210,27 @@ class DatasetStore:
         if self.held_by(owner) >= settings.max_datasets_per_key:
             raise Overloaded(f"this key already holds {settings.max_datasets_per_key} datasets; delete one or wait for "
                              f"some to expire", code="dataset_quota", retry_after=3600)
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".tmp-"))
+        dataset_id = uuid.uuid4().hex
+        prefix = f"datasets/{dataset_id}"
         try:
-            entries, rejected = _ingest(uploads, staging, settings)
+            entries, rejected = _ingest(uploads, lambda file, data: self.storage.put(f"{prefix}/{file}", data), settings)
             if not entries:
                 raise Invalid("the upload holds no image convscope can read", code="empty_dataset",
                               details={"rejected": rejected[:100]})
-            dataset_id = uuid.uuid4().hex
             now = time.time()
-            _write_json(staging / "manifest.json", {"images": [e.__dict__ for e in entries], "rejected": rejected})
-            _write_json(staging / "meta.json", {"owner": owner, "created_at": now, "count": len(entries)})
-            os.replace(staging, self.root / dataset_id)
+            self.storage.put(f"{prefix}/manifest.json", _json({"images": [e.__dict__ for e in entries],
+                                                                "rejected": rejected}))
+            self.storage.put(f"{prefix}/meta.json", _json({"owner": owner, "created_at": now, "count": len(entries)}))
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            self.storage.delete_prefix(prefix)
             raise
         log.info("dataset stored", extra={"fields": {"dataset": dataset_id, "images": len(entries),
                                                      "rejected": len(rejected)}})
-        return Dataset(dataset_id, self.root / dataset_id, owner, now, entries, rejected), rejected
+        return Dataset(dataset_id, owner, now, entries, rejected, self._read_image), rejected
 
 
-def _write_json(path: Path, value: dict) -> None:
-    with open(path, "w") as f:
-        json.dump(value, f, separators=(",", ":"))
-        f.flush()
-        os.fsync(f.fileno())
+def _json(value: dict) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _members(uploads: Iterable[Upload], settings: Settings) -> Iterator[archives.Member]:
@@ -217,8 +255,9 @@ def _members(uploads: Iterable[Upload], settings: Settings) -> Iterator[archives
         yield archives.Member(name, data=upload.file.read(upload.size))
 
 
-def _ingest(uploads: Iterable[Upload], folder: Path, settings: Settings) -> tuple[list[Entry], list[dict]]:
-    """Decode each candidate (one at a time), store the good ones as `<index>.<ext>` in `folder`."""
+def _ingest(uploads: Iterable[Upload], keep: Callable[[str, bytes], None],
+            settings: Settings) -> tuple[list[Entry], list[dict]]:
+    """Decode each candidate (one at a time), keep the good ones as `<index>.<ext>` (`keep(file, bytes)`)."""
     entries: list[Entry] = []
     rejected: list[dict] = []
     for member in _members(uploads, settings):
@@ -236,7 +275,7 @@ def _ingest(uploads: Iterable[Upload], folder: Path, settings: Settings) -> tupl
                            code="too_many_images")
         fmt = images.format_of(member.data)
         file = f"{len(entries):05d}.{EXTENSIONS.get(fmt, fmt)}"
-        (folder / file).write_bytes(member.data)
+        keep(file, member.data)
         entries.append(Entry(index=len(entries), name=member.name, width=decoded.width, height=decoded.height,
-                             file=file))
+                             file=file, sha256=hashlib.sha256(member.data).hexdigest()))
     return entries, rejected

@@ -1,97 +1,164 @@
-"""The model store: ONNX files named by content hash plus one JSON record per model, on disk.
+"""The model store: ONNX files named by content hash plus one JSON record per model, in a `Storage`.
 
-Layout under `<data_dir>/models/`:  `blobs/<sha256>.onnx`, `records/<id>.json`. Every write goes to a
-temporary file in the same folder and is renamed into place, so a half-written file never shows.
+Keys: `models/blobs/<sha256>.onnx` (the file, verified against its name whenever it is read; see
+`core.stores.blobs`) and `models/records/<id>.json`. The storage is the data folder by default, or a
+bucket shared by every machine (`storage_url`); each write is atomic, so a half-written file never shows.
+
+A blob is shared by every record of the same bytes. Adding a model (blob, then record) and deleting
+one (record, then the blob when no record names it any more) hold one lock per digest — across
+processes when the lock comes from Redis (the API's) — so a delete never removes a blob that an
+upload of the same bytes has just found in place and is about to name in its record.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import tempfile
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 
 from core.model_record import ModelRecord
+from core.settings import Settings
+from core.stores.blobs import Blobs
+from core.stores.storage import LocalStorage, Missing, Storage, atomic_write, open_storage
 
+__all__ = ["ModelStore", "atomic_write"]
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+RECORDS = "models/records"
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see either nothing or the whole file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+class _LocalLocks:
+    """One lock per digest, within this process (the default; the API passes Redis locks)."""
+
+    def __init__(self):
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def __call__(self, digest: str) -> ContextManager:
+        with self._guard:
+            return self._locks.setdefault(digest, threading.Lock())
 
 
 class ModelStore:
-    """Records and ONNX blobs on disk; ids are validated so no client string becomes a path."""
+    """Records and ONNX blobs; ids are validated so no client string becomes a key."""
 
-    def __init__(self, root: Path):
-        self.root = Path(root) / "models"
-        self.blobs = self.root / "blobs"
-        self.records = self.root / "records"
-        self._lock = threading.Lock()
-        self._cache: dict[str, tuple[float, ModelRecord]] = {}
+    def __init__(self, root: Path | None = None, *, storage: Storage | None = None, blobs: Blobs | None = None,
+                 lock: Callable[[str], ContextManager] | None = None):
+        self.storage = storage or LocalStorage(Path(root))
+        local = self.storage.local_path("models")
+        self.root = local if local is not None else Path(root or ".") / "models"
+        self.blobs = blobs or Blobs(self.storage, Path(root or "."), max_bytes=2**62)
+        self.lock = lock or _LocalLocks()
+        self._guard = threading.Lock()
+        self._cache: dict[str, tuple[str, ModelRecord]] = {}
 
-    def readable(self) -> bool:
-        return self.records.is_dir() and os.access(self.records, os.R_OK)
+    @classmethod
+    def open(cls, settings: Settings, lock: Callable[[str], ContextManager] | None = None) -> ModelStore:
+        """The store `settings` name: `storage_url` (default the data folder), cached under `data_dir`."""
+        storage = open_storage(settings)
+        return cls(settings.data_dir, storage=storage, lock=lock,
+                   blobs=Blobs(storage, settings.data_dir, settings.blob_cache_bytes))
 
-    def put_blob(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        path = self.blob_path(digest)
-        if not path.exists():
-            atomic_write(path, data)
-        return digest
+    def readable(self) -> str | None:
+        """None when the store can be read, else the reason (for /readyz)."""
+        reason = self.storage.readable()
+        records = self.storage.local_path(RECORDS)
+        if reason is None and records is not None and not (records.is_dir() and os.access(records, os.R_OK)):
+            reason = f"model store {self.root} is not readable"
+        return reason
+
+    # Blobs.
+    def blob_key(self, digest: str) -> str:
+        if not _DIGEST.match(digest):
+            raise ValueError("not a sha256 digest")
+        return f"models/blobs/{digest}.onnx"
 
     def blob_path(self, digest: str) -> Path:
-        if not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise ValueError("not a sha256 digest")
-        return self.blobs / f"{digest}.onnx"
+        """A local file holding the blob (the stored file itself, or this machine's verified copy)."""
+        local = self.storage.local_path(self.blob_key(digest))
+        return local if local is not None else self.blobs.file(self.blob_key(digest), digest)
 
+    def blob_file(self, digest: str) -> Path:
+        """A local file holding the blob, verified against its digest (fetched once when the storage is remote);
+        raises `Missing` when the store has no such blob, `Unavailable` when it cannot be read."""
+        return self.blobs.file(self.blob_key(digest), digest)
+
+    def read_blob(self, digest: str) -> bytes:
+        """The blob's bytes, verified against its digest."""
+        return self.blobs.read(self.blob_key(digest), digest)
+
+    def put_blob(self, data: bytes, digest: str | None = None) -> str:
+        import hashlib
+
+        digest = digest or hashlib.sha256(data).hexdigest()
+        key = self.blob_key(digest)
+        if self.storage.version(key) is None:
+            self.storage.put(key, data)
+        return digest
+
+    def add(self, data: bytes, make_record: Callable[[str], ModelRecord]) -> ModelRecord:
+        """Keep `data` and the record `make_record(digest)` names it in, as one step against deletes."""
+        import hashlib
+
+        digest = hashlib.sha256(data).hexdigest()
+        with self.lock(digest):
+            self.put_blob(data, digest)
+            record = make_record(digest)
+            self.put(record)
+        return record
+
+    # Records.
     def put(self, record: ModelRecord) -> None:
-        atomic_write(self._record_path(record.id), record.model_dump_json().encode())
+        self.storage.put(self._record_key(record.id), record.model_dump_json().encode())
+        with self._guard:
+            self._cache.pop(record.id, None)
 
     def get(self, model_id: str) -> ModelRecord | None:
-        path = self._record_path(model_id) if _ID.match(model_id) else None
-        if path is None or not path.exists():
+        if not _ID.match(model_id or ""):
             return None
-        mtime = path.stat().st_mtime
-        with self._lock:
+        key = self._record_key(model_id)
+        return self._read(model_id, key, self.storage.version(key))
+
+    def _read(self, model_id: str, key: str, version: str | None) -> ModelRecord | None:
+        if version is None:
+            return None
+        with self._guard:
             hit = self._cache.get(model_id)
-            if hit and hit[0] == mtime:
+            if hit and hit[0] == version:
                 return hit[1]
-        record = ModelRecord.model_validate_json(path.read_bytes())
-        with self._lock:
-            self._cache[model_id] = (mtime, record)
+        try:
+            record = ModelRecord.model_validate_json(self.storage.get(key))
+        except Missing:
+            return None
+        with self._guard:
+            self._cache[model_id] = (version, record)
         return record
 
     def list(self) -> list[ModelRecord]:
-        if not self.records.is_dir():
-            return []
-        found = (self.get(p.stem) for p in sorted(self.records.glob("*.json")))
-        return [r for r in found if r is not None]
+        found = []
+        for key, version in sorted(self.storage.listed(RECORDS).items()):
+            model_id = key.rsplit("/", 1)[-1].removesuffix(".json")
+            if key.endswith(".json") and _ID.match(model_id):
+                record = self._read(model_id, key, version)
+                if record is not None:
+                    found.append(record)
+        return found
 
     def delete(self, model_id: str) -> None:
         record = self.get(model_id)
         if record is None:
             return
-        self._record_path(model_id).unlink(missing_ok=True)
-        with self._lock:
-            self._cache.pop(model_id, None)
-        if not any(r.onnx_sha256 == record.onnx_sha256 for r in self.list()):
-            self.blob_path(record.onnx_sha256).unlink(missing_ok=True)
+        with self.lock(record.onnx_sha256):
+            self.storage.delete(self._record_key(model_id))
+            with self._guard:
+                self._cache.pop(model_id, None)
+            if not any(r.onnx_sha256 == record.onnx_sha256 for r in self.list()):
+                self.storage.delete(self.blob_key(record.onnx_sha256))
 
-    def _record_path(self, model_id: str) -> Path:
+    def _record_key(self, model_id: str) -> str:
         if not _ID.match(model_id):
             raise ValueError(f"bad model id {model_id!r}")
-        return self.records / f"{model_id}.json"
+        return f"{RECORDS}/{model_id}.json"

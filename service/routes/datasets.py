@@ -64,7 +64,7 @@ def _times(store: DatasetStore, created_at: float) -> dict:
 
 
 def dataset_store(ctx: AppContext = Depends(context)) -> DatasetStore:
-    return DatasetStore(ctx.settings.data_dir, ctx.settings.dataset_ttl_s)
+    return DatasetStore.open(ctx.settings)
 
 
 def upload_rules(s: Settings) -> BodyRules:

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import redis
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.errors import error_body
+from core.jobs.store import JobStore
 from service.context import AppContext, context
-from service.metrics import ORT_SESSIONS
+from service.metrics import (
+    BLOB_CACHE_BYTES,
+    BLOB_CORRUPT,
+    BLOB_FETCHES,
+    ORT_SESSIONS,
+    SESSION_BUDGET,
+    SESSION_BUILDS,
+    SESSION_BYTES,
+    SESSION_EVICTIONS,
+    WORKER_CACHE,
+)
 from service.openapi_docs import media_response
 
 router = APIRouter(tags=["service"])
@@ -29,8 +41,9 @@ def readyz(ctx: AppContext = Depends(context)) -> Response:
         ctx.redis.ping()
     except Exception as exc:  # any Redis failure means not ready
         problems.append(f"redis: {exc.__class__.__name__}")
-    if not ctx.models.readable():
-        problems.append(f"model store {ctx.models.root} is not readable")
+    reason = ctx.models.readable()
+    if reason:
+        problems.append(reason)
     if problems:
         return JSONResponse(error_body("not_ready", "; ".join(problems), problems), status_code=503)
     return JSONResponse({"status": "ready"})
@@ -39,5 +52,24 @@ def readyz(ctx: AppContext = Depends(context)) -> Response:
 @router.get("/metrics", operation_id="getMetrics", response_class=Response, responses=media_response("text/plain"))
 def metrics(ctx: AppContext = Depends(context)) -> Response:
     """Prometheus text format."""
-    ORT_SESSIONS.set(ctx.runtimes.count())
+    sessions = ctx.runtimes.sessions.stats()
+    ORT_SESSIONS.set(sessions["sessions"])
+    SESSION_BYTES.set(sessions["bytes"])
+    SESSION_BUDGET.set(ctx.runtimes.sessions.budget_bytes)
+    SESSION_EVICTIONS.set(sessions["evictions"])
+    SESSION_BUILDS.set(sessions["builds"])
+    blobs = ctx.models.blobs
+    if ctx.models.storage.remote:
+        BLOB_CACHE_BYTES.set(blobs.held_bytes())
+    BLOB_FETCHES.set(blobs.fetches)
+    BLOB_CORRUPT.set(blobs.corrupt)
+    WORKER_CACHE.clear()
+    try:
+        published = JobStore(ctx.redis, ctx.settings.redis_prefix, ctx.settings.artifact_ttl_s).workers_stats()
+    except redis.RedisError:
+        published = {}
+    for worker, caches in published.items():
+        for cache, figures in caches.items():
+            for figure, value in figures.items():
+                WORKER_CACHE.labels(worker, cache, figure).set(value)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

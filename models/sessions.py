@@ -1,0 +1,148 @@
+"""A byte-bounded cache of ONNX Runtime sessions, shared by every forward view of a process.
+
+Entries are keyed by a tuple the caller chooses (`(model id, file digest, variant)`: `plain` for the
+class scores, `probe` for every layer as an output; later variants such as truncated sub-graphs fit
+the same scheme) and weighed by an estimate of the memory they hold (bytes: the weights, which every
+session copies, plus the activations a run keeps; see `estimate_bytes`). When the total passes the
+budget, sessions go least recently used first, probe sessions (large, rarely reused) before plain
+ones; the one just built always stays, so a model larger than the budget still runs.
+
+Eviction only forgets a session: a request that already holds it keeps running on it, and its memory
+goes when the last holder lets go. Sessions are built without the CPU arena (see
+`models.runtime.session`), so what a released session held is handed back to the allocator, and
+`malloc_trim` then returns glibc's free pages to the system. One session is built at a time per key
+(concurrent requests for the same model wait for that one build); different keys build in parallel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from core.model_record import ModelRecord
+
+log = logging.getLogger("convscope.sessions")
+FLOAT_BYTES = 4
+
+
+def estimate_bytes(record: ModelRecord, probe: bool) -> int:
+    """Memory a session of `record` holds, in bytes: its weights (the file's size) plus the activations of one
+    image — every layer's output for a probe session, the two largest layer outputs for a plain one (ONNX
+    Runtime reuses buffers between layers)."""
+    sizes = sorted((_elements(layer.shape) * FLOAT_BYTES for layer in record.layers or []), reverse=True)
+    held = sum(sizes) if probe else sum(sizes[:2])
+    return int(record.size_bytes or 0) + held
+
+
+def _elements(shape) -> int:
+    n = 1
+    for d in shape or []:
+        n *= max(int(d or 1), 1)
+    return n
+
+
+@dataclass
+class _Held:
+    session: object
+    bytes: int
+    probe: bool
+
+
+class SessionCache:
+    """ONNX Runtime sessions within `budget_bytes` (estimated), least recently used first, probes first."""
+
+    def __init__(self, budget_bytes: int):
+        self.budget_bytes = budget_bytes
+        self._held: OrderedDict[Hashable, _Held] = OrderedDict()
+        self._lock = threading.Lock()
+        self._building: dict[Hashable, threading.Lock] = {}
+        self.evictions = 0
+        self.builds = 0
+        self.build_seconds = 0.0
+
+    def get(self, key: Hashable, build: Callable[[], object], size: int, *, probe: bool = False):
+        """The session at `key`, built by `build()` on first use (weighing `size` bytes)."""
+        with self._lock:
+            held = self._held.get(key)
+            if held is not None:
+                self._held.move_to_end(key)
+                return held.session
+            building = self._building.setdefault(key, threading.Lock())
+        with building:
+            with self._lock:
+                held = self._held.get(key)
+                if held is not None:
+                    self._held.move_to_end(key)
+                    return held.session
+            start = time.perf_counter()
+            session = build()
+            with self._lock:
+                self.builds += 1
+                self.build_seconds += time.perf_counter() - start
+                self._held[key] = _Held(session, size, probe)
+                self._building.pop(key, None)
+                evicted = self._evict(keep=key)
+        if evicted:
+            release_memory()
+        return session
+
+    def _evict(self, keep: Hashable) -> int:
+        """Drop least recently used sessions (probes first) until the total fits; the caller holds the lock."""
+        evicted = 0
+        while self._total() > self.budget_bytes:
+            victims = [k for k, h in self._held.items() if k != keep and h.probe] or \
+                      [k for k in self._held if k != keep]
+            if not victims:
+                break
+            gone = self._held.pop(victims[0])
+            evicted += 1
+            self.evictions += 1
+            log.info("session evicted", extra={"fields": {"key": str(victims[0]), "bytes": gone.bytes,
+                                                          "held_bytes": self._total()}})
+        return evicted
+
+    def _total(self) -> int:
+        return sum(h.bytes for h in self._held.values())
+
+    def drop(self, match: Callable[[Hashable], bool]) -> int:
+        """Forget every session whose key `match`es (a deleted or replaced model); returns how many."""
+        with self._lock:
+            doomed = [k for k in self._held if match(k)]
+            for key in doomed:
+                del self._held[key]
+        if doomed:
+            release_memory()
+        return len(doomed)
+
+    def held(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._held
+
+    def stats(self) -> dict:
+        """sessions, bytes (estimated), probes, evictions, builds, build_seconds."""
+        with self._lock:
+            return {"sessions": len(self._held), "bytes": self._total(),
+                    "probes": sum(1 for h in self._held.values() if h.probe), "evictions": self.evictions,
+                    "builds": self.builds, "build_seconds": self.build_seconds}
+
+
+_libc = None
+
+
+def release_memory() -> None:
+    """Hand memory freed by dropped sessions back to the system (glibc keeps freed pages otherwise)."""
+    global _libc
+    if _libc is None:
+        name = ctypes.util.find_library("c")
+        try:
+            _libc = ctypes.CDLL(name) if name else False
+        except OSError:
+            _libc = False
+    if _libc and hasattr(_libc, "malloc_trim"):
+        _libc.malloc_trim(0)

@@ -85,7 +85,7 @@ def test_the_cache_stays_within_its_bytes_least_recently_used_first(bucket, tmp_
     for data, digest in made:
         bucket.put(f"models/blobs/{digest}.onnx", data)
     blobs = Blobs(bucket, tmp_path / "machine", max_bytes=250_000)
-    for data, digest in made[:2]:
+    for _, digest in made[:2]:
         blobs.read(f"models/blobs/{digest}.onnx", digest)
     blobs.read(f"models/blobs/{made[0][1]}.onnx", made[0][1])  # 0 is now more recent than 1
     os.utime(blobs.file(f"models/blobs/{made[0][1]}.onnx", made[0][1]), (2e9, 2e9))

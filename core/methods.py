@@ -174,3 +174,32 @@ class Output:
     tables: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class UnitVisual:
+    """What gradient ascent made for one unit of an atlas: its images (H×W×3 uint8; the first is the unit's
+    feature visualization, the others its diversity variants) and each image's objective (the unit's mean
+    activation on that 8-bit image)."""
+
+    images: list[np.ndarray]
+    objectives: list[float]
+
+
+class UnitCache(Protocol):
+    """Finished units of an atlas, kept by the runner across jobs (keyed by model file, layer and params), so a
+    second atlas of the same layer computes only new channels and a cancelled one keeps what it made."""
+
+    def get(self, channel: int) -> UnitVisual | None: ...
+
+    def put(self, channel: int, visual: UnitVisual) -> None: ...
+
+
+class NoUnitCache:
+    """A cache that keeps nothing (methods called directly, benchmarks)."""
+
+    def get(self, channel: int) -> UnitVisual | None:
+        return None
+
+    def put(self, channel: int, visual: UnitVisual) -> None:
+        """Forget it."""

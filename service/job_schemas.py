@@ -22,7 +22,8 @@ def media_type(name: str) -> str:
 INPUT_FIELDS = {  # how each input source appears in a request body
     Source.IMAGE: lambda read: (ImageRef | None, Field(None, description=f"{read.description}; omit when sent "
                                                                         f"as multipart part `{read.name}`")),
-    Source.DATASET: lambda read: (str, Field(min_length=1, max_length=128, description=read.description)),
+    Source.DATASET: lambda read: (str, Field(min_length=1, max_length=128, description=read.description))
+    if read.required else (str | None, Field(None, min_length=1, max_length=128, description=read.description)),
 }
 
 

@@ -93,7 +93,7 @@ class JobService:
             raise Invalid(f"invalid params for {kind.name}: {exc}", code="invalid_params") from None
         accepted = {read.name: ACCEPTORS[read.source](Submission(
             read.name, getattr(request, read.name), files.get(read.name), owner, self.settings, self.images))
-            for read in kind.reads}
+            for read in kind.reads if read.required or getattr(request, read.name) is not None or read.name in files}
         spec = {"kind": kind.name, "model": record.id, "model_sha256": record.onnx_sha256,
                 "inputs": {name: given.ref for name, given in accepted.items()},
                 "params": params.model_dump(mode="json"), "owner": owner, "retry": request.retry,

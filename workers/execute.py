@@ -37,6 +37,7 @@ from core.errors import ConvscopeError, Invalid, NotFound
 from core.jobs.status import JobStatus
 from core.jobs.store import JobStore
 from core.jobs.supervisor import DEADLINE_GRACE_S, time_limit
+from core.jobs.units import RedisUnitCache, unit_key
 from core.kinds.params import Params, Workload
 from core.kinds.registry import KINDS, Engine, Kind, Source
 from core.methods import Attribution, Classify, DatasetTask, ForwardTask, progress_part
@@ -51,6 +52,7 @@ from workers.methods.task import Task, TensorImage
 
 log = logging.getLogger("convscope.worker")
 PROGRESS_EVERY_S = 0.2
+ICON_BATCH = 16  # icons an atlas optimises at once on the CPU when its params do not say
 
 
 class JobCanceled(Exception):
@@ -119,7 +121,7 @@ def plan_of(ctx: WorkerContext, spec: dict, kind: Kind) -> Plan:
     params = kind.params.model_validate(spec["params"])
     s = ctx.settings
     datasets = {read.name: open_dataset(ctx, spec["inputs"][read.name], spec.get("owner"))
-                for read in kind.reads if read.source is Source.DATASET}
+                for read in kind.reads if read.source is Source.DATASET and read.name in spec["inputs"]}
     work = Workload(record, batch=s.dataset_batch if datasets else s.attribution_batch,
                     images=sum(dataset.count for dataset in datasets.values()), forward_batch=s.occlusion_batch)
     return Plan(record, params, params.total_steps(work), datasets, params.method_steps(work))
@@ -201,22 +203,26 @@ def compute(ctx: WorkerContext, spec: dict, kind: Kind, plan: Plan, progress: Pr
     record, params = plan.record, plan.params
     loaded = {read.name: LOADERS[read.source](ctx, Loading(read.name, spec["inputs"][read.name], record,
                                                              spec.get("owner"), progress, plan.datasets.get(read.name)))
-              for read in kind.reads}
+              for read in kind.reads if read.name in spec["inputs"]}  # an optional input not given is absent
     image = loaded.get("image")
     s = ctx.settings
     classify = classifier(ctx, record)
     method_progress = progress_part(progress, 0, plan.method_total, plan.total)
-    if plan.datasets:
-        feed = next(loaded[read.name] for read in kind.reads if read.source is Source.DATASET)
+    feed = next((loaded[name] for name in plan.datasets), None)
+    if feed is not None and kind.engine is Engine.ONNXRUNTIME:
         task = DatasetTask(record, params, feed, query=image, threads=s.worker_torch_threads)
     elif kind.engine is Engine.ONNXRUNTIME:
         task = ForwardTask(record, params, image.x, classify, method_progress, batch=s.occlusion_batch)
     else:
         device = ctx.networks.device
-        tensors = {name: TensorImage.of(value, device) for name, value in loaded.items()}
+        tensors = {read.name: TensorImage.of(loaded[read.name], device) for read in kind.reads
+                   if read.source is Source.IMAGE and read.name in loaded}
         task = Task(ctx.networks.get(record), tensors["image"].x if "image" in tensors else None, params,
                     method_progress, batch=s.attribution_batch, preview=previews(ctx.store, progress.job_id),
-                    inputs=tensors, classify=classify, forward_batch=s.occlusion_batch)
+                    inputs=tensors, classify=classify, forward_batch=s.occlusion_batch, feed=feed,
+                    units=RedisUnitCache(ctx.store.client, unit_key(s.redis_prefix, record.onnx_sha256, kind.name,
+                                                                    spec["params"]), s.artifact_ttl_s),
+                    icon_batch=ICON_BATCH)
     out = method_of(kind)(task)
     if not isinstance(out, kind.returns):
         raise TypeError(f"{kind.method} returned {type(out).__name__}, not {kind.returns.__name__}")

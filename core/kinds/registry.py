@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from core.kinds.atlas import ActivationAtlasParams, LayerAtlasParams
 from core.kinds.attribution import (
     DeconvnetParams,
     GradcamParams,
@@ -56,16 +57,20 @@ class Source(StrEnum):
 
 @dataclass(frozen=True)
 class Input:
-    """One input of a kind: the request field (and multipart part) `name`, and its source."""
+    """One input of a kind: the request field (and multipart part) `name`, its source, and whether a job of
+    the kind must give it (an optional one is simply absent from the job's inputs when not given)."""
 
     name: str
     source: Source
     description: str
+    required: bool = True
 
 
 IMAGE = Input("image", Source.IMAGE, "the image to explain or start from")
 STYLE_IMAGE = Input("style_image", Source.IMAGE, "the image whose style (Gram matrices) is copied")
 DATASET = Input("dataset", Source.DATASET, "a dataset id from `POST /v1/datasets`")
+SOME_DATASET = Input("dataset", Source.DATASET, "a dataset id from `POST /v1/datasets` (optional: top patches and "
+                     "statistics of each channel)", required=False)
 
 
 class Engine(StrEnum):
@@ -145,6 +150,12 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     dataset_kind("neighbors", NeighborsParams, "workers.methods.neighbors:run", 1800,
                  "Nearest neighbours of an image among a dataset's images in CNN-code space.",
                  reads=(DATASET, IMAGE)),
+    Kind("layer_atlas", LayerAtlasParams, "workers.methods.layer_atlas:run", 3600,
+         "Every channel of a layer: feature visualization, diversity variants, top dataset patches, statistics.",
+         reads=(SOME_DATASET,), returns=Output),
+    Kind("activation_atlas", ActivationAtlasParams, "workers.methods.activation_atlas:run", 3600,
+         "Activation atlas (Carter et al. 2019): a layer's activations over a dataset mapped to 2-D, each cell's "
+         "mean direction feature-visualized.", reads=(DATASET,), returns=Output),
     dataset_kind("unit_stats", UnitStatsParams, "workers.methods.unit_stats:run", 1800,
                  "Per-channel mean activation, how often each never fires, and dead channels over a dataset."),
 )}

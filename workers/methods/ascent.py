@@ -108,16 +108,27 @@ class Capture:
         self.outputs: dict[str, torch.Tensor] = {}
 
 
+class StopForward(Exception):
+    """Raised by the hook of the deepest layer an objective reads, so the rest of the forward pass is skipped."""
+
+
 @contextlib.contextmanager
-def capture(network: Network, layers: Sequence[str]) -> Iterator[Capture]:
-    """Hook `layers` of `network`; every hook is removed in `finally`, also when a later layer is unknown."""
+def capture(network: Network, layers: Sequence[str], stop_after: str | None = None) -> Iterator[Capture]:
+    """Hook `layers` of `network`; with `stop_after`, that layer's hook raises `StopForward` once it has
+    recorded its output (an objective that reads no logits needs nothing deeper). Every hook is removed in
+    `finally`, also when a later layer is unknown."""
     seen = Capture()
     handles = []
+
+    def record(name: str, out: torch.Tensor) -> None:
+        seen.outputs[name] = out
+        if name == stop_after:
+            raise StopForward
+
     try:
-        for name in dict.fromkeys(layers):
+        for name in dict.fromkeys([*layers, *([stop_after] if stop_after else [])]):
             module = network.layer_module(name)
-            handles.append(module.register_forward_hook(
-                lambda _m, _i, out, name=name: seen.outputs.__setitem__(name, out)))
+            handles.append(module.register_forward_hook(lambda _m, _i, out, name=name: record(name, out)))
         yield seen
     finally:
         for handle in handles:
@@ -179,6 +190,7 @@ class Ascent:
     seed: int = 0
     preview_every: int = 0  # steps between previews (0: none)
     redirect_steps: int = 16  # first steps with redirected rectifier gradients (a blank start has dead units)
+    stop_after: str | None = None  # the deepest layer the objective reads, when it reads no logits
 
 
 Reporter = Callable[..., None]
@@ -200,7 +212,7 @@ def optimise(network: Network, space: ModelSpace, param: nn.Module, objective: O
     generator = torch.Generator().manual_seed(ascent.seed)
     optimiser = torch.optim.Adam(param.parameters(), lr=ascent.lr)
     value = torch.zeros(())
-    with capture(network, objective.layers) as seen, contextlib.ExitStack() as redirect:
+    with capture(network, objective.layers, ascent.stop_after) as seen, contextlib.ExitStack() as redirect:
         redirect.enter_context(redirected_rectifiers(network.module))
         for step in range(1, ascent.steps + 1):
             if step == ascent.redirect_steps + 1:
@@ -210,8 +222,12 @@ def optimise(network: Network, space: ModelSpace, param: nn.Module, objective: O
             view = image
             for transform in ascent.transforms:
                 view = transform(view, generator)
-            logits = network.module(space(view))
-            value = objective(seen.outputs, logits.reshape(logits.shape[0], -1))
+            try:
+                logits = network.module(space(view))
+                logits = logits.reshape(logits.shape[0], -1)
+            except StopForward:
+                logits = None  # the objective reads layers only, all of them recorded by now
+            value = objective(seen.outputs, logits)
             (ascent.regularisers.loss(image) - value).backward()
             optimiser.step()
             ascent.regularisers.project(param, step, ascent.steps)

@@ -93,3 +93,57 @@ def gram_match(targets: dict[str, torch.Tensor], weights: dict[str, float] | Non
             total = total + weights[name] * ((gram(o[name]) - target) ** 2).sum() / norm
         return -total
     return Objective(value, tuple(targets), "gram")
+
+
+# ---------------------------------------------------------------- one objective per image of a batch
+
+
+def channel_each(layer: str, channels: torch.Tensor) -> Objective:
+    """Image i maximises the mean of channel `channels[i]` (summed over the batch, so each image's gradient
+    is its own channel's): many channels' feature visualizations in one pass."""
+    def value(o, logits):
+        acts = o[layer]
+        picked = acts[torch.arange(acts.shape[0], device=acts.device), channels.to(acts.device)]
+        return picked.mean(dim=(1, 2)).sum()
+    return Objective(value, (layer,), f"{layer}:each")
+
+
+def direction_each(layer: str, directions: torch.Tensor, cossim_pow: float = 1.0) -> Objective:
+    """Image i maximises, at the centre of the layer's grid, the dot product of the activation vector with
+    `directions[i]` weighted by their cosine similarity to the power `cossim_pow` (Carter et al. 2019's
+    activation-atlas objective): the unit is pushed along the direction, not just anywhere that scores."""
+    def value(o, logits):
+        acts = o[layer]
+        vec = acts[:, :, acts.shape[2] // 2, acts.shape[3] // 2]
+        d = directions.to(vec.device)
+        dot = (vec * d).sum(1)
+        cos = dot / (vec.norm(dim=1) * d.norm(dim=1) + 1e-8)
+        return (dot * cos.clamp(min=0.1) ** cossim_pow).sum()
+    return Objective(value, (layer,), f"{layer}:direction")
+
+
+def gram_cosines(acts: torch.Tensor) -> torch.Tensor:
+    """N×N cosine similarities of the images' Gram matrices (C×C each) of N×C×H×W activations."""
+    flat = acts.reshape(acts.shape[0], acts.shape[1], -1)
+    grams = (flat @ flat.transpose(1, 2)).reshape(acts.shape[0], -1)
+    grams = grams / (grams.norm(dim=1, keepdim=True) + 1e-10)
+    return grams @ grams.T
+
+
+def diversity(layer: str, groups: list[list[int]], channels: torch.Tensor, weight: float) -> Objective:
+    """Minus Lucid's diversity term within each group of images (the variants of one channel): per image, the
+    summed cosine similarity of its Gram matrix with the others' in its group, averaged over the group, times
+    `weight` and the group's current channel activation (detached), so that the penalty means the same for a
+    weak channel and a strong one."""
+    def value(o, logits):
+        acts = o[layer]
+        sims = gram_cosines(acts)
+        picked = acts[torch.arange(acts.shape[0], device=acts.device), channels.to(acts.device)].mean(dim=(1, 2))
+        total = sims.new_zeros(())
+        for group in groups:
+            if len(group) > 1:
+                block = sims[group][:, group]
+                scale = picked[group].detach().mean().abs().clamp(min=1e-3)
+                total = total + weight * scale * (block.sum() - block.diagonal().sum()) / len(group)
+        return -total
+    return Objective(value, (layer,), f"diversity({layer})")

@@ -81,3 +81,13 @@ class FourierImage(nn.Module):
         image = torch.fft.irfftn(spectrum, s=self.size, norm="ortho") / 4.0
         image = torch.einsum("nchw,dc->ndhw", image, COLOR_SQRT.to(image.device))
         return torch.sigmoid(image)
+
+
+def stacked(images: list[nn.Module]) -> nn.Module:
+    """One parameterisation holding several images' parameters along the batch dimension (N×3×H×W out): each
+    image keeps the start its own generator gave it, so an image's optimisation does not depend on which
+    others share its batch (Adam and the objectives act per image; BatchNorm is in eval mode)."""
+    first = images[0]
+    name = "spectrum" if isinstance(first, FourierImage) else "logits"
+    setattr(first, name, nn.Parameter(torch.cat([getattr(image, name).data for image in images])))
+    return first

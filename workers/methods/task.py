@@ -12,7 +12,18 @@ import numpy as np
 import torch
 
 from core.kinds.params import Params
-from core.methods import Classify, ImageInput, Network, Preview, Progress, no_preview, no_progress
+from core.methods import (
+    ActivationFeed,
+    Classify,
+    ImageInput,
+    Network,
+    NoUnitCache,
+    Preview,
+    Progress,
+    UnitCache,
+    no_preview,
+    no_progress,
+)
 
 
 @dataclass(frozen=True)
@@ -41,7 +52,8 @@ class Task:
     `progress(step, total)` is called after each step; it raises to stop the method (cancellation,
     time limit). `batch` is how many images one forward/backward pass may take. `classify` (None where the
     runner gives none) is the model's forward pass on ONNX Runtime, `forward_batch` copies at a time, for kinds
-    that score maps (`compare`).
+    that score maps (`compare`). Atlases also get the dataset `feed` (when the job names one), the `units`
+    cache and `icon_batch`.
     """
 
     network: Network
@@ -53,3 +65,6 @@ class Task:
     inputs: dict[str, TensorImage] = field(default_factory=dict)
     classify: Classify | None = None
     forward_batch: int = 32
+    feed: ActivationFeed | None = None  # a dataset run through the model on ONNX Runtime (atlases)
+    units: UnitCache = field(default_factory=NoUnitCache)  # finished atlas units, kept across jobs
+    icon_batch: int = 16  # icons an atlas optimises at once when its params do not say

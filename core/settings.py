@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     ort_intra_threads: int = Field(1, ge=0, description="intra-op threads per session (0: ORT decides)")
     ort_inter_threads: int = Field(1, ge=0)
     ort_providers: str = Field("auto", description="'auto' (CUDA when a GPU is present), or a comma list")
-    occlusion_batch: int = Field(32, gt=0, description="occluded copies per ONNX Runtime call")
+    occlusion_batch: int = Field(32, gt=0, description="perturbed copies per ONNX Runtime call: occlusion, and in "
+                                 "workers the deletion/insertion scores, RISE and Kernel SHAP")
     max_occlusion_positions: int = Field(4096, gt=0)
     session_cache_bytes: int = Field(2 * 1024**3, gt=0, description="ONNX Runtime sessions the API keeps (estimated "
                                      "bytes; least recently used go first, probe sessions before plain ones)")

@@ -1,0 +1,99 @@
+"""No job left behind before it is claimed: a worker killed between dequeue and claim, and an enqueue that fails
+after the record was written. Each job then runs on another worker within a bounded time (or ends `failed`
+with a code once it has been lost too often)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import redis
+from fastapi.testclient import TestClient
+
+from core.jobs import queueing
+from core.jobs.store import JobStore
+from core.jobs.supervisor import MAX_ATTEMPTS, reconcile_queued
+from service.app import create_app
+from tests.conftest import ROOT, encode, sample
+from tests.jobs.conftest import submit, wait_for
+
+# heartbeat TTL (6 s) + two monitor passes (2 s each) + the 1 s a job is left alone after queueing,
+# plus the time the job itself takes on a loaded machine.
+STRAY_BOUND_S = 11.0
+
+
+def variant(settings, suffix: str):
+    return settings.model_copy(update={"job_queue": f"{settings.job_queue}-{suffix}"})
+
+
+def start_dying_worker(workers, settings) -> subprocess.Popen:
+    name = f"{settings.job_queue}-dying"
+    log = open(workers.log_dir / f"{name}.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "tests.jobs.dying_worker", "--name", name], cwd=ROOT,
+                               env=workers.env(settings), stdout=log, stderr=subprocess.STDOUT)
+    process.worker_name = name
+    workers.processes.append(process)
+    workers.wait_ready(process, settings)
+    return process
+
+
+def record(settings, job_id: str) -> dict:
+    raw = redis.Redis.from_url(settings.redis_url).hgetall(f"{settings.redis_prefix}job:{job_id}")
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def test_a_worker_killed_between_dequeue_and_claim_leaves_no_job_behind(job_settings, workers, cat_png):
+    settings = variant(job_settings, "unclaimed")
+    dying = start_dying_worker(workers, settings)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        job = submit(client, "gradcam", cat_png).json()
+        dying.wait(30)  # it took the job off the queue and died
+        killed = time.monotonic()
+        assert dying.returncode == -9
+        assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
+        assert redis.Redis.from_url(settings.redis_url).llen(f"rq:queue:{settings.job_queue}") == 0
+        workers.start(settings)
+        ended = wait_for(client, job["id"], timeout=60)
+        assert ended["status"] == "finished", ended
+        assert time.monotonic() - killed <= STRAY_BOUND_S + 20, time.monotonic() - killed
+        assert record(settings, job["id"])["attempt"] == "2"
+
+
+def test_an_enqueue_that_fails_after_the_record_is_written_is_retried(job_settings, workers, monkeypatch):
+    settings = variant(job_settings, "unqueued")
+    workers.start(settings)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        def redis_gone(*args, **kwargs):
+            raise redis.ConnectionError("Redis went away")
+
+        monkeypatch.setattr(queueing, "enqueue", redis_gone)
+        refused = submit(client, "saliency", encode(sample("rocket")))
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "redis_unavailable"
+        monkeypatch.undo()
+        lost = client.get("/v1/jobs").json()["jobs"][0]  # the newest: written, on no queue
+        assert lost["status"] == "queued" and lost["kind"] == "saliency", lost
+        since = time.monotonic()
+        ended = wait_for(client, lost["id"], timeout=60)
+        assert ended["status"] == "finished", ended
+        assert time.monotonic() - since <= STRAY_BOUND_S + 20
+
+
+def test_a_job_lost_too_often_ends_failed_with_a_code(job_settings):
+    """Unit test of the reconciler alone: a record on no queue, seen as a stray at every attempt."""
+    settings = variant(job_settings, "hopeless")
+    client = redis.Redis.from_url(settings.redis_url)
+    store = JobStore(client, settings.redis_prefix, 600)
+    queue = queueing.queue(client, settings.job_queue)
+    store.create("hopeless-job", {"kind": "saliency", "model": "m", "owner": None, "queue": settings.job_queue,
+                                  "params": {}})
+    now = time.time() + 5
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        assert reconcile_queued(store, queue, scale=1.0, stray_after_s=1.0, now=now) == 0  # first sighting
+        assert reconcile_queued(store, queue, scale=1.0, stray_after_s=1.0, now=now + 2) == 1
+        queue.empty()  # the re-queued attempt is lost again
+        client.delete(f"rq:job:hopeless-job-{attempt + 1}")
+        now += 5
+    job = store.get("hopeless-job")
+    assert job["status"] == "failed" and '"not_enqueued"' in job["error"], job
+    assert store.queued_since(now + 100) == []

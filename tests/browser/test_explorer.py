@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import zipfile
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import MODEL, shot
@@ -333,3 +334,75 @@ def test_keyboard_tabs_labels_and_narrow_window(explorer):
     page.click("#tab-image")
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 420
     shot(page, "narrow")
+
+
+def test_atlas_panel_layer_page_unit_page_and_activation_atlas(explorer, live, tmp_path):
+    from tests.conftest import encode, sample
+
+    page = explorer
+    use_sample(page, "chelsea")
+    archive = tmp_path / "atlas.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        for name in ("chelsea", "coffee", "astronaut", "rocket", "camera"):
+            bundle.writestr(f"{name}.png", encode(sample(name)))
+    page.click("#tab-datasets")
+    page.set_input_files("#dataset-file", str(archive))
+    page.click("#dataset-upload")
+    expect(page.locator("#dataset-uploaded")).to_contain_text("5 images kept", timeout=60_000)
+
+    page.click("#tab-atlas")
+    page.locator("#atlas-dataset").select_option(index=1)
+    form = page.locator("#layer-atlas-params")
+    form.locator("input[name=layer]").fill("_blocks.5._relu1")
+    form.locator("input[name=channels]").fill("[0, 1, 2, 3, 4, 5, 6, 7, 8]")
+    for name, value in (("steps", "16"), ("size", "32"), ("diversity", "2"), ("k", "3")):
+        form.locator(f"input[name={name}]").fill(value)
+    page.click("#layer-atlas-run")
+    card = page.locator('#atlas-jobs article[aria-label="layer_atlas"]')
+    expect(card).to_have_attribute("data-status", "finished", timeout=JOB_TIMEOUT_MS)
+    grid = page.locator("#layer-atlas-grid")
+    expect(grid).to_be_visible()
+    assert grid.evaluate("i => i.naturalWidth") == 3 * 34 + 2  # 9 icons of 32 px on a 3 × 3 grid
+
+    # A click on the fifth icon (row 1, column 1) opens channel 4's unit page.
+    box = grid.bounding_box()
+    grid.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.5})
+    unit = page.locator("#unit-page")
+    expect(unit.locator("h3")).to_contain_text("channel 4")
+    expect(unit.locator("img.unit-image")).to_have_count(2)
+    for img in unit.locator("img.unit-image").all():
+        expect(img).to_have_js_property("naturalWidth", 32)
+    expect(unit.locator("#unit-top")).to_be_visible()
+    expect(unit.locator("#unit-stats")).to_contain_text("sparsity")
+    atlas = live.client().get(f"/v1/jobs/{card.get_attribute('data-job')}/artifacts/atlas.json").json()
+    entry = next(e for e in atlas if e["channel"] == 4)
+    expect(unit.locator("tbody tr")).to_have_count(len(entry["top"]))
+    expect(unit.locator("tbody tr").first).to_contain_text(entry["top"][0]["name"])
+
+    # The top patch projected back to pixels by deconvnet, on the image it came from.
+    page.click("#unit-deconvnet")
+    deconv = page.locator("#unit-jobs article.job").first
+    expect(deconv).to_have_attribute("data-status", "finished", timeout=JOB_TIMEOUT_MS)
+    job = live.client().get(f"/v1/jobs/{deconv.get_attribute('data-job')}").json()
+    assert job["params"]["channel"] == 4 and job["params"]["position"] == entry["top"][0]["position"]
+    shot(page, "atlas")
+
+    form = page.locator("#activation-atlas-params")
+    form.locator("input[name=layer]").fill("_blocks.5._relu1")
+    for name, value in (("grid", "3"), ("positions_per_image", "8"), ("steps", "16"), ("size", "32")):
+        form.locator(f"input[name={name}]").fill(value)
+    form.locator("select[name=method]").select_option("tsne")
+    page.click("#activation-atlas-run")
+    activation = page.locator('#atlas-jobs article[aria-label="activation_atlas"]')
+    expect(activation).to_have_attribute("data-status", "finished", timeout=JOB_TIMEOUT_MS)
+    picture = page.locator("#activation-atlas")
+    expect(picture).to_have_js_property("naturalWidth", 3 * 33 + 1)
+    before = picture.bounding_box()["width"]
+    page.locator("#atlas-zoom").fill("2")
+    assert picture.bounding_box()["width"] == pytest.approx(2 * before, rel=0.02)
+    cells = live.client().get(f"/v1/jobs/{activation.get_attribute('data-job')}/artifacts/cells.json").json()
+    cell = cells[0]
+    scale = picture.bounding_box()["width"] / (3 * 33 + 1)
+    picture.hover(position={"x": (1 + cell["x"] * 33 + 16) * scale, "y": (1 + cell["y"] * 33 + 16) * scale})
+    expect(page.locator("#atlas-tip")).to_contain_text(f"{cell['count']} activations")
+    shot(page, "activation_atlas")

@@ -9,9 +9,10 @@ import * as occlusion from "./panels/occlusion.js";
 import * as attributions from "./panels/attributions.js";
 import * as making from "./panels/making.js";
 import * as datasets from "./panels/datasets.js";
+import * as atlas from "./panels/atlas.js";
 import * as jobs from "./panels/jobs.js";
 
-const PANELS = { models, image, layers, occlusion, attributions, making, datasets, jobs };
+const PANELS = { models, image, layers, occlusion, attributions, making, datasets, atlas, jobs };
 const $ = (id) => document.getElementById(id);
 const globalError = $("global-error");
 

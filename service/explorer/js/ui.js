@@ -101,7 +101,8 @@ export function metricsList(metrics = {}) {
 
 // --- parameter forms from the OpenAPI schema of a kind's params -----------------------------------
 // `schema` is components.schemas.<Kind>Params; `fixed` names params the panel sets itself (hidden here).
-export function paramsForm(schema, { fixed = [], values = {} } = {}) {
+// `main` (optional) names the params shown first; the others go under "more parameters".
+export function paramsForm(schema, { fixed = [], values = {}, main = null } = {}) {
   const inputs = {};
   const rows = [];
   const required = new Set(schema.required || []);
@@ -127,9 +128,13 @@ export function paramsForm(schema, { fixed = [], values = {} } = {}) {
     }
     if (required.has(name)) control.required = true;
     inputs[name] = { control, type, prop };
-    rows.push(field(required.has(name) ? `${name} *` : name, control, prop.description));
+    const row = field(required.has(name) ? `${name} *` : name, control, prop.description);
+    row.dataset.main = String(!main || main.includes(name) || required.has(name));
+    rows.push(row);
   }
-  const form = h("div", { class: "params" }, rows);
+  const more = rows.filter((row) => row.dataset.main === "false");
+  const form = h("div", {}, h("div", { class: "params" }, rows.filter((row) => row.dataset.main === "true")),
+    more.length ? h("details", { class: "more" }, h("summary", {}, `more parameters (${more.length})`), h("div", { class: "params" }, more)) : null);
   form.read = () => {
     const params = {};
     for (const [name, { control, type }] of Object.entries(inputs)) {

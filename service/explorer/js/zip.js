@@ -1,5 +1,6 @@
 // Read the members of a .zip the user picked, in the browser (stored or deflated members, through the
-// browser's own DecompressionStream), so the dataset panel can show the pictures a map refers to.
+// browser's own DecompressionStream), as Blobs by member name, so the explorer can show the pictures a map
+// refers to.
 // Only for display: the service reads and validates the archive itself.
 
 export async function zipImages(file) {
@@ -30,9 +31,8 @@ export async function zipImages(file) {
     const data = bytes.subarray(start, start + compressed);
     const blob = method === 0 ? new Blob([data]) :
       await new Response(new Blob([data]).stream().pipeThrough(new DecompressionStream("deflate-raw"))).blob();
-    const url = URL.createObjectURL(blob);
-    found.set(name, url); // the service names a member by its path in the archive
-    if (!found.has(name.split("/").pop())) found.set(name.split("/").pop(), url);
+    found.set(name, blob); // the service names a member by its path in the archive
+    if (!found.has(name.split("/").pop())) found.set(name.split("/").pop(), blob);
   }
   return found;
 }

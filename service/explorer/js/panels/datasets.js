@@ -7,7 +7,12 @@ import { h, clear, field, errorBox, busy, paramsForm, table, fmt } from "../ui.j
 import { jobCard } from "../job_card.js";
 import { zipImages } from "../zip.js";
 
-const pictures = new Map(); // dataset id → Map(name → object URL), for datasets uploaded from this page
+const pictures = new Map(); // dataset id → Map(name → Blob), for datasets uploaded from this page
+const urls = new Map(); // Blob → its object URL, made once
+
+// A dataset image uploaded from this page, as a Blob (null for other datasets: the API does not serve them).
+export const datasetPicture = (id, name) => pictures.get(id)?.get(name) ?? null;
+const pictureUrl = (blob) => urls.get(blob) || (urls.set(blob, URL.createObjectURL(blob)), urls.get(blob));
 
 export function mount(root) {
   const errors = errorBox();
@@ -30,17 +35,19 @@ export function mount(root) {
     else files.forEach((f) => form.append("files", f));
     const created = await api.uploadDataset(form);
     pictures.set(created.id, single ? (/\.zip$/i.test(files[0].name) ? await zipImages(files[0]) : new Map()) :
-      new Map(files.map((f) => [f.name, URL.createObjectURL(f)])));
+      new Map(files.map((f) => [f.name, f])));
     clear(uploaded, h("p", {}, `Dataset ${created.id}: ${created.count} images kept.`),
       created.rejected.length ? table([{ label: "rejected", value: (r) => r.name }, { label: "why", value: (r) => r.reason }],
         created.rejected) : null);
     await refresh(created.id);
+    state.set("datasets-changed", created.id);
   }));
 
   remove.addEventListener("click", () => busy(remove, errors, async () => {
     if (!chooser.value || !confirm(`Delete dataset ${chooser.value}?`)) return;
     await api.deleteDataset(chooser.value);
     await refresh();
+    state.set("datasets-changed", null);
   }));
 
   async function refresh(preferred) {
@@ -127,7 +134,7 @@ export function mount(root) {
       tip.hidden = !best;
       if (!best) return;
       const name = names.get(best.image_index) || `#${best.image_index}`;
-      clear(tip, `${best.image_index}: ${name}`, known.has(name) ? h("img", { src: known.get(name), alt: name }) : null);
+      clear(tip, `${best.image_index}: ${name}`, known.has(name) ? h("img", { src: pictureUrl(known.get(name)), alt: name }) : null);
       tip.style.left = `${e.clientX - r.left + 12}px`;
       tip.style.top = `${e.clientY - r.top + 12}px`;
     });

@@ -25,7 +25,8 @@ export function mount(root) {
     const k = kind.value;
     const schema = state.kindParams(k);
     if (!schema) return clear(formHolder);
-    form = paramsForm(schema, { values });
+    form = paramsForm(schema, { values, main: ["target", "layer", "channel", "position", "steps", "size", "epsilon", "method",
+      "octaves", "content_layer", "style_layers", "style_weight", "preview_every", "seed"] });
     summary.textContent = state.kindSummary(k);
     styleField.hidden = k !== "style_transfer";
     clear(formHolder, form);

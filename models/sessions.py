@@ -5,7 +5,9 @@ class scores, `probe` for every layer as an output; later variants such as trunc
 the same scheme) and weighed by an estimate of the memory they hold (bytes: the weights, which every
 session copies, plus the activations a run keeps; see `estimate_bytes`). When the total passes the
 budget, sessions go least recently used first, probe sessions (large, rarely reused) before plain
-ones; the one just built always stays, so a model larger than the budget still runs.
+ones; room is made before a session is built (twice its size: the build holds the parsed file
+beside the session's own weights), and the one just built always stays, so a model larger than
+the budget still runs.
 
 Eviction only forgets a session: a request that already holds it keeps running on it, and its memory
 goes when the last holder lets go. Sessions are built without the CPU arena (see
@@ -29,6 +31,7 @@ from core.model_record import ModelRecord
 
 log = logging.getLogger("convscope.sessions")
 FLOAT_BYTES = 4
+BUILD_FACTOR = 2  # building a session holds the parsed file beside the session's own copy of the weights
 
 
 def estimate_bytes(record: ModelRecord, probe: bool) -> int:
@@ -80,6 +83,10 @@ class SessionCache:
                 if held is not None:
                     self._held.move_to_end(key)
                     return held.session
+            with self._lock:  # make room first: while it is built, a session briefly needs about twice its size
+                evicted = self._evict(keep=key, incoming=BUILD_FACTOR * size)
+            if evicted:
+                release_memory()
             start = time.perf_counter()
             session = build()
             with self._lock:
@@ -92,10 +99,11 @@ class SessionCache:
             release_memory()
         return session
 
-    def _evict(self, keep: Hashable) -> int:
-        """Drop least recently used sessions (probes first) until the total fits; the caller holds the lock."""
+    def _evict(self, keep: Hashable, incoming: int = 0) -> int:
+        """Drop least recently used sessions (probes first) until the total (plus `incoming` bytes about to be
+        taken) fits; the caller holds the lock."""
         evicted = 0
-        while self._total() > self.budget_bytes:
+        while self._total() + incoming > self.budget_bytes:
             victims = [k for k, h in self._held.items() if k != keep and h.probe] or \
                       [k for k in self._held if k != keep]
             if not victims:

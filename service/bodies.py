@@ -18,15 +18,18 @@ read) and parses multipart with starlette's `MultiPartParser` under the route's 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -42,6 +45,7 @@ JSON, MULTIPART = "application/json", "multipart/form-data"
 # Multipart file parts: every input that comes as an image file, by the kind registry (`image`, `style_image`).
 FILE_PARTS = tuple(sorted({read.name for kind in KINDS.values() for read in kind.reads if read.source is Source.IMAGE}))
 FORM_SLACK = 1024 * 1024  # bytes of multipart framing and text parts allowed on top of a file's own limit
+OFF_LOOP_BYTES = 8 * 1024 * 1024  # multipart bodies declared larger than this are parsed in a worker thread
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,33 @@ def _too_large(rules: BodyRules) -> TooLarge:
 
 
 async def _parse_multipart(request: Request, stream: AsyncIterator[bytes], rules: BodyRules) -> FormData:
-    parser = MultiPartParser(request.headers, stream, max_files=rules.max_files, max_fields=rules.max_fields,
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > OFF_LOOP_BYTES:
+        return await _parse_multipart_off_loop(request, stream, rules)
+    return await _parse(request.headers, stream, rules)
+
+
+async def _parse_multipart_off_loop(request: Request, stream: AsyncIterator[bytes], rules: BodyRules) -> FormData:
+    """A large body (a model, a dataset) is only counted and appended to a temporary file on the event loop, then
+    parsed in a worker thread: parsing hundreds of MB of multipart on the loop would keep every other request
+    (`/healthz` included) waiting for the loop for tenths of a second at a time."""
+    spool = tempfile.TemporaryFile()
+    try:
+        async for chunk in stream:
+            spool.write(chunk)  # into the page cache: microseconds per chunk
+        spool.seek(0)
+        return await run_in_threadpool(lambda: asyncio.run(_parse(request.headers, _chunks_of(spool), rules)))
+    finally:
+        spool.close()
+
+
+async def _chunks_of(file) -> AsyncIterator[bytes]:
+    while chunk := file.read(1024 * 1024):
+        yield chunk
+
+
+async def _parse(headers, stream: AsyncIterator[bytes], rules: BodyRules) -> FormData:
+    parser = MultiPartParser(headers, stream, max_files=rules.max_files, max_fields=rules.max_fields,
                              max_part_size=rules.max_part_size)
     try:
         return await parser.parse()  # closes what it spooled when it fails, our own 413 included

@@ -25,12 +25,12 @@ class Session:
 
 
 def test_least_recently_used_go_first_and_probes_before_plain_sessions():
-    cache = SessionCache(budget_bytes=300)
+    cache = SessionCache(budget_bytes=400)  # room for three, with a build's transient double
     cache.get("a", lambda: Session("a"), 100)
     cache.get("a-probe", lambda: Session("a-probe"), 100, probe=True)
     cache.get("b", lambda: Session("b"), 100)
     cache.get("a", lambda: Session("never"), 100)  # a hit: a is now the most recent
-    cache.get("c", lambda: Session("c"), 100)  # over budget: the probe goes although b is older
+    cache.get("c", lambda: Session("c"), 100)  # no room to build: the probe goes although b is older
     assert not cache.held("a-probe") and cache.held("a") and cache.held("b") and cache.held("c")
     cache.get("d", lambda: Session("d"), 100)  # no probe left: the least recently used plain one (b)
     assert [k for k in ("a", "b", "c", "d") if cache.held(k)] == ["a", "c", "d"]

@@ -27,7 +27,7 @@ router = APIRouter(tags=["service"])
 
 
 @router.get("/healthz", operation_id="getHealth")
-def healthz() -> dict:
+async def healthz() -> dict:  # on the event loop itself: no thread-pool hop to wait behind while uploads run
     """200 while the process lives."""
     return {"status": "ok"}
 

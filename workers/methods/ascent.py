@@ -154,9 +154,11 @@ class _RedirectedRectifier(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         inside = (x > ctx.low) & (x < ctx.high)
         plain = grad * inside
+        blocked = ~plain.flatten(1).any(dim=1)
+        if not bool(blocked.any()):  # every sample has a gradient: nothing to redirect (the common case)
+            return plain, None, None
         # Descent moves x by −grad: below the range it must rise (grad < 0), above it fall (grad > 0).
         towards = inside | ((x <= ctx.low) & (grad < 0)) | ((x >= ctx.high) & (grad > 0))
-        blocked = plain.flatten(1).norm(dim=1) == 0
         return torch.where(blocked.view(-1, *[1] * (x.dim() - 1)), grad * towards, plain), None, None
 
 

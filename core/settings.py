@@ -115,6 +115,8 @@ class Settings(BaseSettings):
                                  "worker starts (about 10 s of one core, 30 s the first time on a machine)")
     attribution_batch: int = Field(4, ge=1, le=1024, description="images per forward/backward pass in SmoothGrad and IG "
                                    "(4 at 224 px: one step ≈ 0.7 s on one CPU thread, so progress comes every second)")
+    atlas_batch: int = Field(16, ge=1, le=256, description="icons an atlas optimises at once on the CPU when its params "
+                             "do not say (on a GPU: as many as half its free memory holds, up to 8 × this)")
 
     # Logging.
     log_level: str = "INFO"

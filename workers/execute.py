@@ -52,7 +52,6 @@ from workers.methods.task import Task, TensorImage
 
 log = logging.getLogger("convscope.worker")
 PROGRESS_EVERY_S = 0.2
-ICON_BATCH = 16  # icons an atlas optimises at once on the CPU when its params do not say
 
 
 class JobCanceled(Exception):
@@ -222,7 +221,7 @@ def compute(ctx: WorkerContext, spec: dict, kind: Kind, plan: Plan, progress: Pr
                     inputs=tensors, classify=classify, forward_batch=s.occlusion_batch, feed=feed,
                     units=RedisUnitCache(ctx.store.client, unit_key(s.redis_prefix, record.onnx_sha256, kind.name,
                                                                     spec["params"]), s.artifact_ttl_s),
-                    icon_batch=ICON_BATCH)
+                    icon_batch=s.atlas_batch)
     out = method_of(kind)(task)
     if not isinstance(out, kind.returns):
         raise TypeError(f"{kind.method} returned {type(out).__name__}, not {kind.returns.__name__}")

@@ -207,7 +207,20 @@ def test_attributions_side_by_side_with_progress_and_blend(explorer, live):
     page.locator("#attr-opacity").fill("0.2")
     assert heat.evaluate("c => c.style.opacity") == "0.2"
     page.locator("#attr-opacity").fill("0.65")
+    for card in cards.all():  # the faithfulness scores next to each map are the job's own metrics
+        metrics = live.client().get(f"/v1/jobs/{card.get_attribute('data-job')}").json()["result"]["metrics"]
+        expect(card.locator(".faithfulness")).to_contain_text(f"{metrics['deletion_auc']:.3f}")
     shot(page, "attributions")
+
+    # The same methods compared: ranked by their scores, with the panel of maps.
+    page.set_checked("#attr-kind-smoothgrad", False)
+    page.click("#attr-compare")
+    compared = page.locator('#attr-results article.job')
+    expect(compared).to_have_attribute("data-status", "finished", timeout=JOB_TIMEOUT_MS)
+    expect(compared.locator("tbody tr")).to_have_count(2)
+    ranking = live.client().get(f"/v1/jobs/{compared.get_attribute('data-job')}/artifacts/ranking.json").json()
+    assert [row.inner_text().split("\t")[0] for row in compared.locator("tbody tr").all()] == [r["method"] for r in ranking]
+    assert compared.locator("img.picture").evaluate("i => i.naturalWidth") > 0
 
 
 def test_making_panel_previews_final_image_and_cancel(explorer, live):

@@ -254,34 +254,37 @@ def throughput(service: Service, jobs: int, counter) -> None:
 
 
 def latency(service: Service, counter) -> None:
-    service.stop_workers()
     rows = []
-    for depth in (0, 10, 100):
-        ahead = [service.submit(next(counter))["id"] for _ in range(depth)]
-        posts = []
-        probes = []
-        for _ in range(5):
+    service.stop_workers()
+    service.start_worker()
+    service.wait_all([service.submit(next(counter))["id"]])  # a warm, idle worker
+    posts, pickup = [], []
+    for _ in range(5):  # depth 0: each job alone in the queue, the worker waiting for it
+        start = time.perf_counter()
+        job = service.submit(next(counter))
+        posts.append((time.perf_counter() - start) * 1000)
+        done = service.wait_all([job["id"]])[0]
+        pickup.append((when(done["started_at"]) - when(done["created_at"])) * 1000)
+    rows.append((0, statistics.median(posts), statistics.median(pickup), max(pickup)))
+    for depth in (10, 100):  # the backlog is queued with no worker, then one warm worker drains it
+        service.stop_workers()
+        ids, posts = [], []
+        for _ in range(depth):
             start = time.perf_counter()
-            probes.append(service.submit(next(counter))["id"])
+            ids.append(service.submit(next(counter))["id"])
             posts.append((time.perf_counter() - start) * 1000)
         service.start_worker()
-        jobs = service.wait_all(ahead + probes)
-        service.stop_workers()
-        ordered = sorted(jobs, key=lambda j: when(j["started_at"]))
-        if depth == 0:
-            first = ordered[0]
-            pickup = [(when(first["started_at"]) - when(first["created_at"])) * 1000]
-        else:
-            pickup = [(when(b["started_at"]) - when(a["ended_at"])) * 1000 for a, b in zip(ordered, ordered[1:])]
-        rows.append((depth, statistics.median(posts), statistics.median(pickup), max(pickup)))
-    print("\nqueue latency (POST /v1/jobs → 202, and a worker's pick-up: created → started for the first job, "
-          "previous ended → next started in a backlog):")
-    base_post = rows[0][1]
-    for depth, post, pickup, worst in rows:
+        ordered = sorted(service.wait_all(ids), key=lambda j: when(j["started_at"]))[1:]  # the first loads the network
+        gaps = [(when(b["started_at"]) - when(a["ended_at"])) * 1000 for a, b in zip(ordered, ordered[1:])]
+        rows.append((depth, statistics.median(posts[-5:]), statistics.median(gaps), max(gaps)))
+    service.stop_workers()
+    print("\nqueue latency (POST /v1/jobs → 202 with that many jobs ahead, and a worker's pick-up: created → started "
+          "for a job alone in the queue, previous ended → next started while draining a backlog):")
+    base_post, base_pickup = rows[0][1], rows[0][2]
+    for depth, post, pick, worst in rows:
         print(f"  {depth:>3} queued: POST p50 {post:6.1f} ms ({post / base_post:.2f}× empty)   "
-              f"pick-up p50 {pickup:6.1f} ms, max {worst:6.1f} ms")
-    print("  (pick-up at 0 includes the worker's first start of the job on a fresh process; a job's time waiting "
-          "behind N others is N × the job time: the throughput above)")
+              f"pick-up p50 {pick:6.1f} ms ({pick / base_pickup:.2f}× empty), max {worst:6.1f} ms")
+    print("  (a job's wait behind N others is N × the job time: see the throughput above)")
 
 
 def memory(models: list[str], budget_mib: int) -> None:

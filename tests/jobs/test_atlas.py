@@ -185,6 +185,7 @@ def test_activation_atlas_cells_icons_and_classes(jobs_client, dataset_id):
     assert sum(cell["count"] for cell in cells) == metrics["vectors"]
     assert len({(cell["x"], cell["y"]) for cell in cells}) == len(cells)
     assert all(0 <= cell["x"] < 3 and 0 <= cell["y"] < 3 for cell in cells)
+    assert job["progress"] == {"step": 1 + 1 + 9, "total": 1 + 1 + 9}  # one dataset batch, the map, 3 × 3 cells
     predicted = set()
     for name in PHOTOS:
         answer = jobs_client.post(f"/v1/models/{MODEL}/predict", files={"image": ("p.png", encode(_small(name)), "image/png")},

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from core.kinds.params import Workload
-from core.kinds.registry import KINDS, Engine
+from core.kinds.registry import KINDS, Engine, Source
 from tests.workers.conftest import SmallNet, small_record
 from workers.methods.task import Task, TensorImage
 from workers.networks import Network
@@ -32,6 +32,8 @@ CASES = [  # (kind, params): several totals per kind where the params change how
     ("integrated_gradients", {"steps": 3}),
     ("class_model", {"target": 1, "size": 32, "steps": 5, "preview_every": 2}),
     ("feature_vis", {"layer": "relu2", "channel": 1, "size": 32, "steps": 4}),
+    ("layer_atlas", {"layer": "relu2", "channels": [0, 1, 2], "size": 32, "steps": 2, "batch": 2}),
+    ("layer_atlas", {"layer": "relu1", "size": 32, "steps": 1, "diversity": 2}),
     ("feature_vis", {"layer": "relu1", "channel": 0, "position": [3, 4], "size": 32, "steps": 3,
                      "parameterisation": "pixel"}),
     ("inversion", {"steps": 4}),
@@ -73,7 +75,11 @@ def image(seed: int, side: int = 24) -> TensorImage:
 
 
 def test_every_gradient_kind_is_covered():
-    assert {kind for kind, _ in CASES} == {name for name, kind in KINDS.items() if kind.engine is Engine.TORCH}
+    """Every torch kind that needs no dataset (activation_atlas's progress is checked as a job: tests/jobs/test_atlas.py)."""
+    needs_dataset = {name for name, kind in KINDS.items()
+                     if any(read.source is Source.DATASET and read.required for read in kind.reads)}
+    assert {kind for kind, _ in CASES} == {name for name, kind in KINDS.items()
+                                           if kind.engine is Engine.TORCH and name not in needs_dataset}
 
 
 @pytest.mark.parametrize("kind, raw", CASES, ids=[f"{kind}-{n}" for n, (kind, _) in enumerate(CASES)])
@@ -82,7 +88,7 @@ def test_method_reports_the_declared_total_at_every_step(network, kind, raw):
     params = registered.params(**raw).resolve(network.record)
     declared = params.method_steps(Workload(network.record, batch=BATCH))
     calls: list[tuple[int, int]] = []
-    inputs = {read.name: image(n) for n, read in enumerate(registered.reads)}
+    inputs = {read.name: image(n) for n, read in enumerate(registered.reads) if read.source is Source.IMAGE}
     task = Task(network, inputs["image"].x if "image" in inputs else None, params,
                 lambda step, total: calls.append((step, total)), batch=BATCH, inputs=inputs)
     module, _, function = registered.method.partition(":")

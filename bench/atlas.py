@@ -97,6 +97,44 @@ def diversity(network, layer: str, channel: int, steps: int, size: int, variants
           f"{variants} seeds without diversity: {mean_gram_cosine(seeds_px):.3f} (baseline)")
 
 
+def cells(network, layer: str, steps: int, grid: int = 4, positions: int = 12) -> None:
+    """An activation atlas of the bundled photos and scikit-image's: each icon's cosine with its cell's direction
+    against the mean cosine of the cell's own activations."""
+    import skimage.data
+
+    from core.kinds.atlas import ActivationAtlasParams
+    from core.methods import FeatureBatch
+    from workers.methods import activation_atlas
+
+    record = network.record
+    names = ["astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "moon", "page", "horse", "cat",
+             "immunohistochemistry", "hubble_deep_field", "retina", "colorwheel", "text", "clock"]
+    photos = []
+    for name in names:
+        picture = np.asarray(getattr(skimage.data, name)())
+        if picture.dtype != np.uint8:
+            picture = (picture.astype(np.float64) / max(picture.max(), 1) * 255).astype(np.uint8)
+        photos.append(np.asarray(images.fit(Image.fromarray(picture).convert("RGB"), record)))
+    pixels = np.stack(photos)
+
+    class Feed:  # the dataset as the runner's feed would give it, computed here with the torch model
+        def __len__(self):
+            return len(pixels)
+
+        def batches(self, layers, extra_steps=0):
+            acts = icons.activations(network, layers[0], pixels).numpy()
+            yield FeatureBatch(np.arange(len(pixels)), pixels, {layers[0]: acts})
+
+    params = ActivationAtlasParams(layer=layer, grid=grid, positions_per_image=positions, method="tsne", steps=steps)
+    out = activation_atlas.run(Task(network, None, params, feed=Feed()))
+    table = out.tables["cells"]
+    closer = sum(c["icon_cosine"] > c["natural_cosine"] for c in table)
+    print(f"activation atlas of {layer}, {len(pixels)} photos × {positions} positions, {grid}×{grid} lattice, "
+          f"{steps} steps: icon closer to its direction than the cell's own activations in {closer} of {len(table)} "
+          f"cells (median icon {np.median([c['icon_cosine'] for c in table]):.3f}, "
+          f"natural {np.median([c['natural_cosine'] for c in table]):.3f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=96)
@@ -104,6 +142,7 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=48, help="channels of the middle layer in the quality check")
     parser.add_argument("--speed-channels", type=int, default=16)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: speed, quality, diversity, cells")
     args = parser.parse_args()
     torch.set_num_threads(Settings().worker_torch_threads)
     store = ModelStore(Settings().data_dir)
@@ -111,10 +150,16 @@ def main() -> None:
     middle = network.record.layers[len(network.record.layers) // 2]
     every = max(1, middle.shape[0] // args.channels)
     print(f"built-in model, torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU")
-    speed(network, "_blocks.5._relu1", list(range(args.speed_channels)), args.steps, args.size, args.batch)
-    quality(network, middle.name, list(range(0, middle.shape[0], every))[:args.channels], args.steps, args.size,
-            args.batch)
-    diversity(network, middle.name, 0, args.steps, args.size)
+    skip = set(args.skip.split(","))
+    if "speed" not in skip:
+        speed(network, "_blocks.5._relu1", list(range(args.speed_channels)), args.steps, args.size, args.batch)
+    if "quality" not in skip:
+        quality(network, middle.name, list(range(0, middle.shape[0], every))[:args.channels], args.steps, args.size,
+                args.batch)
+    if "diversity" not in skip:
+        diversity(network, middle.name, 0, args.steps, args.size)
+    if "cells" not in skip:
+        cells(network, middle.name, args.steps)
 
 
 if __name__ == "__main__":

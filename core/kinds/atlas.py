@@ -77,6 +77,9 @@ class ActivationAtlasParams(AtlasRenderParams):
     method: Literal["umap", "tsne"] = Field("umap", description="the 2-D reduction: UMAP or t-SNE")
     min_count: int = Field(1, ge=1, le=10000, description="activations a cell needs to get an icon")
     size: int = Field(48, ge=32, le=256, description="side of each icon in pixels (square)")
+    transforms: int = Field(0, ge=0, le=3, description="robustness transforms strength (pad, jitter, scale, rotate); "
+                                                        "off by default: the objective reads one position, which "
+                                                        "jitter would move (icons then match their cells more closely)")
     cossim_pow: float = Field(3.0, ge=0, le=8, description="the icon objective is dot(activation, direction) × "
                                                            "cos^this: higher keeps the icon on the direction")
 

@@ -68,7 +68,8 @@ def run(task: Task) -> Output:
         name = f"cell_{y}_{x}"
         pictures[name] = made[cell]
         table.append({"x": x, "y": y, "count": len(chosen), "top_class": int(top_class),
-                      "top_label": record.labels[top_class] if record.labels else None, "image": f"{name}.png",
+                      "top_label": record.labels[top_class] if record.labels and top_class >= 0 else None,
+                      "image": f"{name}.png",
                       "icon_cosine": float(cos), "natural_cosine": float(natural.mean())})
     pictures["atlas"] = lattice_picture(made, params)
     better = sum(entry["icon_cosine"] > entry["natural_cosine"] for entry in table)

@@ -50,12 +50,17 @@ class Settings(BaseSettings):
     dataset_batch: int = Field(16, ge=1, le=512, description="images per ONNX Runtime call in dataset kinds")
 
     # ONNX Runtime.
-    ort_intra_threads: int = Field(1, ge=0, description="intra-op threads per session (0: ORT decides)")
+    ort_intra_threads: int = Field(0, ge=0, description="intra-op threads of the API's sessions (0: the cores the "
+                                   "process may use); workers' sessions use worker_torch_threads")
     ort_inter_threads: int = Field(1, ge=0)
     ort_providers: str = Field("auto", description="'auto' (CUDA when a GPU is present), or a comma list")
     occlusion_batch: int = Field(32, gt=0, description="perturbed copies per ONNX Runtime call: occlusion, and in "
                                  "workers the deletion/insertion scores, RISE and Kernel SHAP")
     max_occlusion_positions: int = Field(4096, gt=0)
+    forward_batch_max: int = Field(32, ge=1, le=1024, description="images per batched ONNX Runtime run of the forward "
+                                   "views (requests for the same model and layer that arrive together); 1: no batching")
+    forward_batch_wait_ms: float = Field(0.0, ge=0, le=50, description="how long a batch that is not full waits for "
+                                         "more requests (ms); 0: it runs as soon as the previous batch is done")
     session_cache_bytes: int = Field(2 * 1024**3, gt=0, description="ONNX Runtime sessions the API keeps (estimated "
                                      "bytes; least recently used go first, probe sessions before plain ones)")
 

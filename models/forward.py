@@ -1,13 +1,25 @@
 """Forward views on ONNX Runtime: predictions, layer activations and occlusion sensitivity.
 
-Each model gets two sessions, built on first use and kept in the process's byte-bounded
-`models.sessions.SessionCache`: a plain one that returns only the class scores (ONNX Runtime can
-fuse every op, so predictions and occlusion batches run at full speed), and a probe one with every
-layer of the layer list added as an output, for activations (evicted first when memory runs short).
+A model's sessions are built on first use and kept in the process's byte-bounded
+`models.sessions.SessionCache`:
+
+    plain           the class scores only (ONNX Runtime can fuse every op): predictions, occlusion batches
+    upto:<layer>    a layer's activations: the sub-graph that computes the layer and nothing after it
+                    (`models.truncate`), so an early layer costs a fraction of a whole forward; the layers
+                    before it are outputs too, so ONNX Runtime fuses exactly what it fuses in the probe and
+                    the numbers are the probe's, bit for bit. Evicted before plain sessions.
+    probe           every layer as an output: the fallback for a layer whose sub-graph cannot be cut out
+
+In the API, runs go through a `models.batching.DynamicBatcher` (one per `Runtimes`): predictions, occlusion
+chunks and activations of the same layer that arrive together run as one batch. A model whose file fixes
+the batch at one image (`max_batch` 1) is run one image at a time, never batched.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +33,11 @@ from core.model_record import ModelRecord
 from core.settings import Settings
 from core.stores.models import ModelStore
 from models import runtime
-from models.sessions import SessionCache, estimate_bytes
+from models.batching import DynamicBatcher
+from models.sessions import FLOAT_BYTES, SessionCache, estimate_bytes
+from models.truncate import truncate
+
+log = logging.getLogger("convscope.forward")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -40,16 +56,28 @@ class ModelRuntime:
     settings: Settings
     sessions: SessionCache
     file: Callable[[], Path]
+    batcher: DynamicBatcher | None = None
+    intra_threads: int | None = None  # None: settings.ort_intra_threads
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _weights: dict = field(default_factory=dict)
+    _uncut: set = field(default_factory=set)  # layers whose sub-graph could not be cut out (the probe serves them)
 
     def _key(self, variant: str) -> tuple[str, str, str]:
         return (self.record.id, self.record.onnx_sha256, variant)
 
-    def _build(self, extra_outputs: list[str] = ()):
+    def _threads(self) -> int:
+        return ort_threads(self.settings.ort_intra_threads if self.intra_threads is None else self.intra_threads)
+
+    def _build(self, extra_outputs: list[str] = (), path: Path | None = None):
         s = self.settings
-        return runtime.session_from_file(self.file(), extra_outputs=extra_outputs, intra_threads=s.ort_intra_threads,
+        return runtime.session_from_file(path or self.file(), extra_outputs=extra_outputs, intra_threads=self._threads(),
                                          inter_threads=s.ort_inter_threads, provider_setting=s.ort_providers)
+
+    def _run(self, variant: str, session, outputs: list[str], x: np.ndarray) -> list[np.ndarray]:
+        """`session.run`, through the dynamic batcher when there is one and the model takes batches."""
+        if self.batcher is None or self.record.max_batch == 1:
+            return session.run(outputs, {self.record.input_name: x})
+        return self.batcher.run(self._key(variant), session, outputs, self.record.input_name, x)
 
     @property
     def plain(self):
@@ -70,13 +98,42 @@ class ModelRuntime:
         model with class scores (the routes refuse the others with 422 `no_class_scores`)."""
         step = self.record.max_batch or len(x)
         plain = self.plain
-        outs = [plain.run([self.record.logits_name], {self.record.input_name: x[i:i + step]})[0]
+        outs = [self._run("plain", plain, [self.record.logits_name], x[i:i + step])[0]
                 for i in range(0, len(x), step)]
         out = outs[0] if len(outs) == 1 else np.concatenate(outs)
         return out.reshape(len(x), -1)
 
     def layer(self, x: np.ndarray, name: str) -> np.ndarray:
-        return self.probe.run([name], {self.record.input_name: x})[0]
+        """N×C×H×W input → the layer's N×C'×H'×W' activations, from the layer's truncated session (the probe
+        where the sub-graph could not be cut); one image per call for models with `max_batch` 1."""
+        session, variant = self.upto(name)
+        step = self.record.max_batch or len(x)
+        outs = [self._run(variant, session, [name], x[i:i + step])[0] for i in range(0, len(x), step)]
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def upto(self, name: str):
+        """(session, variant) that computes layer `name`: the sub-graph up to it, cached as `upto:<name>`."""
+        if name in self._uncut:
+            return self.probe, "probe"
+        layers = [layer.name for layer in self.record.layers or []]
+        position = layers.index(name) if name in layers else len(layers) - 1
+
+        def build():
+            fd, tmp = tempfile.mkstemp(suffix=".onnx", prefix="convscope-upto-")
+            os.close(fd)
+            try:
+                truncate(self.file(), name, Path(tmp), also=layers[:position])
+                return self._build(path=Path(tmp))
+            finally:
+                os.unlink(tmp)
+        try:
+            return self.sessions.get(self._key(f"upto:{name}"), build, upto_bytes(self.record, position),
+                                     probe=True), f"upto:{name}"
+        except ValueError as exc:  # e.g. a layer no node makes: the probe has every layer
+            log.info("layer served by the probe", extra={"fields": {"model": self.record.id, "layer": name,
+                                                                    "why": str(exc)}})
+            self._uncut.add(name)
+            return self.probe, "probe"
 
     def conv_weights(self, name: str) -> np.ndarray | None:
         """Weights of the convolution producing layer `name` (None when it is not a Conv); the ONNX
@@ -91,14 +148,47 @@ class ModelRuntime:
             return self._weights[name]
 
 
+def upto_bytes(record: ModelRecord, position: int) -> int:
+    """Estimated bytes of the session up to the layer at `position` of the layer list: its share of the weights
+    (layers before it over all layers, of the file's size) and the outputs of the layers up to it (one image)."""
+    layers = record.layers or []
+    if not layers:
+        return estimate_bytes(record, probe=True)
+    share = (position + 1) / len(layers)
+    held = sum(_elements(layer.shape) for layer in layers[:position + 1]) * FLOAT_BYTES
+    return int(share * (record.size_bytes or 0)) + held
+
+
+def _elements(shape) -> int:
+    n = 1
+    for d in shape or []:
+        n *= max(int(d or 1), 1)
+    return n
+
+
+def ort_threads(setting: int) -> int:
+    """Intra-op threads of a session: `setting`, or with 0 the cores this process may run on."""
+    if setting > 0:
+        return setting
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 class Runtimes:
     """The process's `ModelRuntime`s (small handles: the sessions themselves live in one `SessionCache` of
-    `budget_bytes`, by default `session_cache_bytes`)."""
+    `budget_bytes`, by default `session_cache_bytes`). With `batch_rows` > 1, forward runs of the same
+    session that arrive together are batched (`models.batching`; the API); `intra_threads` overrides
+    `ort_intra_threads` (workers give their sessions their own thread share)."""
 
-    def __init__(self, store: ModelStore, settings: Settings, budget_bytes: int | None = None):
+    def __init__(self, store: ModelStore, settings: Settings, budget_bytes: int | None = None, *,
+                 batch_rows: int = 1, batch_wait_s: float = 0.0, intra_threads: int | None = None):
         self.store = store
         self.settings = settings
         self.sessions = SessionCache(budget_bytes or settings.session_cache_bytes)
+        self.batcher = DynamicBatcher(batch_rows, batch_wait_s) if batch_rows > 1 else None
+        self.intra_threads = intra_threads
         self._handles: dict[tuple[str, str], ModelRuntime] = {}
         self._lock = threading.Lock()
 
@@ -112,7 +202,7 @@ class Runtimes:
                 for stale in [k for k in self._handles if k[0] == record.id]:  # the model was replaced
                     del self._handles[stale]
                 hit = self._handles[key] = ModelRuntime(record, self.settings, self.sessions,
-                                                        lambda: self._file(record))
+                                                        lambda: self._file(record), self.batcher, self.intra_threads)
         return hit
 
     def _file(self, record: ModelRecord) -> Path:

@@ -9,6 +9,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -44,13 +45,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         logs.setup(settings.log_level)
+        # Forward views wait for their batch on a pool thread: room for every request let in, and the other routes.
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, settings.max_concurrent_requests + 16)
         client = connect(settings.redis_url)
         # Uploads and deletes of the same bytes take one lock per digest in Redis, shared by every API process.
         locks = JobStore(client, settings.redis_prefix, settings.artifact_ttl_s)
         store = ModelStore.open(settings, lock=lambda digest: redis_errors_around(locks.lock(f"modelblob:{digest}")))
         app.state.ctx = AppContext(settings=settings, redis=client, models=store,
                                    images=ImageStore(client, settings.redis_prefix, settings.image_ttl_s),
-                                   runtimes=Runtimes(store, settings), inputs=InputCache())
+                                   runtimes=Runtimes(store, settings, batch_rows=settings.forward_batch_max,
+                                                            batch_wait_s=settings.forward_batch_wait_ms / 1000),
+                                   inputs=InputCache())
         log.info("convscope API ready", extra={"fields": {"storage": store.storage.url,
                                                          "data_dir": str(settings.data_dir)}})
         if app.state.auth.open:

@@ -54,7 +54,7 @@ class LayerSessions:
         del model.graph.output[:]
         model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in layers)
         s = self.settings
-        session = runtime.session(model, intra_threads=s.ort_intra_threads, inter_threads=s.ort_inter_threads,
+        session = runtime.session(model, intra_threads=s.worker_torch_threads, inter_threads=s.ort_inter_threads,
                                   provider_setting=s.ort_providers)
         with self._lock:
             self._sessions[key] = session

@@ -155,7 +155,8 @@ def serve(settings: Settings, name: str) -> None:
     execute.install(WorkerContext(settings, store, models,
                                   NetworkCache(models, device, settings.worker_cached_networks,
                                                settings.worker_network_cache_bytes), name,
-                                  Runtimes(models, settings, budget_bytes=settings.worker_session_cache_bytes)))
+                                  Runtimes(models, settings, budget_bytes=settings.worker_session_cache_bytes,
+                                           intra_threads=settings.worker_torch_threads)))
     heartbeat = Heartbeat(store, name, settings)
     heartbeat.caches = lambda: cache_figures(execute_context())
     heartbeat.start()

@@ -1,0 +1,122 @@
+"""Dynamic batching of forward passes: requests for the same session that arrive together run as one batch.
+
+Like Triton's dynamic batcher: each request puts its rows (one image, or a chunk of occlusion copies) in the
+queue of its session and output names; one batch per queue runs at a time, and whichever waiting request
+finds the queue idle runs the next batch for everyone in it — the oldest requests first, up to `max_rows`
+rows (a request is never split; one larger than `max_rows` runs alone). While a batch runs, the requests
+that arrive queue up and go together in the next one, so batches form by themselves under load and a lone
+request waits for nothing. `max_wait_s` (default 0) additionally holds a batch that is not full, at most
+that long after its oldest request arrived, for more rows to join.
+
+The rows of a batch are concatenated along the first axis, run with one `session.run`, and split back;
+ONNX Runtime computes each image of a batch alone (convolutions loop over the batch), so every request
+gets the numbers it would get alone. An error in a batch run is raised in every request of it.
+No thread of its own: the batch runs on the thread of one of the requests waiting for it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class _Request:
+    x: np.ndarray
+    arrived: float
+    done: bool = False
+    result: list | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class _Queue:
+    waiting: deque = field(default_factory=deque)
+    running: bool = False
+
+
+@dataclass
+class BatchFigures:
+    """Batches run and the rows (images) they held, for /metrics and the benchmarks."""
+
+    batches: int = 0
+    rows: int = 0
+    requests: int = 0
+
+
+class DynamicBatcher:
+    """Runs `session.run(outputs, {input: x})` for many threads, batching calls that share a key."""
+
+    def __init__(self, max_rows: int, max_wait_s: float = 0.0):
+        self.max_rows = max_rows
+        self.max_wait_s = max_wait_s
+        self._queues: dict[Hashable, _Queue] = {}
+        self._cond = threading.Condition()
+        self.figures = BatchFigures()
+
+    def run(self, key: Hashable, session, outputs: list[str], input_name: str, x: np.ndarray) -> list[np.ndarray]:
+        """The session's `outputs` for the rows of `x`, as `session.run` returns them; `key` names the session
+        and outputs (calls with the same key and row shape may share a batch)."""
+        key = (key, tuple(outputs), input_name, x.shape[1:], x.dtype.str)
+        mine = _Request(x, time.monotonic())
+        with self._cond:
+            queue = self._queues.setdefault(key, _Queue())
+            queue.waiting.append(mine)
+            self._cond.notify_all()  # a batch held open by `max_wait_s` may take it
+            while True:
+                while not mine.done and (queue.running or not queue.waiting):
+                    self._cond.wait()
+                if mine.done:
+                    break
+                queue.running = True
+                batch = self._take(queue)
+                self._cond.release()
+                try:
+                    self._run(batch, session, outputs, input_name)
+                finally:
+                    self._cond.acquire()
+                    queue.running = False
+                    self.figures.batches += 1
+                    self.figures.rows += sum(len(r.x) for r in batch)
+                    self.figures.requests += len(batch)
+                    if not queue.waiting and self._queues.get(key) is queue:
+                        del self._queues[key]
+                    self._cond.notify_all()
+        if mine.error is not None:
+            raise mine.error
+        return mine.result
+
+    def _take(self, queue: _Queue) -> list[_Request]:
+        """The next batch (the caller holds the lock): oldest first, whole requests, up to `max_rows` rows; held
+        open for up to `max_wait_s` after the oldest arrived while it is not full."""
+        if self.max_wait_s > 0:
+            until = queue.waiting[0].arrived + self.max_wait_s
+            while sum(len(r.x) for r in queue.waiting) < self.max_rows and (left := until - time.monotonic()) > 0:
+                self._cond.wait(left)
+        batch, rows = [], 0
+        while queue.waiting and (not batch or rows + len(queue.waiting[0].x) <= self.max_rows):
+            request = queue.waiting.popleft()
+            batch.append(request)
+            rows += len(request.x)
+        return batch
+
+    def _run(self, batch: list[_Request], session, outputs: list[str], input_name: str) -> None:
+        try:
+            x = batch[0].x if len(batch) == 1 else np.concatenate([r.x for r in batch])
+            results = session.run(outputs, {input_name: x})
+            start = 0
+            for request in batch:
+                end = start + len(request.x)
+                request.result = [out[start:end] for out in results] if len(batch) > 1 else results
+                start = end
+        except BaseException as exc:  # every request of the batch learns of it
+            for request in batch:
+                request.error = exc
+        finally:
+            for request in batch:
+                request.done = True

@@ -1,0 +1,102 @@
+"""Dynamic batching of forward runs (models/batching.py): requests that arrive together run as one batch and
+each gets exactly what it would get alone; fixed-batch-1 models are never batched; errors reach everyone."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from core.settings import Settings
+from models.batching import DynamicBatcher
+from models.forward import Runtimes
+
+
+def together(fn, inputs):
+    """fn(x) for every x, each in its own thread, released at once; results in order."""
+    results, errors = [None] * len(inputs), []
+    start = threading.Barrier(len(inputs))
+
+    def call(i):
+        start.wait()
+        try:
+            results[i] = fn(inputs[i])
+        except Exception as exc:
+            errors.append(exc)
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results, errors
+
+
+@pytest.fixture
+def images():
+    rng = np.random.default_rng(2)
+    return [rng.standard_normal((1, 3, 224, 224)).astype(np.float32) for _ in range(6)]
+
+
+def test_predictions_that_arrive_together_are_one_batch_with_the_numbers_of_each_alone(builtin_store, builtin, images):
+    alone = Runtimes(builtin_store, Settings(ort_intra_threads=1)).get(builtin)
+    expected = [alone.logits(x) for x in images]
+    runtimes = Runtimes(builtin_store, Settings(ort_intra_threads=1), batch_rows=8, batch_wait_s=0.2)
+    rt = runtimes.get(builtin)
+    rt.logits(images[0])  # the session is built before the race
+    before = runtimes.batcher.figures.batches
+    got, errors = together(rt.logits, images)
+    assert not errors
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+    figures = runtimes.batcher.figures
+    assert figures.batches - before < len(images)  # at least two of them shared a run
+    assert figures.rows == figures.requests == len(images) + 1
+
+
+def test_activations_of_one_layer_batch_and_equal_the_probe(builtin_store, builtin, images):
+    runtimes = Runtimes(builtin_store, Settings(ort_intra_threads=1), batch_rows=4, batch_wait_s=0.2)
+    rt = runtimes.get(builtin)
+    name = builtin.layers[10].name
+    got, errors = together(lambda x: rt.layer(x, name), images)
+    assert not errors
+    probe = rt.probe
+    for x, maps in zip(images, got):
+        np.testing.assert_array_equal(maps, probe.run([name], {builtin.input_name: x})[0])
+    assert runtimes.batcher.figures.batches >= 2  # at most 4 rows a batch
+
+
+def test_a_model_with_a_fixed_batch_of_one_is_run_one_image_at_a_time(builtin_store, builtin, images):
+    fixed = builtin.model_copy(update={"max_batch": 1})
+    runtimes = Runtimes(builtin_store, Settings(ort_intra_threads=1), batch_rows=8, batch_wait_s=0.05)
+    got, errors = together(runtimes.get(fixed).logits, images)
+    assert not errors and all(g.shape == (1, 1000) for g in got)
+    assert runtimes.batcher.figures.batches == 0
+
+
+def test_an_error_in_a_batch_reaches_every_request_of_it():
+    class Failing:
+        def run(self, outputs, feeds):
+            raise RuntimeError("the run failed")
+
+    batcher = DynamicBatcher(max_rows=8, max_wait_s=0.2)
+    _, errors = together(lambda x: batcher.run("k", Failing(), ["y"], "x", x),
+                         [np.zeros((1, 2), np.float32) for _ in range(4)])
+    assert len(errors) == 4 and all("the run failed" in str(e) for e in errors)
+
+
+def test_a_request_larger_than_the_batch_runs_alone_and_rows_are_never_split():
+    class Echo:
+        def __init__(self):
+            self.sizes = []
+
+        def run(self, outputs, feeds):
+            self.sizes.append(len(feeds["x"]))
+            return [feeds["x"] * 2]
+
+    echo = Echo()
+    batcher = DynamicBatcher(max_rows=4, max_wait_s=0.2)
+    inputs = [np.full((n, 1), n, np.float32) for n in (3, 6, 1, 2)]
+    got, errors = together(lambda x: batcher.run("k", echo, ["y"], "x", x)[0], inputs)
+    assert not errors and all(np.array_equal(g, x * 2) for g, x in zip(got, inputs))
+    assert max(echo.sizes) == 6 and sum(echo.sizes) == 12 and all(s <= 4 for s in echo.sizes if s != 6)

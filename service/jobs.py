@@ -233,8 +233,10 @@ class JobService:
 
     # Background duties of the API process.
     def monitor_once(self) -> None:
-        """End lost jobs, refresh the queue-depth gauge, observe durations of jobs that ended."""
-        end_lost_jobs(self.store, self.queue, scale=self.settings.job_time_limit_scale)
+        """End lost jobs (started or queued: `core.jobs.supervisor`), refresh the queue-depth gauge, observe
+        durations of jobs that ended."""
+        end_lost_jobs(self.store, self.queue, scale=self.settings.job_time_limit_scale,
+                      stray_after_s=self.settings.worker_heartbeat_ttl_s)
         QUEUE_DEPTH.set(self.queue.count)
         if self._ended_cursor is None:
             self._ended_cursor = self.store.ended_cursor()

@@ -84,7 +84,8 @@ def ran_on(settings, job_id: str) -> str:
 
 
 def cached_blobs(folder: Path) -> dict[str, Path]:
-    return {p.name.split(".")[0]: p for p in (folder / "blob-cache").glob("*/*") if not p.name.startswith(".")}
+    return {p.name.split(".")[0]: p for p in (folder / "blob-cache").glob("*/*")
+            if not p.name.startswith(".") and not p.parent.name.startswith(".")}  # not the `.locks` folder
 
 
 def test_uploads_reach_workers_that_share_only_redis_and_the_bucket(cluster):

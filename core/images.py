@@ -7,6 +7,7 @@ Limits are checked on the header, before any pixel is decoded, so a decompressio
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import io
 import threading
@@ -150,19 +151,32 @@ def original_box(box: Sequence[int], width: int, height: int, record: ModelRecor
 
 
 def to_tensor(image: Image.Image, record: ModelRecord) -> np.ndarray:
-    """An image already at input size → 1×C×H×W float32: `(pixel * scale - mean) / std`."""
+    """An image already at input size → 1×C×H×W float32: `(pixel * scale - mean) / std`.
+
+    Computed once per 0–255 level and channel (a 256-entry table, the same float32 operations in the same
+    order, so the same numbers) and looked up per pixel, straight into channel-first order."""
     pre = record.preprocess
     if pre.color == "L" or record.input.channels == 1:
-        pixels = np.asarray(image.convert("L"), dtype=np.float32)[..., None]
+        pixels = np.asarray(image.convert("L"), dtype=np.uint8)[..., None]
     else:
-        pixels = np.asarray(image, dtype=np.float32)
+        pixels = np.asarray(image, dtype=np.uint8)
         if pre.color == "BGR":
             pixels = pixels[..., ::-1]
-    channels = pixels.shape[-1]
-    mean = np.asarray(pre.mean[:channels], np.float32)
-    std = np.asarray(pre.std[:channels], np.float32)
-    x = (pixels * pre.scale - mean) / std
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+    table = _levels(tuple(pre.mean[:pixels.shape[-1]]), tuple(pre.std[:pixels.shape[-1]]), pre.scale)
+    x = np.empty((1, pixels.shape[-1], *pixels.shape[:2]), np.float32)
+    for c in range(pixels.shape[-1]):
+        np.take(table[c], pixels[..., c], out=x[0, c])
+    return x
+
+
+@functools.lru_cache(maxsize=64)
+def _levels(mean: tuple, std: tuple, scale: float) -> np.ndarray:
+    """C×256 float32: `(level * scale - mean) / std` for every 8-bit level, as `to_tensor` computes it per pixel."""
+    levels = np.arange(256, dtype=np.float32)[:, None]
+    table = (levels * scale - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    table = np.ascontiguousarray(table.T, dtype=np.float32)
+    table.setflags(write=False)
+    return table
 
 
 def from_tensor(x: np.ndarray, record: ModelRecord) -> np.ndarray:

@@ -10,7 +10,8 @@ that long after its oldest request arrived, for more rows to join.
 
 The rows of a batch are concatenated along the first axis, run with one `session.run`, and split back;
 ONNX Runtime computes each image of a batch alone (convolutions loop over the batch), so every request
-gets the numbers it would get alone. An error in a batch run is raised in every request of it.
+gets the numbers it would get alone. Requests in one batch that pass the very same array (the API's input
+cache hands every request for one image and model the same read-only tensor) are computed once. An error in a batch run is raised in every request of it.
 No thread of its own: the batch runs on the thread of one of the requests waiting for it.
 """
 
@@ -107,13 +108,16 @@ class DynamicBatcher:
 
     def _run(self, batch: list[_Request], session, outputs: list[str], input_name: str) -> None:
         try:
-            x = batch[0].x if len(batch) == 1 else np.concatenate([r.x for r in batch])
+            distinct = list({id(r.x): r.x for r in batch}.values())  # the same array asked for twice: run it once
+            x = distinct[0] if len(distinct) == 1 else np.concatenate(distinct)
             results = session.run(outputs, {input_name: x})
-            start = 0
+            where, start = {}, 0
+            for array in distinct:
+                where[id(array)] = (start, start + len(array))
+                start += len(array)
             for request in batch:
-                end = start + len(request.x)
-                request.result = [out[start:end] for out in results] if len(batch) > 1 else results
-                start = end
+                begin, end = where[id(request.x)]
+                request.result = [out[begin:end] for out in results] if len(distinct) > 1 else results
         except BaseException as exc:  # every request of the batch learns of it
             for request in batch:
                 request.error = exc

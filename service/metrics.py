@@ -16,6 +16,8 @@ SESSION_BYTES = Gauge("convscope_onnxruntime_session_bytes", "estimated bytes he
 SESSION_BUDGET = Gauge("convscope_onnxruntime_session_budget_bytes", "the session cache's byte budget")
 SESSION_EVICTIONS = Gauge("convscope_onnxruntime_session_evictions", "sessions evicted by this process since it started")
 SESSION_BUILDS = Gauge("convscope_onnxruntime_session_builds", "sessions built by this process since it started")
+FORWARD_BATCHES = Gauge("convscope_forward_batches", "batched ONNX Runtime runs of the forward views since start, "
+                        "with the requests and images (rows) they held", ["figure"])
 BLOB_CACHE_BYTES = Gauge("convscope_blob_cache_bytes", "bytes of bucket blobs cached on this machine's disk")
 BLOB_FETCHES = Gauge("convscope_blob_fetches", "blobs fetched from the storage by this process")
 BLOB_CORRUPT = Gauge("convscope_blob_corrupt", "blob copies found not to match their digest by this process")

@@ -100,3 +100,20 @@ def test_a_request_larger_than_the_batch_runs_alone_and_rows_are_never_split():
     got, errors = together(lambda x: batcher.run("k", echo, ["y"], "x", x)[0], inputs)
     assert not errors and all(np.array_equal(g, x * 2) for g, x in zip(got, inputs))
     assert max(echo.sizes) == 6 and sum(echo.sizes) == 12 and all(s <= 4 for s in echo.sizes if s != 6)
+
+
+def test_requests_for_the_very_same_input_in_one_batch_are_computed_once():
+    class Echo:
+        def __init__(self):
+            self.sizes = []
+
+        def run(self, outputs, feeds):
+            self.sizes.append(len(feeds["x"]))
+            return [feeds["x"] + 1]
+
+    echo = Echo()
+    batcher = DynamicBatcher(max_rows=8, max_wait_s=0.3)
+    shared, other = np.zeros((1, 2), np.float32), np.ones((1, 2), np.float32)
+    got, errors = together(lambda x: batcher.run("k", echo, ["y"], "x", x)[0], [shared, other, shared, shared])
+    assert not errors and echo.sizes == [2]  # one batch, two distinct rows
+    assert [g[0, 0] for g in got] == [1, 2, 1, 1]

@@ -14,6 +14,7 @@ from service.metrics import (
     BLOB_CACHE_BYTES,
     BLOB_CORRUPT,
     BLOB_FETCHES,
+    FORWARD_BATCHES,
     ORT_SESSIONS,
     SESSION_BUDGET,
     SESSION_BUILDS,
@@ -58,6 +59,10 @@ def metrics(ctx: AppContext = Depends(context)) -> Response:
     SESSION_BUDGET.set(ctx.runtimes.sessions.budget_bytes)
     SESSION_EVICTIONS.set(sessions["evictions"])
     SESSION_BUILDS.set(sessions["builds"])
+    if ctx.runtimes.batcher is not None:
+        figures = ctx.runtimes.batcher.figures
+        for figure in ("batches", "requests", "rows"):
+            FORWARD_BATCHES.labels(figure).set(getattr(figures, figure))
     blobs = ctx.models.blobs
     if ctx.models.storage.remote:
         BLOB_CACHE_BYTES.set(blobs.held_bytes())

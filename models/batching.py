@@ -11,7 +11,8 @@ that long after its oldest request arrived, for more rows to join.
 The rows of a batch are concatenated along the first axis, run with one `session.run`, and split back;
 ONNX Runtime computes each image of a batch alone (convolutions loop over the batch), so every request
 gets the numbers it would get alone. Requests in one batch that pass the very same array (the API's input
-cache hands every request for one image and model the same read-only tensor) are computed once. An error in a batch run is raised in every request of it.
+cache hands every request for one image and model the same read-only tensor) are computed once.
+An error in a batch run is raised in every request of it.
 No thread of its own: the batch runs on the thread of one of the requests waiting for it.
 """
 

@@ -84,9 +84,13 @@ def to_8bit_rgb(image: Image.Image) -> Image.Image:
 
 def prepare(data: bytes, record: ModelRecord, *, max_bytes: int, max_pixels: int) -> ImageInput:
     """Image bytes → `ImageInput`: the decoded upload, the image the model sees, the exact model input."""
-    decoded = decode(data, max_bytes=max_bytes, max_pixels=max_pixels)
-    fitted = fit(decoded, record)
-    return ImageInput(np.asarray(decoded), np.asarray(fitted), to_tensor(fitted, record))
+    return prepare_pixels(np.asarray(decode(data, max_bytes=max_bytes, max_pixels=max_pixels)), record)
+
+
+def prepare_pixels(pixels: np.ndarray, record: ModelRecord) -> ImageInput:
+    """H×W×3 uint8 RGB pixels as `decode` made them → `ImageInput` (what `prepare` does after decoding)."""
+    fitted = fit(Image.fromarray(pixels), record)
+    return ImageInput(pixels, np.asarray(fitted), to_tensor(fitted, record))
 
 
 @dataclass(frozen=True)

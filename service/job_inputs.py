@@ -9,8 +9,11 @@ The worker's side of each source is `workers/inputs.py`.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 from core import images
 from core.kinds.registry import Source
@@ -19,11 +22,14 @@ from core.stores.datasets import DatasetStore
 from core.stores.images import ImageStore
 from service.bodies import resolve_image
 
+DECODED_MAX_BYTES = 4 * 1024 * 1024  # images up to this many bytes of RGB pixels (1.4 MP) are handed on decoded
+
 
 @dataclass(frozen=True)
 class Accepted:
     ref: str  # what the job spec keeps, and what makes two jobs' inputs the same
     blob: bytes | None = None  # kept in the job store under `ref` until the worker reads it
+    decoded: bytes | None = None  # the image as decoded here (npy, H×W×3 uint8): the worker need not decode it again
 
 
 @dataclass(frozen=True)
@@ -41,8 +47,13 @@ class Submission:
 def accept_image(sub: Submission) -> Accepted:
     """An image given once (multipart part, stored id or inline base64), decoded now under the usual limits."""
     data = resolve_image(sub.value, sub.part, sub.images, sub.name)
-    images.decode(data, max_bytes=sub.settings.max_image_bytes, max_pixels=sub.settings.max_image_pixels)
-    return Accepted(hashlib.sha256(data).hexdigest(), data)
+    decoded = images.decode(data, max_bytes=sub.settings.max_image_bytes, max_pixels=sub.settings.max_image_pixels)
+    pixels = None
+    if decoded.width * decoded.height * 3 <= DECODED_MAX_BYTES:
+        out = io.BytesIO()
+        np.save(out, np.asarray(decoded), allow_pickle=False)
+        pixels = out.getvalue()
+    return Accepted(hashlib.sha256(data).hexdigest(), data, pixels)
 
 
 def accept_dataset(sub: Submission) -> Accepted:

@@ -111,7 +111,7 @@ class JobService:
                                  retry_after=self.settings.queue_retry_after_s)
             for given in accepted.values():
                 if given.blob is not None:
-                    self.store.put_input(given.ref, given.blob)
+                    self.store.put_input(given.ref, given.blob, given.decoded)
             self.store.create(job_id, spec, listed_max=self.settings.jobs_listed_max)
             queueing.enqueue(self.queue, job_id, 1, time_limit_s=time_limit(kind.name, self.settings.job_time_limit_scale),
                              ttl_s=self.settings.artifact_ttl_s)

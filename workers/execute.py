@@ -159,10 +159,11 @@ def run_job(job_id: str, attempt: int) -> str:
     fields = {"job": job_id, "kind": kind.name, "attempt": attempt}
     log.info("job started", extra={"fields": {**fields, "total": total}})
     progress = Progress(ctx.store, job_id, deadline=started + limit, total=total)
+    stages = Stages()
     try:
         if refusal is not None:
             raise refusal
-        result, artifacts = compute(ctx, spec, kind, plan, progress)
+        result, artifacts = compute(ctx, spec, kind, plan, progress, stages)
     except JobCanceled:
         return _end(ctx, job_id, attempt, JobStatus.CANCELED, fields)
     except (JobTimedOut, JobTimeoutException):
@@ -180,16 +181,19 @@ def run_job(job_id: str, attempt: int) -> str:
         return _end(ctx, job_id, attempt, JobStatus.FAILED, fields, error={
             "code": "internal", "message": f"the {kind.name} method failed ({exc.__class__.__name__}); "
                                            "the worker's log has the details"})
-    ctx.store.put_artifacts(job_id, artifacts)
-    status = _end(ctx, job_id, attempt, JobStatus.FINISHED, fields, result=result,
-                  progress={"step": total, "total": total})
-    if status == JobStatus.FINISHED:
-        ctx.store.remember(spec["digest"], job_id)
+    status = _end(ctx, job_id, attempt, JobStatus.FINISHED, {**fields, **stages.ms()}, result=result,
+                  progress={"step": total, "total": total}, artifacts=artifacts, remember=spec["digest"])
     return status
 
 
-def _end(ctx: WorkerContext, job_id: str, attempt: int, status: JobStatus, fields: dict, **values) -> str:
-    changed, before = ctx.store.transition(job_id, (JobStatus.STARTED,), status, expect_attempt=attempt, **values)
+def _end(ctx: WorkerContext, job_id: str, attempt: int, status: JobStatus, fields: dict, *,
+         artifacts: dict[str, bytes] | None = None, remember: str | None = None, **values) -> str:
+    """End the job: artifacts stored, status changed and (finished) the spec remembered for the cache, in one round
+    trip (`JobStore.finish`) where there are artifacts, else one transition."""
+    if artifacts is not None:
+        changed, before = ctx.store.finish(job_id, attempt, status, artifacts, remember, **values)
+    else:
+        changed, before = ctx.store.transition(job_id, (JobStatus.STARTED,), status, expect_attempt=attempt, **values)
     if not changed:  # cancelled and ended elsewhere, or declared lost: that ending stands
         log.warning("job had already ended", extra={"fields": {**fields, "status": before}})
         return f"ended elsewhere ({before})"
@@ -197,8 +201,26 @@ def _end(ctx: WorkerContext, job_id: str, attempt: int, status: JobStatus, field
     return status
 
 
-def compute(ctx: WorkerContext, spec: dict, kind: Kind, plan: Plan, progress: Progress) -> tuple[dict, dict]:
+class Stages:
+    """Wall time of each stage of a job (s), logged with its end: where a job's time goes besides the method."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+        self._last = now
+
+    def ms(self) -> dict[str, float]:
+        return {f"{name}_ms": round(s * 1000, 1) for name, s in self.seconds.items()}
+
+
+def compute(ctx: WorkerContext, spec: dict, kind: Kind, plan: Plan, progress: Progress,
+            stages: Stages | None = None) -> tuple[dict, dict]:
     """Inputs → method → (result, artifacts); raises the errors `run_job` turns into endings."""
+    stages = stages or Stages()
     record, params = plan.record, plan.params
     loaded = {read.name: LOADERS[read.source](ctx, Loading(read.name, spec["inputs"][read.name], record,
                                                              spec.get("owner"), progress, plan.datasets.get(read.name)))
@@ -222,14 +244,18 @@ def compute(ctx: WorkerContext, spec: dict, kind: Kind, plan: Plan, progress: Pr
                     units=RedisUnitCache(ctx.store.client, unit_key(s.redis_prefix, record.onnx_sha256, kind.name,
                                                                     spec["params"]), s.artifact_ttl_s),
                     icon_batch=s.atlas_batch)
+    stages.mark("inputs")
     out = method_of(kind)(task)
+    stages.mark("method")
     if not isinstance(out, kind.returns):
         raise TypeError(f"{kind.method} returned {type(out).__name__}, not {kind.returns.__name__}")
     if isinstance(out, Attribution):
         out = deletion_insertion.score(out, image.x, params, record, classify, batch=s.occlusion_batch,
                                        progress=progress_part(progress, plan.method_total,
                                                               plan.total - plan.method_total, plan.total))
+        stages.mark("scores")
     artifacts = artifacts_of(out, image)
+    stages.mark("encode")
     return {"artifacts": list(artifacts), "metrics": out.metrics}, artifacts
 
 

@@ -10,6 +10,8 @@ Keys (all under the settings' prefix `P`):
     P jobs:ended            stream: {kind, status, seconds} of every ended job (metrics)
     P jobcache:<digest>     id of a finished job with that spec (same model, image bytes, params)
     P jobinput:<sha256>     an input image file, by content
+    P jobinput:<sha256>.rgb the same image as the API decoded it (npy, H×W×3 uint8), for a small image, kept
+                            briefly (`DECODED_TTL_S`): the worker then skips decoding it again
     P worker:<name>         heartbeat: the id of the job the worker runs ("-" when idle), short TTL
     P workers               set: names of workers that published their cache figures
     P workerstats:<name>    JSON of a worker's cache figures (networks, sessions, blobs), heartbeat TTL
@@ -37,6 +39,7 @@ from core.jobs.status import ENDED, JobStatus
 
 ENDED_LIST = ",".join(sorted(ENDED))
 EVENTS_MAXLEN = 2000
+DECODED_TTL_S = 600  # decoded pixels are a shortcut for a job about to run, not a second copy kept for a day
 
 # KEYS: job hash, events stream, started zset, ended stream, artifacts hash, queued zset
 # ARGV: allowed statuses (comma list), attempt ('' = any), new status, ttl s, now, job id,
@@ -177,13 +180,32 @@ class JobStore:
 
         Returns (changed, status before). Field values are strings or JSON-able objects.
         """
+        changed, before = self._transition(**self._transition_call(job_id, allowed, new, expect_attempt, fields))
+        return bool(changed), (_text(before) or None)
+
+    def _transition_call(self, job_id: str, allowed: tuple[JobStatus, ...], new: JobStatus, expect_attempt: int | None,
+                         fields: dict) -> dict:
         args = [",".join(allowed), "" if expect_attempt is None else str(expect_attempt), new, self.ttl_s,
                 repr(time.time()), job_id, JobStatus.STARTED, ENDED_LIST]
         for name, value in fields.items():
             args += [name, value if isinstance(value, str) else json.dumps(value)]
         keys = [self.keys.job(job_id), self.keys.events(job_id), self.keys.started, self.keys.ended,
                 self.keys.artifacts(job_id), self.keys.queued]
-        changed, before = self._transition(keys=keys, args=args)
+        return {"keys": keys, "args": args}
+
+    def finish(self, job_id: str, attempt: int, new: JobStatus, artifacts: dict[str, bytes], remember: str | None,
+               **fields) -> tuple[bool, str | None]:
+        """A started job's ending with its artifacts, in one round trip: the artifacts stored, then the transition
+        (started → `new`), so that a client woken by the `end` event finds them. With `remember` (the spec's digest)
+        a finished job is also remembered for the result cache (a second trip, after the `end` event)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            if artifacts:
+                pipe.hset(self.keys.artifacts(job_id), mapping=artifacts)
+                pipe.expire(self.keys.artifacts(job_id), self.ttl_s)
+            self._transition(**self._transition_call(job_id, (JobStatus.STARTED,), new, attempt, fields), client=pipe)
+            changed, before = pipe.execute()[-1]
+        if changed and remember and new == JobStatus.FINISHED:
+            self.remember(remember, job_id)
         return bool(changed), (_text(before) or None)
 
     # Progress, events, cancellation.
@@ -225,11 +247,20 @@ class JobStore:
         return bool(self.client.copy(self.keys.artifacts(source_id), self.keys.artifacts(job_id), replace=True))
 
     # Inputs and the result cache.
-    def put_input(self, sha256: str, data: bytes) -> None:
-        self.client.set(self.keys.input(sha256), data, ex=self.ttl_s)
+    def put_input(self, sha256: str, data: bytes, decoded: bytes | None = None) -> None:
+        """Keep an input file (and, given, its decoded pixels as npy bytes, for `DECODED_TTL_S`), in one round trip."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.input(sha256), data, ex=self.ttl_s)
+            if decoded is not None:
+                pipe.set(self.keys.input(sha256) + ".rgb", decoded, ex=min(self.ttl_s, DECODED_TTL_S))
+            pipe.execute()
 
     def get_input(self, sha256: str) -> bytes | None:
         return self.client.get(self.keys.input(sha256))
+
+    def get_decoded(self, sha256: str) -> bytes | None:
+        """The pixels the API decoded from input `sha256` (npy bytes), while they are kept; else None."""
+        return self.client.get(self.keys.input(sha256) + ".rgb")
 
     def cached(self, digest: str) -> str | None:
         value = self.client.get(self.keys.cache(digest))

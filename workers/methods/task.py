@@ -6,6 +6,7 @@ returns are the types of `core.methods`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,11 +36,18 @@ class TensorImage:
     """
 
     x: torch.Tensor
-    rgb: torch.Tensor
+    _rgb: torch.Tensor | Callable[[], torch.Tensor]  # or what makes it, on first use (only deepdream reads it)
+
+    @property
+    def rgb(self) -> torch.Tensor:
+        if callable(self._rgb):
+            object.__setattr__(self, "_rgb", self._rgb())
+        return self._rgb
 
     @classmethod
     def of(cls, image: ImageInput, device: torch.device | str) -> TensorImage:
-        rgb = torch.from_numpy(np.ascontiguousarray(image.pixels)).to(device).permute(2, 0, 1)[None].float() / 255
+        def rgb() -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(image.pixels)).to(device).permute(2, 0, 1)[None].float() / 255
         return cls(torch.from_numpy(image.x).to(device), rgb)
 
 

@@ -31,6 +31,8 @@ import numpy as np
 class _Request:
     x: np.ndarray
     arrived: float
+    wake: threading.Event = field(default_factory=threading.Event)  # set when done, or when it is to run the batch
+    leads: bool = False
     done: bool = False
     result: list | None = None
     error: BaseException | None = None
@@ -39,7 +41,8 @@ class _Request:
 @dataclass
 class _Queue:
     waiting: deque = field(default_factory=deque)
-    running: bool = False
+    running: bool = False  # a request leads (holds, takes or runs) a batch
+    holding: bool = False  # the leader waits for more rows (`max_wait_s`)
 
 
 @dataclass
@@ -52,7 +55,10 @@ class BatchFigures:
 
 
 class DynamicBatcher:
-    """Runs `session.run(outputs, {input: x})` for many threads, batching calls that share a key."""
+    """Runs `session.run(outputs, {input: x})` for many threads, batching calls that share a key.
+
+    The oldest waiting request leads: it takes the batch (itself first), runs it, wakes the requests it
+    answered and hands the lead to the next oldest, if any; no other thread is woken."""
 
     def __init__(self, max_rows: int, max_wait_s: float = 0.0):
         self.max_rows = max_rows
@@ -69,26 +75,33 @@ class DynamicBatcher:
         with self._cond:
             queue = self._queues.setdefault(key, _Queue())
             queue.waiting.append(mine)
-            self._cond.notify_all()  # a batch held open by `max_wait_s` may take it
-            while True:
-                while not mine.done and (queue.running or not queue.waiting):
-                    self._cond.wait()
-                if mine.done:
-                    break
-                queue.running = True
+            if not queue.running:
+                queue.running = mine.leads = True
+            elif queue.holding:
+                self._cond.notify_all()  # the leader holding its batch open may take this one
+        if not mine.leads:
+            mine.wake.wait()
+        if not mine.done:  # it leads: the oldest waiting, so its batch holds it
+            with self._cond:
                 batch = self._take(queue)
-                self._cond.release()
-                try:
-                    self._run(batch, session, outputs, input_name)
-                finally:
-                    self._cond.acquire()
-                    queue.running = False
+            try:
+                self._run(batch, session, outputs, input_name)
+            finally:
+                with self._cond:
                     self.figures.batches += 1
                     self.figures.rows += sum(len(r.x) for r in batch)
                     self.figures.requests += len(batch)
-                    if not queue.waiting and self._queues.get(key) is queue:
-                        del self._queues[key]
-                    self._cond.notify_all()
+                    heir = queue.waiting[0] if queue.waiting else None
+                    if heir is not None:
+                        heir.leads = True
+                    else:
+                        queue.running = False
+                        if self._queues.get(key) is queue:
+                            del self._queues[key]
+                for request in batch:
+                    request.wake.set()
+                if heir is not None:
+                    heir.wake.set()
         if mine.error is not None:
             raise mine.error
         return mine.result
@@ -98,8 +111,10 @@ class DynamicBatcher:
         open for up to `max_wait_s` after the oldest arrived while it is not full."""
         if self.max_wait_s > 0:
             until = queue.waiting[0].arrived + self.max_wait_s
+            queue.holding = True
             while sum(len(r.x) for r in queue.waiting) < self.max_rows and (left := until - time.monotonic()) > 0:
                 self._cond.wait(left)
+            queue.holding = False
         batch, rows = [], 0
         while queue.waiting and (not batch or rows + len(queue.waiting[0].x) <= self.max_rows):
             request = queue.waiting.popleft()

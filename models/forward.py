@@ -6,8 +6,8 @@ A model's sessions are built on first use and kept in the process's byte-bounded
     plain           the class scores only (ONNX Runtime can fuse every op): predictions, occlusion batches
     upto:<layer>    a layer's activations: the sub-graph that computes the layer and nothing after it
                     (`models.truncate`), so an early layer costs a fraction of a whole forward; the layers
-                    before it are outputs too, so ONNX Runtime fuses exactly what it fuses in the probe and
-                    the numbers are the probe's, bit for bit. Evicted before plain sessions.
+                    before it that a fusing op reads (a residual Add) stay outputs, so the numbers are the
+                    probe's, bit for bit. Evicted before plain sessions.
     probe           every layer as an output: the fallback for a layer whose sub-graph cannot be cut out
 
 In the API, runs go through a `models.batching.DynamicBatcher` (one per `Runtimes`): predictions, occlusion
@@ -122,7 +122,7 @@ class ModelRuntime:
             fd, tmp = tempfile.mkstemp(suffix=".onnx", prefix="convscope-upto-")
             os.close(fd)
             try:
-                truncate(self.file(), name, Path(tmp), also=layers[:position])
+                truncate(self.file(), name, Path(tmp), probe_outputs=layers[:position])
                 return self._build(path=Path(tmp))
             finally:
                 os.unlink(tmp)

@@ -117,3 +117,25 @@ def test_requests_for_the_very_same_input_in_one_batch_are_computed_once():
     got, errors = together(lambda x: batcher.run("k", echo, ["y"], "x", x)[0], [shared, other, shared, shared])
     assert not errors and echo.sizes == [2]  # one batch, two distinct rows
     assert [g[0, 0] for g in got] == [1, 2, 1, 1]
+
+
+@pytest.mark.parametrize("wait_s", [0.0, 0.001])
+def test_many_threads_many_calls_each_get_their_own_rows(wait_s):
+    class Double:
+        def run(self, outputs, feeds):
+            return [feeds["x"] * 2, feeds["x"].sum(axis=1)]
+
+    batcher = DynamicBatcher(max_rows=5, max_wait_s=wait_s)
+    session = Double()
+
+    def calls(seed):
+        rng = np.random.default_rng(int(seed[0, 0]))
+        for _ in range(40):
+            x = rng.random((int(rng.integers(1, 4)), 3)).astype(np.float32)
+            doubled, summed = batcher.run("k", session, ["a", "b"], "x", x)
+            assert np.array_equal(doubled, x * 2) and np.array_equal(summed, x.sum(axis=1))
+        return True
+
+    got, errors = together(calls, [np.full((1, 1), i, np.float32) for i in range(16)])
+    assert not errors and all(got)
+    assert batcher.figures.requests == 16 * 40 and batcher.figures.batches <= 16 * 40

@@ -1,14 +1,25 @@
-"""Forward-view latency of the built-in model at 224×224 against a bare ONNX Runtime forward.
+"""Forward views of the built-in model at 224×224 against a bare ONNX Runtime forward, alone and under load.
 
-Starts the API (uvicorn, real Redis) in a subprocess, uploads one photo, then times requests.
-Usage: python bench/forward.py [--repeat 30]
+Starts the API (uvicorn, real Redis, private key prefix) in a subprocess, uploads photos, then prints in one run:
+- the bare forward (batch 1, the API's thread count) and the batched per-image floor;
+- predict over HTTP (an image seen before; a new one: decode, resize, normalise);
+- activations PNG and JSON of an early, a middle and the last layer (truncated sessions);
+- occlusion patch 32 stride 8 and its ratio to passes × the batched per-image floor;
+- a bounded load test on loopback from a second process: 32 clients for 30 s (70 % predict, 20 % activations
+  JSON of the middle layer, 10 % predict on a new image; a 503/429 is waited out for its Retry-After):
+  requests/s, p50/p99 per kind, 503 count, next to one client running the same mix for the same time.
+
+Usage: python bench/forward.py [--repeat 30] [--clients 32] [--seconds 30]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
+import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -28,6 +39,8 @@ from core.stores.models import ModelStore  # noqa: E402
 from models import forward  # noqa: E402
 from models.builtin import BUILTIN_ID  # noqa: E402
 
+MIX = (("predict", 0.7), ("activations", 0.2), ("predict_new", 0.1))
+
 
 def median_ms(fn, repeat: int) -> float:
     fn()
@@ -45,14 +58,98 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def variants(photo, count: int, seed: int) -> list[bytes]:
+    """PNG files of the photo, one pixel changed in each: new bytes, so they miss the input cache."""
+    from PIL import Image
+
+    out = []
+    for i in range(count):
+        pixels = np.asarray(photo).copy()
+        pixels[0, 0] = [i % 256, (i // 256) % 256, seed]
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="PNG", compress_level=1)
+        out.append(buf.getvalue())
+    return out
+
+
+async def load(base: str, clients: int, seconds: float, plan: dict) -> dict:
+    """`clients` concurrent clients running the mix for `seconds`; latencies of 200s per kind, 503/429 counts."""
+    fresh = iter(plan["fresh"])
+    latencies: dict[str, list[float]] = {kind: [] for kind, _ in MIX}
+    shed = {"503": 0, "429": 0, "other": 0, "no_retry_after": 0}
+    end = time.perf_counter() + seconds
+    rng = random.Random(0)
+
+    def body(kind: str) -> dict:
+        if kind == "predict":
+            return {"image": {"id": plan["seen"]}}
+        if kind == "predict_new":
+            return {"image": {"id": next(fresh)}}
+        return {"image": {"id": plan["seen"]}, "layer": plan["layer"], "format": "json"}
+
+    async def client_loop(client: httpx.AsyncClient):
+        while time.perf_counter() < end:
+            kind = rng.choices([k for k, _ in MIX], [w for _, w in MIX])[0]
+            path = f"/v1/models/{BUILTIN_ID}/{'activations' if kind == 'activations' else 'predict'}"
+            start = time.perf_counter()
+            response = await client.post(path, json=body(kind))
+            if response.status_code == 200:
+                latencies[kind].append(time.perf_counter() - start)
+            elif response.status_code in (503, 429):
+                shed[str(response.status_code)] += 1
+                wait = response.headers.get("retry-after")
+                if wait is None:
+                    shed["no_retry_after"] += 1
+                await asyncio.sleep(float(wait or 1))
+            else:
+                shed["other"] += 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
+        took = time.perf_counter() - started
+    done = sum(len(v) for v in latencies.values())
+    return {"clients": clients, "seconds": took, "ok": done, "rps": done / took, **shed,
+            "kinds": {kind: {"n": len(v), "p50": _pct(v, 50), "p99": _pct(v, 99)} for kind, v in latencies.items()}}
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q) * 1000) if values else float("nan")
+
+
+def run_load(base: str, clients: int, seconds: float, plan: dict) -> dict:
+    """The load from a second process (the clients' CPU is not the server's Python)."""
+    out = subprocess.run([sys.executable, __file__, "--load-client", json.dumps(
+        {"base": base, "clients": clients, "seconds": seconds, "plan": plan})], capture_output=True, text=True,
+        cwd=ROOT, timeout=seconds + 120)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def metric(client: httpx.Client, name: str, label: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(f'{name}{{figure="{label}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--load-client", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.load_client:
+        spec = json.loads(args.load_client)
+        print(json.dumps(asyncio.run(load(spec["base"], spec["clients"], spec["seconds"], spec["plan"]))))
+        return
     settings = Settings()
     store = ModelStore(settings.data_dir)
     record = store.get(BUILTIN_ID)
-    rt = forward.Runtimes(store, settings).get(record)
+    rt = forward.Runtimes(store, settings).get(record)  # the API's thread count, no batcher: the bare floor
 
     import skimage.data
     from PIL import Image
@@ -63,65 +160,83 @@ def main() -> None:
     batch = settings.occlusion_batch
     xb = np.repeat(x, batch, axis=0)
     per_image_batched = median_ms(lambda: rt.logits(xb), max(3, args.repeat // 5)) / batch
+    names = [layer.name for layer in record.layers]
+    layers = {"early": names[len(names) // 6], "middle": names[len(names) // 2], "last": names[-1]}
+    rt_threads = getattr(forward, "ort_threads", lambda n: n or os.cpu_count())(settings.ort_intra_threads)
 
     port = free_port()
     env = {**os.environ, "CONVSCOPE_PORT": str(port), "CONVSCOPE_LOG_LEVEL": "WARNING",
-           "CONVSCOPE_REDIS_PREFIX": "bench-forward:"}
+           "CONVSCOPE_REDIS_PREFIX": f"bench-forward-{port}:"}
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
-                               "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env)
+                               "--port", str(port), "--log-level", "warning", "--no-access-log"], cwd=ROOT, env=env)
+    rows = []
     try:
         base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, timeout=60) as client:
-            for _ in range(100):
+        with httpx.Client(base_url=base, timeout=120) as client:
+            for _ in range(300):
                 try:
                     if client.get("/readyz").status_code == 200:
                         break
                 except httpx.TransportError:
                     pass
                 time.sleep(0.1)
+
+            def upload(data: bytes) -> str:
+                return client.post("/v1/images", files={"file": ("v.png", data, "image/png")}).json()["id"]
+
             buf = io.BytesIO()
             photo.save(buf, format="PNG")
-            image_id = client.post("/v1/images", files={"file": ("cat.png", buf.getvalue(), "image/png")}).json()["id"]
+            image_id = upload(buf.getvalue())
             url = f"/v1/models/{BUILTIN_ID}"
-            # Distinct images (one pixel changed) for cold requests that miss the input cache.
-            fresh = []
-            for i in range(args.repeat + 1):
-                variant = np.asarray(photo).copy()
-                variant[0, 0] = [i % 256, i // 256, 7]
-                out = io.BytesIO()
-                Image.fromarray(variant).save(out, format="PNG")
-                fresh.append(client.post("/v1/images", files={"file": ("v.png", out.getvalue(), "image/png")}).json()["id"])
-            cold_ids = iter(fresh)
+            cold_ids = iter([upload(v) for v in variants(photo, args.repeat + 1, 1)])
 
             def call(view, body):
                 response = client.post(f"{url}/{view}", json={"image": {"id": image_id}, **body})
                 assert response.status_code == 200, response.text
                 return response
 
-            predict = median_ms(lambda: call("predict", {}), args.repeat)
-            predict_cold = median_ms(lambda: client.post(f"{url}/predict", json={"image": {"id": next(cold_ids)}}),
-                                     args.repeat)
-            act = median_ms(lambda: call("activations", {"layer": "_blocks.5._relu1"}), args.repeat)
-            act_json = median_ms(lambda: call("activations", {"layer": "_blocks.5._relu1", "format": "json"}), args.repeat)
-            occ_spec = {"patch": 32, "stride": 16, "format": "json"}
-            occ = median_ms(lambda: call("occlusion", occ_spec), 3)
-            positions = len(forward.occlusion_positions(224, 32, 16)) ** 2
-            passes = positions + 1
+            rows.append(("predict over HTTP (image seen before)", median_ms(lambda: call("predict", {}), args.repeat)))
+            rows.append(("predict over HTTP (new image)", median_ms(
+                lambda: client.post(f"{url}/predict", json={"image": {"id": next(cold_ids)}}), args.repeat)))
+            for where, layer in layers.items():
+                for fmt in ("png", "json"):
+                    rows.append((f"activations {fmt.upper()} {where} ({layer})", median_ms(
+                        lambda layer=layer, fmt=fmt: call("activations", {"layer": layer, "format": fmt}), args.repeat)))
+            occ = median_ms(lambda: call("occlusion", {"patch": 32, "stride": 8, "format": "json"}), 2)
+            passes = len(forward.occlusion_positions(224, 32, 8)) ** 2 + 1
+
+            # The load test: one client (sequential), then `clients` at once, the same mix and duration.
+            needed = int(args.seconds * 400 * 0.1) + 50  # new images for the 10 % that need one
+            fresh = [upload(v) for v in variants(photo, needed, 2)]
+            plan = {"seen": image_id, "layer": layers["middle"], "fresh": fresh[:needed // 4]}
+            sequential = run_load(base, 1, args.seconds, plan)
+            before = {f: metric(client, "convscope_forward_batches", f) for f in ("batches", "requests")}
+            loaded = run_load(base, args.clients, args.seconds, {**plan, "fresh": fresh[needed // 4:]})
+            after = {f: metric(client, "convscope_forward_batches", f) for f in ("batches", "requests")}
     finally:
         server.terminate()
         server.wait()
 
-    print(f"built-in model {BUILTIN_ID}, 224×224, ONNX Runtime {rt.plain.get_providers()[0]}, "
-          f"intra threads {settings.ort_intra_threads}, median of {args.repeat}")
-    print(f"{'what':46} {'ms':>9} {'× bare':>8}")
-    for name, ms in [("bare ORT forward (batch 1)", bare), ("predict over HTTP (image seen before)", predict),
-                     ("predict over HTTP (new image: decode+resize)", predict_cold),
-                     ("activations PNG over HTTP (_blocks.5._relu1)", act),
-                     ("activations JSON over HTTP", act_json)]:
-        print(f"{name:46} {ms:9.1f} {ms / bare:8.2f}")
-    print(f"occlusion patch 32 stride 16: {occ:.0f} ms, {passes} forward passes, batched per-image forward "
-          f"{per_image_batched:.1f} ms (batch {batch}); time / (passes × per-image) = "
-          f"{occ / (passes * per_image_batched):.2f}")
+    print(f"built-in model {BUILTIN_ID}, 224×224, ONNX Runtime CPU, intra threads {rt_threads} "
+          f"({os.cpu_count()} cores here), forward_batch_max {settings.forward_batch_max}, "
+          f"forward_batch_wait_ms {settings.forward_batch_wait_ms}, median of {args.repeat}")
+    print(f"{'what':58} {'ms':>8} {'× bare':>7}")
+    print(f"{'bare ORT forward (batch 1)':58} {bare:8.1f} {1:7.2f}")
+    print(f"{f'batched ORT forward per image (batch {batch})':58} {per_image_batched:8.1f} "
+          f"{per_image_batched / bare:7.2f}")
+    for name, ms in rows:
+        print(f"{name:58} {ms:8.1f} {ms / bare:7.2f}")
+    print(f"occlusion patch 32 stride 8: {occ:.0f} ms, {passes} forward passes; time / (passes × batched per-image "
+          f"{per_image_batched:.1f} ms) = {occ / (passes * per_image_batched):.2f}")
+    print(f"\nload on loopback, mix {', '.join(f'{k} {w:.0%}' for k, w in MIX)}, {args.seconds:.0f} s each")
+    print(f"{'clients':>8} {'req/s':>7} {'ok':>6} {'503':>5} {'429':>5} {'other':>6}  p50/p99 ms per kind")
+    for result in (sequential, loaded):
+        kinds = "  ".join(f"{k} {v['p50']:.0f}/{v['p99']:.0f}" for k, v in result["kinds"].items())
+        print(f"{result['clients']:>8} {result['rps']:7.1f} {result['ok']:>6} {result['503']:>5} {result['429']:>5} "
+              f"{result['other']:>6}  {kinds}")
+    print(f"{args.clients} clients / 1 client: {loaded['rps'] / sequential['rps']:.2f}× the requests/s; "
+          f"5xx/429 without Retry-After: {loaded['no_retry_after']}; batches under load: "
+          f"{after['batches'] - before['batches']:.0f} for {after['requests'] - before['requests']:.0f} requests")
 
 
 if __name__ == "__main__":

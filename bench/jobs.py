@@ -9,8 +9,10 @@ Starts its own API (`python -m service.cli serve` on a spare port) and one worke
 - torch: the worker's method function called directly in this process (same thread count),
 - captum: captum's implementation of the same computation (the same class target; IG with its
   convergence delta, which is our `completeness_gap`),
-and the queue overhead of a job: its end-to-end time minus the worker's time on it
-(`ended_at − started_at`: image decode, method, PNG/npy encoding, storing).
+and what a job costs besides its method: end to end minus the method's own compute (the torch column),
+and end to end minus the worker's time on it (`ended_at − started_at`: image decode, method, PNG/npy
+encoding, storing). Attribution jobs score their map by deletion/insertion unless `"evaluate": false`:
+the table is printed with evaluate off (the overhead figure) and on (the default), in the same run.
 Every repetition uses a different image, so no job is answered from the cache.
 """
 
@@ -50,6 +52,9 @@ METHODS = {  # kind: params of the job (and of the direct and captum calls)
     "smoothgrad": {"samples": 16},
     "integrated_gradients": {"steps": 32},
 }
+
+
+SINGLE_PASS = ("saliency", "guided_backprop", "deconvnet", "gradcam")  # one forward and one backward
 
 
 def free_port() -> int:
@@ -115,7 +120,7 @@ def direct_call(kind: str, network, x: torch.Tensor, target: int, batch: int):
 def start_service(env: dict, port: int, logs: Path) -> list[subprocess.Popen]:
     api = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env={**env, "CONVSCOPE_PORT": str(port)},
                            stdout=open(logs / "api.log", "wb"), stderr=subprocess.STDOUT)
-    worker = subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=env,
+    worker = subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env={**env, "CONVSCOPE_LOG_LEVEL": "INFO"},
                               stdout=open(logs / "worker.log", "wb"), stderr=subprocess.STDOUT)
     for _ in range(300):
         try:
@@ -126,24 +131,51 @@ def start_service(env: dict, port: int, logs: Path) -> list[subprocess.Popen]:
     return [api, worker]
 
 
-def job_once(client: httpx.Client, kind: str, image: bytes) -> tuple[float, float]:
-    """(end-to-end seconds, worker seconds) of one job."""
-    start = time.perf_counter()
+def job_once(client: httpx.Client, kind: str, image: bytes, evaluate: bool, target: int,
+             parts: dict | None = None) -> tuple[float, float]:
+    """(end-to-end seconds, worker seconds) of one job; `parts` collects where the rest went (s): submit (POST sent →
+    record created), pickup (created → claimed by the worker), wake (ended → the answer to ?wait= received),
+    download (the artifacts fetched)."""
+    params = {**METHODS[kind], "evaluate": evaluate, "target": target}
+    wall_start, start = time.time(), time.perf_counter()
     response = client.post("/v1/jobs?wait=60", files={"image": ("x.png", image, "image/png")},
-                           data={"spec": json.dumps({"kind": kind, "model": MODEL, "params": METHODS[kind]})})
+                           data={"spec": json.dumps({"kind": kind, "model": MODEL, "params": params})})
+    answered = time.time()
     job = response.json()
     assert job.get("status") == "finished" and not job["cached"], job
     for artifact in job["result"]["artifacts"]:
         assert client.get(artifact["url"]).status_code == 200
     wall = time.perf_counter() - start
-    worker = (datetime.fromisoformat(job["ended_at"]) - datetime.fromisoformat(job["started_at"])).total_seconds()
-    return wall, worker
+    created, started, ended = (datetime.fromisoformat(job[k]).timestamp() for k in ("created_at", "started_at",
+                                                                                      "ended_at"))
+    if parts is not None:
+        for name, seconds in (("submit", created - wall_start), ("pickup", started - created),
+                              ("wake", answered - ended), ("download", wall_start + wall - answered)):
+            parts.setdefault(name, []).append(seconds)
+    return wall, ended - started
+
+
+def worker_stages(log: Path) -> dict[str, dict[str, float]]:
+    """Median stage times of the jobs without scores, per kind, from the worker's `job ended` log lines."""
+    found: dict[str, dict[str, list[float]]] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("msg") == "job ended" and entry.get("scores_ms", 0) == 0 and "method_ms" in entry:
+            for key, value in entry.items():
+                if key.endswith("_ms") and key != "scores_ms":
+                    found.setdefault(entry["kind"], {}).setdefault(key, []).append(value)
+    return {kind: {k: statistics.median(v) for k, v in figures.items()} for kind, figures in found.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--kinds", default=",".join(METHODS), help="comma list of kinds (default: all)")
     args = parser.parse_args()
+    kinds = [k for k in args.kinds.split(",") if k in METHODS]
     settings = get_settings()
     torch.set_num_threads(settings.worker_torch_threads)
     token = uuid.uuid4().hex[:8]
@@ -165,25 +197,39 @@ def main() -> None:
         target = int(network.module(x).argmax())
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
         counter = iter(range(1, 10**6))
-        rows = []
-        for kind in METHODS:
-            samples = [job_once(client, kind, photo(next(counter))) for _ in range(args.repeats + 1)][1:]
-            e2e = statistics.median(s[0] for s in samples) * 1000
-            overhead = statistics.median((s[0] - s[1]) for s in samples) * 1000
+        rows, parts = [], {}
+        for kind in kinds:
             direct, reference = timed_pair(direct_call(kind, network, x, target, settings.attribution_batch),
                                            captum_call(kind, network.module, x, target, settings.attribution_batch),
                                            args.repeats)
-            rows.append((kind, e2e, direct, reference, overhead))
+            row = {"kind": kind, "torch": direct, "captum": reference}
+            for evaluate in (False, True):
+                job_once(client, kind, photo(next(counter)), evaluate, target)  # warm-up
+                samples = [job_once(client, kind, photo(next(counter)), evaluate, target, parts if not evaluate else None)
+                           for _ in range(args.repeats)]
+                row[evaluate] = (statistics.median(s[0] for s in samples) * 1000,
+                                 statistics.median(s[0] - s[1] for s in samples) * 1000)
+            rows.append(row)
         print(f"built-in {MODEL} at 224×224, CPU, torch threads {settings.worker_torch_threads}, "
               f"batch {settings.attribution_batch}, median of {args.repeats}\n")
-        print(f"{'method':<22}{'job e2e ms':>11}{'torch ms':>10}{'captum ms':>11}{'job/captum':>12}"
-              f"{'torch/captum':>14}{'overhead ms':>13}")
-        for kind, e2e, direct, reference, overhead in rows:
-            print(f"{kind:<22}{e2e:>11.1f}{direct:>10.1f}{reference:>11.1f}{e2e / reference:>12.2f}"
-                  f"{direct / reference:>14.2f}{overhead:>13.1f}")
-        overheads = [row[4] for row in rows]
-        print(f"\nqueue overhead per job (end to end − worker time): median {statistics.median(overheads):.1f} ms, "
-              f"max {max(overheads):.1f} ms (target < 50 ms)")
+        print(f"{'method':<22}{'torch ms':>9}{'captum ms':>10}{'torch/captum':>13} | evaluate off:{'e2e ms':>8}"
+              f"{'e2e−torch':>10}{'e2e−worker':>11} | evaluate on:{'e2e ms':>8}{'e2e−worker':>11}")
+        for row in rows:
+            (off, off_q), (on, on_q) = row[False], row[True]
+            print(f"{row['kind']:<22}{row['torch']:>9.1f}{row['captum']:>10.1f}{row['torch'] / row['captum']:>13.2f} | "
+                  f"{'':12}{off:>8.1f}{off - row['torch']:>10.1f}{off_q:>11.1f} | {'':11}{on:>8.1f}{on_q:>11.1f}")
+        single = [row[False][0] - row["torch"] for row in rows if row["kind"] in SINGLE_PASS]
+        if single:
+            print(f"\nsingle-pass kinds, evaluate off: end to end − the method's compute: median "
+                  f"{statistics.median(single):.1f} ms, max {max(single):.1f} ms (target ≤ 25 ms)")
+        print(f"end to end − worker time (queue, submit, wait, artifact downloads), evaluate off: median "
+              f"{statistics.median(row[False][1] for row in rows):.1f} ms; of it, medians over every job: " +
+              ", ".join(f"{name} {statistics.median(values) * 1000:.1f} ms" for name, values in parts.items()))
+        stages = worker_stages(logs / "worker.log")
+        if stages:
+            print("worker stages, evaluate off (medians, ms): " + "; ".join(
+                f"{kind}: " + ", ".join(f"{k.removesuffix('_ms')} {v:.1f}" for k, v in figures.items())
+                for kind, figures in stages.items()))
     finally:
         for process in processes:
             process.terminate()

@@ -97,7 +97,8 @@ class JobService:
         spec = {"kind": kind.name, "model": record.id, "model_sha256": record.onnx_sha256,
                 "inputs": {name: given.ref for name, given in accepted.items()},
                 "params": params.model_dump(mode="json"), "owner": owner, "retry": request.retry,
-                "queue": self.settings.job_queue}
+                "queue": self.settings.job_queue,
+                "time_limit_s": time_limit(kind.name, self.settings.job_time_limit_scale)}
         spec["digest"] = spec_digest(spec)
         job_id = uuid.uuid4().hex
         with redis_errors():
@@ -113,7 +114,7 @@ class JobService:
                 if given.blob is not None:
                     self.store.put_input(given.ref, given.blob, given.decoded)
             self.store.create(job_id, spec, listed_max=self.settings.jobs_listed_max)
-            queueing.enqueue(self.queue, job_id, 1, time_limit_s=time_limit(kind.name, self.settings.job_time_limit_scale),
+            queueing.enqueue(self.queue, job_id, 1, time_limit_s=spec["time_limit_s"],
                              ttl_s=self.settings.artifact_ttl_s)
             return self._owned(job_id, self.store.get(job_id), owner)
 

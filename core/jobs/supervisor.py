@@ -57,6 +57,12 @@ def time_limit(kind: str, scale: float) -> int:
     return max(1, round(KINDS[kind].time_limit_s * scale))
 
 
+def spec_time_limit(spec: dict, scale: float) -> int:
+    """The time limit a job was submitted with (kept in its spec), so that a job re-queued by another process runs
+    under its own limit, not under that process's scale; specs from before it was kept: the kind's at `scale`."""
+    return int(spec.get("time_limit_s") or time_limit(spec["kind"], scale))
+
+
 def check_job(store: JobStore, queue: Queue, job_id: str, record: dict | None, *, scale: float,
               now: float | None = None) -> bool:
     """End or re-queue one started job if it is lost; returns True when it did something."""
@@ -80,7 +86,7 @@ def check_job(store: JobStore, queue: Queue, job_id: str, record: dict | None, *
             log.warning("re-queued a job whose worker died", extra={"fields": {"job": job_id, "attempt": attempt + 1}})
             # Back on the queue it was submitted to (the monitor may serve another queue on the same Redis).
             home = queueing.queue(store.client, spec["queue"]) if spec.get("queue") else queue
-            queueing.enqueue(home, job_id, attempt + 1, time_limit_s=time_limit(spec["kind"], scale),
+            queueing.enqueue(home, job_id, attempt + 1, time_limit_s=spec_time_limit(spec, scale),
                              ttl_s=store.ttl_s)
         return changed
     changed, _ = store.transition(job_id, (JobStatus.STARTED,), JobStatus.FAILED, expect_attempt=attempt, error=LOST)
@@ -142,7 +148,7 @@ def _requeue_stray(store: JobStore, home: Queue, job_id: str, spec: dict, attemp
                                   attempt=str(attempt + 1), stray_at="")
     if changed:
         log.warning("re-queued a job that no queue or worker held", extra={"fields": fields})
-        queueing.enqueue(home, job_id, attempt + 1, time_limit_s=time_limit(spec["kind"], scale), ttl_s=store.ttl_s)
+        queueing.enqueue(home, job_id, attempt + 1, time_limit_s=spec_time_limit(spec, scale), ttl_s=store.ttl_s)
     return changed
 
 

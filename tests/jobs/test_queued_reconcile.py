@@ -83,7 +83,7 @@ def test_an_enqueue_that_fails_after_the_record_is_written_is_retried(job_settin
         assert lost["status"] == "queued" and lost["kind"] == "saliency", lost
         since = time.monotonic()
         ended = wait_for(client, lost["id"], timeout=60)
-        assert ended["status"] == "finished", (ended, record(settings, lost["id"]))
+        assert ended["status"] == "finished", (ended["error"], ended["progress"], record(settings, lost["id"]))
         assert time.monotonic() - since <= STRAY_BOUND_S + 20
 
 
@@ -105,3 +105,22 @@ def test_a_job_lost_too_often_ends_failed_with_a_code(job_settings):
     job = store.get("hopeless-job")
     assert job["status"] == "failed" and '"not_enqueued"' in job["error"], job
     assert store.queued_since(now + 100) == []
+
+
+def test_a_requeued_job_keeps_the_time_limit_it_was_submitted_with(job_settings):
+    """Another process (a worker or API with another CONVSCOPE_JOB_TIME_LIMIT_SCALE) re-queues a stray job: RQ still
+    gives it the limit in its spec, not one at that process's scale (found in the full suite: a worker of a
+    timeout test, at scale 0.01, re-queued another test's job with a 1 s limit, and it failed with `timeout`)."""
+    settings = variant(job_settings, "own-limit")
+    client = redis.Redis.from_url(settings.redis_url)
+    store = JobStore(client, settings.redis_prefix, 600)
+    queue = queueing.queue(client, settings.job_queue)
+    store.create("limited-job", {"kind": "saliency", "model": "m", "owner": None, "queue": settings.job_queue,
+                                 "params": {}, "time_limit_s": 120})
+    now = time.time() + 5
+    assert reconcile_queued(store, queue, scale=0.01, stray_after_s=1.0, now=now) == 0  # first sighting
+    assert reconcile_queued(store, queue, scale=0.01, stray_after_s=1.0, now=now + 2) == 1
+    from rq.job import Job as RQJob
+
+    assert RQJob.fetch("limited-job-2", connection=client).timeout == 120
+    queue.empty()

@@ -8,7 +8,7 @@ share whose feature visualization, as its 8-bit PNG, gives the channel a mean ac
 mean any of the bundled natural photos gives it; diversity variants of one channel against natural and
 against `diversity` 1 runs with other seeds (mean pairwise Gram cosine); the activation atlas icons'
 cosine with their cells' directions against the cells' own activations. Usage:
-python bench/atlas.py [--steps 96] [--size 64] [--channels 48] [--batch 16]
+python bench/atlas.py [--steps 128] [--size 64] [--channels 48] [--batch 16]
 """
 
 # ruff: noqa: E402 (the project's imports follow the sys.path line that makes them importable)
@@ -137,7 +137,7 @@ def cells(network, layer: str, steps: int, grid: int = 4, positions: int = 12) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=96)
+    parser.add_argument("--steps", type=int, default=128)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--channels", type=int, default=48, help="channels of the middle layer in the quality check")
     parser.add_argument("--speed-channels", type=int, default=16)

@@ -25,7 +25,7 @@ class AtlasRenderParams(RenderParams):
     """The gradient-ascent loop of the atlases: small icons, fewer steps by default than `feature_vis`."""
 
     size: int = Field(64, ge=32, le=256, description="side of each icon in pixels (square)")
-    steps: int = Field(96, ge=1, le=2000, description="optimisation steps of every icon; each step is one forward "
+    steps: int = Field(128, ge=1, le=2000, description="optimisation steps of every icon; each step is one forward "
                                                       "and one backward pass for a whole batch of icons")
     batch: int | None = Field(None, ge=1, le=256, description="icons optimised at once; default from the worker's "
                                                               "settings (and its GPU's free memory)")

@@ -218,8 +218,9 @@ def main() -> None:
         server.wait()
 
     print(f"built-in model {BUILTIN_ID}, 224×224, ONNX Runtime CPU, intra threads {rt_threads} "
-          f"({os.cpu_count()} cores here), forward_batch_max {settings.forward_batch_max}, "
-          f"forward_batch_wait_ms {settings.forward_batch_wait_ms}, median of {args.repeat}")
+          f"({os.cpu_count()} cores here), forward_batch_max {getattr(settings, 'forward_batch_max', 'none')}, "
+          f"forward_batch_wait_ms {getattr(settings, 'forward_batch_wait_ms', 'none')}, "
+          f"spinning {getattr(settings, 'ort_allow_spinning', 'ORT default')}, median of {args.repeat}")
     print(f"{'what':58} {'ms':>8} {'× bare':>7}")
     print(f"{'bare ORT forward (batch 1)':58} {bare:8.1f} {1:7.2f}")
     print(f"{f'batched ORT forward per image (batch {batch})':58} {per_image_batched:8.1f} "

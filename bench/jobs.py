@@ -181,7 +181,8 @@ def main() -> None:
     token = uuid.uuid4().hex[:8]
     prefix, queue, port = f"bench-{token}:", f"bench-{token}", free_port()
     env = {**os.environ, "CONVSCOPE_REDIS_PREFIX": prefix, "CONVSCOPE_JOB_QUEUE": queue,
-           "CONVSCOPE_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+           "CONVSCOPE_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
+           "CONVSCOPE_WORKER_WARM_UP": "false"}  # UMAP's JIT warm-up would take a core during the first jobs
     logs = ROOT / "bench" / "out"
     logs.mkdir(parents=True, exist_ok=True)
     processes = start_service(env, port, logs)

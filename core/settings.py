@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     ort_intra_threads: int = Field(0, ge=0, description="intra-op threads of the API's sessions (0: the cores the "
                                    "process may use); workers' sessions use worker_torch_threads")
     ort_inter_threads: int = Field(1, ge=0)
+    ort_allow_spinning: bool = Field(False, description="let the API's idle ONNX Runtime pool threads spin for work "
+                                     "(lower latency on an otherwise idle machine; steals cores from the API's Python "
+                                     "and everything else on a busy or shared one)")
     ort_providers: str = Field("auto", description="'auto' (CUDA when a GPU is present), or a comma list")
     occlusion_batch: int = Field(32, gt=0, description="perturbed copies per ONNX Runtime call: occlusion, and in "
                                  "workers the deletion/insertion scores, RISE and Kernel SHAP")

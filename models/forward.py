@@ -71,7 +71,8 @@ class ModelRuntime:
     def _build(self, extra_outputs: list[str] = (), path: Path | None = None):
         s = self.settings
         return runtime.session_from_file(path or self.file(), extra_outputs=extra_outputs, intra_threads=self._threads(),
-                                         inter_threads=s.ort_inter_threads, provider_setting=s.ort_providers)
+                                         inter_threads=s.ort_inter_threads, provider_setting=s.ort_providers,
+                                         allow_spinning=s.ort_allow_spinning)
 
     def _run(self, variant: str, session, outputs: list[str], x: np.ndarray) -> list[np.ndarray]:
         """`session.run`, through the dynamic batcher when there is one and the model takes batches."""
@@ -150,13 +151,14 @@ class ModelRuntime:
 
 def upto_bytes(record: ModelRecord, position: int) -> int:
     """Estimated bytes of the session up to the layer at `position` of the layer list: its share of the weights
-    (layers before it over all layers, of the file's size) and the outputs of the layers up to it (one image)."""
+    (layers up to it over all layers, of the file's size) and, as for a plain session, the two largest layer
+    outputs up to it (one image; ONNX Runtime reuses buffers between the others)."""
     layers = record.layers or []
     if not layers:
         return estimate_bytes(record, probe=True)
     share = (position + 1) / len(layers)
-    held = sum(_elements(layer.shape) for layer in layers[:position + 1]) * FLOAT_BYTES
-    return int(share * (record.size_bytes or 0)) + held
+    sizes = sorted((_elements(layer.shape) * FLOAT_BYTES for layer in layers[:position + 1]), reverse=True)
+    return int(share * (record.size_bytes or 0)) + sum(sizes[:2])
 
 
 def _elements(shape) -> int:

@@ -47,10 +47,12 @@ def providers(setting: str = "auto") -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def _options(intra_threads: int, inter_threads: int) -> ort.SessionOptions:
+def _options(intra_threads: int, inter_threads: int, allow_spinning: bool = True) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_threads
     options.inter_op_num_threads = inter_threads
+    if not allow_spinning:  # idle pool threads sleep instead of spinning: cores stay free for the process's Python
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     options.enable_cpu_mem_arena = False  # freed memory goes back to the allocator, not a per-session pool
     return options
@@ -62,10 +64,10 @@ def _provider_options(names: list[str]) -> list:
 
 
 def session_from_file(path: Path, *, extra_outputs: list[str] = (), intra_threads: int = 1, inter_threads: int = 1,
-                      provider_setting: str = "auto") -> ort.InferenceSession:
+                      provider_setting: str = "auto", allow_spinning: bool = True) -> ort.InferenceSession:
     """An inference session of the ONNX file at `path` (parsed by ONNX Runtime with the GIL released);
     `extra_outputs` are intermediate tensors made reachable as outputs, through a rewritten copy."""
-    options = _options(intra_threads, inter_threads)
+    options = _options(intra_threads, inter_threads, allow_spinning)
     chosen = _provider_options(providers(provider_setting))
     if not extra_outputs:
         return ort.InferenceSession(str(path), options, providers=chosen)

@@ -139,3 +139,15 @@ def test_many_threads_many_calls_each_get_their_own_rows(wait_s):
     got, errors = together(calls, [np.full((1, 1), i, np.float32) for i in range(16)])
     assert not errors and all(got)
     assert batcher.figures.requests == 16 * 40 and batcher.figures.batches <= 16 * 40
+
+
+def test_the_api_sessions_take_the_cores_and_do_not_spin_by_default():
+    import os
+
+    from models import runtime
+    from models.forward import ort_threads
+
+    assert Settings().ort_intra_threads == 0 and ort_threads(0) == len(os.sched_getaffinity(0)) and ort_threads(3) == 3
+    assert Settings().ort_allow_spinning is False
+    options = runtime._options(2, 1, allow_spinning=False)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     max_occlusion_positions: int = Field(4096, gt=0)
     forward_batch_max: int = Field(32, ge=1, le=1024, description="images per batched ONNX Runtime run of the forward "
                                    "views (requests for the same model and layer that arrive together); 1: no batching")
+    forward_batch_instances: int = Field(0, ge=0, le=256, description="batches of one model and layer run at once "
+                                         "(0: as many as the process has cores)")
     forward_batch_wait_ms: float = Field(0.0, ge=0, le=50, description="how long a batch that is not full waits for "
                                          "more requests (ms); 0: it runs as soon as the previous batch is done")
     session_cache_bytes: int = Field(2 * 1024**3, gt=0, description="ONNX Runtime sessions the API keeps (estimated "

@@ -41,7 +41,7 @@ class _Request:
 @dataclass
 class _Queue:
     waiting: deque = field(default_factory=deque)
-    running: bool = False  # a request leads (holds, takes or runs) a batch
+    running: int = 0  # requests that lead (hold, take or run) a batch, at most `instances`
     holding: bool = False  # the leader waits for more rows (`max_wait_s`)
 
 
@@ -58,11 +58,14 @@ class DynamicBatcher:
     """Runs `session.run(outputs, {input: x})` for many threads, batching calls that share a key.
 
     The oldest waiting request leads: it takes the batch (itself first), runs it, wakes the requests it
-    answered and hands the lead to the next oldest, if any; no other thread is woken."""
+    answered and hands the lead to the next oldest, if any; no other thread is woken. Up to `instances`
+    batches of one key run at once (like Triton's instance count: on a CPU, where a batch costs about
+    its images one by one, the cores run batches side by side)."""
 
-    def __init__(self, max_rows: int, max_wait_s: float = 0.0):
+    def __init__(self, max_rows: int, max_wait_s: float = 0.0, instances: int = 1):
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
+        self.instances = max(1, instances)
         self._queues: dict[Hashable, _Queue] = {}
         self._cond = threading.Condition()
         self.figures = BatchFigures()
@@ -75,8 +78,9 @@ class DynamicBatcher:
         with self._cond:
             queue = self._queues.setdefault(key, _Queue())
             queue.waiting.append(mine)
-            if not queue.running:
-                queue.running = mine.leads = True
+            if queue.running < self.instances and len(queue.waiting) == 1:
+                queue.running += 1
+                mine.leads = True
             elif queue.holding:
                 self._cond.notify_all()  # the leader holding its batch open may take this one
         if not mine.leads:
@@ -92,11 +96,12 @@ class DynamicBatcher:
                     self.figures.rows += sum(len(r.x) for r in batch)
                     self.figures.requests += len(batch)
                     heir = queue.waiting[0] if queue.waiting else None
-                    if heir is not None:
+                    if heir is not None and not heir.leads:
                         heir.leads = True
                     else:
-                        queue.running = False
-                        if self._queues.get(key) is queue:
+                        heir = None
+                        queue.running -= 1
+                        if not queue.running and not queue.waiting and self._queues.get(key) is queue:
                             del self._queues[key]
                 for request in batch:
                     request.wake.set()

@@ -185,11 +185,12 @@ class Runtimes:
     `ort_intra_threads` (workers give their sessions their own thread share)."""
 
     def __init__(self, store: ModelStore, settings: Settings, budget_bytes: int | None = None, *,
-                 batch_rows: int = 1, batch_wait_s: float = 0.0, intra_threads: int | None = None):
+                 batch_rows: int = 1, batch_wait_s: float = 0.0, batch_instances: int = 1,
+                 intra_threads: int | None = None):
         self.store = store
         self.settings = settings
         self.sessions = SessionCache(budget_bytes or settings.session_cache_bytes)
-        self.batcher = DynamicBatcher(batch_rows, batch_wait_s) if batch_rows > 1 else None
+        self.batcher = DynamicBatcher(batch_rows, batch_wait_s, batch_instances) if batch_rows > 1 else None
         self.intra_threads = intra_threads
         self._handles: dict[tuple[str, str], ModelRuntime] = {}
         self._lock = threading.Lock()

@@ -24,7 +24,7 @@ from core.redis_client import connect, redis_errors_around
 from core.settings import Settings, get_settings
 from core.stores.images import ImageStore
 from core.stores.models import ModelStore
-from models.forward import Runtimes
+from models.forward import Runtimes, ort_threads
 from service import docs_pages, explorer, openapi_docs
 from service.auth import Authenticator, parse_keys, require_key
 from service.context import AppContext
@@ -55,7 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.ctx = AppContext(settings=settings, redis=client, models=store,
                                    images=ImageStore(client, settings.redis_prefix, settings.image_ttl_s),
                                    runtimes=Runtimes(store, settings, batch_rows=settings.forward_batch_max,
-                                                            batch_wait_s=settings.forward_batch_wait_ms / 1000),
+                                                            batch_wait_s=settings.forward_batch_wait_ms / 1000,
+                                                            batch_instances=ort_threads(settings.forward_batch_instances)),
                                    inputs=InputCache())
         log.info("convscope API ready", extra={"fields": {"storage": store.storage.url,
                                                          "data_dir": str(settings.data_dir)}})

@@ -151,3 +151,29 @@ def test_the_api_sessions_take_the_cores_and_do_not_spin_by_default():
     assert Settings().ort_allow_spinning is False
     options = runtime._options(2, 1, allow_spinning=False)
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_up_to_instances_batches_of_one_key_run_at_once():
+    class Slow:
+        def __init__(self):
+            self.now = self.most = 0
+            self.lock = threading.Lock()
+
+        def run(self, outputs, feeds):
+            import time
+
+            with self.lock:
+                self.now += 1
+                self.most = max(self.most, self.now)
+            time.sleep(0.05)
+            with self.lock:
+                self.now -= 1
+            return [feeds["x"]]
+
+    for instances in (1, 2):
+        slow = Slow()
+        batcher = DynamicBatcher(max_rows=1, instances=instances)
+        got, errors = together(lambda x, b=batcher, s=slow: b.run("k", s, ["y"], "x", x)[0],
+                               [np.full((1, 1), i, np.float32) for i in range(6)])
+        assert not errors and [int(g[0, 0]) for g in got] == list(range(6))
+        assert slow.most == instances

@@ -125,16 +125,21 @@ def _fields(buf, start: int, end: int):
 _MODEL_GRAPH, _GRAPH_OUTPUT, _VALUE_NAME = 7, 12, 1
 
 
+def single_graph(buf) -> tuple[int, int, int]:
+    """(tag start, start, end) of the one `graph` field of the serialised ModelProto in `buf`; ValueError otherwise."""
+    graphs = [(tag_start, s, e) for tag_start, (n, w, s, e) in _with_starts(buf, 0, len(buf))
+              if n == _MODEL_GRAPH and w == 2]
+    if len(graphs) != 1:
+        raise ValueError("the model has no single graph")
+    return graphs[0]
+
+
 def with_outputs(src: Path, names: list[str], dst: Path) -> None:
     """Copy the ONNX file `src` to `dst` with `names` appended to its graph's outputs (those not outputs
     already). Only the graph's length prefix and output list are rewritten: the weights are copied as bytes,
     never parsed (protobuf concatenates repeated fields, so appended `output` entries extend the list)."""
     with open(src, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        graphs = [(tag_start, s, e) for tag_start, (n, w, s, e) in _with_starts(buf, 0, len(buf))
-                  if n == _MODEL_GRAPH and w == 2]
-        if len(graphs) != 1:
-            raise ValueError("the model has no single graph")
-        tag_start, g_start, g_end = graphs[0]
+        tag_start, g_start, g_end = single_graph(buf)
         known = set()
         for n, w, s, e in _fields(buf, g_start, g_end):
             if n == _GRAPH_OUTPUT and w == 2:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import onnx
 
-from models.runtime import _encode_varint, _fields, _with_starts
+from models.runtime import _encode_varint, _fields, _with_starts, single_graph
 
 _MODEL_GRAPH = 7
 _GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_INPUT, _GRAPH_OUTPUT, _GRAPH_VALUE_INFO = 1, 5, 11, 12, 13
@@ -67,11 +67,7 @@ def truncate(src: Path, output: str, dst: Path, probe_outputs: list[str] = ()) -
     and those of `probe_outputs` that the sub-graph makes and a `FUSING` op of it reads (in order); ValueError when no
     node of the graph makes `output`."""
     with open(src, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        graphs = [(tag_start, s, e) for tag_start, (n, w, s, e) in _with_starts(buf, 0, len(buf))
-                  if n == _MODEL_GRAPH and w == 2]
-        if len(graphs) != 1:
-            raise ValueError("the model has no single graph")
-        tag_start, g_start, g_end = graphs[0]
+        tag_start, g_start, g_end = single_graph(buf)
         fields = list(_with_starts(buf, g_start, g_end))
         nodes = [(i, onnx.NodeProto.FromString(bytes(buf[s:e]))) for i, (_, (n, w, s, e)) in enumerate(fields)
                  if n == _GRAPH_NODE and w == 2]

@@ -75,7 +75,8 @@ class ActivationAtlasParams(AtlasRenderParams):
     grid: int = Field(8, ge=2, le=40, description="cells per side of the lattice over the 2-D map")
     positions_per_image: int = Field(16, ge=1, le=256, description="random spatial positions sampled per image")
     method: Literal["umap", "tsne"] = Field("umap", description="the 2-D reduction: UMAP or t-SNE")
-    min_count: int = Field(1, ge=1, le=10000, description="activations a cell needs to get an icon")
+    min_count: int = Field(3, ge=1, le=10000, description="activations a cell needs to get an icon (a cell of one "
+                                                          "activation has that activation as its direction)")
     size: int = Field(48, ge=32, le=256, description="side of each icon in pixels (square)")
     transforms: int = Field(0, ge=0, le=3, description="robustness transforms strength (pad, jitter, scale, rotate); "
                                                         "off by default: the objective reads one position, which "

@@ -177,7 +177,7 @@ def test_activation_atlas_needs_a_dataset(jobs_client):
 
 def test_activation_atlas_cells_icons_and_classes(jobs_client, dataset_id):
     job = run(jobs_client, "activation_atlas", {"layer": LAYER, "grid": 3, "positions_per_image": 6, "method": "tsne",
-                                                "steps": 24, "size": 32}, dataset_id)
+                                                "steps": 24, "size": 32, "min_count": 1}, dataset_id)
     assert job["status"] == "finished", job["error"]
     cells = artifact(jobs_client, job, "cells.json")
     metrics = job["result"]["metrics"]

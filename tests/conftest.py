@@ -133,3 +133,13 @@ def bucket_settings(endpoint: str, bucket: str, data_dir: Path, **update) -> Set
     fields = dict(redis_url=REDIS_URL, data_dir=data_dir, storage_url=f"s3://{bucket}/store", s3_endpoint_url=endpoint,
                   s3_access_key_id="testing", s3_secret_access_key="testing", storage_timeout_s=3)
     return Settings(**(fields | update))
+
+
+@pytest.fixture(scope="session")
+def lite0(builtin_store, builtin):
+    """The built-in model as the workers load it (`workers.networks.load_network`), on the CPU."""
+    import torch
+
+    from workers.networks import load_network
+
+    return load_network(builtin, builtin_store, torch.device("cpu"))

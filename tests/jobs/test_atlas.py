@@ -15,7 +15,6 @@ import json
 import numpy as np
 import pytest
 import redis
-import torch
 from PIL import Image
 
 from tests.conftest import encode, sample
@@ -62,14 +61,7 @@ def channel_mean(network, layer: str, channel: int, pixels: np.ndarray) -> float
     return float(icons.activations(network, layer, pixels[None])[0, channel].mean())
 
 
-@pytest.fixture(scope="module")
-def lite0_network(builtin_store, builtin):
-    from workers.networks import load_network
-
-    return load_network(builtin, builtin_store, torch.device("cpu"))
-
-
-def test_layer_atlas_with_a_dataset_matches_top_activations_and_unit_stats(jobs_client, dataset_id, lite0_network):
+def test_layer_atlas_with_a_dataset_matches_top_activations_and_unit_stats(jobs_client, dataset_id, lite0):
     channels = [0, 3, 7, 11]
     job = run(jobs_client, "layer_atlas", {"layer": LAYER, "channels": channels, "k": 3, "seed": 5, **FAST},
               dataset_id)
@@ -97,7 +89,7 @@ def test_layer_atlas_with_a_dataset_matches_top_activations_and_unit_stats(jobs_
         assert entry["stats"]["fraction_zero"] == pytest.approx(units[c]["fraction_zero"])
         icon = artifact(jobs_client, job, entry["images"][0])
         assert icon.shape == (32, 32, 3)
-        assert entry["objective"] == pytest.approx(channel_mean(lite0_network, LAYER, c, icon), rel=1e-3, abs=1e-4)
+        assert entry["objective"] == pytest.approx(channel_mean(lite0, LAYER, c, icon), rel=1e-3, abs=1e-4)
         assert artifact(jobs_client, job, f"top_{c}.png").shape[0] > 0
     grid = artifact(jobs_client, job, "atlas.png")
     assert grid.shape == (2 * 34 + 2, 2 * 34 + 2, 3)  # 4 icons of 32 px, 2 px apart

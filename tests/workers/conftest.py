@@ -88,3 +88,13 @@ def small_photo():
     from tests.conftest import sample
 
     return torch.from_numpy(to_tensor(Image.fromarray(sample("chelsea")).resize((SIZE, SIZE)), small_record()))
+
+
+@pytest.fixture(scope="session")
+def cat(builtin) -> torch.Tensor:
+    """The chelsea photo as the built-in model's exact 1×3×224×224 input (the one image pipeline)."""
+    from core import images
+    from tests.conftest import encode, sample
+
+    image = images.decode(encode(sample("chelsea")), max_bytes=10**8, max_pixels=10**8)
+    return torch.from_numpy(images.to_tensor(images.fit(image, builtin), builtin))

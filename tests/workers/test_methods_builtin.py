@@ -9,7 +9,6 @@ import torch
 from captum.attr import GuidedBackprop
 from torch import nn
 
-from core import images
 from core.kinds.registry import (
     DeconvnetParams,
     GradcamParams,
@@ -18,22 +17,9 @@ from core.kinds.registry import (
     SaliencyParams,
     SmoothgradParams,
 )
-from tests.conftest import encode, sample
 from workers.methods import deconvnet, gradcam, guided_backprop, integrated_gradients, saliency, smoothgrad
 from workers.methods.backprop import backward_rule
 from workers.methods.task import Task
-from workers.networks import Network, load_network
-
-
-@pytest.fixture(scope="module")
-def lite0(builtin_store, builtin) -> Network:
-    return load_network(builtin, builtin_store, torch.device("cpu"))
-
-
-@pytest.fixture(scope="module")
-def cat(builtin) -> torch.Tensor:
-    image = images.decode(encode(sample("chelsea")), max_bytes=10**8, max_pixels=10**8)
-    return torch.from_numpy(images.to_tensor(images.fit(image, builtin), builtin))
 
 
 def test_saliency_equals_direct_autograd(lite0, cat):

@@ -18,7 +18,6 @@ from torch import nn
 from core.kinds.registry import KINDS
 from workers.methods import pictures, sanity_check
 from workers.methods.task import Task
-from workers.networks import Network
 
 
 def params(record, **raw):
@@ -87,22 +86,6 @@ def test_a_unit_keeps_its_position_through_the_cascade(small_net, small_input):
         small_net.record, method="guided_backprop", method_params={"layer": "relu2", "channel": 1})))
     first = out.tables["similarity"][0]
     assert first["layer"] == "fc" and first["spearman"] == pytest.approx(1.0)  # the unit is below fc: its map stays
-
-
-@pytest.fixture(scope="module")
-def lite0(builtin_store, builtin) -> Network:
-    from workers.networks import load_network
-
-    return load_network(builtin, builtin_store, torch.device("cpu"))
-
-
-@pytest.fixture(scope="module")
-def cat(builtin) -> torch.Tensor:
-    from core import images
-    from tests.conftest import encode, sample
-
-    image = images.decode(encode(sample("chelsea")), max_bytes=10**8, max_pixels=10**8)
-    return torch.from_numpy(images.to_tensor(images.fit(image, builtin), builtin))
 
 
 def test_saliency_passes_and_guided_backprop_shows_the_known_failure(lite0, cat):

@@ -49,18 +49,31 @@ def normalize(maps: np.ndarray, per: str = "channel") -> np.ndarray:
 def tile_grid(tiles: np.ndarray, *, background: int = 32) -> Image.Image:
     """N×h×w×k uint8 tiles (k = 3: RGB, k = 1: palette indices) → one near-square image, tiles
     upscaled (nearest) to be readable."""
+    canvas = _grid(tiles, background)
+    return Image.fromarray(canvas, "P") if canvas.ndim == 2 else Image.fromarray(canvas)
+
+
+def _grid(tiles: np.ndarray, background: int) -> np.ndarray:
+    """`tile_grid`'s pixels: H×W (k = 1) or H×W×3, written with two assignments and no per-tile loop."""
     n, h, w, k = tiles.shape
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     zoom = max(1, min(64 // max(h, w, 1) or 1, (MAX_GRID_PX // cols) // max(w, 1) or 1))
     th, tw = h * zoom, w * zoom
-    canvas = np.full((rows * (th + GAP) + GAP, cols * (tw + GAP) + GAP, k), background, np.uint8)
-    for i in range(n):
-        r, c = divmod(i, cols)
-        tile = tiles[i].repeat(zoom, axis=0).repeat(zoom, axis=1)
-        y, x = GAP + r * (th + GAP), GAP + c * (tw + GAP)
-        canvas[y:y + th, x:x + tw] = tile
-    return Image.fromarray(canvas[..., 0], "P") if k == 1 else Image.fromarray(canvas)
+    if k == 1:  # palette indices: 2-D, so that numpy copies whole rows (a trailing axis of 1 goes byte by byte)
+        tiles = tiles[..., 0]
+    depth = tiles.shape[3:]
+    canvas = np.full((rows * (th + GAP) + GAP, cols * (tw + GAP) + GAP, *depth), background, np.uint8)
+    # The cells as a (rows, h, zoom, cols, tw[, k]) view of the canvas; each tile, widened to tw, is broadcast
+    # over its zoom rows. One assignment for the complete rows of tiles, one for the last, partial row.
+    cells = canvas[GAP:, GAP:].reshape(rows, th + GAP, cols, tw + GAP, *depth)[:, :th, :, :tw]
+    cells = cells.reshape(rows, h, zoom, cols, tw, *depth)
+    wide = tiles.repeat(zoom, axis=2) if zoom > 1 else tiles  # n × h × tw
+    full = n // cols
+    cells[:full] = wide[:full * cols].reshape(full, cols, h, 1, tw, *depth).transpose(0, 2, 3, 1, 4, *range(5, 5 + len(depth)))
+    if full < rows:
+        cells[full, :, :, :n - full * cols] = wide[full * cols:, :, None].transpose(1, 2, 0, 3, *range(4, 4 + len(depth)))
+    return canvas
 
 
 def feature_grid(maps: np.ndarray, *, per: str = "channel", cmap: str = "inferno") -> Image.Image:
@@ -69,11 +82,25 @@ def feature_grid(maps: np.ndarray, *, per: str = "channel", cmap: str = "inferno
     Built as a palette image (255 colour-map entries + one for the gaps): a third of the bytes
     of RGB, so the PNG encodes about three times faster.
     """
-    index = (np.clip(np.nan_to_num(normalize(maps, per)), 0, 1) * 254 + 0.5).astype(np.uint8)
-    grid = tile_grid(index[..., None], background=255)
-    palette = np.vstack([lut(cmap)[np.linspace(0, 255, 255).round().astype(int)], [[32, 32, 32]]])
-    grid.putpalette(palette.astype(np.uint8).tobytes())
+    grid = Image.fromarray(_feature_indices(maps, per), "P")
+    grid.putpalette(_grid_palette(cmap).tobytes())
     return grid
+
+
+def feature_grid_png(maps: np.ndarray, *, per: str = "channel", cmap: str = "inferno") -> bytes:
+    """`png(feature_grid(...))`, the same bytes, written from the grid's array without a Pillow image between."""
+    return _png_rows(_feature_indices(maps, per), 3, palette=_grid_palette(cmap))
+
+
+def _feature_indices(maps: np.ndarray, per: str) -> np.ndarray:
+    index = (np.clip(np.nan_to_num(normalize(maps, per)), 0, 1) * 254 + 0.5).astype(np.uint8)
+    return _grid(index[..., None], background=255)
+
+
+@functools.cache
+def _grid_palette(cmap: str) -> np.ndarray:
+    """256×3: the colour map in 255 entries, then the gaps' grey."""
+    return np.vstack([lut(cmap)[np.linspace(0, 255, 255).round().astype(int)], [[32, 32, 32]]]).astype(np.uint8)
 
 
 def overlay(image: Image.Image, heat: np.ndarray, *, cmap: str = "jet", alpha: float = 0.5) -> Image.Image:
@@ -116,30 +143,55 @@ def png(image: Image.Image | np.ndarray) -> bytes:
         image.save(out, format="PNG", compress_level=1)
         return out.getvalue()
     pixels = np.asarray(image, dtype=np.uint8)
-    height, width = image.height, image.width
-    rows = pixels.reshape(height, width * _PNG_CHANNELS[image.mode])
-    filtered = np.empty((height, rows.shape[1] + 1), np.uint8)
-    filtered[:, 1:] = rows
-    filtered[:, 0] = 0  # filter type None
-    if image.mode != "P" and height > 1:  # Up: each byte minus the one above it, modulo 256
-        filtered[1:, 0] = 2
-        np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
-    chunks = [_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOR[image.mode], 0, 0, 0))]
-    if image.mode == "P":
-        palette = image.getpalette() or []
-        chunks.append(_chunk(b"PLTE", bytes(palette[:3 * 256])))
-        transparency = image.info.get("transparency")
-        if isinstance(transparency, bytes):
-            chunks.append(_chunk(b"tRNS", transparency))
-        elif isinstance(transparency, int):
-            chunks.append(_chunk(b"tRNS", bytes([255] * transparency + [0])))
-    chunks.append(_chunk(b"IDAT", _deflate.compress(filtered.tobytes(), 2)))
+    if image.mode != "P":
+        return _png_rows(pixels, _PNG_COLOR[image.mode])
+    palette = np.frombuffer(bytes((image.getpalette() or [])[:3 * 256]), np.uint8).reshape(-1, 3)
+    transparency = image.info.get("transparency")
+    if isinstance(transparency, int):
+        transparency = bytes([255] * transparency + [0])
+    return _png_rows(pixels, 3, palette=palette, transparency=transparency if isinstance(transparency, bytes) else None)
+
+
+_ROWS_PER_BLOCK_BYTES = 1 << 18  # rows are filtered and deflated in blocks of about this many bytes
+
+
+def _png_rows(pixels: np.ndarray, color: int, *, palette: np.ndarray | None = None,
+              transparency: bytes | None = None) -> bytes:
+    """PNG bytes of H×W (grey or palette indices) or H×W×k uint8 pixels of PNG colour type `color`.
+
+    Rows get PNG's `Up` filter (each byte minus the one above it; none for palette images) and are deflated
+    block by block into one stream, through one small buffer: a large grid is never copied whole."""
+    height, width = pixels.shape[:2]
+    rows = pixels.reshape(height, -1)
+    stride = rows.shape[1]
+    up = color != 3
+    per_block = max(1, _ROWS_PER_BLOCK_BYTES // (stride + 1))
+    buffer = np.empty((min(per_block, height), stride + 1), np.uint8)
+    buffer[:, 0] = 2 if up else 0
+    deflate = _deflate.compressobj(2)
+    parts = []
+    for start in range(0, height, per_block):
+        block = rows[start:start + per_block]
+        out = buffer[:len(block)]
+        if not up:
+            out[:, 1:] = block
+        else:  # the first row's "row above" is zeros, as PNG defines it
+            above = rows[start - 1:start + len(block) - 1] if start else np.vstack([np.zeros_like(block[:1]), block[:-1]])
+            np.subtract(block, above, out=out[:, 1:])
+        parts.append(deflate.compress(out))
+    parts.append(deflate.flush())
+    chunks = [_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, color, 0, 0, 0))]
+    if palette is not None:
+        chunks.append(_chunk(b"PLTE", np.ascontiguousarray(palette, np.uint8).tobytes()))
+    if transparency:
+        chunks.append(_chunk(b"tRNS", transparency))
+    chunks.append(_chunk(b"IDAT", b"".join(parts)))
     chunks.append(_chunk(b"IEND", b""))
     return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
 
 
 def _chunk(tag: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(tag)) & 0xFFFFFFFF)
 
 
 def npy(array: np.ndarray) -> bytes:

@@ -113,7 +113,7 @@ async def activations(model: str, request: Request, ctx: AppContext = Depends(co
             body = ActivationsResponse(layer=layer.name, shape=list(maps.shape), channels=channels,
                                        stats=forward.activation_stats(maps))
             return body.model_dump_json().encode()
-        return render.png(render.feature_grid(maps, per=spec.normalize, cmap=spec.colormap))
+        return render.feature_grid_png(maps, per=spec.normalize, cmap=spec.colormap)
 
     return Response(await run_in_threadpool(work), media_type=MEDIA[fmt])
 

@@ -62,8 +62,9 @@ class Settings(BaseSettings):
     max_occlusion_positions: int = Field(4096, gt=0)
     forward_batch_max: int = Field(32, ge=1, le=1024, description="images per batched ONNX Runtime run of the forward "
                                    "views (requests for the same model and layer that arrive together); 1: no batching")
-    forward_batch_instances: int = Field(0, ge=0, le=256, description="batches of one model and layer run at once "
-                                         "(0: as many as the process has cores)")
+    forward_batch_instances: int = Field(0, ge=0, le=256, description="forward runs (batches) the API lets go at "
+                                         "once, over all models and layers (0: the cores over ort_intra_threads, "
+                                         "so that ONNX Runtime's threads never outnumber the cores)")
     forward_batch_wait_ms: float = Field(0.0, ge=0, le=50, description="how long a batch that is not full waits for "
                                          "more requests (ms); 0: it runs as soon as the previous batch is done")
     session_cache_bytes: int = Field(2 * 1024**3, gt=0, description="ONNX Runtime sessions the API keeps (estimated "
@@ -84,7 +85,11 @@ class Settings(BaseSettings):
     max_labels_bytes: int = Field(2 * 1024 * 1024, gt=0, description="size of a labels file")
 
     # Load shedding.
-    max_concurrent_requests: int = Field(16, gt=0, description="forward views running at once; more get 503")
+    max_concurrent_requests: int = Field(16, gt=0, description="forward views running at once; more wait in line")
+    max_queued_requests: int = Field(64, ge=0, description="forward views waiting for a place, first come first "
+                                     "served; more get 503 with Retry-After")
+    max_queue_wait_ms: float = Field(2000, gt=0, description="the longest a forward view waits for a place before "
+                                     "it gets 503 with Retry-After (ms)")
 
     # Per-key limits on uploaded models.
     max_models_per_key: int = Field(20, gt=0, description="uploaded models one key may hold; more → 429")

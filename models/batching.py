@@ -1,12 +1,16 @@
 """Dynamic batching of forward passes: requests for the same session that arrive together run as one batch.
 
 Like Triton's dynamic batcher: each request puts its rows (one image, or a chunk of occlusion copies) in the
-queue of its session and output names; one batch per queue runs at a time, and whichever waiting request
-finds the queue idle runs the next batch for everyone in it — the oldest requests first, up to `max_rows`
-rows (a request is never split; one larger than `max_rows` runs alone). While a batch runs, the requests
-that arrive queue up and go together in the next one, so batches form by themselves under load and a lone
-request waits for nothing. `max_wait_s` (default 0) additionally holds a batch that is not full, at most
-that long after its oldest request arrived, for more rows to join.
+queue of its session and output names, and whichever waiting request finds the queue idle runs the next batch
+for everyone in it: the oldest requests first, up to `max_rows` rows (a request is never split; one larger
+than `max_rows` runs alone). While a batch runs, the requests that arrive queue up and go together in the next
+one, so batches form by themselves under load and a lone request waits for nothing. `max_wait_s` (default 0)
+additionally holds a batch that is not full, at most that long after its oldest request arrived.
+
+At most `instances` batches run at once in the whole process, whatever their sessions; a leader takes a run
+slot before it forms its batch, so whatever arrives while it waits for one joins. On a CPU, the intra-op
+threads of ONNX Runtime runs side by side would otherwise outnumber the cores, and a parallel loop with a
+descheduled thread stalls every op after it.
 
 The rows of a batch are concatenated along the first axis, run with one `session.run`, and split back;
 ONNX Runtime computes each image of a batch alone (convolutions loop over the batch), so every request
@@ -60,7 +64,8 @@ class DynamicBatcher:
     The oldest waiting request leads: it takes the batch (itself first), runs it, wakes the requests it
     answered and hands the lead to the next oldest, if any; no other thread is woken. Up to `instances`
     batches of one key run at once (like Triton's instance count: on a CPU, where a batch costs about
-    its images one by one, the cores run batches side by side)."""
+    its images one by one, the cores run batches side by side); `instances` also bounds the batches running
+    at once over all keys."""
 
     def __init__(self, max_rows: int, max_wait_s: float = 0.0, instances: int = 1):
         self.max_rows = max_rows
@@ -68,6 +73,7 @@ class DynamicBatcher:
         self.instances = max(1, instances)
         self._queues: dict[Hashable, _Queue] = {}
         self._cond = threading.Condition()
+        self._slots = threading.Semaphore(self.instances)  # batches running at once, over every key
         self.figures = BatchFigures()
 
     def run(self, key: Hashable, session, outputs: list[str], input_name: str, x: np.ndarray) -> list[np.ndarray]:
@@ -86,11 +92,14 @@ class DynamicBatcher:
         if not mine.leads:
             mine.wake.wait()
         if not mine.done:  # it leads: the oldest waiting, so its batch holds it
-            with self._cond:
-                batch = self._take(queue)
+            batch: list[_Request] = []
+            self._slots.acquire()
             try:
+                with self._cond:
+                    batch = self._take(queue)
                 self._run(batch, session, outputs, input_name)
             finally:
+                self._slots.release()
                 with self._cond:
                     self.figures.batches += 1
                     self.figures.rows += sum(len(r.x) for r in batch)

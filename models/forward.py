@@ -178,6 +178,14 @@ def ort_threads(setting: int) -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def run_slots(settings: Settings) -> int:
+    """Forward runs the API lets go at once (`forward_batch_instances`; 0: the cores over each run's intra-op
+    threads, so that the threads of the runs going at once never outnumber the cores)."""
+    if settings.forward_batch_instances > 0:
+        return settings.forward_batch_instances
+    return max(1, ort_threads(0) // ort_threads(settings.ort_intra_threads))
+
+
 class Runtimes:
     """The process's `ModelRuntime`s (small handles: the sessions themselves live in one `SessionCache` of
     `budget_bytes`, by default `session_cache_bytes`). With `batch_rows` > 1, forward runs of the same

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import time
-import uuid
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
@@ -24,19 +21,17 @@ from core.redis_client import connect, redis_errors_around
 from core.settings import Settings, get_settings
 from core.stores.images import ImageStore
 from core.stores.models import ModelStore
-from models.forward import Runtimes, ort_threads
+from models.forward import Runtimes, run_slots
 from service import docs_pages, explorer, openapi_docs
 from service.auth import Authenticator, parse_keys, require_key
 from service.context import AppContext
 from service.cors import install_cors
 from service.jobs import JobService, monitor
-from service.metrics import LATENCY, REQUESTS
+from service.middleware import Admission, Observe
 from service.routes import datasets as dataset_routes
 from service.routes import health, images, job_events, jobs, models, views
 
 log = logging.getLogger("convscope")
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-HEAVY = re.compile(r"^/v1/models/[^/]+/(predict|activations|occlusion)$")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -56,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                    images=ImageStore(client, settings.redis_prefix, settings.image_ttl_s),
                                    runtimes=Runtimes(store, settings, batch_rows=settings.forward_batch_max,
                                                             batch_wait_s=settings.forward_batch_wait_ms / 1000,
-                                                            batch_instances=ort_threads(settings.forward_batch_instances)),
+                                                            batch_instances=run_slots(settings)),
                                    inputs=InputCache())
         log.info("convscope API ready", extra={"fields": {"storage": store.storage.url,
                                                          "data_dir": str(settings.data_dir)}})
@@ -74,7 +69,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="convscope", version="1.0.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Shows what a convolutional network sees and learns.")
-    app.state.heavy_slots = asyncio.Semaphore(settings.max_concurrent_requests)
     app.state.auth = Authenticator(parse_keys(settings.api_keys, settings.api_keys_file))
     app.include_router(health.router)
     app.include_router(docs_pages.router)  # /docs and /redoc with their assets served here, not from a CDN
@@ -84,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dataset_routes.router, dependencies=[Depends(require_key)])
     app.include_router(job_events.router)  # the API key, or the job's events token (service/events_token.py)
     install_error_handlers(app)
-    install_middleware(app)
+    install_middleware(app, settings)
     install_cors(app, settings.cors_origins, keyed=not app.state.auth.open)  # last: the outermost middleware
     app.openapi = lambda: openapi_schema(app)
     return app
@@ -124,33 +118,6 @@ def install_error_handlers(app: FastAPI) -> None:
                                        {"request_id": logs.request_id.get()}))
 
 
-def install_middleware(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        incoming = request.headers.get("x-request-id", "")
-        rid = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex[:16]
-        token = logs.request_id.set(rid)
-        start = time.perf_counter()
-        slots: asyncio.Semaphore = request.app.state.heavy_slots
-        heavy = request.method == "POST" and HEAVY.match(request.url.path) is not None
-        status = 500
-        try:
-            if heavy and slots.locked():
-                response = JSONResponse(error_body("busy", "too many requests in flight; retry shortly"),
-                                        status_code=503, headers={"Retry-After": "1"})
-            elif heavy:
-                async with slots:
-                    response = await call_next(request)
-            else:
-                response = await call_next(request)
-            status = response.status_code
-            response.headers["X-Request-ID"] = rid
-            return response
-        finally:
-            elapsed = time.perf_counter() - start
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            REQUESTS.labels(request.method, route, str(status)).inc()
-            LATENCY.labels(request.method, route).observe(elapsed)
-            log.info("request", extra={"fields": {"method": request.method, "route": route, "status": status,
-                                                  "ms": round(elapsed * 1000, 1)}})
-            logs.request_id.reset(token)
+def install_middleware(app: FastAPI, settings: Settings) -> None:
+    app.add_middleware(Observe, admission=Admission(settings.max_concurrent_requests, settings.max_queued_requests,
+                                                   settings.max_queue_wait_ms / 1000))

@@ -23,6 +23,13 @@ class ImageStore:
         with redis_errors():
             self.client.set(self._key(owner, image_id), data, ex=self.ttl_s)
 
+    def require(self, owner: str | None, image_id: str) -> None:
+        """NotFound unless the owner has this image (one EXISTS: the bytes stay in Redis)."""
+        with redis_errors():
+            found = self.client.exists(self._key(owner, image_id))
+        if not found:
+            raise NotFound(f"no image with id {image_id!r}", code="image_not_found")
+
     def get(self, owner: str | None, image_id: str) -> bytes:
         with redis_errors():
             data = self.client.get(self._key(owner, image_id))

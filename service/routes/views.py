@@ -13,12 +13,14 @@ from core import images, render
 from core.errors import Invalid
 from core.model_record import ModelRecord
 from models import forward
+from service.auth import current_owner
 from service.bodies import read_request, resolve_image
 from service.context import AppContext, context
 from service.openapi_docs import errors, json_or_multipart, media_response
 from service.schemas import (
     ActivationsRequest,
     ActivationsResponse,
+    ImageById,
     OcclusionRequest,
     OcclusionResponse,
     PredictRequest,
@@ -43,18 +45,26 @@ def choose_format(asked: str | None, request: Request) -> str:
 
 def model_input(ctx: AppContext, record: ModelRecord, spec: ViewRequest,
                 files: dict[str, bytes]) -> tuple[np.ndarray, Image.Image]:
-    """Decode the request's image and make it the model's input: (1×C×H×W tensor, fitted RGB image)."""
-    data = resolve_image(spec.image, files.get("image"), ctx.images)
+    """Decode the request's image and make it the model's input: (1×C×H×W tensor, fitted RGB image), from the
+    input cache when this image was prepared for this model before. An image given by id is looked up by its id
+    (the digest of its bytes, as `images.image_id` makes it), so a cached one is not fetched from Redis again."""
     s = ctx.settings
+    if isinstance(spec.image, ImageById) and "image" not in files:
+        ctx.images.require(current_owner.get(), spec.image.id)
+        digest, data = spec.image.id, None
+    else:
+        data = resolve_image(spec.image, files.get("image"), ctx.images)
+        digest = images.image_id(data)
 
     def prepare():
-        decoded = images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
+        raw = data if data is not None else resolve_image(spec.image, None, ctx.images)
+        decoded = images.decode(raw, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
         fitted = images.fit(decoded, record)
         tensor = images.to_tensor(fitted, record)
         tensor.setflags(write=False)
         return tensor, fitted
 
-    return ctx.inputs.get((images.image_id(data), record.id, record.onnx_sha256), prepare)
+    return ctx.inputs.get((digest, record.id, record.onnx_sha256), prepare)
 
 
 def check_colormap(name: str) -> None:

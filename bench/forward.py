@@ -2,6 +2,11 @@
 
 Starts the API (uvicorn, real Redis, private key prefix) in a subprocess, uploads photos, then prints in one run:
 - the bare forward (batch 1, the API's thread count) and the batched per-image floor;
+Every timed row alternates with a bare forward in this process (a call of one, then the other): its ratio is
+its median over the median of the bare forwards timed beside it, so a machine whose speed drifts during the
+run (a shared VM) moves both alike. HTTP calls go through a keep-alive `http.client` connection, and the load
+clients speak HTTP/1.1 over asyncio streams: lean clients, so that the figures are the service's, not httpx's
+(on this 2-core machine the client shares the cores with the server).
 - predict over HTTP (an image seen before; a new one: decode, resize, normalise);
 - activations PNG and JSON of an early, a middle and the last layer (truncated sessions);
 - occlusion patch 32 stride 8 and its ratio to passes × the batched per-image floor;
@@ -52,6 +57,44 @@ def median_ms(fn, repeat: int) -> float:
     return statistics.median(times) * 1000
 
 
+def paired_ms(fn, bare, repeat: int) -> tuple[float, float]:
+    """(median ms of `fn`, median ms of `bare`), the two called alternately `repeat` times each."""
+    fn(), bare()
+    times: tuple[list, list] = ([], [])
+    for _ in range(repeat):
+        for call, bucket in ((fn, times[0]), (bare, times[1])):
+            start = time.perf_counter()
+            call()
+            bucket.append(time.perf_counter() - start)
+    return statistics.median(times[0]) * 1000, statistics.median(times[1]) * 1000
+
+
+class Lean:
+    """A keep-alive HTTP/1.1 client (http.client): POST JSON, read the whole answer."""
+
+    def __init__(self, port: int):
+        import http.client
+
+        self.connection = http.client.HTTPConnection("127.0.0.1", port)
+
+    def post(self, path: str, body: dict) -> tuple[int, bytes]:
+        self.connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        response = self.connection.getresponse()
+        return response.status, response.read()
+
+
+async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str,
+                body: bytes) -> tuple[int, dict]:
+    """One HTTP/1.1 POST on an open keep-alive connection: (status, headers); the body is read and dropped."""
+    writer.write(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    await writer.drain()
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
+    await reader.readexactly(int(headers.get("content-length", 0)))
+    return int(head[0].split()[1]), headers
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -87,28 +130,32 @@ async def load(base: str, clients: int, seconds: float, plan: dict) -> dict:
             return {"image": {"id": next(fresh)}}
         return {"image": {"id": plan["seen"]}, "layer": plan["layer"], "format": "json"}
 
-    async def client_loop(client: httpx.AsyncClient):
-        while time.perf_counter() < end:
-            kind = rng.choices([k for k, _ in MIX], [w for _, w in MIX])[0]
-            path = f"/v1/models/{BUILTIN_ID}/{'activations' if kind == 'activations' else 'predict'}"
-            start = time.perf_counter()
-            response = await client.post(path, json=body(kind))
-            if response.status_code == 200:
-                latencies[kind].append(time.perf_counter() - start)
-            elif response.status_code in (503, 429):
-                shed[str(response.status_code)] += 1
-                wait = response.headers.get("retry-after")
-                if wait is None:
-                    shed["no_retry_after"] += 1
-                await asyncio.sleep(float(wait or 1))
-            else:
-                shed["other"] += 1
+    host, port = base.removeprefix("http://").split(":")
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
-        took = time.perf_counter() - started
+    async def client_loop():
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while time.perf_counter() < end:
+                kind = rng.choices([k for k, _ in MIX], [w for _, w in MIX])[0]
+                path = f"/v1/models/{BUILTIN_ID}/{'activations' if kind == 'activations' else 'predict'}"
+                start = time.perf_counter()
+                status, headers = await _post(reader, writer, path, json.dumps(body(kind)).encode())
+                if status == 200:
+                    latencies[kind].append(time.perf_counter() - start)
+                elif status in (503, 429):
+                    shed[str(status)] += 1
+                    wait = headers.get("retry-after")
+                    if wait is None:
+                        shed["no_retry_after"] += 1
+                    await asyncio.sleep(float(wait or 1))
+                else:
+                    shed["other"] += 1
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client_loop() for _ in range(clients)))
+    took = time.perf_counter() - started
     done = sum(len(v) for v in latencies.values())
     return {"clients": clients, "seconds": took, "ok": done, "rps": done / took, **shed,
             "kinds": {kind: {"n": len(v), "p50": _pct(v, 50), "p99": _pct(v, 99)} for kind, v in latencies.items()}}
@@ -156,20 +203,20 @@ def main() -> None:
 
     photo = Image.fromarray(skimage.data.chelsea())
     x = images.to_tensor(images.fit(photo, record), record)
-    bare = median_ms(lambda: rt.logits(x), args.repeat)
+    bare_call = lambda: rt.logits(x)  # noqa: E731
+    bare = median_ms(bare_call, args.repeat)
     batch = settings.occlusion_batch
     xb = np.repeat(x, batch, axis=0)
     per_image_batched = median_ms(lambda: rt.logits(xb), max(3, args.repeat // 5)) / batch
     names = [layer.name for layer in record.layers]
     layers = {"early": names[len(names) // 6], "middle": names[len(names) // 2], "last": names[-1]}
-    rt_threads = getattr(forward, "ort_threads", lambda n: n or os.cpu_count())(settings.ort_intra_threads)
 
     port = free_port()
     env = {**os.environ, "CONVSCOPE_PORT": str(port), "CONVSCOPE_LOG_LEVEL": "WARNING",
            "CONVSCOPE_REDIS_PREFIX": f"bench-forward-{port}:"}
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
                                "--port", str(port), "--log-level", "warning", "--no-access-log"], cwd=ROOT, env=env)
-    rows = []
+    rows = []  # (what, ms, bare ms timed beside it)
     try:
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, timeout=120) as client:
@@ -188,21 +235,31 @@ def main() -> None:
             photo.save(buf, format="PNG")
             image_id = upload(buf.getvalue())
             url = f"/v1/models/{BUILTIN_ID}"
-            cold_ids = iter([upload(v) for v in variants(photo, args.repeat + 1, 1)])
+            cold_ids = iter([upload(v) for v in variants(photo, args.repeat + 2, 1)])
+            lean = Lean(port)
 
-            def call(view, body):
-                response = client.post(f"{url}/{view}", json={"image": {"id": image_id}, **body})
-                assert response.status_code == 200, response.text
-                return response
+            def call(view, body, image=None):
+                status, answer = lean.post(f"{url}/{view}", {"image": {"id": image or image_id}, **body})
+                assert status == 200, answer[:500]
+                return answer
 
-            rows.append(("predict over HTTP (image seen before)", median_ms(lambda: call("predict", {}), args.repeat)))
-            rows.append(("predict over HTTP (new image)", median_ms(
-                lambda: client.post(f"{url}/predict", json={"image": {"id": next(cold_ids)}}), args.repeat)))
+            def row(what, fn):
+                rows.append((what, *paired_ms(fn, bare_call, args.repeat)))
+
+            row("predict over HTTP (image seen before)", lambda: call("predict", {}))
+            row("predict over HTTP (new image)", lambda: call("predict", {}, next(cold_ids)))
             for where, layer in layers.items():
                 for fmt in ("png", "json"):
-                    rows.append((f"activations {fmt.upper()} {where} ({layer})", median_ms(
-                        lambda layer=layer, fmt=fmt: call("activations", {"layer": layer, "format": fmt}), args.repeat)))
-            occ = median_ms(lambda: call("occlusion", {"patch": 32, "stride": 8, "format": "json"}), 2)
+                    row(f"activations {fmt.upper()} {where} ({layer})",
+                        lambda layer=layer, fmt=fmt: call("activations", {"layer": layer, "format": fmt}))
+            call("occlusion", {"patch": 32, "stride": 8, "format": "json"})  # warm
+            occ, floors = [], []
+            for _ in range(2):  # each occlusion between two measures of the batched floor
+                floors.append(median_ms(lambda: rt.logits(xb), 3) / batch)
+                start = time.perf_counter()
+                call("occlusion", {"patch": 32, "stride": 8, "format": "json"})
+                occ.append((time.perf_counter() - start) * 1000)
+            floors.append(median_ms(lambda: rt.logits(xb), 3) / batch)
             passes = len(forward.occlusion_positions(224, 32, 8)) ** 2 + 1
 
             # The load test: one client (sequential), then `clients` at once, the same mix and duration.
@@ -217,18 +274,20 @@ def main() -> None:
         server.terminate()
         server.wait()
 
-    print(f"built-in model {BUILTIN_ID}, 224×224, ONNX Runtime CPU, intra threads {rt_threads} "
-          f"({os.cpu_count()} cores here), forward_batch_max {getattr(settings, 'forward_batch_max', 'none')}, "
-          f"forward_batch_wait_ms {getattr(settings, 'forward_batch_wait_ms', 'none')}, "
-          f"spinning {getattr(settings, 'ort_allow_spinning', 'ORT default')}, median of {args.repeat}")
-    print(f"{'what':58} {'ms':>8} {'× bare':>7}")
-    print(f"{'bare ORT forward (batch 1)':58} {bare:8.1f} {1:7.2f}")
-    print(f"{f'batched ORT forward per image (batch {batch})':58} {per_image_batched:8.1f} "
+    print(f"built-in model {BUILTIN_ID}, 224×224, ONNX Runtime CPU, intra threads "
+          f"{forward.ort_threads(settings.ort_intra_threads)} ({os.cpu_count()} cores here), runs at once "
+          f"{forward.run_slots(settings)}, forward_batch_max {settings.forward_batch_max}, forward_batch_wait_ms "
+          f"{settings.forward_batch_wait_ms}, spinning {settings.ort_allow_spinning}, median of {args.repeat}")
+    print(f"{'what':58} {'ms':>8} {'bare ms':>8} {'× bare':>7}")
+    print(f"{'bare ORT forward (batch 1)':58} {bare:8.1f} {bare:8.1f} {1:7.2f}")
+    print(f"{f'batched ORT forward per image (batch {batch})':58} {per_image_batched:8.1f} {bare:8.1f} "
           f"{per_image_batched / bare:7.2f}")
-    for name, ms in rows:
-        print(f"{name:58} {ms:8.1f} {ms / bare:7.2f}")
-    print(f"occlusion patch 32 stride 8: {occ:.0f} ms, {passes} forward passes; time / (passes × batched per-image "
-          f"{per_image_batched:.1f} ms) = {occ / (passes * per_image_batched):.2f}")
+    for name, ms, beside in rows:
+        print(f"{name:58} {ms:8.1f} {beside:8.1f} {ms / beside:7.2f}")
+    ratios = [o / (passes * (f0 + f1) / 2) for o, f0, f1 in zip(occ, floors, floors[1:])]
+    print(f"occlusion patch 32 stride 8: {', '.join(f'{o:.0f}' for o in occ)} ms, {passes} forward passes; time / "
+          f"(passes × batched per-image floor measured before and after it, "
+          f"{', '.join(f'{f:.1f}' for f in floors)} ms) = {', '.join(f'{r:.2f}' for r in ratios)}")
     print(f"\nload on loopback, mix {', '.join(f'{k} {w:.0%}' for k, w in MIX)}, {args.seconds:.0f} s each")
     print(f"{'clients':>8} {'req/s':>7} {'ok':>6} {'503':>5} {'429':>5} {'other':>6}  p50/p99 ms per kind")
     for result in (sequential, loaded):
@@ -238,7 +297,6 @@ def main() -> None:
     print(f"{args.clients} clients / 1 client: {loaded['rps'] / sequential['rps']:.2f}× the requests/s; "
           f"5xx/429 without Retry-After: {loaded['no_retry_after']}; batches under load: "
           f"{after['batches'] - before['batches']:.0f} for {after['requests'] - before['requests']:.0f} requests")
-
 
 if __name__ == "__main__":
     main()

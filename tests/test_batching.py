@@ -153,27 +153,41 @@ def test_the_api_sessions_take_the_cores_and_do_not_spin_by_default():
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
+class Slow:
+    """A session stand-in that records how many of its runs (over every instance of it) overlap."""
+
+    now = most = 0
+    lock = threading.Lock()
+
+    def run(self, outputs, feeds):
+        import time
+
+        with Slow.lock:
+            Slow.now += 1
+            Slow.most = max(Slow.most, Slow.now)
+        time.sleep(0.05)
+        with Slow.lock:
+            Slow.now -= 1
+        return [feeds["x"]]
+
+
 def test_up_to_instances_batches_of_one_key_run_at_once():
-    class Slow:
-        def __init__(self):
-            self.now = self.most = 0
-            self.lock = threading.Lock()
-
-        def run(self, outputs, feeds):
-            import time
-
-            with self.lock:
-                self.now += 1
-                self.most = max(self.most, self.now)
-            time.sleep(0.05)
-            with self.lock:
-                self.now -= 1
-            return [feeds["x"]]
-
     for instances in (1, 2):
-        slow = Slow()
+        Slow.most = 0
         batcher = DynamicBatcher(max_rows=1, instances=instances)
-        got, errors = together(lambda x, b=batcher, s=slow: b.run("k", s, ["y"], "x", x)[0],
+        got, errors = together(lambda x, b=batcher: b.run("k", Slow(), ["y"], "x", x)[0],
                                [np.full((1, 1), i, np.float32) for i in range(6)])
         assert not errors and [int(g[0, 0]) for g in got] == list(range(6))
-        assert slow.most == instances
+        assert Slow.most == instances
+
+
+def test_instances_bound_the_runs_over_all_keys():
+    """Six different sessions (keys) at once still run at most `instances` batches at a time: the intra-op
+    threads of runs side by side never outnumber the cores they were sized for."""
+    for instances in (1, 2):
+        Slow.most = 0
+        batcher = DynamicBatcher(max_rows=8, instances=instances)
+        got, errors = together(lambda x, b=batcher: b.run(f"key-{int(x[0, 0])}", Slow(), ["y"], "x", x)[0],
+                               [np.full((1, 1), i, np.float32) for i in range(6)])
+        assert not errors and [int(g[0, 0]) for g in got] == list(range(6))
+        assert Slow.most == instances

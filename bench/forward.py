@@ -38,6 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.timing import alternate_ms  # noqa: E402
 from core import images  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.stores.models import ModelStore  # noqa: E402
@@ -55,18 +56,6 @@ def median_ms(fn, repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000
-
-
-def paired_ms(fn, bare, repeat: int) -> tuple[float, float]:
-    """(median ms of `fn`, median ms of `bare`), the two called alternately `repeat` times each."""
-    fn(), bare()
-    times: tuple[list, list] = ([], [])
-    for _ in range(repeat):
-        for call, bucket in ((fn, times[0]), (bare, times[1])):
-            start = time.perf_counter()
-            call()
-            bucket.append(time.perf_counter() - start)
-    return statistics.median(times[0]) * 1000, statistics.median(times[1]) * 1000
 
 
 class Lean:
@@ -244,7 +233,7 @@ def main() -> None:
                 return answer
 
             def row(what, fn):
-                rows.append((what, *paired_ms(fn, bare_call, args.repeat)))
+                rows.append((what, *alternate_ms(fn, bare_call, args.repeat)))
 
             row("predict over HTTP (image seen before)", lambda: call("predict", {}))
             row("predict over HTTP (new image)", lambda: call("predict", {}, next(cold_ids)))

@@ -40,6 +40,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.timing import alternate_ms  # noqa: E402
 from core import images  # noqa: E402
 from core.settings import get_settings  # noqa: E402
 
@@ -70,18 +71,6 @@ def photo(i: int) -> bytes:
     out = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(out, format="PNG")
     return out.getvalue()
-
-
-def timed_pair(first, second, repeats: int) -> tuple[float, float]:
-    """Median ms of two calls, alternated so that load from elsewhere falls on both alike."""
-    first(), second()  # warm-up
-    times: tuple[list, list] = ([], [])
-    for _ in range(repeats):
-        for fn, bucket in ((first, times[0]), (second, times[1])):
-            start = time.perf_counter()
-            fn()
-            bucket.append(time.perf_counter() - start)
-    return statistics.median(times[0]) * 1000, statistics.median(times[1]) * 1000
 
 
 def captum_call(kind: str, net, x: torch.Tensor, target: int, batch: int):
@@ -200,7 +189,7 @@ def main() -> None:
         counter = iter(range(1, 10**6))
         rows, parts = [], {}
         for kind in kinds:
-            direct, reference = timed_pair(direct_call(kind, network, x, target, settings.attribution_batch),
+            direct, reference = alternate_ms(direct_call(kind, network, x, target, settings.attribution_batch),
                                            captum_call(kind, network.module, x, target, settings.attribution_batch),
                                            args.repeats)
             row = {"kind": kind, "torch": direct, "captum": reference}

@@ -93,7 +93,7 @@ def test_the_api_sheds_with_503_busy_and_retry_after_only_past_the_line(settings
             entered, release = threading.Event(), threading.Event()
             real = forward.predict
 
-            def held(*args, **kwargs):  # the first request holds its place until the second has been answered
+            def held(*args, entered=entered, release=release, real=real, **kwargs):  # holds its place till released
                 entered.set()
                 release.wait(10)
                 return real(*args, **kwargs)

@@ -13,7 +13,13 @@ from service.middleware import Admission
 
 
 def run(coro):
-    return asyncio.run(coro)
+    """asyncio.run in a thread of its own: another test (Playwright's sync API) may leave a loop running here."""
+    out = {}
+    thread = threading.Thread(target=lambda: out.setdefault("result", asyncio.run(coro)))
+    thread.start()
+    thread.join(30)
+    assert "result" in out, "the scenario did not finish"
+    return out["result"]
 
 
 def test_requests_past_the_running_limit_wait_their_turn_in_order():

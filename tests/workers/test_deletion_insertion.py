@@ -57,9 +57,11 @@ def reference(x, score, target, forward_one, deleted, blurred, steps):
 
 
 def check(table, expected):
+    # Batched and one-at-a-time ONNX Runtime runs differ in the last float bits: 1.02e-5 on one probability
+    # was seen in a CI run, so the curves get 3e-5; a wrong pixel order or step moves them by far more.
     deletion, insertion, deletion_auc, insertion_auc = expected
-    np.testing.assert_allclose(table["deletion"], deletion, rtol=0, atol=1e-5)
-    np.testing.assert_allclose(table["insertion"], insertion, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(table["deletion"], deletion, rtol=0, atol=3e-5)
+    np.testing.assert_allclose(table["insertion"], insertion, rtol=0, atol=3e-5)
     assert table["deletion_auc"] == pytest.approx(deletion_auc, abs=1e-5)
     assert table["insertion_auc"] == pytest.approx(insertion_auc, abs=1e-5)
 

@@ -15,9 +15,18 @@ from service.middleware import Admission
 def run(coro):
     """asyncio.run in a thread of its own: another test (Playwright's sync API) may leave a loop running here."""
     out = {}
-    thread = threading.Thread(target=lambda: out.setdefault("result", asyncio.run(coro)))
+
+    def main():
+        try:
+            out["result"] = asyncio.run(coro)
+        except BaseException as exc:  # re-raised in the test's thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=main)
     thread.start()
     thread.join(30)
+    if "error" in out:
+        raise out["error"]
     assert "result" in out, "the scenario did not finish"
     return out["result"]
 

@@ -35,9 +35,10 @@ def baseline_of(x: np.ndarray, name: str, record) -> np.ndarray:
 
 
 def reference(x, score, target, forward_one, deleted, blurred, steps):
-    """Both curves and AUCs, one perturbed copy per forward pass: score is H×W, most positive first."""
+    """Both curves and AUCs, one perturbed copy per forward pass: score is H×W, most positive first (or a
+    flat pixel order already checked against it, see `upsampled_order`)."""
     _, _, height, width = x.shape
-    order = np.argsort(-score.ravel(), kind="stable")
+    order = score if score.ndim == 1 else np.argsort(-score.ravel(), kind="stable")
     ys, xs = np.unravel_index(order, (height, width))
     deletion, insertion, fractions = [], [], []
     for k in range(steps + 1):
@@ -54,6 +55,20 @@ def reference(x, score, target, forward_one, deleted, blurred, steps):
         return sum((fractions[k + 1] - fractions[k]) * (curve[k] + curve[k + 1]) / 2 for k in range(steps))
 
     return deletion, insertion, area(deletion), area(insertion)
+
+
+def upsampled_order(attribution, height, width):
+    """The service's pixel order of a coarse map, checked against torch's bilinear resize (half-pixel
+    centres): along it, torch's values never rise by more than float noise. Near-ties may fall either way
+    (Pillow and torch round differently), and which pixels tie depends on the map's last bits, so the
+    reference curves take this order rather than torch's own argsort."""
+    order = deletion_insertion.pixel_order(attribution, height, width)
+    upsampled = torch.nn.functional.interpolate(torch.from_numpy(attribution.sum(axis=0))[None, None],
+                                                size=(height, width), mode="bilinear",
+                                                align_corners=False)[0, 0].numpy().ravel()
+    along = upsampled[order]
+    assert np.all(np.diff(along) <= 1e-5 * np.abs(upsampled).max())
+    return order
 
 
 def check(table, expected):
@@ -96,9 +111,8 @@ def test_a_coarse_map_ranks_pixels_by_its_bilinear_upsampling(small_net, small_i
     assert out.attribution.shape == (1, 8, 8)
     x = small_input.numpy()
     table = deletion_insertion.evaluate(x, out.attribution, 1, small_classify, record, steps=8, batch=6)
-    upsampled = torch.nn.functional.interpolate(torch.from_numpy(out.attribution)[None], size=(16, 16),
-                                                mode="bilinear", align_corners=False)[0, 0].numpy()
-    check(table, reference(x, upsampled, 1, small_classify, black_of(x, record), images.fill_value(x, "blur", record), 8))
+    order = upsampled_order(out.attribution, 16, 16)
+    check(table, reference(x, order, 1, small_classify, black_of(x, record), images.fill_value(x, "blur", record), 8))
 
 
 CHECKER = (np.indices((16, 16)).sum(axis=0) % 2 * 2 - 1).astype(np.float32)  # ±1, a 1-pixel checkerboard
@@ -158,8 +172,6 @@ def test_scores_equal_the_reference_on_the_builtin_model(builtin_store, builtin)
         return softmax(rt.logits(batch)).astype(np.float32)
 
     table = deletion_insertion.evaluate(x, out.attribution, target, classify, builtin, steps=16, batch=32)
-    upsampled = torch.nn.functional.interpolate(torch.from_numpy(out.attribution)[None], size=x.shape[2:],
-                                                mode="bilinear", align_corners=False)[0, 0].numpy()
-    check(table, reference(x, upsampled, target, classify, black_of(x, builtin), images.fill_value(x, "blur", builtin),
-                           16))
+    order = upsampled_order(out.attribution, *x.shape[2:])
+    check(table, reference(x, order, target, classify, black_of(x, builtin), images.fill_value(x, "blur", builtin), 16))
     assert table["deletion_auc"] < table["insertion_auc"]  # Grad-CAM finds the cat

@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.timing import alternate_ms  # noqa: E402
+from bench.timing import Lean, alternate_ms  # noqa: E402
 from core import images  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.stores.models import ModelStore  # noqa: E402
@@ -56,20 +56,6 @@ def median_ms(fn, repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000
-
-
-class Lean:
-    """A keep-alive HTTP/1.1 client (http.client): POST JSON, read the whole answer."""
-
-    def __init__(self, port: int):
-        import http.client
-
-        self.connection = http.client.HTTPConnection("127.0.0.1", port)
-
-    def post(self, path: str, body: dict) -> tuple[int, bytes]:
-        self.connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
-        response = self.connection.getresponse()
-        return response.status, response.read()
 
 
 async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str,

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 import redis
 import redis.asyncio
+from fastapi.concurrency import run_in_threadpool
 
 from core.errors import Invalid, NotFound, NotReady, Overloaded
 from core.jobs import queueing
@@ -102,37 +103,42 @@ class JobService:
         spec["digest"] = spec_digest(spec)
         job_id = uuid.uuid4().hex
         with redis_errors():
-            hit = self._from_cache(job_id, spec)
+            with self.store.client.pipeline(transaction=False) as pipe:  # one round trip
+                pipe.get(self.store.keys.cache(spec["digest"]))
+                pipe.llen(self.queue.key)
+                source_id, depth = pipe.execute()
+            hit = self._from_cache(job_id, spec, source_id.decode() if source_id else None)
             if hit is not None:
                 return hit
-            depth = self.queue.count
             QUEUE_DEPTH.set(depth)
             if depth >= self.settings.queue_max_length:
                 raise Overloaded(f"the job queue is full ({depth} jobs waiting); retry later", code="queue_full",
                                  retry_after=self.settings.queue_retry_after_s)
-            for given in accepted.values():
-                if given.blob is not None:
-                    self.store.put_input(given.ref, given.blob, given.decoded)
-            self.store.create(job_id, spec, listed_max=self.settings.jobs_listed_max)
-            queueing.enqueue(self.queue, job_id, 1, time_limit_s=spec["time_limit_s"],
-                             ttl_s=self.settings.artifact_ttl_s)
-            return self._owned(job_id, self.store.get(job_id), owner)
+            with self.store.client.pipeline() as pipe:  # inputs, record and queue entry: one atomic round trip
+                pipe.multi()  # explicitly, as RQ expects of a pipeline it is given
+                for given in accepted.values():
+                    if given.blob is not None:
+                        self.store.put_input(given.ref, given.blob, given.decoded, pipe=pipe)
+                created = self.store.create(job_id, spec, listed_max=self.settings.jobs_listed_max, pipe=pipe)
+                queueing.enqueue(self.queue, job_id, 1, time_limit_s=spec["time_limit_s"],
+                                 ttl_s=self.settings.artifact_ttl_s, pipe=pipe)
+                pipe.execute()
+            return self._owned(job_id, created, owner)
 
     def _owned(self, job_id: str, record: dict, owner: str | None) -> Job:
         """The owner's view of a job: the record and a fresh events token."""
         return view(job_id, record, self.tokens.issue(job_id, owner))
 
-    def _from_cache(self, job_id: str, spec: dict) -> Job | None:
-        source_id = self.store.cached(spec["digest"])
+    def _from_cache(self, job_id: str, spec: dict, source_id: str | None) -> Job | None:
         source = self.store.get(source_id) if source_id else None
         if source is None or source["status"] != JobStatus.FINISHED or not self.store.copy_artifacts(source_id, job_id):
             return None
         now = repr(time.time())
-        self.store.create(job_id, spec, status=JobStatus.FINISHED, listed_max=self.settings.jobs_listed_max, extra={
+        record = self.store.create(job_id, spec, status=JobStatus.FINISHED, listed_max=self.settings.jobs_listed_max, extra={
             "cached": "1", "result": source["result"], "progress": source["progress"], "started_at": now,
             "ended_at": now})
         self.store.event(job_id, "end", {"status": JobStatus.FINISHED})
-        return self._owned(job_id, self.store.get(job_id), spec["owner"])
+        return self._owned(job_id, record, spec["owner"])
 
     # Reading.
     def record(self, job_id: str, owner: str | None) -> dict:
@@ -162,8 +168,15 @@ class JobService:
                     break
         return found
 
-    def artifact(self, job_id: str, name: str, owner: str | None) -> tuple[bytes, str]:
-        record = self.record(job_id, owner)
+    async def artifact(self, job_id: str, name: str, owner: str | None) -> tuple[bytes, str]:
+        """An artifact of a finished job the caller owns: record and bytes in one round trip on the event loop
+        (a started job goes through `record`, which ends it first if it is lost)."""
+        with redis_errors():
+            record, data = await self.store.get_with_artifact_async(job_id, name) if len(job_id) <= 64 else (None, None)
+        if record is not None and record["status"] == JobStatus.STARTED:
+            record, data = await run_in_threadpool(self.record, job_id, owner), None
+        if record is None or json.loads(record["spec"]).get("owner") != owner:
+            raise NotFound(f"no job with id {job_id!r} (it may have expired)", code="job_not_found")
         if record["status"] not in ENDED:
             raise NotReady(f"job {job_id} is {record['status']}; artifacts exist once it has finished",
                            code="job_not_finished")
@@ -171,8 +184,6 @@ class JobService:
         if name not in names:
             raise NotFound(f"job {job_id} has no artifact {name!r}", code="artifact_not_found",
                            details={"artifacts": names})
-        with redis_errors():
-            data = self.store.artifact(job_id, name)
         if data is None:
             raise NotFound(f"the artifacts of job {job_id} have expired", code="artifact_expired")
         return data, media_type(name)
@@ -255,8 +266,6 @@ def _sse(event: str, data: str, event_id: str | None = None) -> str:
 
 async def monitor(service: JobService, interval_s: float) -> None:
     """The API's background loop: `monitor_once` every `interval_s`, quietly surviving Redis outages."""
-    from fastapi.concurrency import run_in_threadpool
-
     failing = False
     while True:
         await asyncio.sleep(interval_s)

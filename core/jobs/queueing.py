@@ -47,10 +47,11 @@ def rq_job_id(job_id: str, attempt: int) -> str:
     return f"{job_id}-{attempt}"
 
 
-def enqueue(q: Queue, job_id: str, attempt: int, *, time_limit_s: int, ttl_s: int) -> None:
-    """Put one attempt of a job on the queue; RQ fails it with a timeout after `time_limit_s`."""
+def enqueue(q: Queue, job_id: str, attempt: int, *, time_limit_s: int, ttl_s: int, pipe=None) -> None:
+    """Put one attempt of a job on the queue (in the transaction `pipe`, when given, for the caller to execute);
+    RQ fails it with a timeout after `time_limit_s`."""
     q.enqueue_call(ENTRY_POINT, args=(job_id, attempt), job_id=rq_job_id(job_id, attempt), timeout=time_limit_s,
-                   result_ttl=600, failure_ttl=ttl_s, ttl=ttl_s, description=f"convscope job {job_id}")
+                   result_ttl=600, failure_ttl=ttl_s, ttl=ttl_s, description=f"convscope job {job_id}", pipeline=pipe)
 
 
 def remove_queued(q: Queue, job_id: str, attempt: int) -> None:

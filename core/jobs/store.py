@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import redis
@@ -123,6 +124,17 @@ class JobKeys:
         return f"{self.prefix}lock:{name}"
 
 
+@contextmanager
+def _in(client: redis.Redis, pipe, transaction: bool = True):
+    """The caller's pipeline as is, or a pipeline of our own that is executed on leaving (one round trip)."""
+    if pipe is not None:
+        yield pipe
+        return
+    with client.pipeline(transaction=transaction) as own:
+        yield own
+        own.execute()
+
+
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -139,20 +151,21 @@ class JobStore:
 
     # Records.
     def create(self, job_id: str, spec: dict, *, status: JobStatus = JobStatus.QUEUED, listed_max: int = 10_000,
-               extra: dict | None = None) -> None:
+               extra: dict | None = None, pipe=None) -> dict:
+        """Store a new record (in `pipe`, when given, for the caller to execute); returns it as `get` would."""
         now = time.time()
         fields = {"spec": json.dumps(spec), "status": status, "created_at": repr(now), "attempt": "1",
                   "progress": json.dumps({"step": 0, "total": 0}), **(extra or {})}
         index = self.keys.index(spec.get("owner"))
-        with self.client.pipeline() as pipe:
-            pipe.hset(self.keys.job(job_id), mapping=fields)
-            pipe.expire(self.keys.job(job_id), self.ttl_s)
+        with _in(self.client, pipe) as target:
+            target.hset(self.keys.job(job_id), mapping=fields)
+            target.expire(self.keys.job(job_id), self.ttl_s)
             if status == JobStatus.QUEUED:
-                pipe.zadd(self.keys.queued, {job_id: now})
-            pipe.zadd(index, {job_id: now})
-            pipe.zremrangebyrank(index, 0, -listed_max - 1)
-            pipe.expire(index, self.ttl_s)
-            pipe.execute()
+                target.zadd(self.keys.queued, {job_id: now})
+            target.zadd(index, {job_id: now})
+            target.zremrangebyrank(index, 0, -listed_max - 1)
+            target.expire(index, self.ttl_s)
+        return {k: str(v) for k, v in fields.items()}
 
     def get(self, job_id: str) -> dict | None:
         raw = self.client.hgetall(self.keys.job(job_id))
@@ -247,13 +260,13 @@ class JobStore:
         return bool(self.client.copy(self.keys.artifacts(source_id), self.keys.artifacts(job_id), replace=True))
 
     # Inputs and the result cache.
-    def put_input(self, sha256: str, data: bytes, decoded: bytes | None = None) -> None:
-        """Keep an input file (and, given, its decoded pixels as npy bytes, for `DECODED_TTL_S`), in one round trip."""
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(self.keys.input(sha256), data, ex=self.ttl_s)
+    def put_input(self, sha256: str, data: bytes, decoded: bytes | None = None, pipe=None) -> None:
+        """Keep an input file (and, given, its decoded pixels as npy bytes, for `DECODED_TTL_S`), in one round trip
+        (or in `pipe`, when given, for the caller to execute)."""
+        with _in(self.client, pipe, transaction=False) as target:
+            target.set(self.keys.input(sha256), data, ex=self.ttl_s)
             if decoded is not None:
-                pipe.set(self.keys.input(sha256) + ".rgb", decoded, ex=min(self.ttl_s, DECODED_TTL_S))
-            pipe.execute()
+                target.set(self.keys.input(sha256) + ".rgb", decoded, ex=min(self.ttl_s, DECODED_TTL_S))
 
     def get_input(self, sha256: str) -> bytes | None:
         return self.client.get(self.keys.input(sha256))
@@ -261,10 +274,6 @@ class JobStore:
     def get_decoded(self, sha256: str) -> bytes | None:
         """The pixels the API decoded from input `sha256` (npy bytes), while they are kept; else None."""
         return self.client.get(self.keys.input(sha256) + ".rgb")
-
-    def cached(self, digest: str) -> str | None:
-        value = self.client.get(self.keys.cache(digest))
-        return _text(value) if value else None
 
     def remember(self, digest: str, job_id: str) -> None:
         self.client.set(self.keys.cache(digest), job_id, ex=self.ttl_s)
@@ -288,6 +297,14 @@ class JobStore:
     async def get_async(self, job_id: str) -> dict | None:
         raw = await self.aclient.hgetall(self.keys.job(job_id))
         return {_text(k): _text(v) for k, v in raw.items()} if raw else None
+
+    async def get_with_artifact_async(self, job_id: str, name: str) -> tuple[dict | None, bytes | None]:
+        """(record, artifact `name` or None) in one round trip."""
+        async with self.aclient.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.job(job_id))
+            pipe.hget(self.keys.artifacts(job_id), name)
+            raw, data = await pipe.execute()
+        return ({_text(k): _text(v) for k, v in raw.items()} if raw else None), data
 
     async def events_async(self, job_id: str, cursor: str, block_s: float, count: int = 100) -> list[tuple[str, str, str]]:
         """[(event id, event, data)] after `cursor`, waiting up to `block_s` for the first one."""

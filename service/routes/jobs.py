@@ -70,9 +70,9 @@ def get_job(job_id: str, request: Request, service: JobService = Depends(jobs)) 
 
 @router.get("/{job_id}/artifacts/{name}", operation_id="getJobArtifact", response_class=Response, responses={
     **media_response("application/x-npy", "image/png", "application/json"), **errors(404, 409, 503)})
-def job_artifact(job_id: str, name: str, request: Request, service: JobService = Depends(jobs)) -> Response:
+async def job_artifact(job_id: str, name: str, request: Request, service: JobService = Depends(jobs)) -> Response:
     """One artifact of a finished job (409 while the job has not ended)."""
-    data, media = service.artifact(job_id, name, owner(request))
+    data, media = await service.artifact(job_id, name, owner(request))
     return Response(data, media_type=media)
 
 

@@ -1,6 +1,6 @@
-"""No job left behind before it is claimed: a worker killed between dequeue and claim, and an enqueue that fails
-after the record was written. Each job then runs on another worker within a bounded time (or ends `failed`
-with a code once it has been lost too often)."""
+"""No job left behind before it is claimed: a worker killed between dequeue and claim, and a record whose queue
+entry was lost. Each job then runs on another worker within a bounded time (or ends `failed` with a code once it
+has been lost too often). An enqueue that fails leaves nothing: inputs, record and queue entry are one transaction."""
 
 from __future__ import annotations
 
@@ -72,23 +72,34 @@ def test_a_worker_killed_between_dequeue_and_claim_leaves_no_job_behind(job_sett
         assert record(settings, job["id"])["attempt"] == "2"
 
 
-def test_an_enqueue_that_fails_after_the_record_is_written_is_retried(job_settings, workers, monkeypatch):
-    settings = variant(job_settings, "unqueued")
-    workers.start(settings)
+def test_an_enqueue_that_fails_writes_nothing(job_settings, monkeypatch):
+    settings = variant(job_settings, "refused")
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         def redis_gone(*args, **kwargs):
             raise redis.ConnectionError("Redis went away")
 
+        before = [job["id"] for job in client.get("/v1/jobs").json()["jobs"]]
         monkeypatch.setattr(queueing, "enqueue", redis_gone)
         refused = submit(client, "saliency", unique_image())
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "redis_unavailable"
         monkeypatch.undo()
-        lost = client.get("/v1/jobs").json()["jobs"][0]  # the newest: written, on no queue
+        assert [job["id"] for job in client.get("/v1/jobs").json()["jobs"]] == before
+
+
+def test_a_record_whose_queue_entry_was_lost_is_requeued(job_settings, workers, monkeypatch):
+    settings = variant(job_settings, "unqueued")
+    workers.start(settings)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        monkeypatch.setattr(queueing, "enqueue", lambda *args, **kwargs: None)  # the record is written, no queue entry
+        lost = submit(client, "saliency", unique_image()).json()
+        monkeypatch.undo()
         assert lost["status"] == "queued" and lost["kind"] == "saliency", lost
+        assert redis.Redis.from_url(settings.redis_url).llen(f"rq:queue:{settings.job_queue}") == 0
         since = time.monotonic()
         ended = wait_for(client, lost["id"], timeout=60)
         assert ended["status"] == "finished", (ended["error"], ended["progress"], record(settings, lost["id"]))
         assert time.monotonic() - since <= STRAY_BOUND_S + 20
+        assert record(settings, lost["id"])["attempt"] == "2"
 
 
 def test_a_job_lost_too_often_ends_failed_with_a_code(job_settings):

@@ -54,3 +54,16 @@ def test_tall_rgb_reads_back_across_blocks():
     """An RGB image of more rows than one deflate block: the Up filter carries across the block edges."""
     pixels = np.random.default_rng(1).integers(0, 256, (700, 150, 3), dtype=np.uint8)
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(render.png(pixels)))), pixels)
+
+
+@pytest.mark.parametrize("alpha, tolerance", [(0.5, 0), (0.3, 1)])
+def test_overlay_is_the_colour_map_of_the_upsampled_heat_blended_over_the_image(alpha, tolerance):
+    """The reference in float64: the heat upsampled bilinearly as 8 bits, coloured by `colorize`, blended, rounded."""
+    rng = np.random.default_rng(3)
+    image = Image.fromarray((rng.random((40, 56, 3)) * 255).astype(np.uint8))
+    heat = rng.random((7, 7)).astype(np.float32)
+    upsampled = Image.fromarray((heat * 255).astype(np.uint8)).resize(image.size, Image.BILINEAR)
+    colours = render.colorize(np.asarray(upsampled, np.float64) / 255.0, "jet").astype(np.float64)
+    expected = (np.asarray(image, np.float64) * (1 - alpha) + colours * alpha + 0.5).astype(np.uint8)
+    made = np.asarray(render.overlay(image, heat, cmap="jet", alpha=alpha))
+    assert made.shape == expected.shape and np.abs(made.astype(int) - expected).max() <= tolerance

@@ -1,7 +1,8 @@
 """Forward views of the built-in model at 224×224 against a bare ONNX Runtime forward, alone and under load.
 
 Starts the API (uvicorn, real Redis, private key prefix) in a subprocess, uploads photos, then prints in one run:
-- the bare forward (batch 1, the API's thread count) and the batched per-image floor;
+- the bare forward (batch 1, the API's thread count) and the batched per-image floor: one run of 32 images, and
+  32 in runs of the size `forward_batch_tune` measured as cheapest per image (what the API runs);
 Every timed row alternates with a bare forward in this process (a call of one, then the other): its ratio is
 its median over the median of the bare forwards timed beside it, so a machine whose speed drifts during the
 run (a shared VM) moves both alike. HTTP calls go through a keep-alive `http.client` connection, and the load
@@ -182,6 +183,9 @@ def main() -> None:
     bare = median_ms(bare_call, args.repeat)
     batch = settings.occlusion_batch
     xb = np.repeat(x, batch, axis=0)
+    untuned = forward.Runtimes(store, settings.model_copy(update={"forward_batch_tune": False})).get(record)
+    per_image_untuned = median_ms(lambda: untuned.logits(xb), max(3, args.repeat // 5)) / batch
+    rows_tuned = rt.batch_rows("plain", rt.plain, [record.logits_name], x)  # measured at the first bare forward
     per_image_batched = median_ms(lambda: rt.logits(xb), max(3, args.repeat // 5)) / batch
     names = [layer.name for layer in record.layers]
     layers = {"early": names[len(names) // 6], "middle": names[len(names) // 2], "last": names[-1]}
@@ -255,8 +259,10 @@ def main() -> None:
           f"{settings.forward_batch_wait_ms}, spinning {settings.ort_allow_spinning}, median of {args.repeat}")
     print(f"{'what':58} {'ms':>8} {'bare ms':>8} {'× bare':>7}")
     print(f"{'bare ORT forward (batch 1)':58} {bare:8.1f} {bare:8.1f} {1:7.2f}")
-    print(f"{f'batched ORT forward per image (batch {batch})':58} {per_image_batched:8.1f} {bare:8.1f} "
-          f"{per_image_batched / bare:7.2f}")
+    print(f"{f'ORT forward per image, one run of {batch}':58} {per_image_untuned:8.1f} {bare:8.1f} "
+          f"{per_image_untuned / bare:7.2f}")
+    print(f"{f'ORT forward per image, {batch} in runs of {rows_tuned} (measured best)':58} {per_image_batched:8.1f} "
+          f"{bare:8.1f} {per_image_batched / bare:7.2f}")
     for name, ms, beside in rows:
         print(f"{name:58} {ms:8.1f} {beside:8.1f} {ms / beside:7.2f}")
     ratios = [o / (passes * (f0 + f1) / 2) for o, f0, f1 in zip(occ, floors, floors[1:])]

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     max_occlusion_positions: int = Field(4096, gt=0)
     forward_batch_max: int = Field(32, ge=1, le=1024, description="images per batched ONNX Runtime run of the forward "
                                    "views (requests for the same model and layer that arrive together); 1: no batching")
+    forward_batch_tune: bool = Field(True, description="measure, the first time a session runs a batch, the batch "
+                                     "size up to forward_batch_max that costs least per image on this machine, and "
+                                     "run at most that many images at once (GPU: large batches; a small CPU: 1 or 2)")
     forward_batch_instances: int = Field(0, ge=0, le=256, description="forward runs (batches) the API lets go at "
                                          "once, over all models and layers (0: the cores over ort_intra_threads, "
                                          "so that ONNX Runtime's threads never outnumber the cores)")

@@ -33,7 +33,7 @@ from core.model_record import ModelRecord
 from core.settings import Settings
 from core.stores.models import ModelStore
 from models import runtime
-from models.batching import DynamicBatcher
+from models.batching import DynamicBatcher, best_batch
 from models.sessions import FLOAT_BYTES, SessionCache, estimate_bytes
 from models.truncate import truncate
 
@@ -61,6 +61,7 @@ class ModelRuntime:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _weights: dict = field(default_factory=dict)
     _uncut: set = field(default_factory=set)  # layers whose sub-graph could not be cut out (the probe serves them)
+    _rows: dict = field(default_factory=dict)  # variant → images per run (`batch_rows`)
 
     def _key(self, variant: str) -> tuple[str, str, str]:
         return (self.record.id, self.record.onnx_sha256, variant)
@@ -75,10 +76,43 @@ class ModelRuntime:
                                          allow_spinning=s.ort_allow_spinning)
 
     def _run(self, variant: str, session, outputs: list[str], x: np.ndarray) -> list[np.ndarray]:
-        """`session.run`, through the dynamic batcher when there is one and the model takes batches."""
+        """`session.run` of at most `batch_rows` images, through the dynamic batcher when there is one and the
+        model takes batches."""
         if self.batcher is None or self.record.max_batch == 1:
             return session.run(outputs, {self.record.input_name: x})
-        return self.batcher.run(self._key(variant), session, outputs, self.record.input_name, x)
+        return self.batcher.run(self._key(variant), session, outputs, self.record.input_name, x,
+                                max_rows=self._rows.get(variant))
+
+    def _runs(self, variant: str, session, outputs: list[str], x: np.ndarray) -> np.ndarray:
+        """The first output for the rows of `x`, in runs of `batch_rows` images."""
+        step = self.batch_rows(variant, session, outputs, x)
+        outs = [self._run(variant, session, outputs, x[i:i + step])[0] for i in range(0, len(x), step)]
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def batch_rows(self, variant: str, session, outputs: list[str], x: np.ndarray) -> int:
+        """Images per run of this session: 1 for a model whose file fixes the batch at one; with
+        `forward_batch_tune`, the size up to `forward_batch_max` that costs least per image, measured on this
+        machine the first time the session runs (`models.batching.best_batch`, on copies of the first row of `x`:
+        a few hundred milliseconds on a CPU, once per session and process); else `forward_batch_max`."""
+        if self.record.max_batch == 1:
+            return 1
+        limit = self.settings.forward_batch_max
+        if not self.settings.forward_batch_tune:
+            return limit
+        rows = self._rows.get(variant)
+        if rows is None:
+            with self._lock:
+                rows = self._rows.get(variant)
+                if rows is None:
+                    feed = {self.record.input_name: None}
+
+                    def run(n: int):
+                        feed[self.record.input_name] = np.repeat(x[:1], n, axis=0)
+                        session.run(outputs, feed)
+                    rows = self._rows[variant] = best_batch(run, limit)
+                    log.info("batch size measured", extra={"fields": {"model": self.record.id, "session": variant,
+                                                                      "images_per_run": rows}})
+        return rows
 
     @property
     def plain(self):
@@ -97,20 +131,13 @@ class ModelRuntime:
     def logits(self, x: np.ndarray) -> np.ndarray:
         """N×C×H×W input → N×classes logits (one image per call for models with `max_batch` 1); only for a
         model with class scores (the routes refuse the others with 422 `no_class_scores`)."""
-        step = self.record.max_batch or len(x)
-        plain = self.plain
-        outs = [self._run("plain", plain, [self.record.logits_name], x[i:i + step])[0]
-                for i in range(0, len(x), step)]
-        out = outs[0] if len(outs) == 1 else np.concatenate(outs)
-        return out.reshape(len(x), -1)
+        return self._runs("plain", self.plain, [self.record.logits_name], x).reshape(len(x), -1)
 
     def layer(self, x: np.ndarray, name: str) -> np.ndarray:
         """N×C×H×W input → the layer's N×C'×H'×W' activations, from the layer's truncated session (the probe
         where the sub-graph could not be cut); one image per call for models with `max_batch` 1."""
         session, variant = self.upto(name)
-        step = self.record.max_batch or len(x)
-        outs = [self._run(variant, session, [name], x[i:i + step])[0] for i in range(0, len(x), step)]
-        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+        return self._runs(variant, session, [name], x)
 
     def upto(self, name: str):
         """(session, variant) that computes layer `name`: the sub-graph up to it, cached as `upto:<name>`."""

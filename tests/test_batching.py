@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.settings import Settings
-from models.batching import DynamicBatcher
+from models.batching import DynamicBatcher, best_batch
 from models.forward import Runtimes
 
 
@@ -41,7 +41,7 @@ def images():
 def test_predictions_that_arrive_together_are_one_batch_with_the_numbers_of_each_alone(builtin_store, builtin, images):
     alone = Runtimes(builtin_store, Settings(ort_intra_threads=1)).get(builtin)
     expected = [alone.logits(x) for x in images]
-    runtimes = Runtimes(builtin_store, Settings(ort_intra_threads=1), batch_rows=8, batch_wait_s=0.2)
+    runtimes = Runtimes(builtin_store, Settings(ort_intra_threads=1, forward_batch_tune=False), batch_rows=8, batch_wait_s=0.2)
     rt = runtimes.get(builtin)
     rt.logits(images[0])  # the session is built before the race
     before = runtimes.batcher.figures.batches
@@ -55,7 +55,7 @@ def test_predictions_that_arrive_together_are_one_batch_with_the_numbers_of_each
 
 
 def test_activations_of_one_layer_batch_and_equal_the_probe(builtin_store, builtin, images):
-    runtimes = Runtimes(builtin_store, Settings(ort_intra_threads=1), batch_rows=4, batch_wait_s=0.2)
+    runtimes = Runtimes(builtin_store, Settings(ort_intra_threads=1, forward_batch_tune=False), batch_rows=4, batch_wait_s=0.2)
     rt = runtimes.get(builtin)
     name = builtin.layers[10].name
     got, errors = together(lambda x: rt.layer(x, name), images)
@@ -68,7 +68,7 @@ def test_activations_of_one_layer_batch_and_equal_the_probe(builtin_store, built
 
 def test_a_model_with_a_fixed_batch_of_one_is_run_one_image_at_a_time(builtin_store, builtin, images):
     fixed = builtin.model_copy(update={"max_batch": 1})
-    runtimes = Runtimes(builtin_store, Settings(ort_intra_threads=1), batch_rows=8, batch_wait_s=0.05)
+    runtimes = Runtimes(builtin_store, Settings(ort_intra_threads=1, forward_batch_tune=False), batch_rows=8, batch_wait_s=0.05)
     got, errors = together(runtimes.get(fixed).logits, images)
     assert not errors and all(g.shape == (1, 1000) for g in got)
     assert runtimes.batcher.figures.batches == 0
@@ -191,3 +191,51 @@ def test_instances_bound_the_runs_over_all_keys():
                                [np.full((1, 1), i, np.float32) for i in range(6)])
         assert not errors and [int(g[0, 0]) for g in got] == list(range(6))
         assert Slow.most == instances
+
+
+class Clock:
+    """A fake clock that a fake run moves on by its cost: `per_image[n]` × n, plus `jitter` on every other call."""
+
+    def __init__(self, per_image: dict[int, float], jitter: float = 0.0):
+        self.now, self.per_image, self.jitter, self.calls = 0.0, per_image, jitter, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def run(self, n: int) -> None:
+        self.calls.append(n)
+        self.now += self.per_image[n] * n + (0.0 if len(self.calls) % 2 else self.jitter)
+
+
+@pytest.mark.parametrize("per_image, limit, best, tried", [
+    ({1: 10.4, 2: 9.3, 4: 15.2, 8: 15.0, 16: 15.1, 32: 15.2}, 32, 2, [1, 2, 4]),  # this 2-core CPU: stops at the cliff
+    ({1: 8.0, 2: 4.1, 4: 2.2, 8: 1.2, 16: 0.7, 32: 0.5}, 32, 32, [1, 2, 4, 8, 16, 32]),  # a GPU: the largest
+    ({1: 8.0, 2: 4.1, 4: 2.2, 8: 1.2, 16: 0.7, 32: 0.5}, 8, 8, [1, 2, 4, 8]),  # never past the limit
+    ({1: 10.0, 2: 9.8, 4: 9.9, 8: 11.0, 16: 13.0}, 16, 1, [1, 2, 4, 8, 16]),  # within 5 %: the smaller batch
+])
+def test_best_batch_is_the_size_cheapest_per_image(per_image, limit, best, tried):
+    clock = Clock(per_image)
+    assert best_batch(clock.run, limit, clock=clock) == best
+    assert sorted(set(clock.calls)) == tried and all(clock.calls.count(n) == 3 for n in tried)  # warm-up + 2 timed
+
+
+def test_best_batch_times_each_size_by_its_fastest_run():
+    clock = Clock({1: 10.0, 2: 9.0, 4: 20.0}, jitter=3.0)  # every other run is disturbed: the fastest counts
+    assert best_batch(clock.run, 4, clock=clock) == 2
+
+
+def test_a_session_runs_batches_of_the_measured_size_with_the_same_numbers(builtin_store, builtin, images, monkeypatch):
+    import models.forward
+
+    monkeypatch.setattr(models.forward, "best_batch", lambda run, limit: 2)  # whatever this machine measures
+    rt = Runtimes(builtin_store, Settings(ort_intra_threads=1), batch_rows=8).get(builtin)
+    seen = []
+    session = rt.plain
+    real = session.run
+    monkeypatch.setattr(session, "run", lambda outputs, feed: seen.append(len(feed[builtin.input_name])) or
+                        real(outputs, feed), raising=False)
+    x = np.concatenate(images[:5])
+    got = rt.logits(x)
+    assert seen == [2, 2, 1] and rt.batch_rows("plain", session, [], x) == 2
+    alone = Runtimes(builtin_store, Settings(ort_intra_threads=1, forward_batch_tune=False)).get(builtin)
+    np.testing.assert_allclose(got, np.concatenate([alone.logits(image) for image in images[:5]]), rtol=0, atol=1e-5)

@@ -3,11 +3,12 @@
 Starts the API (uvicorn, real Redis, private key prefix) in a subprocess, uploads photos, then prints in one run:
 - the bare forward (batch 1, the API's thread count) and the batched per-image floor: one run of 32 images, and
   32 in runs of the size `forward_batch_tune` measured as cheapest per image (what the API runs);
-Every timed row alternates with a bare forward in this process (a call of one, then the other): its ratio is
-its median over the median of the bare forwards timed beside it, so a machine whose speed drifts during the
-run (a shared VM) moves both alike. HTTP calls go through a keep-alive `http.client` connection, and the load
-clients speak HTTP/1.1 over asyncio streams: lean clients, so that the figures are the service's, not httpx's
-(on this 2-core machine the client shares the cores with the server).
+Every timed row alternates with a bare forward in this process, in blocks of `--block` calls (5; the first of
+each block not timed, so that each side runs warm, as back-to-back requests do; with 1, a call of one, then
+the other): its ratio is its median over the median of the bare forwards timed beside it, so a machine whose
+speed drifts during the run (a shared VM) moves both alike. HTTP calls go through a keep-alive `http.client`
+connection, and the load clients speak HTTP/1.1 over asyncio streams: lean clients, so that the figures are the
+service's, not httpx's (on this 2-core machine the client shares the cores with the server).
 - predict over HTTP (an image seen before; a new one: decode, resize, normalise);
 - activations PNG and JSON of an early, a middle and the last layer (truncated sessions);
 - occlusion patch 32 stride 8 and its ratio to passes × the batched per-image floor;
@@ -15,7 +16,7 @@ clients speak HTTP/1.1 over asyncio streams: lean clients, so that the figures a
   JSON of the middle layer, 10 % predict on a new image; a 503/429 is waited out for its Retry-After):
   requests/s, p50/p99 per kind, 503 count, next to one client running the same mix for the same time.
 
-Usage: python bench/forward.py [--repeat 30] [--clients 32] [--seconds 30]
+Usage: python bench/forward.py [--repeat 30] [--block 5] [--clients 32] [--seconds 30]
 """
 
 from __future__ import annotations
@@ -161,6 +162,7 @@ def metric(client: httpx.Client, name: str, label: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--block", type=int, default=5, help="calls of one side before the other takes its turn")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--load-client", default=None, help=argparse.SUPPRESS)
@@ -214,7 +216,7 @@ def main() -> None:
             photo.save(buf, format="PNG")
             image_id = upload(buf.getvalue())
             url = f"/v1/models/{BUILTIN_ID}"
-            cold_ids = iter([upload(v) for v in variants(photo, args.repeat + 2, 1)])
+            cold_ids = iter([upload(v) for v in variants(photo, 2 * args.repeat + 2, 1)])
             lean = Lean(port)
 
             def call(view, body, image=None):
@@ -223,7 +225,7 @@ def main() -> None:
                 return answer
 
             def row(what, fn):
-                rows.append((what, *alternate_ms(fn, bare_call, args.repeat)))
+                rows.append((what, *alternate_ms(fn, bare_call, args.repeat, args.block)))
 
             row("predict over HTTP (image seen before)", lambda: call("predict", {}))
             row("predict over HTTP (new image)", lambda: call("predict", {}, next(cold_ids)))
@@ -256,7 +258,8 @@ def main() -> None:
     print(f"built-in model {BUILTIN_ID}, 224×224, ONNX Runtime CPU, intra threads "
           f"{forward.ort_threads(settings.ort_intra_threads)} ({os.cpu_count()} cores here), runs at once "
           f"{forward.run_slots(settings)}, forward_batch_max {settings.forward_batch_max}, forward_batch_wait_ms "
-          f"{settings.forward_batch_wait_ms}, spinning {settings.ort_allow_spinning}, median of {args.repeat}")
+          f"{settings.forward_batch_wait_ms}, spinning {settings.ort_allow_spinning}, median of {args.repeat}, "
+          f"alternating in blocks of {args.block}")
     print(f"{'what':58} {'ms':>8} {'bare ms':>8} {'× bare':>7}")
     print(f"{'bare ORT forward (batch 1)':58} {bare:8.1f} {bare:8.1f} {1:7.2f}")
     print(f"{f'ORT forward per image, one run of {batch}':58} {per_image_untuned:8.1f} {bare:8.1f} "

@@ -11,15 +11,21 @@ import time
 import uuid
 
 
-def alternate_ms(first, second, repeats: int) -> tuple[float, float]:
-    """(median ms of `first`, median ms of `second`), after one warm-up call each, the two called in turn."""
-    first(), second()
+def alternate_ms(first, second, repeats: int, block: int = 1) -> tuple[float, float]:
+    """(median ms of `first`, median ms of `second`), each called `repeats` times, the two taking turns in blocks
+    of `block` calls; the first call of each block is a warm-up, not timed (with `block` > 1, each side then runs
+    warm, as it would serving requests back to back, while drift still falls on both)."""
     times: tuple[list, list] = ([], [])
-    for _ in range(repeats):
+    if block == 1:
+        first(), second()
+    while len(times[0]) < repeats:
         for fn, bucket in ((first, times[0]), (second, times[1])):
-            start = time.perf_counter()
-            fn()
-            bucket.append(time.perf_counter() - start)
+            if block > 1:
+                fn()
+            for _ in range(min(block, repeats - len(bucket))):
+                start = time.perf_counter()
+                fn()
+                bucket.append(time.perf_counter() - start)
     return statistics.median(times[0]) * 1000, statistics.median(times[1]) * 1000
 
 

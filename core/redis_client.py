@@ -5,8 +5,15 @@ from __future__ import annotations
 import contextlib
 
 import redis
+from redis._parsers.encoders import Encoder
+from redis.connection import PythonRespSerializer
 
 from core.errors import Unavailable
+
+# Replies are parsed by hiredis (in C) when it is installed, but commands are packed by redis-py's Python packer:
+# it hands a large value to the socket as it is, where hiredis's packer copies it into one buffer first
+# (1.2 ms for a 600 KB artifact on the 2-core machine, against 3 µs).
+COMMAND_PACKER = PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode)
 
 
 @contextlib.contextmanager
@@ -20,7 +27,8 @@ def redis_errors():
 
 def connect(url: str) -> redis.Redis:
     """A pooled client that fails fast (2 s) when Redis is away and reconnects by itself."""
-    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=15)
+    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=15,
+                                command_packer=COMMAND_PACKER)
 
 
 @contextlib.contextmanager

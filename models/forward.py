@@ -75,18 +75,18 @@ class ModelRuntime:
                                          inter_threads=s.ort_inter_threads, provider_setting=s.ort_providers,
                                          allow_spinning=s.ort_allow_spinning)
 
-    def _run(self, variant: str, session, outputs: list[str], x: np.ndarray) -> list[np.ndarray]:
-        """`session.run` of at most `batch_rows` images, through the dynamic batcher when there is one and the
-        model takes batches."""
-        if self.batcher is None or self.record.max_batch == 1:
-            return session.run(outputs, {self.record.input_name: x})
-        return self.batcher.run(self._key(variant), session, outputs, self.record.input_name, x,
-                                max_rows=self._rows.get(variant))
-
     def _runs(self, variant: str, session, outputs: list[str], x: np.ndarray) -> np.ndarray:
-        """The first output for the rows of `x`, in runs of `batch_rows` images."""
+        """The first output for the rows of `x`, in runs of at most `batch_rows` images, through the dynamic
+        batcher (batches capped at that size) when there is one and the model takes batches."""
         step = self.batch_rows(variant, session, outputs, x)
-        outs = [self._run(variant, session, outputs, x[i:i + step])[0] for i in range(0, len(x), step)]
+        if self.batcher is None or self.record.max_batch == 1:
+            def run(rows: np.ndarray) -> list[np.ndarray]:
+                return session.run(outputs, {self.record.input_name: rows})
+        else:
+            def run(rows: np.ndarray) -> list[np.ndarray]:
+                return self.batcher.run(self._key(variant), session, outputs, self.record.input_name, rows,
+                                        max_rows=step)
+        outs = [run(x[i:i + step])[0] for i in range(0, len(x), step)]
         return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     def batch_rows(self, variant: str, session, outputs: list[str], x: np.ndarray) -> int:
@@ -104,11 +104,8 @@ class ModelRuntime:
             with self._lock:
                 rows = self._rows.get(variant)
                 if rows is None:
-                    feed = {self.record.input_name: None}
-
                     def run(n: int):
-                        feed[self.record.input_name] = np.repeat(x[:1], n, axis=0)
-                        session.run(outputs, feed)
+                        session.run(outputs, {self.record.input_name: np.repeat(x[:1], n, axis=0)})
                     rows = self._rows[variant] = best_batch(run, limit)
                     log.info("batch size measured", extra={"fields": {"model": self.record.id, "session": variant,
                                                                       "images_per_run": rows}})

@@ -13,12 +13,20 @@ from core.methods import Attribution, ImageInput, Made, Output
 HEATMAP_COLORMAP = "jet"
 
 
-def attribution_artifacts(out: Attribution, image: ImageInput) -> dict[str, bytes]:
-    """`input.npy` (the exact 1×C×H×W model input), `attribution.npy` (float32), and `heatmap.png`:
+def early_artifacts(returns: type, image: ImageInput | None) -> dict[str, bytes]:
+    """The files known once the inputs are loaded, before the method runs: `input.npy` (the exact 1×C×H×W model
+    input) for the kinds whose files carry it, attributions and made images, when they read an image."""
+    if image is None or not issubclass(returns, (Attribution, Made)):
+        return {}
+    return {"input.npy": render.npy(image.x)}
+
+
+def attribution_artifacts(out: Attribution, image: ImageInput, early: dict[str, bytes] | None = None) -> dict[str, bytes]:
+    """`input.npy` (`early_artifacts`, or `early` as already made), `attribution.npy` (float32), and `heatmap.png`:
     the heat over the image the model saw, with a colour map a person can read; then `<name>.json` per
     table (`evaluation.json`) and `<name>.npy` per array (`segments.npy`)."""
     files = {
-        "input.npy": render.npy(image.x),
+        **(early if early is not None else early_artifacts(Attribution, image)),
         "attribution.npy": render.npy(out.attribution.astype(np.float32)),
         "heatmap.png": render.png(render.overlay(Image.fromarray(image.fitted), out.heat, cmap=HEATMAP_COLORMAP,
                                                  alpha=0.5)),
@@ -28,9 +36,10 @@ def attribution_artifacts(out: Attribution, image: ImageInput) -> dict[str, byte
     return files
 
 
-def made_artifacts(out: Made, image: ImageInput | None) -> dict[str, bytes]:
-    """`input.npy` when the kind read an image, then each made image as PNG (`image.png`, ...)."""
-    files = {"input.npy": render.npy(image.x)} if image is not None else {}
+def made_artifacts(out: Made, image: ImageInput | None, early: dict[str, bytes] | None = None) -> dict[str, bytes]:
+    """`input.npy` when the kind read an image (`early_artifacts`, or `early` as already made), then each made
+    image as PNG (`image.png`, ...)."""
+    files = dict(early if early is not None else early_artifacts(Made, image))
     files.update({name: render.png(pixels) for name, pixels in out.images.items()})
     return files
 
@@ -47,13 +56,13 @@ def output_artifacts(out: Output) -> dict[str, bytes]:
     return files
 
 
-def artifacts_of(out, image: ImageInput | None = None) -> dict[str, bytes]:
+def artifacts_of(out, image: ImageInput | None = None, early: dict[str, bytes] | None = None) -> dict[str, bytes]:
     """Encode a method's output by its type (one function per output type); `image`: the job's input image,
-    when its kind reads one."""
+    when its kind reads one; `early`: what `early_artifacts` made of it before the method ran, not made again."""
     if isinstance(out, Attribution):
-        return attribution_artifacts(out, image)
+        return attribution_artifacts(out, image, early)
     if isinstance(out, Made):
-        return made_artifacts(out, image)
+        return made_artifacts(out, image, early)
     if isinstance(out, Output):
         return output_artifacts(out)
     raise TypeError(f"no artifact encoder for {type(out).__name__}")

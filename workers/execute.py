@@ -41,11 +41,11 @@ from core.jobs.supervisor import DEADLINE_GRACE_S, time_limit
 from core.jobs.units import RedisUnitCache, unit_key
 from core.kinds.params import Params, Workload
 from core.kinds.registry import KINDS, Engine, Kind, Source
-from core.methods import Attribution, Classify, DatasetTask, ForwardTask, Made, progress_part
+from core.methods import Attribution, Classify, DatasetTask, ForwardTask, progress_part
 from core.model_record import ModelRecord
 from core.stores.datasets import Dataset
 from models.forward import softmax
-from workers.artifacts import artifacts_of
+from workers.artifacts import artifacts_of, early_artifacts
 from workers.context import WorkerContext
 from workers.inputs import LOADERS, Loading, open_dataset
 from workers.methods import deletion_insertion
@@ -206,23 +206,26 @@ _PRESTORE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prestore")
 
 
 class Prestore:
-    """`input.npy`, known once the inputs are loaded, stored on a background thread while the method runs (1.4 ms
-    of Redis writing per 224² image on this machine, off the job's critical path). The API serves an artifact only
-    once the job has ended and lists it, so one stored early is never seen before the end; `settle` waits for the
-    write and leaves it out of what the ending stores."""
+    """The files known before the method runs (`early_artifacts`: `input.npy`), stored on a background thread while
+    it runs (1.4 ms of Redis writing per 224² image on this machine, off the job's critical path). The API serves an
+    artifact only once the job has ended and lists it, so one stored early is never seen before the end; `settle`
+    waits for the write and leaves those files out of what the ending stores."""
 
     def __init__(self, store: JobStore, job_id: str):
         self.store, self.job_id = store, job_id
-        self.stored: dict[str, Future] = {}
+        self.files: dict[str, bytes] = {}
+        self._write: Future | None = None
 
-    def start(self, name: str, data: bytes) -> None:
-        self.stored[name] = _PRESTORE.submit(self.store.put_artifacts, self.job_id, {name: data})
+    def start(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        if files:
+            self._write = _PRESTORE.submit(self.store.put_artifacts, self.job_id, files)
 
     def settle(self, artifacts: dict[str, bytes]) -> dict[str, bytes]:
         """The artifacts still to store: those not stored early (an early write that failed is raised here)."""
-        for future in self.stored.values():
-            future.result()
-        return {name: data for name, data in artifacts.items() if name not in self.stored}
+        if self._write is not None:
+            self._write.result()
+        return {name: data for name, data in artifacts.items() if name not in self.files}
 
 
 class Stages:
@@ -270,8 +273,9 @@ def compute(ctx: WorkerContext, spec: dict, kind: Kind, plan: Plan, progress: Pr
                                                                     spec["params"]), s.artifact_ttl_s),
                     icon_batch=s.atlas_batch)
     stages.mark("inputs")
-    if image is not None and issubclass(kind.returns, (Attribution, Made)) and prestore is not None:
-        prestore.start("input.npy", render.npy(image.x))  # what `artifacts_of` makes of it too
+    early = early_artifacts(kind.returns, image)
+    if prestore is not None:
+        prestore.start(early)
     out = method_of(kind)(task)
     stages.mark("method")
     if not isinstance(out, kind.returns):
@@ -281,7 +285,7 @@ def compute(ctx: WorkerContext, spec: dict, kind: Kind, plan: Plan, progress: Pr
                                        progress=progress_part(progress, plan.method_total,
                                                               plan.total - plan.method_total, plan.total))
         stages.mark("scores")
-    artifacts = artifacts_of(out, image)
+    artifacts = artifacts_of(out, image, early)
     stages.mark("encode")
     result = {"artifacts": list(artifacts), "metrics": out.metrics}
     return result, prestore.settle(artifacts) if prestore is not None else artifacts

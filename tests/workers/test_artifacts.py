@@ -43,3 +43,24 @@ def test_an_output_is_encoded_as_png_json_and_npy_files_by_name():
 def test_a_picture_that_is_not_rgb_or_rgba_uint8_is_refused(pixels):
     with pytest.raises(ValueError, match="not H×W×3 or H×W×4 uint8"):
         output_artifacts(Output(pictures={"bad": pixels}))
+
+
+def test_the_early_files_are_those_the_ending_would_make_and_are_not_made_again():
+    """`early_artifacts` (stored while the method runs) is the `input.npy` that attributions and made images carry;
+    outputs and kinds without an image get none. Given to `artifacts_of`, the very same bytes are used."""
+    from core.methods import Attribution, ImageInput, Made
+    from workers.artifacts import early_artifacts
+
+    rng = np.random.default_rng(1)
+    fitted = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    image = ImageInput(fitted, fitted, rng.normal(size=(1, 3, 8, 8)).astype(np.float32))
+    attribution = Attribution(rng.normal(size=(3, 8, 8)).astype(np.float32), rng.random((8, 8)), {})
+    made = Made({"image.png": fitted})
+    for out in (attribution, made):
+        early = early_artifacts(type(out), image)
+        assert list(early) == ["input.npy"] and early["input.npy"] == artifacts_of(out, image)["input.npy"]
+        files = artifacts_of(out, image, early)
+        assert files["input.npy"] is early["input.npy"] and list(files)[0] == "input.npy"
+        assert files == artifacts_of(out, image)
+    assert early_artifacts(Output, image) == {} and early_artifacts(Made, None) == {}
+    assert "input.npy" not in artifacts_of(made, None, early_artifacts(Made, None))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import math
+import zlib
 
 import numpy as np
 import pytest
@@ -67,3 +69,46 @@ def test_overlay_is_the_colour_map_of_the_upsampled_heat_blended_over_the_image(
     expected = (np.asarray(image, np.float64) * (1 - alpha) + colours * alpha + 0.5).astype(np.uint8)
     made = np.asarray(render.overlay(image, heat, cmap="jet", alpha=alpha))
     assert made.shape == expected.shape and np.abs(made.astype(int) - expected).max() <= tolerance
+
+
+def reference_grid(tiles: np.ndarray, background: int) -> np.ndarray:
+    """`tile_grid`'s layout tile by tile: near-square, row by row, each tile zoomed (nearest) and GAP apart."""
+    n, h, w, k = tiles.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    zoom = max(1, min(64 // max(h, w), (render.MAX_GRID_PX // cols) // w))
+    gap = render.GAP
+    canvas = np.full((rows * (h * zoom + gap) + gap, cols * (w * zoom + gap) + gap, k), background, np.uint8)
+    for i, tile in enumerate(tiles):
+        top, left = gap + (i // cols) * (h * zoom + gap), gap + (i % cols) * (w * zoom + gap)
+        canvas[top:top + h * zoom, left:left + w * zoom] = tile.repeat(zoom, axis=0).repeat(zoom, axis=1)
+    return canvas if k == 3 else canvas[..., 0]
+
+
+@pytest.mark.parametrize("shape", [(7, 5, 3, 3), (40, 3, 4, 1), (1280, 7, 7, 1), (1, 1, 1, 3), (3, 300, 2, 1)])
+def test_tile_grid_places_every_tile(shape):
+    tiles = np.random.default_rng(shape[0]).integers(0, 256, shape, dtype=np.uint8)
+    np.testing.assert_array_equal(np.asarray(render.tile_grid(tiles)), reference_grid(tiles, 32))
+
+
+@pytest.mark.parametrize("mode, shape", [("P", (900, 700)), ("RGB", (500, 400, 3))])
+def test_an_image_deflated_in_parts_is_one_valid_stream(monkeypatch, mode, shape):
+    """Parts of at least 64 KB, deflated on threads: zlib reads the joined stream (and checks its Adler-32),
+    and the rows, repeated as `counts` says, read back exactly."""
+    monkeypatch.setattr(render, "_PART_BYTES", 1 << 16)
+    monkeypatch.setattr(render, "_PARTS", 4)
+    rng = np.random.default_rng(5)
+    rows = rng.integers(0, 256, shape, dtype=np.uint8) // 16  # compressible, as grids are
+    counts = rng.integers(1, 4, shape[0])
+    data = render._png_rows(rows, 3 if mode == "P" else 2, palette=render._grid_palette("viridis") if mode == "P" else None,
+                            counts=counts)
+    idat = data[data.index(b"IDAT") + 4:data.index(b"IEND") - 8]
+    stride = rows[0].size + 1
+    assert len(zlib.decompress(idat)) == counts.sum() * stride
+    back = np.asarray(Image.open(io.BytesIO(data)))
+    np.testing.assert_array_equal(back, np.repeat(rows, counts, axis=0))
+
+
+@pytest.mark.parametrize("first, second", [(b"", b""), (b"a", b""), (b"", b"xyz"), (bytes(range(256)) * 300, b"\xff" * 70000)])
+def test_adler_combine_is_the_checksum_of_both(first, second):
+    assert render._adler_combine(zlib.adler32(first), zlib.adler32(second), len(second)) == zlib.adler32(first + second)

@@ -118,12 +118,12 @@ class ModelRuntime:
             if self.record.logits_name not in {o.name for o in session.get_outputs()}:
                 session = self._build([self.record.logits_name])  # the input of a trailing Softmax
             return session
-        return self.sessions.get(self._key("plain"), build, estimate_bytes(self.record, probe=False))
+        return self.sessions.get(self._key("plain"), build, lambda: estimate_bytes(self.record, probe=False))
 
     @property
     def probe(self):
         return self.sessions.get(self._key("probe"), lambda: self._build([layer.name for layer in self.record.layers or []]),
-                                 estimate_bytes(self.record, probe=True), probe=True)
+                                 lambda: estimate_bytes(self.record, probe=True), probe=True)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """N×C×H×W input → N×classes logits (one image per call for models with `max_batch` 1); only for a
@@ -152,7 +152,7 @@ class ModelRuntime:
             finally:
                 os.unlink(tmp)
         try:
-            return self.sessions.get(self._key(f"upto:{name}"), build, upto_bytes(self.record, position),
+            return self.sessions.get(self._key(f"upto:{name}"), build, lambda: upto_bytes(self.record, position),
                                      probe=True), f"upto:{name}"
         except ValueError as exc:  # e.g. a layer no node makes: the probe has every layer
             log.info("layer served by the probe", extra={"fields": {"model": self.record.id, "layer": name,

@@ -69,8 +69,9 @@ class SessionCache:
         self.builds = 0
         self.build_seconds = 0.0
 
-    def get(self, key: Hashable, build: Callable[[], object], size: int, *, probe: bool = False):
-        """The session at `key`, built by `build()` on first use (weighing `size` bytes)."""
+    def get(self, key: Hashable, build: Callable[[], object], size: int | Callable[[], int], *, probe: bool = False):
+        """The session at `key`, built by `build()` on first use (weighing `size` bytes; a callable is asked only
+        then, so that a request that finds its session pays nothing for the estimate)."""
         with self._lock:
             held = self._held.get(key)
             if held is not None:
@@ -83,6 +84,7 @@ class SessionCache:
                 if held is not None:
                     self._held.move_to_end(key)
                     return held.session
+            size = size() if callable(size) else size
             with self._lock:  # make room first: while it is built, a session briefly needs about twice its size
                 evicted = self._evict(keep=key, incoming=BUILD_FACTOR * size)
             if evicted:

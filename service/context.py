@@ -36,6 +36,7 @@ class AppContext:
         return record
 
 
-def context(request: Request) -> AppContext:
-    """FastAPI dependency: the running app's context."""
+async def context(request: Request) -> AppContext:
+    """FastAPI dependency: the running app's context (async: FastAPI would run a plain function in its thread
+    pool, a thread hop per request for an attribute lookup)."""
     return request.app.state.ctx

@@ -40,6 +40,19 @@ def test_least_recently_used_go_first_and_probes_before_plain_sessions():
     assert big.name == "huge" and cache.stats()["sessions"] == 1
 
 
+def test_a_size_given_as_a_callable_is_asked_only_when_the_session_is_built():
+    cache = SessionCache(budget_bytes=400)
+    asked = []
+
+    def size() -> int:
+        asked.append(1)
+        return 150
+
+    for _ in range(3):
+        cache.get("a", lambda: Session("a"), size)
+    assert len(asked) == 1 and cache.stats()["bytes"] == 150
+
+
 def test_concurrent_requests_for_one_session_wait_for_one_build():
     cache, builds = SessionCache(budget_bytes=10**9), []
 

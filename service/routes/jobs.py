@@ -18,8 +18,8 @@ from service.openapi_docs import errors, json_or_multipart, media_response
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-def jobs(request: Request) -> JobService:
-    """FastAPI dependency: the app's job service."""
+async def jobs(request: Request) -> JobService:
+    """FastAPI dependency: the app's job service (async, like `service.context.context`: no thread hop)."""
     return request.app.state.jobs
 
 

@@ -244,12 +244,12 @@ def main() -> None:
             passes = len(forward.occlusion_positions(224, 32, 8)) ** 2 + 1
 
             # The load test: one client (sequential), then `clients` at once, the same mix and duration.
-            needed = int(args.seconds * 400 * 0.1) + 50  # new images for the 10 % that need one
-            fresh = [upload(v) for v in variants(photo, needed, 2)]
-            plan = {"seen": image_id, "layer": layers["middle"], "fresh": fresh[:needed // 4]}
+            needed = int(args.seconds * 250 * 0.1) + 50  # per phase: new images for the 10 % at up to 250 req/s
+            fresh = [upload(v) for v in variants(photo, 2 * needed, 2)]
+            plan = {"seen": image_id, "layer": layers["middle"], "fresh": fresh[:needed]}
             sequential = run_load(base, 1, args.seconds, plan)
             before = {f: metric(client, "convscope_forward_batches", f) for f in ("batches", "requests")}
-            loaded = run_load(base, args.clients, args.seconds, {**plan, "fresh": fresh[needed // 4:]})
+            loaded = run_load(base, args.clients, args.seconds, {**plan, "fresh": fresh[needed:]})
             after = {f: metric(client, "convscope_forward_batches", f) for f in ("batches", "requests")}
     finally:
         server.terminate()

@@ -52,6 +52,22 @@ def test_images_are_private_to_their_key(keyed):
     assert keyed.post(url, json=body, headers=as_("bob")).status_code == 404
 
 
+@pytest.mark.parametrize("view, extra", [("predict", {}), ("activations", {"layer": "_blocks.2", "format": "json"}),
+                                         ("occlusion", {"patch": 112, "stride": 112, "format": "json"})])
+def test_an_input_prepared_for_one_key_is_not_answered_to_another(keyed, view, extra):
+    """Alice's request leaves the prepared input in the cache, which is keyed by the image's content: bob, naming the
+    same id, still gets 404 and no numbers; and once the image has expired, so does alice."""
+    png = encode(sample("rocket"))
+    image_id = keyed.post("/v1/images", files={"file": ("r.png", png, "image/png")}, headers=as_("alice")).json()["id"]
+    url, body = f"/v1/models/efficientnet-lite0/{view}", {"image": {"id": image_id}, **extra}
+    assert keyed.post(url, json=body, headers=as_("alice")).status_code == 200
+    refused = keyed.post(url, json=body, headers=as_("bob"))
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == "image_not_found"
+    ctx = keyed.app.state.ctx
+    ctx.redis.delete(ctx.images._key("alice", image_id))  # expired
+    assert keyed.post(url, json=body, headers=as_("alice")).status_code == 404
+
+
 def test_keys_parse_with_and_without_tenant(tmp_path):
     keys_file = tmp_path / "keys"
     keys_file.write_text("# comment\ncarol:c-secret\nbare-secret\n")

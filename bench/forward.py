@@ -1,6 +1,7 @@
 """Forward views of the built-in model at 224×224 against a bare ONNX Runtime forward, alone and under load.
 
-Starts the API (uvicorn, real Redis, private key prefix) in a subprocess, uploads photos, then prints in one run:
+Starts the API (uvicorn, real Redis, a private key prefix deleted afterwards) in a subprocess, uploads photos, then
+prints in one run:
 - the bare forward (batch 1, the API's thread count) and the batched per-image floor: one run of 32 images, and
   32 in runs of the size `forward_batch_tune` measured as cheapest per image (what the API runs);
 Every timed row alternates with a bare forward in this process, in blocks of `--block` calls (5; the first of
@@ -70,6 +71,10 @@ async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
     await reader.readexactly(int(headers.get("content-length", 0)))
     return int(head[0].split()[1]), headers
+
+
+def _chunks(items: list, size: int):
+    return (items[i:i + size] for i in range(0, len(items), size))
 
 
 def free_port() -> int:
@@ -254,6 +259,11 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
+        import redis
+
+        keys = redis.Redis.from_url(settings.redis_url)
+        for doomed in _chunks(list(keys.scan_iter(match=f"{env['CONVSCOPE_REDIS_PREFIX']}*")), 1000):
+            keys.delete(*doomed)  # the uploads (some 2000 photos: over 500 MB) do not wait for their TTL
 
     print(f"built-in model {BUILTIN_ID}, 224×224, ONNX Runtime CPU, intra threads "
           f"{forward.ort_threads(settings.ort_intra_threads)} ({os.cpu_count()} cores here), runs at once "

@@ -22,7 +22,6 @@ No thread of its own: the batch runs on the thread of one of the requests waitin
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
@@ -160,28 +159,36 @@ class DynamicBatcher:
                 request.done = True
 
 
-def best_batch(run: Callable[[int], object], limit: int, *, repeats: int = 2, gain: float = 0.95,
+def best_batch(run: Callable[[int], object], limit: int, *, rounds: int = 3, gain: float = 0.95,
                worse: float = 1.25, clock: Callable[[], float] = time.perf_counter) -> int:
     """The batch size, among 1, 2, 4, … up to `limit`, that costs least per image: `run(n)` runs a batch of n.
 
-    Each size is run once to warm it (allocations, kernel choice), then timed `repeats` times (the fastest
-    counts, as the least disturbed). A larger size is preferred only when it is at least 1 − `gain` cheaper per
-    image (a batch also makes its requests wait for one another); the search stops once a size costs `worse`
-    times the best per image. On a GPU the cost per image falls with the batch; on a CPU it can rise (this
-    2-core machine: 10.4 ms an image alone, 9.3 in pairs, 15.2 in batches of 4 to 32), so a fixed large
-    batch would make every batched run slower than running the images one by one."""
-    best, best_cost, size = 1, math.inf, 1
+    The sizes are first run in turn, each once to warm it (allocations, kernel choice) and once timed, until one
+    costs `worse` times the best per image so far. Then every size tried is timed `rounds` more times, one size
+    after the other, round after round, so that a machine whose speed drifts (a shared VM, whose speed moves by up
+    to 2× within seconds) weighs on every size alike; each size counts its fastest run, as the least disturbed.
+    A larger size is preferred only when it is at least 1 − `gain` cheaper per image (a batch also makes its
+    requests wait for one another). On a GPU the cost per image falls with the batch; on a CPU it can rise (this
+    2-core machine: 10.4 ms an image alone, 9.3 in pairs, 15.2 in batches of 4 to 32), so a fixed large batch
+    would make every batched run slower than running the images one by one."""
+    def per_image(n: int) -> float:
+        start = clock()
+        run(n)
+        return (clock() - start) / n
+
+    fastest: dict[int, float] = {}
+    size = 1
     while size <= limit:
         run(size)
-        times = []
-        for _ in range(repeats):
-            start = clock()
-            run(size)
-            times.append(clock() - start)
-        cost = min(times) / size
-        if cost < best_cost * gain or best_cost == math.inf:
-            best, best_cost = size, cost
-        elif cost > best_cost * worse:
+        fastest[size] = per_image(size)
+        if fastest[size] > worse * min(fastest.values()):
             break
         size *= 2
+    for _ in range(rounds):
+        for n in fastest:
+            fastest[n] = min(fastest[n], per_image(n))
+    best = 1
+    for n in fastest:  # ascending
+        if fastest[n] < fastest[best] * gain:
+            best = n
     return best

@@ -194,17 +194,19 @@ def test_instances_bound_the_runs_over_all_keys():
 
 
 class Clock:
-    """A fake clock that a fake run moves on by its cost: `per_image[n]` × n, plus `jitter` on every other call."""
+    """A fake clock that a fake run moves on by its cost: `per_image[n]` × n, plus `jitter` on every other call,
+    and twice that for the first `slow_calls` calls (a VM in a slow phase)."""
 
-    def __init__(self, per_image: dict[int, float], jitter: float = 0.0):
-        self.now, self.per_image, self.jitter, self.calls = 0.0, per_image, jitter, []
+    def __init__(self, per_image: dict[int, float], jitter: float = 0.0, slow_calls: int = 0):
+        self.now, self.per_image, self.jitter, self.slow_calls, self.calls = 0.0, per_image, jitter, slow_calls, []
 
     def __call__(self) -> float:
         return self.now
 
     def run(self, n: int) -> None:
         self.calls.append(n)
-        self.now += self.per_image[n] * n + (0.0 if len(self.calls) % 2 else self.jitter)
+        cost = self.per_image[n] * n + (0.0 if len(self.calls) % 2 else self.jitter)
+        self.now += cost * (2 if len(self.calls) <= self.slow_calls else 1)
 
 
 @pytest.mark.parametrize("per_image, limit, best, tried", [
@@ -216,12 +218,20 @@ class Clock:
 def test_best_batch_is_the_size_cheapest_per_image(per_image, limit, best, tried):
     clock = Clock(per_image)
     assert best_batch(clock.run, limit, clock=clock) == best
-    assert sorted(set(clock.calls)) == tried and all(clock.calls.count(n) == 3 for n in tried)  # warm-up + 2 timed
+    assert sorted(set(clock.calls)) == tried and all(clock.calls.count(n) == 5 for n in tried)  # warm-up + 1 + 3 rounds
 
 
 def test_best_batch_times_each_size_by_its_fastest_run():
     clock = Clock({1: 10.0, 2: 9.0, 4: 20.0}, jitter=3.0)  # every other run is disturbed: the fastest counts
     assert best_batch(clock.run, 4, clock=clock) == 2
+
+
+def test_best_batch_times_the_sizes_in_rounds_so_a_slow_phase_weighs_on_all_alike():
+    """The machine runs at half speed while images alone are first run: timed only then, one size after the other,
+    pairs would look 2× cheaper; timed again round after round, they are not 5 % cheaper, and images run alone."""
+    clock = Clock({1: 10.0, 2: 9.8, 4: 15.0}, slow_calls=3)
+    assert best_batch(clock.run, 4, clock=clock) == 1
+    assert clock.calls[6:] == [1, 2, 4] * 3  # the rounds, after warm-up and a first timing of each
 
 
 def test_a_session_runs_batches_of_the_measured_size_with_the_same_numbers(builtin_store, builtin, images, monkeypatch):

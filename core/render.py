@@ -5,7 +5,8 @@ Pure numpy + Pillow (+ matplotlib's colour tables); shared by the API and the wo
 in numpy (none for palette images) and deflated by ISA-L (`isal`, level 2) — about a tenth of Pillow's
 time at `compress_level=1` for files of the same size (224×224 heatmap: 0.7 vs 7 ms; 640×640 feature
 grid: 1.0 vs 4.6 ms, on one core of the shared test machine) — and, in parts of at least 256 KB, on several
-threads (the last layer's 2090² activations grid: 1.5 → 0.6 ms of deflate on two cores). Grids are kept
+threads (a 2090² grid of 1280 random 7×7 maps: 1.5 → 0.6 ms of deflate on two cores; the built-in model's last
+layer on the cat, which deflates faster: 1.5 → 1.3 ms for the whole PNG). Grids are kept
 as their distinct rows and how often each repeats, so a zoomed grid is never made whole to be written.
 Other modes go through Pillow.
 """
@@ -187,7 +188,7 @@ def _png_rows(pixels: np.ndarray, color: int, *, palette: np.ndarray | None = No
     height, stride = len(rows), rows.shape[1]
     n_parts = max(1, min(_PARTS, height, height * (stride + 1) // _PART_BYTES))
     bounds = [height * i // n_parts for i in range(n_parts + 1)]
-    later = [_pool().submit(_deflate_rows, rows, color, bounds[i], bounds[i + 1], i == n_parts - 1)
+    later = [_pool(os.getpid()).submit(_deflate_rows, rows, color, bounds[i], bounds[i + 1], i == n_parts - 1)
              for i in range(1, n_parts)]
     streams = [_deflate_rows(rows, color, bounds[0], bounds[1], n_parts == 1), *(part.result() for part in later)]
     adler = 1
@@ -229,7 +230,9 @@ def _deflate_rows(rows, color: int, start: int, stop: int, last: bool) -> tuple[
 
 
 @functools.cache
-def _pool() -> ThreadPoolExecutor:
+def _pool(pid: int) -> ThreadPoolExecutor:
+    """The deflating threads of process `pid`: a process forked after a PNG was written makes its own (the
+    parent's threads do not exist in it, and its copy of the parent's pool would wait for them forever)."""
     return ThreadPoolExecutor(max(1, _PARTS - 1), thread_name_prefix="png")
 
 

@@ -112,3 +112,17 @@ def test_an_image_deflated_in_parts_is_one_valid_stream(monkeypatch, mode, shape
 @pytest.mark.parametrize("first, second", [(b"", b""), (b"a", b""), (b"", b"xyz"), (bytes(range(256)) * 300, b"\xff" * 70000)])
 def test_adler_combine_is_the_checksum_of_both(first, second):
     assert render._adler_combine(zlib.adler32(first), zlib.adler32(second), len(second)) == zlib.adler32(first + second)
+
+
+def test_a_forked_process_deflates_in_parts_with_threads_of_its_own(monkeypatch):
+    """The pool of deflating threads is the process's own: a child forked after the parent wrote a PNG in parts
+    writes one too (with the parent's pool it would wait forever for threads it does not have)."""
+    import multiprocessing
+
+    monkeypatch.setattr(render, "_PART_BYTES", 1 << 16)
+    monkeypatch.setattr(render, "_PARTS", 2)
+    rows = np.random.default_rng(7).integers(0, 16, (600, 400), dtype=np.uint8)
+    parent = render._png_rows(rows, 0)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply_async(render._png_rows, (rows, 0)).get(timeout=30)
+    assert child == parent

@@ -22,6 +22,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from isal import isal_zlib as _deflate
 from PIL import Image
 
 GAP = 2  # pixels between tiles
@@ -139,20 +140,14 @@ def filter_tiles(weights: np.ndarray) -> np.ndarray:
     return np.clip(tiles + 0.5, 0, 255).astype(np.uint8)
 
 
-try:
-    from isal import isal_zlib as _deflate
-except ImportError:  # pragma: no cover - isal is a dependency; Pillow's zlib encoder then does it all
-    _deflate = None
-
 _PNG_COLOR = {"L": 0, "RGB": 2, "RGBA": 6, "P": 3}
-_PNG_CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4, "P": 1}
 
 
 def png(image: Image.Image | np.ndarray) -> bytes:
     """PNG bytes of an image (fast compression: these are made per request)."""
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
-    if _deflate is None or image.mode not in _PNG_COLOR:
+    if image.mode not in _PNG_COLOR:
         out = io.BytesIO()
         image.save(out, format="PNG", compress_level=1)
         return out.getvalue()

@@ -34,7 +34,7 @@ from core.settings import Settings
 from core.stores.models import ModelStore
 from models import runtime
 from models.batching import DynamicBatcher, best_batch
-from models.sessions import FLOAT_BYTES, SessionCache, estimate_bytes
+from models.sessions import FLOAT_BYTES, SessionCache, estimate_bytes, keep_freed_buffers
 from models.truncate import truncate
 
 log = logging.getLogger("convscope.forward")
@@ -219,6 +219,7 @@ class Runtimes:
     def __init__(self, store: ModelStore, settings: Settings, budget_bytes: int | None = None, *,
                  batch_rows: int = 1, batch_wait_s: float = 0.0, batch_instances: int = 1,
                  intra_threads: int | None = None):
+        keep_freed_buffers()  # runs reuse warm memory (see models.sessions)
         self.store = store
         self.settings = settings
         self.sessions = SessionCache(budget_bytes or settings.session_cache_bytes)

@@ -232,11 +232,17 @@ class InputCache:
         self._items: collections.OrderedDict = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key, make):
+    def get(self, key, make, check=None):
+        """The value at `key`, made by `make()` on a miss; `check()` runs before a cached value is returned and
+        may refuse it by raising (a miss has nothing to check: `make` fetches what it needs)."""
         with self._lock:
-            if key in self._items:
+            hit = self._items.get(key)
+            if hit is not None:
                 self._items.move_to_end(key)
-                return self._items[key]
+        if hit is not None:
+            if check is not None:
+                check()
+            return hit
         value = make()
         with self._lock:
             self._items[key] = value

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, gt=0, description="width × height above which an image is refused")
     max_body_bytes: int = Field(64 * 1024 * 1024, gt=0)
     image_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="how long uploaded images are kept in Redis")
+    image_lease_s: float = Field(10, ge=0, description="how long an API process, having found an image in Redis, "
+                                 "trusts that it is still there (never past the TTL it read), instead of asking Redis "
+                                 "on every forward view of that image; 0: every time")
 
     # Datasets (POST /v1/datasets): archive limits end the upload with 413 before the bytes are produced.
     max_dataset_upload_bytes: int = Field(1024 * 1024 * 1024, gt=0, description="request body of a dataset upload")

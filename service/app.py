@@ -48,7 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         locks = JobStore(client, settings.redis_prefix, settings.artifact_ttl_s)
         store = ModelStore.open(settings, lock=lambda digest: redis_errors_around(locks.lock(f"modelblob:{digest}")))
         app.state.ctx = AppContext(settings=settings, redis=client, models=store,
-                                   images=ImageStore(client, settings.redis_prefix, settings.image_ttl_s),
+                                   images=ImageStore(client, settings.redis_prefix, settings.image_ttl_s,
+                                                     settings.image_lease_s),
                                    runtimes=Runtimes(store, settings, batch_rows=settings.forward_batch_max,
                                                             batch_wait_s=settings.forward_batch_wait_ms / 1000,
                                                             batch_instances=run_slots(settings)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -56,15 +57,21 @@ def test_images_are_private_to_their_key(keyed):
                                          ("occlusion", {"patch": 112, "stride": 112, "format": "json"})])
 def test_an_input_prepared_for_one_key_is_not_answered_to_another(keyed, view, extra):
     """Alice's request leaves the prepared input in the cache, which is keyed by the image's content: bob, naming the
-    same id, still gets 404 and no numbers; and once the image has expired, so does alice."""
+    same id, still gets 404 and no numbers, before and after alice's answer; and once the image has expired, so
+    does alice, although the process had found it there well within `image_lease_s`."""
     png = encode(sample("rocket"))
     image_id = keyed.post("/v1/images", files={"file": ("r.png", png, "image/png")}, headers=as_("alice")).json()["id"]
     url, body = f"/v1/models/efficientnet-lite0/{view}", {"image": {"id": image_id}, **extra}
+    ctx = keyed.app.state.ctx
+    assert ctx.images.lease_s >= 10
+    ctx.redis.pexpire(ctx.images._key("alice", image_id), 3000)  # expires in 3 s
+    assert keyed.post(url, json=body, headers=as_("bob")).status_code == 404  # nothing cached yet
     assert keyed.post(url, json=body, headers=as_("alice")).status_code == 200
+    assert keyed.post(url, json=body, headers=as_("alice")).status_code == 200  # the cached input, the image checked
     refused = keyed.post(url, json=body, headers=as_("bob"))
     assert refused.status_code == 404 and refused.json()["error"]["code"] == "image_not_found"
-    ctx = keyed.app.state.ctx
-    ctx.redis.delete(ctx.images._key("alice", image_id))  # expired
+    while ctx.redis.exists(ctx.images._key("alice", image_id)):
+        time.sleep(0.1)
     assert keyed.post(url, json=body, headers=as_("alice")).status_code == 404
 
 

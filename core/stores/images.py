@@ -1,6 +1,16 @@
-"""Uploaded image files in Redis, by content id, in their owner's namespace, with a TTL."""
+"""Uploaded image files in Redis, by content id, in their owner's namespace, with a TTL.
+
+Images are never deleted through the API: they expire. A process that finds one in Redis may therefore trust it
+to be there until the TTL it read runs out, and asks again only after `lease_s` (a bound on how long it would go on
+trusting an image that Redis lost early, evicted or flushed, or whose TTL a process with a shorter `image_ttl_s`
+set again). The forward views ask for an image they have prepared before on every request; on this machine the
+round trip costs about 0.4 ms of a 8.4 ms predict.
+"""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import redis
 
@@ -11,10 +21,15 @@ from core.redis_client import redis_errors
 class ImageStore:
     """Uploaded image files, by content id: another owner's id is simply not there (404)."""
 
-    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int):
+    MAX_LEASES = 10_000
+
+    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int, lease_s: float = 0.0):
         self.client = client
         self.prefix = prefix
         self.ttl_s = ttl_s
+        self.lease_s = lease_s
+        self._leases: dict[str, float] = {}  # key → monotonic time until which the image is known to be there
+        self._lock = threading.Lock()
 
     def _key(self, owner: str | None, image_id: str) -> str:
         return f"{self.prefix}image:{owner or '_'}:{image_id}"
@@ -24,11 +39,24 @@ class ImageStore:
             self.client.set(self._key(owner, image_id), data, ex=self.ttl_s)
 
     def require(self, owner: str | None, image_id: str) -> None:
-        """NotFound unless the owner has this image (one EXISTS: the bytes stay in Redis)."""
+        """NotFound unless the owner has this image: its TTL read from Redis (the bytes stay there), at most once
+        per `lease_s` while the image lives."""
+        key = self._key(owner, image_id)
+        asked = time.monotonic()
+        if self._leases.get(key, 0.0) > asked:
+            return
         with redis_errors():
-            found = self.client.exists(self._key(owner, image_id))
-        if not found:
+            left_ms = self.client.pttl(key)  # -2: no such key; -1: no TTL
+        if left_ms == -2:
             raise NotFound(f"no image with id {image_id!r}", code="image_not_found")
+        if self.lease_s > 0:
+            lease = self.lease_s if left_ms < 0 else min(self.lease_s, left_ms / 1000)
+            with self._lock:
+                if len(self._leases) >= self.MAX_LEASES:
+                    self._leases = {k: until for k, until in self._leases.items() if until > asked}
+                    if len(self._leases) >= self.MAX_LEASES:
+                        self._leases.clear()
+                self._leases[key] = asked + lease
 
     def get(self, owner: str | None, image_id: str) -> bytes:
         with redis_errors():

@@ -47,11 +47,15 @@ def model_input(ctx: AppContext, record: ModelRecord, spec: ViewRequest,
                 files: dict[str, bytes]) -> tuple[np.ndarray, Image.Image]:
     """Decode the request's image and make it the model's input: (1×C×H×W tensor, fitted RGB image), from the
     input cache when this image was prepared for this model before. An image given by id is looked up by its id
-    (the digest of its bytes, as `images.image_id` makes it), so a cached one is not fetched from Redis again."""
+    (the digest of its bytes, as `images.image_id` makes it), so a cached one is not fetched from Redis again;
+    the caller must still have it (the cache is shared by every key): one TTL read, at most once per
+    `image_lease_s`. An input not cached is fetched, which finds the image or not."""
     s = ctx.settings
+    check = None
     if isinstance(spec.image, ImageById) and "image" not in files:
-        ctx.images.require(current_owner.get(), spec.image.id)
         digest, data = spec.image.id, None
+        owner = current_owner.get()
+        check = lambda: ctx.images.require(owner, digest)  # noqa: E731
     else:
         data = resolve_image(spec.image, files.get("image"), ctx.images)
         digest = images.image_id(data)
@@ -64,7 +68,7 @@ def model_input(ctx: AppContext, record: ModelRecord, spec: ViewRequest,
         tensor.setflags(write=False)
         return tensor, fitted
 
-    return ctx.inputs.get((digest, record.id, record.onnx_sha256), prepare)
+    return ctx.inputs.get((digest, record.id, record.onnx_sha256), prepare, check)
 
 
 def check_colormap(name: str) -> None:

@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from bench.timing import Lean, alternate_ms  # noqa: E402
 from core import images  # noqa: E402
 from core.settings import get_settings  # noqa: E402
+from models.sessions import keep_freed_buffers  # noqa: E402
 
 MODEL = "efficientnet-lite0"
 METHODS = {  # kind: params of the job (and of the direct and captum calls)
@@ -178,6 +179,7 @@ def main() -> None:
     args = parser.parse_args()
     kinds = [k for k in args.kinds.split(",") if k in METHODS]
     settings = get_settings()
+    keep_freed_buffers()  # the direct calls run with the worker's allocator policy, as its jobs do
     torch.set_num_threads(settings.worker_torch_threads)
     token = uuid.uuid4().hex[:8]
     prefix, queue, port = f"bench-{token}:", f"bench-{token}", free_port()

@@ -36,8 +36,14 @@ class Lean:
         self.connection = http.client.HTTPConnection("127.0.0.1", port)
 
     def _call(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes]:
-        self.connection.request(method, path, body, headers or {})
-        response = self.connection.getresponse()
+        try:
+            self.connection.request(method, path, body, headers or {})
+            response = self.connection.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # The server closed the connection while it idled (uvicorn: after 5 s) and never read this request.
+            self.connection.close()
+            self.connection.request(method, path, body, headers or {})
+            response = self.connection.getresponse()
         return response.status, response.read()
 
     def post(self, path: str, body: dict) -> tuple[int, bytes]:

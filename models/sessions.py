@@ -20,6 +20,8 @@ so glibc's policy decides whether the next run gets warm memory back. By default
 heap is full, so each forward maps a new heap for its buffers and unmaps it when they are freed, and the next forward
 faults them in again (the built-in model: 2,549 page faults, 10 MB, and 7.1 → 10.5–10.9 ms a forward, on 23 of
 128 fresh threads in one count, for as long as such a thread lives). `keep_freed_buffers` makes glibc keep them.
+Torch's CPU tensors in the workers come from the same allocator: SmoothGrad on the built-in model faulted 95,206
+pages a call with glibc's default and 866 with it, 996 → 784 ms; saliency 58.5 → 51.7 ms.
 """
 
 from __future__ import annotations

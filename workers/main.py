@@ -35,6 +35,7 @@ from core.redis_client import connect
 from core.settings import Settings, get_settings
 from core.stores.models import ModelStore
 from models.forward import Runtimes
+from models.sessions import keep_freed_buffers
 from workers import execute
 from workers.context import WorkerContext
 from workers.methods.embedding import warm_umap
@@ -160,6 +161,7 @@ def worker_name() -> str:
 
 def serve(settings: Settings, name: str) -> None:
     """Run jobs until asked to stop (SIGTERM/SIGINT: after the current job; twice: at once)."""
+    keep_freed_buffers()  # torch's and ONNX Runtime's buffers stay warm from one step to the next (models.sessions)
     torch.set_num_threads(settings.worker_torch_threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     client = connect(settings.redis_url)

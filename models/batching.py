@@ -100,6 +100,9 @@ class DynamicBatcher:
             try:
                 with self._cond:
                     batch = self._take(queue)
+                    spare = self._next_leader(queue)
+                if spare is not None:
+                    spare.wake.set()
                 self._run(batch, session, outputs, input_name)
             finally:
                 self._slots.release()
@@ -122,6 +125,16 @@ class DynamicBatcher:
         if mine.error is not None:
             raise mine.error
         return mine.result
+
+    def _next_leader(self, queue: _Queue) -> _Request | None:
+        """With a batch taken, the oldest request still waiting leads the next one at once when this key may run
+        another batch (the caller holds the lock): otherwise, under load, where no request ever finds the queue
+        empty, a key whose leader had to wait for a run slot would go on with one batch at a time."""
+        if queue.waiting and queue.running < self.instances and not queue.waiting[0].leads:
+            queue.waiting[0].leads = True
+            queue.running += 1
+            return queue.waiting[0]
+        return None
 
     def _take(self, queue: _Queue) -> list[_Request]:
         """The next batch (the caller holds the lock): oldest first, whole requests, up to `max_rows` rows; held

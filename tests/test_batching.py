@@ -193,6 +193,50 @@ def test_instances_bound_the_runs_over_all_keys():
         assert Slow.most == instances
 
 
+class Timed:
+    """A session stand-in that sleeps `seconds` a run and records each run's (start, end) in `runs`."""
+
+    def __init__(self, seconds: float, runs: list):
+        self.seconds, self.runs = seconds, runs
+
+    def run(self, outputs, feeds):
+        import time
+
+        start = time.perf_counter()
+        time.sleep(self.seconds)
+        self.runs.append((start, time.perf_counter()))
+        return [feeds["x"]]
+
+
+def most_at_once(runs: list) -> int:
+    edges = sorted([(start, 1) for start, _ in runs] + [(end, -1) for _, end in runs])
+    now = most = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_a_key_under_load_runs_as_many_batches_as_it_may_once_a_run_slot_is_free():
+    """Two run slots, one held by another key's long run: the first request of key A runs in the other slot, the
+    second leads but waits for a slot, and more queue behind it. When the first ends, the second takes its slot.
+    When the other key's run ends, key A, whose queue never empties, must use that slot too: two of its batches at
+    once, not one after the other while a slot stays free."""
+    import time
+
+    batcher = DynamicBatcher(max_rows=1, instances=2)
+    runs_a: list = []
+    threads = [threading.Thread(target=batcher.run, args=("b", Timed(0.3, []), ["y"], "x", np.zeros((1, 1), np.float32)))]
+    threads += [threading.Thread(target=batcher.run, args=("a", Timed(0.1, runs_a), ["y"], "x",
+                                                           np.full((1, 1), i, np.float32))) for i in range(8)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.01)
+    for thread in threads:
+        thread.join(30)
+    assert len(runs_a) == 8 and most_at_once(runs_a) == 2
+
+
 class Clock:
     """A fake clock that a fake run moves on by its cost: `per_image[n]` × n, plus `jitter` on every other call,
     and twice that for the first `slow_calls` calls (a VM in a slow phase)."""

@@ -30,6 +30,7 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -152,7 +153,7 @@ class SessionCache:
 
 
 # mallopt parameters (glibc's malloc.h)
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -2, -3, -8
 KEEP_BYTES = 64 << 20  # freed memory a heap keeps for reuse
 BUFFER_BYTES = 32 << 20  # buffers up to this size come from the heaps (glibc's ceiling), larger ones are mapped
 
@@ -174,13 +175,19 @@ def keep_freed_buffers() -> bool:
     `BUFFER_BYTES` come from the heaps rather than each from a mapping of its own, a heap keeps up to `KEEP_BYTES`
     free at its top, and a thread's emptied extra heap stays mapped (glibc unmaps it only when more than the top
     padding, `KEEP_BYTES`, would remain free before it). By default glibc adapts its mapping threshold and trims
-    above twice it. `release_memory` still hands everything free back when a session is dropped. False where the
-    C library is not glibc."""
+    above twice it. What is kept is bounded by the number of heaps (arenas), which this caps at the cores the
+    process may use (glibc's default: eight per core): the built-in model run on 24 threads (12 layer sessions,
+    960 forwards, a batch of 32) left the process 469–477 MB larger, against 570–637 MB with glibc's defaults and
+    1,024–1,068 MB with the keeping alone. `release_memory` still hands everything free back when a session is
+    dropped. False where the C library is not glibc. Call it early: glibc fixes its arena limit once a process
+    has more than eight."""
     libc = _glibc()
     if libc is None:
         return False
+    arenas = len(os.sched_getaffinity(0))
     return all(libc.mallopt(param, value) == 1 for param, value in
-               ((M_MMAP_THRESHOLD, BUFFER_BYTES), (M_TRIM_THRESHOLD, KEEP_BYTES), (M_TOP_PAD, KEEP_BYTES)))
+               ((M_MMAP_THRESHOLD, BUFFER_BYTES), (M_TRIM_THRESHOLD, KEEP_BYTES), (M_TOP_PAD, KEEP_BYTES),
+                (M_ARENA_MAX, arenas)))
 
 
 def release_memory() -> None:

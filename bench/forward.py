@@ -41,6 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cleanup import delete_run  # noqa: E402
 from bench.timing import Lean, alternate_ms  # noqa: E402
 from core import images  # noqa: E402
 from core.settings import Settings  # noqa: E402
@@ -71,10 +72,6 @@ async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
     await reader.readexactly(int(headers.get("content-length", 0)))
     return int(head[0].split()[1]), headers
-
-
-def _chunks(items: list, size: int):
-    return (items[i:i + size] for i in range(0, len(items), size))
 
 
 def free_port() -> int:
@@ -259,11 +256,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
-        import redis
-
-        keys = redis.Redis.from_url(settings.redis_url)
-        for doomed in _chunks(list(keys.scan_iter(match=f"{env['CONVSCOPE_REDIS_PREFIX']}*")), 1000):
-            keys.delete(*doomed)  # the uploads (some 2000 photos: over 500 MB) do not wait for their TTL
+        delete_run(settings.redis_url, env["CONVSCOPE_REDIS_PREFIX"])  # some 2000 photos: over 500 MB, not left to expire
 
     print(f"built-in model {BUILTIN_ID}, 224×224, ONNX Runtime CPU, intra threads "
           f"{forward.ort_threads(settings.ort_intra_threads)} ({os.cpu_count()} cores here), runs at once "

@@ -35,13 +35,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import redis
 import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cleanup import delete_run  # noqa: E402
 from bench.timing import Lean, alternate_ms  # noqa: E402
 from core import images  # noqa: E402
 from core.settings import get_settings  # noqa: E402
@@ -248,16 +248,7 @@ def main() -> None:
             process.terminate()
         for process in processes:
             process.wait(10)
-        client = redis.Redis.from_url(settings.redis_url)
-        ours = list(client.scan_iter(match=f"{prefix}*"))
-        tokens = {queue} | {k.decode().split(":")[2] for k in ours if k.decode().startswith(f"{prefix}job:")}
-        doomed = ours + [k for k in client.scan_iter(match="rq:*") if any(t in k.decode() for t in tokens)]
-        if doomed:
-            client.delete(*doomed)
-        for members in ("rq:queues", "rq:workers"):
-            stale = [m for m in client.smembers(members) if queue in m.decode()]
-            if stale:
-                client.srem(members, *stale)
+        delete_run(settings.redis_url, prefix, queue)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cleanup import delete_run  # noqa: E402
 from core.settings import get_settings  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -198,16 +199,7 @@ class Service:
         self.stop_workers()
         self.api.terminate()
         self.api.wait(30)
-        client = redis.Redis.from_url(get_settings().redis_url)
-        ours = list(client.scan_iter(match=f"{self.prefix}*"))
-        tokens = {self.queue} | {k.decode().split(":")[2] for k in ours if k.decode().startswith(f"{self.prefix}job:")}
-        doomed = ours + [k for k in client.scan_iter(match="rq:*") if any(t in k.decode() for t in tokens)]
-        for start in range(0, len(doomed), 500):
-            client.delete(*doomed[start:start + 500])
-        for members in ("rq:queues", "rq:workers"):
-            stale = [m for m in client.smembers(members) if self.queue in m.decode()]
-            if stale:
-                client.srem(members, *stale)
+        delete_run(get_settings().redis_url, self.prefix, self.queue)
 
     def submit(self, i: int, kind: str = "saliency") -> dict:
         spec = {"kind": kind, "model": "efficientnet-lite0", "params": {"evaluate": False}}

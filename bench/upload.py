@@ -31,6 +31,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cleanup import delete_run  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.stores.models import ModelStore  # noqa: E402
 from models.builtin import BUILTIN_ID  # noqa: E402
@@ -218,7 +219,7 @@ def main() -> None:
         server.terminate()
         server.wait()
         shutil.rmtree(data_dir, ignore_errors=True)
-        _clean(prefix)
+        delete_run(Settings().redis_url, prefix)
 
 
 def _free_port() -> int:
@@ -245,15 +246,6 @@ def _upload_photo(client: httpx.Client) -> str:
     buf = io.BytesIO()
     Image.fromarray(skimage.data.chelsea()).save(buf, format="PNG")
     return client.post("/v1/images", files={"file": ("cat.png", buf.getvalue(), "image/png")}).json()["id"]
-
-
-def _clean(prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(Settings().redis_url)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
 
 
 if __name__ == "__main__":

@@ -185,9 +185,10 @@ def keep_freed_buffers() -> bool:
     if libc is None:
         return False
     arenas = len(os.sched_getaffinity(0))
-    return all(libc.mallopt(param, value) == 1 for param, value in
+    applied = [libc.mallopt(param, value) == 1 for param, value in  # each one, even when another is refused
                ((M_MMAP_THRESHOLD, BUFFER_BYTES), (M_TRIM_THRESHOLD, KEEP_BYTES), (M_TOP_PAD, KEEP_BYTES),
-                (M_ARENA_MAX, arenas)))
+                (M_ARENA_MAX, arenas))]
+    return all(applied)
 
 
 def release_memory() -> None:

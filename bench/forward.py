@@ -3,11 +3,13 @@
 Starts the API (uvicorn, real Redis, a private key prefix deleted afterwards) in a subprocess, uploads photos, then
 prints in one run:
 - the bare forward (batch 1, the API's thread count) and the batched per-image floor: one run of 32 images, and
-  32 in runs of the size `forward_batch_tune` measured as cheapest per image (what the API runs);
+  32 in runs of the size `forward_batch_tune` measured as cheapest per image (what the API runs); and the
+  forward ceiling: images/s with the API's runs at once going back to back, bare (no HTTP): about the most the
+  load test can get on this machine (its mix is 80 % whole forwards);
 Every timed row alternates with a bare forward in this process, in blocks of `--block` calls (5; the first of
 each block not timed, so that each side runs warm, as back-to-back requests do; with 1, a call of one, then
 the other): its ratio is its median over the median of the bare forwards timed beside it, so a machine whose
-speed drifts during the run (a shared VM) moves both alike. HTTP calls go through a keep-alive `http.client`
+speed drifts during the run (a shared VM) moves both alike. HTTP calls go through a keep-alive socket (`bench.timing.Lean`)
 connection, and the load clients speak HTTP/1.1 over asyncio streams: lean clients, so that the figures are the
 service's, not httpx's (on this 2-core machine the client shares the cores with the server).
 - predict over HTTP (an image seen before; a new one: decode, resize, normalise);
@@ -32,6 +34,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -154,6 +157,24 @@ def run_load(base: str, clients: int, seconds: float, plan: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def ceiling(run, slots: int, seconds: float = 3.0) -> float:
+    """Images/s when `slots` threads call `run()` (a batch; returns its image count) back to back: the most
+    forwards the API's runs at once can do, with no HTTP, JSON or Python of its own around them."""
+    counts = [0] * slots
+    end = time.perf_counter() + seconds
+
+    def loop(i: int) -> None:
+        while time.perf_counter() < end:
+            counts[i] += run()
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(slots)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
 def metric(client: httpx.Client, name: str, label: str) -> float:
     for line in client.get("/metrics").text.splitlines():
         if line.startswith(f'{name}{{figure="{label}"}}'):
@@ -191,6 +212,9 @@ def main() -> None:
     per_image_untuned = median_ms(lambda: untuned.logits(xb), max(3, args.repeat // 5)) / batch
     rows_tuned = rt.batch_rows("plain", rt.plain, [record.logits_name], x)  # measured at the first bare forward
     per_image_batched = median_ms(lambda: rt.logits(xb), max(3, args.repeat // 5)) / batch
+    slots = forward.run_slots(settings)
+    x_rows = np.repeat(x, rows_tuned, axis=0)
+    most = ceiling(lambda: len(rt.logits(x_rows)), slots)
     names = [layer.name for layer in record.layers]
     layers = {"early": names[len(names) // 6], "middle": names[len(names) // 2], "last": names[-1]}
 
@@ -281,6 +305,8 @@ def main() -> None:
         kinds = "  ".join(f"{k} {v['p50']:.0f}/{v['p99']:.0f}" for k, v in result["kinds"].items())
         print(f"{result['clients']:>8} {result['rps']:7.1f} {result['ok']:>6} {result['503']:>5} {result['429']:>5} "
               f"{result['other']:>6}  {kinds}")
+    print(f"forward ceiling: {most:.1f} images/s ({slots} runs of {rows_tuned} at once, bare ORT, 3 s), "
+          f"{most / sequential['rps']:.2f}× the one-client requests/s: about what this machine allows the load test")
     print(f"{args.clients} clients / 1 client: {loaded['rps'] / sequential['rps']:.2f}× the requests/s; "
           f"5xx/429 without Retry-After: {loaded['no_retry_after']}; batches under load: "
           f"{after['batches'] - before['batches']:.0f} for {after['requests'] - before['requests']:.0f} requests")

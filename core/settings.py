@@ -69,8 +69,8 @@ class Settings(BaseSettings):
                                      "size up to forward_batch_max that costs least per image on this machine, and "
                                      "run at most that many images at once (GPU: large batches; a small CPU: 1 or 2)")
     forward_batch_instances: int = Field(0, ge=0, le=256, description="forward runs (batches) the API lets go at "
-                                         "once, over all models and layers (0: the cores over ort_intra_threads, "
-                                         "so that ONNX Runtime's threads never outnumber the cores)")
+                                         "once, over all models and layers (0: one per core the process may use; "
+                                         "runs of a session share its intra-op threads)")
     forward_batch_wait_ms: float = Field(0.0, ge=0, le=50, description="how long a batch that is not full waits for "
                                          "more requests (ms); 0: it runs as soon as the previous batch is done")
     session_cache_bytes: int = Field(2 * 1024**3, gt=0, description="ONNX Runtime sessions the API keeps (estimated "

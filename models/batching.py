@@ -22,6 +22,7 @@ No thread of its own: the batch runs on the thread of one of the requests waitin
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections import deque
@@ -172,36 +173,40 @@ class DynamicBatcher:
                 request.done = True
 
 
-def best_batch(run: Callable[[int], object], limit: int, *, rounds: int = 3, gain: float = 0.95,
+def best_batch(run: Callable[[int], object], limit: int, *, rounds: int = 4, gain: float = 0.95,
                worse: float = 1.25, clock: Callable[[], float] = time.perf_counter) -> int:
     """The batch size, among 1, 2, 4, … up to `limit`, that costs least per image: `run(n)` runs a batch of n.
 
     The sizes are first run in turn, each once to warm it (allocations, kernel choice) and once timed, until one
     costs `worse` times the best per image so far. Then every size tried is timed `rounds` more times, one size
     after the other, round after round, so that a machine whose speed drifts (a shared VM, whose speed moves by up
-    to 2× within seconds) weighs on every size alike; each size counts its fastest run, as the least disturbed.
+    to 2× within seconds) weighs on every size alike; each size counts the median of its runs, its usual cost:
+    neither a disturbed run nor a lucky one decides (on this 2-core machine, two threads, a batch of 4 ran at
+    5.7 ms an image once and at 7.8-8.0 after, its largest buffer mapped anew each run, against 6.2 in pairs: its
+    fastest run made it the choice; `models.sessions.keep_freed_buffers` now keeps that buffer too).
     A larger size is preferred only when it is at least 1 − `gain` cheaper per image (a batch also makes its
     requests wait for one another). On a GPU the cost per image falls with the batch; on a CPU it can rise (this
-    2-core machine: 10.4 ms an image alone, 9.3 in pairs, 15.2 in batches of 4 to 32), so a fixed large batch
-    would make every batched run slower than running the images one by one."""
+    2-core machine, one thread: 10.4 ms an image alone, 9.3 in pairs, 15.2 in batches of 4 to 32), so a fixed
+    large batch would make every batched run slower than running the images one by one."""
     def per_image(n: int) -> float:
         start = clock()
         run(n)
         return (clock() - start) / n
 
-    fastest: dict[int, float] = {}
+    timed: dict[int, list[float]] = {}
     size = 1
     while size <= limit:
         run(size)
-        fastest[size] = per_image(size)
-        if fastest[size] > worse * min(fastest.values()):
+        timed[size] = [per_image(size)]
+        if timed[size][0] > worse * min(times[0] for times in timed.values()):
             break
         size *= 2
     for _ in range(rounds):
-        for n in fastest:
-            fastest[n] = min(fastest[n], per_image(n))
+        for n in timed:
+            timed[n].append(per_image(n))
+    usual = {n: statistics.median(times) for n, times in timed.items()}
     best = 1
-    for n in fastest:  # ascending
-        if fastest[n] < fastest[best] * gain:
+    for n in usual:  # ascending
+        if usual[n] < usual[best] * gain:
             best = n
     return best

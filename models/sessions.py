@@ -153,9 +153,9 @@ class SessionCache:
 
 
 # mallopt parameters (glibc's malloc.h)
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -2, -3, -8
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -2, -3, -4, -8
 KEEP_BYTES = 64 << 20  # freed memory a heap keeps for reuse
-BUFFER_BYTES = 32 << 20  # buffers up to this size come from the heaps (glibc's ceiling), larger ones are mapped
+BUFFER_BYTES = 32 << 20  # glibc's ceiling for its mapping threshold: buffers up to this size come from the heaps
 
 
 @functools.cache
@@ -171,23 +171,28 @@ def _glibc():
 
 @functools.cache
 def keep_freed_buffers() -> bool:
-    """Make glibc keep the buffers a forward frees for the next one, once per process: buffers up to
-    `BUFFER_BYTES` come from the heaps rather than each from a mapping of its own, a heap keeps up to `KEEP_BYTES`
-    free at its top, and a thread's emptied extra heap stays mapped (glibc unmaps it only when more than the top
-    padding, `KEEP_BYTES`, would remain free before it). By default glibc adapts its mapping threshold and trims
-    above twice it. What is kept is bounded by the number of heaps (arenas), which this caps at the cores the
+    """Make glibc keep the buffers a forward frees for the next one, once per process. By default glibc maps a
+    large buffer on its own and unmaps it when freed, so the next forward faults it in again page by page; it
+    adapts its mapping threshold and trims its heaps above twice that. Here buffers come from the heaps: up to
+    `BUFFER_BYTES` by the threshold, and past it too, since mapping is off (`M_MMAP_MAX` 0; a thread's heap holds
+    up to 64 MB, and a buffer too large for one is still mapped). A heap keeps up to `KEEP_BYTES` free at its top,
+    and a thread's emptied extra heap stays mapped (glibc unmaps it only when more than the top padding,
+    `KEEP_BYTES`, would remain free before it). With the threshold alone, a batch of 4 of the built-in model on two
+    threads still mapped a 40 MB buffer per run: 10,193 page faults and 7.7-7.9 ms an image, against 0 and 6.0 ms
+    with mapping off. What is kept is bounded by the number of heaps (arenas), which this caps at the cores the
     process may use (glibc's default: eight per core): the built-in model run on 24 threads (12 layer sessions,
-    960 forwards, a batch of 32) left the process 469–477 MB larger, against 570–637 MB with glibc's defaults and
-    1,024–1,068 MB with the keeping alone. `release_memory` still hands everything free back when a session is
-    dropped. False where the C library is not glibc. Call it early: glibc fixes its arena limit once a process
-    has more than eight."""
+    960 forwards, a batch of 32) left the process 469-477 MB larger, against 570-637 MB with glibc's defaults and
+    1,024-1,068 MB with the keeping alone; with mapping off too, another mix on 24 threads (batches of 1 to 4 and
+    one of 32) grew it by 974 and 1,203 MB against 1,525 and 1,434 without. `release_memory` still hands
+    everything free back when a session is dropped. False where the C library is not glibc. Call it early: glibc
+    fixes its arena limit once a process has more than eight."""
     libc = _glibc()
     if libc is None:
         return False
     arenas = len(os.sched_getaffinity(0))
     applied = [libc.mallopt(param, value) == 1 for param, value in  # each one, even when another is refused
-               ((M_MMAP_THRESHOLD, BUFFER_BYTES), (M_TRIM_THRESHOLD, KEEP_BYTES), (M_TOP_PAD, KEEP_BYTES),
-                (M_ARENA_MAX, arenas))]
+               ((M_MMAP_THRESHOLD, BUFFER_BYTES), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, KEEP_BYTES),
+                (M_TOP_PAD, KEEP_BYTES), (M_ARENA_MAX, arenas))]
     return all(applied)
 
 

@@ -71,11 +71,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="convscope", version="1.0.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Shows what a convolutional network sees and learns.")
     app.state.auth = Authenticator(parse_keys(settings.api_keys, settings.api_keys_file))
+    # Routes are matched in the order included, so the forward views, the calls made most often, come first.
+    for router in (views.router, images.router, models.router, jobs.router):
+        app.include_router(router, dependencies=[Depends(require_key)])
     app.include_router(health.router)
     app.include_router(docs_pages.router)  # /docs and /redoc with their assets served here, not from a CDN
     app.include_router(explorer.router)  # /ui/: static files only; the page calls the public /v1 API
-    for router in (images.router, models.router, views.router, jobs.router):
-        app.include_router(router, dependencies=[Depends(require_key)])
     app.include_router(dataset_routes.router, dependencies=[Depends(require_key)])
     app.include_router(job_events.router)  # the API key, or the job's events token (service/events_token.py)
     install_error_handlers(app)

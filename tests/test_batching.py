@@ -238,10 +238,11 @@ def test_a_key_under_load_runs_as_many_batches_as_it_may_once_a_run_slot_is_free
 
 
 class Clock:
-    """A fake clock that a fake run moves on by its cost: `per_image[n]` × n, plus `jitter` on every other call,
-    and twice that for the first `slow_calls` calls (a VM in a slow phase)."""
+    """A fake clock that a fake run moves on by its cost: `per_image[n]` × n (a list: the cost of each run of n
+    in turn, the last one repeated), plus `jitter` on every other call, and twice that for the first `slow_calls`
+    calls (a VM in a slow phase)."""
 
-    def __init__(self, per_image: dict[int, float], jitter: float = 0.0, slow_calls: int = 0):
+    def __init__(self, per_image: dict[int, float | list[float]], jitter: float = 0.0, slow_calls: int = 0):
         self.now, self.per_image, self.jitter, self.slow_calls, self.calls = 0.0, per_image, jitter, slow_calls, []
 
     def __call__(self) -> float:
@@ -249,7 +250,8 @@ class Clock:
 
     def run(self, n: int) -> None:
         self.calls.append(n)
-        cost = self.per_image[n] * n + (0.0 if len(self.calls) % 2 else self.jitter)
+        costs = self.per_image[n] if isinstance(self.per_image[n], list) else [self.per_image[n]]
+        cost = costs[min(self.calls.count(n), len(costs)) - 1] * n + (0.0 if len(self.calls) % 2 else self.jitter)
         self.now += cost * (2 if len(self.calls) <= self.slow_calls else 1)
 
 
@@ -262,11 +264,18 @@ class Clock:
 def test_best_batch_is_the_size_cheapest_per_image(per_image, limit, best, tried):
     clock = Clock(per_image)
     assert best_batch(clock.run, limit, clock=clock) == best
-    assert sorted(set(clock.calls)) == tried and all(clock.calls.count(n) == 5 for n in tried)  # warm-up + 1 + 3 rounds
+    assert sorted(set(clock.calls)) == tried and all(clock.calls.count(n) == 6 for n in tried)  # warm-up + 1 + 4 rounds
 
 
-def test_best_batch_times_each_size_by_its_fastest_run():
-    clock = Clock({1: 10.0, 2: 9.0, 4: 20.0}, jitter=3.0)  # every other run is disturbed: the fastest counts
+def test_best_batch_times_each_size_by_its_usual_run_not_its_fastest():
+    """Two threads on this machine, before the allocator kept buffers past 32 MB: a batch of 4 ran fast once,
+    right after its warm-up, and slow from then on; pairs were the cheaper per image as a rule."""
+    clock = Clock({1: 7.3, 2: 6.2, 4: [7.9, 5.7, 7.9, 7.8, 7.9, 8.0], 8: 7.5})
+    assert best_batch(clock.run, 8, clock=clock) == 2
+
+
+def test_best_batch_is_not_decided_by_a_disturbed_run():
+    clock = Clock({1: 10.0, 2: [9.0, 9.0, 30.0, 9.0, 9.0, 9.0], 4: 20.0}, jitter=1.0)  # one run of pairs 3× slower
     assert best_batch(clock.run, 4, clock=clock) == 2
 
 
@@ -275,7 +284,7 @@ def test_best_batch_times_the_sizes_in_rounds_so_a_slow_phase_weighs_on_all_alik
     pairs would look 2× cheaper; timed again round after round, they are not 5 % cheaper, and images run alone."""
     clock = Clock({1: 10.0, 2: 9.8, 4: 15.0}, slow_calls=3)
     assert best_batch(clock.run, 4, clock=clock) == 1
-    assert clock.calls[6:] == [1, 2, 4] * 3  # the rounds, after warm-up and a first timing of each
+    assert clock.calls[6:] == [1, 2, 4] * 4  # the rounds, after warm-up and a first timing of each
 
 
 def test_a_session_runs_batches_of_the_measured_size_with_the_same_numbers(builtin_store, builtin, images, monkeypatch):

@@ -1,0 +1,76 @@
+"""The benches' lean HTTP client (`bench/timing.Lean`) reads what a server sends: bodies by Content-Length or
+chunked, several answers on one keep-alive connection, and a new connection when the server closed the old one
+while it idled."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+
+import pytest
+
+from bench.timing import Lean
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        if self.path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for part in (b"hello, ", b"chunked ", b"world"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        body = b"x" * 300_000 if self.path == "/big" else b"not here"
+        self.send_response(200 if self.path == "/big" else 404)
+        self.send_header("Content-Length", str(len(body)))
+        if self.path == "/close":
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        answer = self.headers["Content-Type"].encode() + b"|" + body
+        self.send_response(201)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_answers_by_length_and_chunked_on_one_connection(server):
+    client = Lean(server)
+    assert client.get("/big") == (200, b"x" * 300_000)
+    first = client.sock
+    assert client.get("/chunked") == (200, b"hello, chunked world")
+    assert client.get("/missing") == (404, b"not here")
+    assert client.post("/echo", {"a": 1}) == (201, b'application/json|{"a": 1}')
+    status, answer = client.post_multipart("/form", {"spec": "{}"}, {"file": ("a.png", b"\x89PNG", "image/png")})
+    assert status == 201 and answer.startswith(b"multipart/form-data; boundary=") and b"\x89PNG" in answer
+    assert client.sock is first  # every answer read whole: the connection was kept
+
+
+def test_a_connection_the_server_closed_is_opened_again(server):
+    client = Lean(server)
+    assert client.get("/close") == (404, b"not here")  # the server closes after this answer
+    first = client.sock
+    assert client.get("/big")[0] == 200
+    assert client.sock is not first
+    client.close()

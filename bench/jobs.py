@@ -6,7 +6,7 @@ Starts its own API (`python -m service.cli serve` on a spare port) and one worke
 (`python -m workers`) against the configured Redis, under a private key prefix and queue
 (deleted afterwards). For each method it reports the median wall time of
 - job: POST /v1/jobs?wait=60 (multipart image) until every artifact is downloaded (one keep-alive
-  `http.client` connection: a lean client, so that the figures are the service's),
+  connection of `bench.timing.Lean`: a lean client, so that the figures are the service's),
 - torch: the worker's method function called directly in this process (same thread count),
 - captum: captum's implementation of the same computation (the same class target; IG with its
   convergence delta, which is our `completeness_gap`),

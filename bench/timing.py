@@ -31,7 +31,7 @@ def alternate_ms(first, second, repeats: int, block: int = 1) -> tuple[float, fl
 
 class Lean:
     """A keep-alive HTTP/1.1 client on a plain socket: JSON or multipart POSTs and GETs, whole answers read.
-    `http.client` parses a response's headers through the `email` package: about 60 µs a call here, counted in
+    `http.client` parses a response's headers through the `email` package: 60-150 µs a call here, counted in
     every figure it times; this reads the status line, `Content-Length` (or a chunked body) and nothing else."""
 
     def __init__(self, port: int):

@@ -207,9 +207,9 @@ def run_slots(settings: Settings) -> int:
 
     Runs of a session share its intra-op pool, whose workers take whichever run's work is ready while each run's
     own thread works on its run: a lone run gets every thread, and under load each core carries a run. Measured
-    on this 2-core machine with the built-in model and two intra-op threads: one run at a time, 157-183 images/s
-    (batches of 1 or 2); two at once, 219-232 images/s on one session and 222-228 on two sessions (3 and 4 threads
-    on 2 cores), against 254-257 with one thread per run; a lone run's time does not change (6.2-6.6 ms)."""
+    on this 2-core machine with the built-in model and two intra-op threads: one run at a time, 157–183 images/s
+    (batches of 1 or 2); two at once, 219–232 images/s on one session and 222–228 on two sessions (3 and 4 threads
+    on 2 cores), against 254–257 with one thread per run; a lone run's time does not change (6.2–6.6 ms)."""
     if settings.forward_batch_instances > 0:
         return settings.forward_batch_instances
     return ort_threads(0)

@@ -178,11 +178,11 @@ def keep_freed_buffers() -> bool:
     up to 64 MB, and a buffer too large for one is still mapped). A heap keeps up to `KEEP_BYTES` free at its top,
     and a thread's emptied extra heap stays mapped (glibc unmaps it only when more than the top padding,
     `KEEP_BYTES`, would remain free before it). With the threshold alone, a batch of 4 of the built-in model on two
-    threads still mapped a 40 MB buffer per run: 10,193 page faults and 7.7-7.9 ms an image, against 0 and 6.0 ms
+    threads still mapped a 40 MB buffer per run: 10,193 page faults and 7.7–7.9 ms an image, against 0 and 6.0 ms
     with mapping off. What is kept is bounded by the number of heaps (arenas), which this caps at the cores the
     process may use (glibc's default: eight per core): the built-in model run on 24 threads (12 layer sessions,
-    960 forwards, a batch of 32) left the process 469-477 MB larger, against 570-637 MB with glibc's defaults and
-    1,024-1,068 MB with the keeping alone; with mapping off too, another mix on 24 threads (batches of 1 to 4 and
+    960 forwards, a batch of 32) left the process 469–477 MB larger, against 570–637 MB with glibc's defaults and
+    1,024–1,068 MB with the keeping alone; with mapping off too, another mix on 24 threads (batches of 1 to 4 and
     one of 32) grew it by 974 and 1,203 MB against 1,525 and 1,434 without. `release_memory` still hands
     everything free back when a session is dropped. False where the C library is not glibc. Call it early: glibc
     fixes its arena limit once a process has more than eight."""

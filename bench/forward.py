@@ -9,9 +9,9 @@ prints in one run:
 Every timed row alternates with a bare forward in this process, in blocks of `--block` calls (5; the first of
 each block not timed, so that each side runs warm, as back-to-back requests do; with 1, a call of one, then
 the other): its ratio is its median over the median of the bare forwards timed beside it, so a machine whose
-speed drifts during the run (a shared VM) moves both alike. HTTP calls go through a keep-alive socket (`bench.timing.Lean`)
-connection, and the load clients speak HTTP/1.1 over asyncio streams: lean clients, so that the figures are the
-service's, not httpx's (on this 2-core machine the client shares the cores with the server).
+speed drifts during the run (a shared VM) moves both alike. HTTP calls go over one keep-alive socket
+(`bench.timing.Lean`), and the load clients speak HTTP/1.1 over asyncio streams: lean clients, so that the figures
+are the service's, not httpx's (on this 2-core machine the client shares the cores with the server).
 - predict over HTTP (an image seen before; a new one: decode, resize, normalise);
 - activations PNG and JSON of an early, a middle and the last layer (truncated sessions);
 - occlusion patch 32 stride 8 and its ratio to passes × the batched per-image floor;

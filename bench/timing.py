@@ -37,7 +37,7 @@ class Lean:
     def __init__(self, port: int):
         self.port = port
         self.sock: socket.socket | None = None
-        self.buffer = b""
+        self.buffer = bytearray()  # received, not yet read: grows in place (an artifact of 600 KB comes in many recvs)
 
     def _connect(self) -> socket.socket:
         self.close()
@@ -48,26 +48,30 @@ class Lean:
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close()
-        self.sock, self.buffer = None, b""
+        self.sock, self.buffer = None, bytearray()
 
-    def _read(self, n: int) -> bytes:
-        """More bytes from the socket (at least one); ConnectionResetError when the server has closed it."""
+    def _receive(self, n: int) -> None:
+        """More bytes from the socket into the buffer (at least one); ConnectionResetError when the server has
+        closed it."""
         chunk = self.sock.recv(max(n, 65536))
         if not chunk:
             raise ConnectionResetError("the server closed the connection")
-        return chunk
+        self.buffer += chunk
+
+    def _take(self, n: int, skip: int = 0) -> bytes:
+        out = bytes(self.buffer[:n])
+        del self.buffer[:n + skip]
+        return out
 
     def _until(self, marker: bytes) -> bytes:
         while (end := self.buffer.find(marker)) < 0:
-            self.buffer += self._read(0)
-        out, self.buffer = self.buffer[:end], self.buffer[end + len(marker):]
-        return out
+            self._receive(0)
+        return self._take(end, len(marker))
 
     def _exactly(self, n: int) -> bytes:
         while len(self.buffer) < n:
-            self.buffer += self._read(n - len(self.buffer))
-        out, self.buffer = self.buffer[:n], self.buffer[n:]
-        return out
+            self._receive(n - len(self.buffer))
+        return self._take(n)
 
     def _response(self) -> tuple[int, bytes]:
         lines = self._until(b"\r\n\r\n").split(b"\r\n")

@@ -19,7 +19,7 @@ import numpy as np
 import pyspng
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
-from core.errors import BadRequest, TooLarge, UnsupportedMedia
+from core.errors import BadRequest, Invalid, TooLarge, UnsupportedMedia
 from core.methods import ImageInput
 from core.model_record import ModelRecord
 
@@ -105,14 +105,16 @@ def to_8bit_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def prepare(data: bytes, record: ModelRecord, *, max_bytes: int, max_pixels: int) -> ImageInput:
+def prepare(data: bytes, record: ModelRecord, *, max_bytes: int, max_pixels: int,
+            max_resized_pixels: int | None = None) -> ImageInput:
     """Image bytes → `ImageInput`: the decoded upload, the image the model sees, the exact model input."""
-    return prepare_pixels(np.asarray(decode(data, max_bytes=max_bytes, max_pixels=max_pixels)), record)
+    return prepare_pixels(np.asarray(decode(data, max_bytes=max_bytes, max_pixels=max_pixels)), record,
+                          max_resized_pixels=max_resized_pixels)
 
 
-def prepare_pixels(pixels: np.ndarray, record: ModelRecord) -> ImageInput:
+def prepare_pixels(pixels: np.ndarray, record: ModelRecord, *, max_resized_pixels: int | None = None) -> ImageInput:
     """H×W×3 uint8 RGB pixels as `decode` made them → `ImageInput` (what `prepare` does after decoding)."""
-    fitted = fit(Image.fromarray(pixels), record)
+    fitted = fit(Image.fromarray(pixels), record, max_pixels=max_resized_pixels)
     return ImageInput(pixels, np.asarray(fitted), to_tensor(fitted, record))
 
 
@@ -149,15 +151,81 @@ def _centre_offset(outer: int, inner: int) -> int:
     return int(round((outer - inner) / 2.0))
 
 
-def fit(image: Image.Image, record: ModelRecord, size: tuple[int, int] | None = None) -> Image.Image:
+def fit(image: Image.Image, record: ModelRecord, size: tuple[int, int] | None = None, *,
+        max_pixels: int | None = None) -> Image.Image:
     """Resize (short side to `preprocess.resize`) and centre-crop to the model's input size (H, W) = `size` or the
-    record's, exactly where torchvision's `Resize` + `CenterCrop` put the crop (`placement`)."""
+    record's, exactly where torchvision's `Resize` + `CenterCrop` put the crop (`placement`).
+
+    What is made is checked first (`max_pixels`, when given: 422 `image_too_large_after_resize`). A resized image
+    far larger than the window the crop keeps (a 1×20000 strip becomes 256×5,120,000 pixels, of which 224×224 are
+    kept) is not made: only the window is (`_window`)."""
     height, width = size or (record.input.height, record.input.width)
     where = placement(image.width, image.height, record, size)
+    if max_pixels is not None:
+        check_resized(image.width, image.height, (width, height), max_pixels)
+    new_w, new_h = where.resized
+    if new_w * new_h > max(WHOLE_RESIZE_PIXELS, 4 * width * height):
+        return _window(image, where, width, height)
     image = image.resize(where.resized, Image.BICUBIC)
     if where.resized == (width, height) and where.left == where.top == 0:
         return image
     return image.crop((where.left, where.top, where.left + width, where.top + height))  # outside: black, 0
+
+
+WHOLE_RESIZE_PIXELS = 4 * 1024 * 1024
+"""Up to this many resized pixels the whole image is resized and then cropped, as torchvision does: every photo
+up to the upload limit stays well under it (its short side becomes `resize`). Past it, only the window is."""
+
+_BICUBIC_SUPPORT = 2.0  # Pillow's bicubic filter reaches 2 source pixels each side (× the scale when shrinking)
+
+
+def _window(image: Image.Image, where: Placement, width: int, height: int) -> Image.Image:
+    """The W×H window of the resized image at (`where.left`, `where.top`) (black where it falls outside), made
+    without the resized image, from just the source pixels the window's filter taps reach.
+
+    Pillow's `resize(box=…)` samples each output pixel where the whole resize would. The two passes are made one
+    at a time, in the order Pillow's whole resize makes them (given both at once with a box, it may pick the other
+    order, whose rounding differs). A sample point computed from a box (which Pillow keeps as float32) instead of
+    the whole image differs in its last bits, so a few pixels may differ by one level from the whole resize."""
+    (new_w, new_h), src_w, src_h = where.resized, image.width, image.height
+    x0, y0 = max(where.left, 0), max(where.top, 0)  # the window, clipped to the resized image (the rest is padding)
+    x1, y1 = min(where.left + width, new_w), min(where.top + height, new_h)
+    sx, sy = src_w / new_w, src_h / new_h
+    c0, c1 = _taps(x0, x1, sx, src_w)
+    r0, r1 = _taps(y0, y1, sy, src_h)
+    source = image.crop((c0, r0, c1, r1))
+    across = (x0 * sx - c0, x1 * sx - c0)  # the window's edges in the cropped source
+    down = (y0 * sy - r0, y1 * sy - r0)
+    out_w, out_h = x1 - x0, y1 - y0
+    shrinks_height_most = src_h - new_h > 0 and src_h - new_h > (src_w - new_w) * 2  # Pillow's choice of order
+    if shrinks_height_most:
+        tall = source.resize((c1 - c0, out_h), Image.BICUBIC, box=(0, down[0], c1 - c0, down[1]))
+        part = tall.resize((out_w, out_h), Image.BICUBIC, box=(across[0], 0, across[1], out_h))
+    else:
+        wide = source.resize((out_w, r1 - r0), Image.BICUBIC, box=(across[0], 0, across[1], r1 - r0))
+        part = wide.resize((out_w, out_h), Image.BICUBIC, box=(0, down[0], out_w, down[1]))
+    if part.size == (width, height):
+        return part
+    out = Image.new(part.mode, (width, height))  # CenterCrop's padding: black, 0
+    out.paste(part, (x0 - where.left, y0 - where.top))
+    return out
+
+
+def _taps(start: int, stop: int, scale: float, size: int) -> tuple[int, int]:
+    """The source pixels [first, last) that resized pixels [start, stop) of one axis read (scale: source pixels
+    per resized pixel), with a pixel to spare each side, clipped to the `size` pixels there are."""
+    reach = _BICUBIC_SUPPORT * max(scale, 1.0) + 1
+    return max(int(start * scale - reach), 0), min(int(stop * scale + reach) + 1, size)
+
+
+def check_resized(width: int, height: int, made: tuple[int, int], max_pixels: int) -> None:
+    """Refuse an image whose preprocessing would make `made` = (w, h) pixels above `max_pixels` (a setting): the
+    upload's own pixel limit does not see what a resize makes of a few pixels."""
+    if made[0] * made[1] > max_pixels:
+        raise Invalid(f"the {width}×{height} image would be resized to {made[0]}×{made[1]} pixels; the limit is "
+                      f"{max_pixels} pixels", code="image_too_large_after_resize",
+                      details={"width": width, "height": height, "resized_width": made[0],
+                               "resized_height": made[1], "limit": max_pixels})
 
 
 def original_box(box: Sequence[int], width: int, height: int, record: ModelRecord,

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     # Inputs (bytes, pixels).
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(40_000_000, gt=0, description="width × height above which an image is refused")
+    max_resized_pixels: int = Field(2048 * 2048, gt=0, description="width × height an image may become in "
+                                    "preprocessing (resize and crop); more → 422 image_too_large_after_resize")
     max_body_bytes: int = Field(64 * 1024 * 1024, gt=0)
     image_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="how long uploaded images are kept in Redis")
     image_lease_s: float = Field(10, ge=0, description="how long an API process, having found an image in Redis, "

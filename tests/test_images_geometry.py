@@ -123,3 +123,58 @@ def test_original_box_covers_what_the_input_box_shows(width, height):
         right, bottom = where.resized[0] - where.left, where.resized[1] - where.top
         assert x0 * sx - where.left <= box[0] + 1e-9 and x1 * sx - where.left >= min(box[2], right) - 1e-9
         assert y0 * sy - where.top <= box[1] + 1e-9 and y1 * sy - where.top >= min(box[3], bottom) - 1e-9
+
+
+def whole_then_window(image: Image.Image, record: ModelRecord) -> np.ndarray:
+    """The input `fit` would make by resizing the whole image and then cropping (padding with black)."""
+    height, width = record.input.height, record.input.width
+    where = images.placement(image.width, image.height, record)
+    whole = np.asarray(image.resize(where.resized, Image.BICUBIC))
+    out = np.zeros((height, width, 3), np.uint8)
+    ys = slice(max(where.top, 0), min(where.top + height, where.resized[1]))
+    xs = slice(max(where.left, 0), min(where.left + width, where.resized[0]))
+    out[ys.start - where.top:ys.stop - where.top, xs.start - where.left:xs.stop - where.left] = whole[ys, xs]
+    return out
+
+
+@pytest.mark.parametrize("width, height", [(3, 2000), (2000, 3), (1, 900), (7, 700), (600, 5), (41, 3000)])
+@pytest.mark.parametrize("resize, crop", [(256, True), (200, [224, 320]), (61, True)])
+def test_a_thin_image_is_resized_in_its_window_only_and_matches_the_whole_resize(width, height, resize, crop):
+    """Past `WHOLE_RESIZE_PIXELS` only the window the crop keeps is resized. Here (small enough to resize whole as
+    a reference) the window equals the whole resize's crop but for a few pixels one or two levels off (Pillow keeps
+    a box in float32), in both orders of Pillow's two passes and where the crop pads."""
+    size = (224, 224) if crop is True else tuple(crop)
+    record = record_for(Preprocess(resize=resize, crop=crop), *size)
+    image = picture(width, height)
+    where = images.placement(width, height, record)
+    window = np.asarray(images._window(image, where, size[1], size[0])).astype(int)
+    difference = np.abs(window - whole_then_window(image, record))
+    assert difference.max() <= 2 and (difference > 0).mean() < 0.005, (difference.max(), (difference > 0).mean())
+
+
+@pytest.mark.parametrize("width, height", [(1, 20000), (20000, 1), (1, 65000), (65000, 1), (2, 4_000_000)])
+def test_fit_of_a_strip_makes_only_the_window(width, height):
+    """A 1×65000 strip would be 256×16,640,000 pixels (12 GB of RGB, a minute of work) resized whole; the window
+    alone is 224×224. (The peak memory of a real API process is held in tests/jobs/test_thin_images.py.)"""
+    import time
+
+    image = Image.new("RGB", (width, height), (200, 30, 90))
+    record = record_for(Preprocess(resize=256, crop=True))
+    started = time.perf_counter()
+    fitted = images.fit(image, record)
+    seconds = time.perf_counter() - started
+    assert fitted.size == (224, 224) and seconds < 0.5, seconds
+    assert np.abs(np.asarray(fitted).astype(int) - [200, 30, 90]).max() <= 1  # a flat colour stays that colour
+
+
+def test_what_preprocessing_would_make_is_checked_against_the_limit():
+    record = record_for(Preprocess(resize=None), height=512, width=512)
+    image = picture(40, 30)
+    assert images.fit(image, record, max_pixels=512 * 512).size == (512, 512)
+    with pytest.raises(Exception) as refused:
+        images.fit(image, record, max_pixels=512 * 511)
+    error = refused.value
+    assert error.status == 422 and error.code == "image_too_large_after_resize"
+    assert error.details == {"width": 40, "height": 30, "resized_width": 512, "resized_height": 512,
+                             "limit": 512 * 511}
+    assert "40×30" in error.message and "512×512" in error.message

@@ -90,7 +90,8 @@ class Feed:
     def prepare(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         """Image bytes → (H×W×3 uint8 at input size, 1×C×H×W model input)."""
         s = self.settings
-        ready = images.prepare(data, self.record, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
+        ready = images.prepare(data, self.record, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels,
+                               max_resized_pixels=s.max_resized_pixels)
         return ready.fitted, ready.x
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:

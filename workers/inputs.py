@@ -46,12 +46,12 @@ def load_image(ctx: WorkerContext, item: Loading) -> ImageInput:
         except ValueError:  # not what the API writes: decode the file instead
             pixels = None
         if pixels is not None and pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3:
-            return images.prepare_pixels(pixels, item.record)
+            return images.prepare_pixels(pixels, item.record, max_resized_pixels=ctx.settings.max_resized_pixels)
     data = ctx.store.get_input(item.ref)
     if data is None:
         raise NotFound(f"the job's {item.name.replace('_', ' ')} has expired", code="input_expired")
     return images.prepare(data, item.record, max_bytes=ctx.settings.max_image_bytes,
-                          max_pixels=ctx.settings.max_image_pixels)
+                          max_pixels=ctx.settings.max_image_pixels, max_resized_pixels=ctx.settings.max_resized_pixels)
 
 
 def load_dataset(ctx: WorkerContext, item: Loading) -> dataset_feed.Feed:

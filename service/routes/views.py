@@ -63,7 +63,7 @@ def model_input(ctx: AppContext, record: ModelRecord, spec: ViewRequest,
     def prepare():
         raw = data if data is not None else resolve_image(spec.image, None, ctx.images)
         decoded = images.decode(raw, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
-        fitted = images.fit(decoded, record)
+        fitted = images.fit(decoded, record, max_pixels=s.max_resized_pixels)
         tensor = images.to_tensor(fitted, record)
         tensor.setflags(write=False)
         return tensor, fitted

@@ -22,12 +22,9 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +38,7 @@ import pytest
 
 from core.settings import Settings
 from tests.conftest import BUILTIN_DATA, REDIS_URL, ROOT, clean_prefix, encode, sample
-from tests.jobs.conftest import Workers, delete_rq_keys, job_ids
+from tests.jobs.conftest import Workers, delete_rq_keys, free_port, job_ids, stop_process, wait_api_ready
 
 MODEL = "efficientnet-lite0"
 SCREENSHOTS = ROOT / "docs" / "ui"
@@ -51,12 +48,6 @@ START_TIMEOUT_S = 90
 # The worker's settings beyond Workers.env's (which keeps CONVSCOPE_WORKER_WARM_UP false: no umap warm-up;
 # add CONVSCOPE_WORKER_WARM_UP="true" here if a test runs a umap embedding or activation atlas).
 WORKER_ENV = {"CONVSCOPE_WORKER_TORCH_THREADS": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # The second origin: a static file server on another port.
@@ -132,30 +123,6 @@ class Live:
                          for path in (self.server_log, self.worker_log) if path.exists())
 
 
-def _wait_ready(process: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the API exited ({process.returncode}):\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"the API did not become ready in {START_TIMEOUT_S} s:\n{log.read_text(errors='replace')[-3000:]}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture(scope="session")
 def live(builtin_store, origin_server, tmp_path_factory) -> Live:
     """The real service and one real worker, with API keys and CORS on, for the whole session."""
@@ -175,12 +142,12 @@ def live(builtin_store, origin_server, tmp_path_factory) -> Live:
     try:
         worker = workers.start(settings, wait=False, **WORKER_ENV)
         url = f"http://127.0.0.1:{port}"
-        _wait_ready(server, url, server_log)
+        wait_api_ready(server, url, server_log, START_TIMEOUT_S)
         workers.wait_ready(worker, settings, timeout=START_TIMEOUT_S)
         yield Live(url=url, key=key, settings=settings, origin_url=origin_server.url, server_log=server_log,
                    worker_log=logs / f"{worker.worker_name}.log", server=server, worker=worker)
     finally:
-        _stop(server)
+        stop_process(server)
         workers.stop_all()
         delete_rq_keys(settings.redis_url, {settings.job_queue} | job_ids(settings))
         clean_prefix(settings.redis_prefix)

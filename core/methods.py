@@ -147,7 +147,8 @@ class Attribution:
     reduction (Grad-CAM: 1×h×w at its layer's grid; RISE and Kernel SHAP: 1×H×W). `heat`: h×w in
     [0, 1], what the heatmap shows. `metrics`: JSON-able numbers and names (the class explained, its
     logit, ...). `tables` (JSON-able) and `arrays` (float32): further artifacts by name without suffix
-    (`evaluation`, `segments`).
+    (`evaluation`, `segments`, `ranking`). `grain`: the (h, w) grid the map was made at, where that is coarser
+    than its array (RISE's mask cells); the random maps that faithfulness scores are compared with use it.
     """
 
     attribution: np.ndarray
@@ -155,6 +156,7 @@ class Attribution:
     metrics: dict = field(default_factory=dict)
     tables: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    grain: tuple[int, int] | None = None
 
 
 @dataclass

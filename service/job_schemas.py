@@ -11,14 +11,6 @@ from core.jobs.status import JobStatus
 from core.kinds.registry import KINDS, Kind, Source
 from service.schemas import ImageRef
 
-MEDIA_TYPES = {".npy": "application/x-npy", ".png": "image/png", ".json": "application/json"}
-
-
-def media_type(name: str) -> str:
-    """An artifact's media type from its file name."""
-    return next((media for suffix, media in MEDIA_TYPES.items() if name.endswith(suffix)), "application/octet-stream")
-
-
 INPUT_FIELDS = {  # how each input source appears in a request body
     Source.IMAGE: lambda read: (ImageRef | None, Field(None, description=f"{read.description}; omit when sent "
                                                                         f"as multipart part `{read.name}`")),

@@ -24,7 +24,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from core.errors import Invalid, NotFound, NotReady, Overloaded
 from core.jobs import queueing
-from core.jobs.status import ENDED, JobStatus
+from core.jobs.status import ENDED, JobStatus, media_type
 from core.jobs.store import JobStore
 from core.jobs.supervisor import check_job, end_lost_jobs, time_limit
 from core.kinds.registry import KINDS
@@ -34,7 +34,7 @@ from core.settings import Settings
 from core.stores.images import ImageStore
 from service.events_token import EventsTokens
 from service.job_inputs import ACCEPTORS, Submission
-from service.job_schemas import ArtifactRef, Job, JobError, JobResult, Progress, media_type
+from service.job_schemas import ArtifactRef, Job, JobError, JobResult, Progress
 from service.metrics import JOB_SECONDS, QUEUE_DEPTH
 
 log = logging.getLogger("convscope.jobs")
@@ -169,21 +169,26 @@ class JobService:
         return found
 
     async def artifact(self, job_id: str, name: str, owner: str | None) -> tuple[bytes, str]:
-        """An artifact of a finished job the caller owns: record and bytes in one round trip on the event loop
-        (a started job goes through `record`, which ends it first if it is lost)."""
+        """An artifact of a job the caller owns: once the job has finished, or before, when the worker published it
+        early (`JobStore.publish`: a map while its scores are computed). Record and bytes in one round trip on the
+        event loop (a started job goes through `record`, which ends it first if it is lost)."""
         with redis_errors():
             record, data = await self.store.get_with_artifact_async(job_id, name) if len(job_id) <= 64 else (None, None)
         if record is not None and record["status"] == JobStatus.STARTED:
-            record, data = await run_in_threadpool(self.record, job_id, owner), None
+            record = await run_in_threadpool(self.record, job_id, owner)
         if record is None or json.loads(record["spec"]).get("owner") != owner:
             raise NotFound(f"no job with id {job_id!r} (it may have expired)", code="job_not_found")
-        if record["status"] not in ENDED:
-            raise NotReady(f"job {job_id} is {record['status']}; artifacts exist once it has finished",
-                           code="job_not_finished")
-        names = json.loads(record["result"])["artifacts"] if record.get("result") else []
+        ready = json.loads(record.get("ready") or "[]")
+        if record["status"] not in ENDED and name not in ready:
+            raise NotReady(f"job {job_id} is {record['status']}; artifacts exist once it has finished"
+                           + (f" (readable now: {', '.join(ready)})" if ready else ""), code="job_not_finished",
+                           details={"ready": ready})
+        names = json.loads(record["result"])["artifacts"] if record.get("result") else ready
         if name not in names:
             raise NotFound(f"job {job_id} has no artifact {name!r}", code="artifact_not_found",
                            details={"artifacts": names})
+        if data is None and name in ready:  # published after the first read
+            data = await run_in_threadpool(self.store.artifact, job_id, name)
         if data is None:
             raise NotFound(f"the artifacts of job {job_id} have expired", code="artifact_expired")
         return data, media_type(name)

@@ -22,18 +22,27 @@ def early_artifacts(returns: type, image: ImageInput | None) -> dict[str, bytes]
 
 
 def attribution_artifacts(out: Attribution, image: ImageInput, early: dict[str, bytes] | None = None) -> dict[str, bytes]:
-    """`input.npy` (`early_artifacts`, or `early` as already made), `attribution.npy` (float32), and `heatmap.png`:
-    the heat over the image the model saw, with a colour map a person can read; then `<name>.json` per
-    table (`evaluation.json`) and `<name>.npy` per array (`segments.npy`)."""
+    """`map_artifacts`, then `<name>.json` per table (`evaluation.json`)."""
+    return {**map_artifacts(out, image, early), **table_artifacts(out)}
+
+
+def map_artifacts(out: Attribution, image: ImageInput, early: dict[str, bytes] | None = None) -> dict[str, bytes]:
+    """The map's own files: `input.npy` (`early_artifacts`, or `early` as already made), `attribution.npy`
+    (float32), and `heatmap.png`: the heat over the image the model saw, with a colour map a person can read; then
+    `<name>.npy` per array (`ranking.npy`, `segments.npy`)."""
     files = {
         **(early if early is not None else early_artifacts(Attribution, image)),
         "attribution.npy": render.npy(out.attribution.astype(np.float32)),
         "heatmap.png": render.png(render.overlay(Image.fromarray(image.fitted), out.heat, cmap=HEATMAP_COLORMAP,
                                                  alpha=0.5)),
     }
-    files.update({f"{name}.json": json.dumps(table).encode() for name, table in out.tables.items()})
     files.update({f"{name}.npy": render.npy(array) for name, array in out.arrays.items()})
     return files
+
+
+def table_artifacts(out: Attribution) -> dict[str, bytes]:
+    """`<name>.json` per table (`evaluation.json`: the map's scores)."""
+    return {f"{name}.json": json.dumps(table).encode() for name, table in out.tables.items()}
 
 
 def made_artifacts(out: Made, image: ImageInput | None, early: dict[str, bytes] | None = None) -> dict[str, bytes]:

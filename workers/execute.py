@@ -5,8 +5,8 @@ plans it (model record, params, and the step count the kind declares for them: `
 claims it (queued → started, atomically, with progress {0, total}; a job cancelled meanwhile is
 skipped), prepares the input with the same image pipeline as the forward views, calls the kind's
 method with a progress callback that keeps that total, and also stops the method on cancellation or
-at its time limit, scores an attribution map by deletion and insertion when its params ask for it
-(`evaluate`: forward passes on ONNX Runtime, the job's last steps), and ends the job:
+at its time limit, publishes an attribution map at once and then scores it when its params ask for it
+(`evaluate`, `workers.methods.faithfulness`: forward passes on ONNX Runtime, the job's last steps), and ends the job:
 
     finished   artifacts stored, result {artifacts, metrics}, spec remembered for the cache
     canceled   DELETE /v1/jobs/{id} was seen at a step
@@ -45,10 +45,10 @@ from core.methods import Attribution, Classify, DatasetTask, ForwardTask, progre
 from core.model_record import ModelRecord
 from core.stores.datasets import Dataset
 from models.forward import softmax
-from workers.artifacts import artifacts_of, early_artifacts
+from workers.artifacts import artifacts_of, early_artifacts, map_artifacts, table_artifacts
 from workers.context import WorkerContext
 from workers.inputs import LOADERS, Loading, open_dataset
-from workers.methods import deletion_insertion
+from workers.methods import faithfulness
 from workers.methods.task import Task, TensorImage
 
 log = logging.getLogger("convscope.worker")
@@ -206,10 +206,11 @@ _PRESTORE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prestore")
 
 
 class Prestore:
-    """The files known before the method runs (`early_artifacts`: `input.npy`), stored on a background thread while
-    it runs (1.4 ms of Redis writing per 224² image on this machine, off the job's critical path). The API serves an
-    artifact only once the job has ended and lists it, so one stored early is never seen before the end; `settle`
-    waits for the write and leaves those files out of what the ending stores."""
+    """Files stored before the job ends. Those known before the method runs (`early_artifacts`: `input.npy`) are
+    written on a background thread while it runs (off the job's critical path); the API serves them only once the
+    job has ended and lists them. Those `publish`ed (an attribution map, before its scores) are stored at once and
+    announced: the API serves them while the job still runs. `settle` waits for the background write and leaves
+    every file stored early out of what the ending stores."""
 
     def __init__(self, store: JobStore, job_id: str):
         self.store, self.job_id = store, job_id
@@ -217,9 +218,16 @@ class Prestore:
         self._write: Future | None = None
 
     def start(self, files: dict[str, bytes]) -> None:
-        self.files = files
+        self.files = dict(files)
         if files:
             self._write = _PRESTORE.submit(self.store.put_artifacts, self.job_id, files)
+
+    def publish(self, files: dict[str, bytes]) -> None:
+        """Store `files` (those not stored yet) and announce each one (`artifact` events)."""
+        fresh = {name: data for name, data in files.items() if name not in self.files}
+        if fresh:
+            self.store.publish(self.job_id, fresh)
+            self.files.update(fresh)
 
     def settle(self, artifacts: dict[str, bytes]) -> dict[str, bytes]:
         """The artifacts still to store: those not stored early (an early write that failed is raised here)."""
@@ -281,11 +289,18 @@ def compute(ctx: WorkerContext, spec: dict, kind: Kind, plan: Plan, progress: Pr
     if not isinstance(out, kind.returns):
         raise TypeError(f"{kind.method} returned {type(out).__name__}, not {kind.returns.__name__}")
     if isinstance(out, Attribution):
-        out = deletion_insertion.score(out, image.x, params, record, classify, batch=s.occlusion_batch,
-                                       progress=progress_part(progress, plan.method_total,
-                                                              plan.total - plan.method_total, plan.total))
+        faithfulness.ranking(out, image.x)
+        files = map_artifacts(out, image, early)
+        if prestore is not None:  # the map is readable now, while its scores are computed
+            prestore.publish(files)
+        stages.mark("encode")
+        out = faithfulness.score(out, image.x, params, record, classify, batch=s.occlusion_batch,
+                                 progress=progress_part(progress, plan.method_total,
+                                                        plan.total - plan.method_total, plan.total))
         stages.mark("scores")
-    artifacts = artifacts_of(out, image, early)
+        artifacts = {**files, **table_artifacts(out)}
+    else:
+        artifacts = artifacts_of(out, image, early)
     stages.mark("encode")
     result = {"artifacts": list(artifacts), "metrics": out.metrics}
     return result, prestore.settle(artifacts) if prestore is not None else artifacts

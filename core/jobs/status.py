@@ -25,3 +25,11 @@ class JobStatus(StrEnum):
 
 
 ENDED = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED})
+
+
+MEDIA_TYPES = {".npy": "application/x-npy", ".png": "image/png", ".json": "application/json"}
+
+
+def media_type(name: str) -> str:
+    """An artifact's media type from its file name."""
+    return next((media for suffix, media in MEDIA_TYPES.items() if name.endswith(suffix)), "application/octet-stream")

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import redis
 import redis.asyncio
 
-from core.jobs.status import ENDED, JobStatus
+from core.jobs.status import ENDED, JobStatus, media_type
 
 ENDED_LIST = ",".join(sorted(ENDED))
 EVENTS_MAXLEN = 2000
@@ -250,6 +250,19 @@ class JobStore:
         with self.client.pipeline() as pipe:
             pipe.hset(self.keys.artifacts(job_id), mapping=artifacts)
             pipe.expire(self.keys.artifacts(job_id), self.ttl_s)
+            pipe.execute()
+
+    def publish(self, job_id: str, artifacts: dict[str, bytes]) -> None:
+        """Store files of a job that is still running and announce each with an `artifact` event: the API serves
+        the files named in the record's `ready` field before the job ends (a map while its scores are computed)."""
+        ready = sorted(set(json.loads(_text(self.client.hget(self.keys.job(job_id), "ready")) or "[]")) | set(artifacts))
+        with self.client.pipeline() as pipe:
+            pipe.hset(self.keys.artifacts(job_id), mapping=artifacts)
+            pipe.expire(self.keys.artifacts(job_id), self.ttl_s)
+            pipe.hset(self.keys.job(job_id), "ready", json.dumps(ready))
+            for name in artifacts:
+                self.event(job_id, "artifact", {"name": name, "media_type": media_type(name),
+                                                "url": f"/v1/jobs/{job_id}/artifacts/{name}"}, pipe)
             pipe.execute()
 
     def artifact(self, job_id: str, name: str) -> bytes | None:

@@ -1,11 +1,12 @@
 """Params of the attribution kinds: what to explain (a class logit or one unit), each method's knobs, and
-the deletion/insertion scores every attribution kind computes by default (`evaluate`)."""
+the faithfulness scores every attribution kind computes by default (`evaluate`): ROAD against random maps of
+the map's own grain, then deletion/insertion."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from core.kinds.params import Params, Target, Workload, batches, layer_or_last, spatial_layer
 from core.model_record import ModelRecord
@@ -14,7 +15,9 @@ AttributionKind = Literal["saliency", "guided_backprop", "deconvnet", "gradcam",
                           "rise", "kernel_shap"]
 """The kinds that return an attribution map (`core.methods.Attribution`); a test holds it equal to the registry's."""
 
-EVALUATION_FIELDS = ("evaluate", "evaluation_steps", "deletion_baseline")
+EVALUATION_FIELDS = ("evaluate", "road_fractions", "road_noise", "road_random_maps", "evaluation_steps",
+                     "deletion_baseline")
+ROAD_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 Fill = Literal["zeros", "black", "mean", "blur"]
 FILLS = ("zeros: 0 in model-input space; black: a black image; mean: the image's mean colour; blur: the image "
@@ -38,28 +41,65 @@ class ClassTargetParams(Params):
 
 
 class AttributionParams(ClassTargetParams):
-    """What every attribution kind shares: the deletion and insertion scores of its map (Petsiuk et al. 2018),
-    computed after the map from forward passes only, `forward_batch` perturbed copies per ONNX Runtime call."""
+    """What every attribution kind shares: the faithfulness scores of its map, computed after the map from forward
+    passes only, `forward_batch` perturbed copies per ONNX Runtime call. ROAD (Rong et al. 2022) first: pixels
+    removed most (MoRF) and least (LeRF) relevant first and filled by noisy linear imputation, so the model is not
+    judged on images far from any it was trained on; the same score of random maps at the map's own grain is the
+    level a map must beat. Deletion/insertion (Petsiuk et al. 2018) second, with its baseline named."""
 
-    evaluate: bool = Field(True, description="score the map: metrics `deletion_auc` and `insertion_auc` (the target's "
-                                             "probability as the most-attributed pixels are removed from the image, or "
-                                             "added to a blurred copy of it), curves in `evaluation.json`")
-    evaluation_steps: int = Field(32, ge=2, le=1024, description="points on each curve after the first: the image "
-                                                                 "changes by 1/steps of its pixels at each")
-    deletion_baseline: Fill = Field("black", description=f"what deleted pixels become: {FILLS}")
+    evaluate: bool = Field(True, description="score the map: ROAD (metrics `road_score`, `road_random_mean`, "
+                                             "`road_random_sd`, `beats_random`) and deletion/insertion (metrics "
+                                             "`deletion_auc`, `insertion_auc`); curves in `evaluation.json`, the "
+                                             "ranking map in `ranking.npy`")
+    road_fractions: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=lambda: list(ROAD_FRACTIONS), min_length=1, max_length=50,
+        description="fractions of the pixels ROAD removes, each most relevant first (MoRF) and least relevant "
+                    "first (LeRF); `road_score` = mean(LeRF − MoRF) / 2 of the target's probability")
+    road_noise: float = Field(0.01, ge=0, le=10, description="σ of the Gaussian noise added to imputed pixels "
+                                                             "(model-input space), seeded by `seed`")
+    road_random_maps: int = Field(4, ge=0, le=64, description="random maps at the attribution's own grain scored "
+                                                              "the same way: the level `beats_random` compares with "
+                                                              "(road_score > mean + 2·sd); 0: none")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of ROAD's noise and random maps")
+    evaluation_steps: int = Field(32, ge=2, le=1024, description="deletion/insertion: points on each curve after the "
+                                                                 "first: the image changes by 1/steps of its pixels "
+                                                                 "at each")
+    deletion_baseline: Fill = Field("black", description=f"deletion: what deleted pixels become: {FILLS}")
+
+    @field_validator("road_fractions")
+    @classmethod
+    def _fractions_once_each(cls, fractions: list[float]) -> list[float]:
+        if len(set(fractions)) != len(fractions):
+            raise ValueError("each ROAD fraction may be given once")
+        return sorted(fractions)
+
+    def road_passes(self) -> int:
+        """Forward passes of ROAD: MoRF and LeRF at every fraction, for the map and each random map."""
+        return 2 * len(self.road_fractions) * (1 + self.road_random_maps)
+
+    def scored(self) -> bool:
+        """Whether the map is scored: asked for, and of a class (the scores follow a class's probability)."""
+        return self.evaluate and self.explains_class()
 
     def evaluation_passes(self) -> int:
-        """Forward passes of the scores: both curves at steps + 1 points, the unchanged image shared. None for
-        a unit of a layer: the scores follow a class's probability."""
-        return 2 * self.evaluation_steps + 1 if self.evaluate and self.explains_class() else 0
+        """Forward passes of the scores: ROAD's, then deletion/insertion's (both curves at steps + 1 points, the
+        unchanged image shared)."""
+        return self.road_passes() + 2 * self.evaluation_steps + 1 if self.scored() else 0
+
+    def scoring_steps(self, work: Workload) -> int:
+        """One step per batch of ROAD's imputed copies, then one per batch of deletion/insertion's."""
+        if not self.scored():
+            return 0
+        return batches(self.road_passes(), work.forward_batch) + batches(2 * self.evaluation_steps + 1,
+                                                                         work.forward_batch)
 
     def method_steps(self, work: Workload) -> int:
         """One pass by default."""
         return 1
 
     def total_steps(self, work: Workload) -> int:
-        """The method's steps, then one per batch of the scores' perturbed copies."""
-        return self.method_steps(work) + batches(self.evaluation_passes(), work.forward_batch)
+        """The method's steps, then the scores'."""
+        return self.method_steps(work) + self.scoring_steps(work)
 
 
 class ObjectiveParams(AttributionParams):
@@ -125,7 +165,8 @@ class SmoothgradParams(AttributionParams):
     samples: int = Field(25, ge=1, le=1000, description="noisy copies averaged")
     noise: float = Field(0.15, ge=0.0, le=1.0, description="noise σ as a fraction of the input's value range "
                                                            "(max − min of the input tensor)")
-    seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the noise; the same seed gives the same result")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the noise (and of ROAD's noise and random maps); the "
+                                                           "same seed gives the same result")
 
     def method_steps(self, work: Workload) -> int:
         """One step per batch of noisy copies."""
@@ -156,7 +197,8 @@ class RiseParams(AttributionParams):
                                                      "grids of ⌈H/cell⌉×⌈W/cell⌉ cells, upsampled bilinearly and "
                                                      "shifted by up to one cell (28 at 224 px: 8×8 cells)")
     p_keep: float = Field(0.5, gt=0, lt=1, description="probability that a cell of a mask keeps the image")
-    seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the masks; the same seed gives the same map")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the masks (and of ROAD's noise and random "
+                                                           "maps); the same seed gives the same map")
     baseline: Fill = Field("zeros", description=f"what masked-out pixels become: {FILLS}")
 
     def method_steps(self, work: Workload) -> int:
@@ -175,7 +217,8 @@ class KernelShapParams(AttributionParams):
     samples: int = Field(1000, ge=3, le=100_000, description="coalitions evaluated (one forward pass each), the "
                                                             "empty and the full one included, as captum's n_samples; "
                                                             "when every coalition fits, all are used (exact)")
-    seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the coalitions; the same seed gives the same map")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the coalitions (and of ROAD's noise and random "
+                                                           "maps); the same seed gives the same map")
     baseline: Fill = Field("zeros", description=f"what a superpixel left out of a coalition becomes: {FILLS}")
 
     def method_steps(self, work: Workload) -> int:

@@ -7,11 +7,18 @@ defaults, so the Job shows every inner method's params exactly as they will run.
 
 from __future__ import annotations
 
-from typing import Any, get_args
+from typing import Annotated, Any, get_args
 
 from pydantic import Field, model_validator
 
-from core.kinds.attribution import EVALUATION_FIELDS, FILLS, AttributionKind, AttributionParams, Fill
+from core.kinds.attribution import (
+    EVALUATION_FIELDS,
+    FILLS,
+    ROAD_FRACTIONS,
+    AttributionKind,
+    AttributionParams,
+    Fill,
+)
 from core.kinds.params import Params, Target, Workload, batches
 from core.model_record import ModelRecord
 
@@ -76,9 +83,9 @@ class SanityCheckParams(Params):
 
 
 class CompareParams(Params):
-    """Every attribution kind (or those listed) on one image and target, each scored by deletion and insertion
-    (Petsiuk et al. 2018) and ranked; a random map (pixel level, seeded) is scored beside them as the level any
-    method should beat."""
+    """Every attribution kind (or those listed) on one image and target, each scored by ROAD against random maps
+    of its own grain (Rong et al. 2022) and by deletion and insertion (Petsiuk et al. 2018), and ranked by ROAD;
+    a random map (pixel level, seeded) is scored by deletion/insertion beside them."""
 
     methods: list[AttributionKind] = Field(default_factory=lambda: list(ATTRIBUTION_KINDS), min_length=1,
                                            description="the attribution kinds to compare (default all)")
@@ -86,6 +93,12 @@ class CompareParams(Params):
         default_factory=dict, description="params per method (not `target` nor the evaluation ones); shown filled "
                                           "in on the returned Job")
     target: Target | None = Field(None, description="class index or label; default the model's top-1 class")
+    road_fractions: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=lambda: list(ROAD_FRACTIONS), min_length=1, max_length=50,
+        description="fractions of the pixels ROAD removes (each method's `road_fractions`)")
+    road_noise: float = Field(0.01, ge=0, le=10, description="σ of ROAD's imputation noise (each method's `road_noise`)")
+    road_random_maps: int = Field(4, ge=0, le=64, description="random maps at each method's own grain scored "
+                                                              "beside it (each method's `road_random_maps`)")
     evaluation_steps: int = Field(32, ge=2, le=1024, description="points on each deletion/insertion curve after "
                                                                  "the first")
     deletion_baseline: Fill = Field("black", description=f"what deleted pixels become: {FILLS}")
@@ -105,7 +118,9 @@ class CompareParams(Params):
 
     def inner(self, method: str) -> AttributionParams:
         return inner_params(method, self.method_params.get(method, {}), target=self.target, evaluate=True,
-                            evaluation_steps=self.evaluation_steps, deletion_baseline=self.deletion_baseline)
+                            road_fractions=self.road_fractions, road_noise=self.road_noise,
+                            road_random_maps=self.road_random_maps, evaluation_steps=self.evaluation_steps,
+                            deletion_baseline=self.deletion_baseline)
 
     def resolve(self, record: ModelRecord) -> Params:
         resolved = {method: shown(self.inner(method).resolve(record)) for method in self.methods}

@@ -71,7 +71,8 @@ def get_job(job_id: str, request: Request, service: JobService = Depends(jobs)) 
 @router.get("/{job_id}/artifacts/{name}", operation_id="getJobArtifact", response_class=Response, responses={
     **media_response("application/x-npy", "image/png", "application/json"), **errors(404, 409, 503)})
 async def job_artifact(job_id: str, name: str, request: Request, service: JobService = Depends(jobs)) -> Response:
-    """One artifact of a finished job (409 while the job has not ended)."""
+    """One artifact of a finished job; while it runs, 409, except for the files announced by an `artifact` event
+    (an attribution map, its heatmap and ranking map, readable while the map's scores are computed)."""
     data, media = await service.artifact(job_id, name, owner(request))
     return Response(data, media_type=media)
 

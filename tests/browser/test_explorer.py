@@ -19,6 +19,7 @@ from tests.browser.conftest import MODEL, shot
 from tests.onnx_builders import ClassicNet, export, seeded
 
 JOB_TIMEOUT_MS = 180_000
+ROAD_RANDOM_MAPS = 3  # the map's random control in the ROAD test: few, for time, more than one for a spread
 
 
 def use_sample(page, name: str = "chelsea") -> None:
@@ -207,20 +208,122 @@ def test_attributions_side_by_side_with_progress_and_blend(explorer, live):
     page.locator("#attr-opacity").fill("0.2")
     assert heat.evaluate("c => c.style.opacity") == "0.2"
     page.locator("#attr-opacity").fill("0.65")
-    for card in cards.all():  # the faithfulness scores next to each map are the job's own metrics
+    for card in cards.all():  # the faithfulness scores next to each map are the job's own metrics: ROAD first
         metrics = live.client().get(f"/v1/jobs/{card.get_attribute('data-job')}").json()["result"]["metrics"]
-        expect(card.locator(".faithfulness")).to_contain_text(f"{metrics['deletion_auc']:.3f}")
+        expect(card.locator(".faithfulness .road")).to_contain_text(f"ROAD score {signed(metrics['road_score'])}")
+        expect(card.locator(".faithfulness .road")).to_contain_text(verdict(metrics))
+        expect(card.locator(".faithfulness .deletion")).to_contain_text(
+            f"Deletion AUC {metrics['deletion_auc']:.3f} (pixels set to black")
+        expect(card.locator(".faithfulness .deletion")).to_contain_text(f"insertion AUC {metrics['insertion_auc']:.3f}")
     shot(page, "attributions")
 
-    # The same methods compared: ranked by their scores, with the panel of maps.
+    # The same methods compared: ranked by ROAD, with the random control and the panel of maps.
     page.set_checked("#attr-kind-smoothgrad", False)
     page.click("#attr-compare")
     compared = page.locator('#attr-results article.job')
+    expect(compared.locator("h3")).to_have_text("compare: ranked by ROAD")
     expect(compared).to_have_attribute("data-status", "finished", timeout=JOB_TIMEOUT_MS)
     expect(compared.locator("tbody tr")).to_have_count(2)
+    headers = compared.locator("thead th").all_inner_texts()
+    assert headers[:4] == ["method", "ROAD score (higher is more faithful)", "random maps, same grain (mean ± sd)",
+                           "beats random"], headers
+    assert headers.index("deletion AUC (pixels set to black; lower is better)") > 3
     ranking = live.client().get(f"/v1/jobs/{compared.get_attribute('data-job')}/artifacts/ranking.json").json()
-    assert [row.inner_text().split("\t")[0] for row in compared.locator("tbody tr").all()] == [r["method"] for r in ranking]
+    assert [r["road_score"] for r in ranking] == sorted((r["road_score"] for r in ranking), reverse=True)
+    rows = [row.inner_text().split("\t") for row in compared.locator("tbody tr").all()]
+    assert [row[0] for row in rows] == [r["method"] for r in ranking]
+    for row, expected in zip(rows, ranking, strict=True):
+        assert row[1].strip() == signed(expected["road_score"])
+        assert row[2].strip() == f"{signed(expected['road_random_mean'])} ± {expected['road_random_sd']:.3f}"
+        assert row[3].strip().startswith("yes" if expected["beats_random"] else "no")
     assert compared.locator("img.picture").evaluate("i => i.naturalWidth") > 0
+
+
+def signed(value: float) -> str:
+    """A score as the explorer writes it: sign always shown, a true minus sign, three decimals."""
+    return f"{value:+.3f}".replace("-", "\u2212")
+
+
+def verdict(metrics: dict) -> str:
+    """How the explorer words a map's ROAD score against its random control."""
+    if metrics["beats_random"]:
+        return "more faithful than random maps of the same grain"
+    if metrics["road_score"] < metrics["road_random_mean"] - 2 * metrics["road_random_sd"]:
+        return "less faithful than random maps of the same grain"
+    return "not distinguishable from random maps of the same grain"
+
+
+# Records, for each attribution card, the job status the card showed when its map first appeared (a
+# MutationObserver sees the map the moment it is inserted, whatever the test is waiting on meanwhile).
+WATCH_MAPS = """() => {
+    window.mapSeenAt = {};
+    new MutationObserver(() => {
+        for (const card of document.querySelectorAll("#attr-results article.job")) {
+            const kind = card.getAttribute("aria-label");
+            if (kind in window.mapSeenAt || !card.querySelector(".blend canvas")) continue;
+            window.mapSeenAt[kind] = card.dataset.status;
+        }
+    }).observe(document.getElementById("attr-results"), { subtree: true, childList: true, attributes: true });
+}"""
+
+
+def test_attribution_map_shown_while_scored_then_road(explorer, live):
+    """Each map appears as soon as the worker has made it (its `artifact` event), while the job still scores it;
+    when the job ends, ROAD leads: the score against random maps of the same grain, then its two curves."""
+    page = explorer
+    use_sample(page, "chelsea")
+    page.click("#tab-attributions")
+    for kind in ("saliency", "gradcam", "integrated_gradients"):
+        page.set_checked(f"#attr-kind-{kind}", kind != "integrated_gradients")
+    fractions = [0.2, 0.4, 0.6, 0.8]
+    for kind in ("saliency", "gradcam"):  # few points on each curve: the scores take a few seconds
+        form = page.locator("#attr-kinds .kind", has=page.locator(f"#attr-kind-{kind}"))
+        form.locator("summary").click()
+        form.locator("input[name=road_fractions]").fill(str(fractions))
+        form.locator("input[name=road_random_maps]").fill(str(ROAD_RANDOM_MAPS))
+        form.locator("input[name=evaluation_steps]").fill("4")
+    page.evaluate(WATCH_MAPS)
+    page.click("#attr-run")
+    cards = page.locator("#attr-results article.job")
+    expect(cards).to_have_count(2)
+    expect(page.locator("#attr-results article[data-status=finished]")).to_have_count(2, timeout=JOB_TIMEOUT_MS)
+
+    seen = page.evaluate("() => window.mapSeenAt")
+    for card in cards.all():
+        kind = card.get_attribute("aria-label")
+        job_id = card.get_attribute("data-job")
+        job = live.client().get(f"/v1/jobs/{job_id}").json()
+        assert job["params"]["road_random_maps"] == ROAD_RANDOM_MAPS and job["params"]["road_fractions"] == fractions
+        # The map came from the `artifact` event and was on screen while the job was still scoring it.
+        assert card.get_attribute("data-map") == "artifact", kind
+        assert seen[kind] == "started" == card.get_attribute("data-map-status"), (kind, seen)
+        expect(card.locator(".blend canvas")).to_have_count(2)
+        expect(card.locator(".scoring")).to_have_count(0)
+
+        metrics = job["result"]["metrics"]
+        evaluation = live.client().get(f"/v1/jobs/{job_id}/artifacts/evaluation.json").json()
+        grain = {"saliency": [224, 224], "gradcam": [7, 7]}[kind]
+        assert evaluation["road"]["random"]["grain"] == grain
+        sentence = card.locator(".faithfulness .road")
+        expect(sentence).to_contain_text(f"ROAD score {signed(metrics['road_score'])} — {verdict(metrics)} "
+                                         f"({ {'saliency': 'pixel level', 'gradcam': '7×7'}[kind]}): random "
+                                         f"{signed(metrics['road_random_mean'])} ± {metrics['road_random_sd']:.3f} "
+                                         f"({ROAD_RANDOM_MAPS} maps)")
+        assert "fills each removed pixel in from its neighbours" in sentence.get_attribute("title")
+        expect(card.locator(".faithfulness details.explain summary")).to_have_text("What does ROAD measure?")
+
+        # The two ROAD curves, one point per fraction, on labelled axes with a legend.
+        chart = card.locator("figure.road-chart")
+        expect(chart.locator("svg polyline")).to_have_count(2)
+        for series in ("MoRF: most relevant removed first", "LeRF: least relevant removed first"):
+            expect(chart.locator(f'g[data-series="{series}"] circle')).to_have_count(len(fractions))
+            expect(chart.locator(".legend")).to_contain_text(series)
+        morf_first = chart.locator('g[data-series^="MoRF"] circle title').first.text_content()
+        assert morf_first == f"MoRF: most relevant removed first: 20% → {round(evaluation['road']['morf'][0], 4):g}"
+        expect(chart.locator("svg text.axis-label")).to_have_text(["pixels removed (filled in from neighbours)", "probability"])
+        deletion = card.locator(".faithfulness .deletion")
+        expect(deletion).to_contain_text("(pixels set to black; lower is better)")
+        expect(deletion).to_contain_text("(pixels restored into a blurred copy; higher is better)")
 
 
 def test_making_panel_previews_final_image_and_cancel(explorer, live):

@@ -139,7 +139,9 @@ def test_events_stream_progress_then_one_end(jobs_client, job_settings, cat_png)
     assert names[-1] == "end" and names.count("end") == 1 and "progress" in names
     assert events[-1]["data"]["status"] == "finished" and events[-1]["data"]["id"] == job["id"]
     last_progress = [e["data"] for e in events if e["event"] == "progress"][-1]
-    steps = -(-24 // job_settings.attribution_batch) + -(-65 // job_settings.occlusion_batch)  # then the scores
+    # the gradients, then the scores: ROAD's 90 imputed copies and deletion/insertion's 65
+    batch = job_settings.occlusion_batch
+    steps = -(-24 // job_settings.attribution_batch) + -(-90 // batch) + -(-65 // batch)
     assert last_progress == {"step": steps, "total": steps}
 
 

@@ -98,3 +98,21 @@ def cat(builtin) -> torch.Tensor:
 
     image = images.decode(encode(sample("chelsea")), max_bytes=10**8, max_pixels=10**8)
     return torch.from_numpy(images.to_tensor(images.fit(image, builtin), builtin))
+
+
+@pytest.fixture(scope="session")
+def pytorch_grad_cam():
+    """pytorch-grad-cam (the oracle for CAMs and ROAD), imported. It imports torchvision. The torchvision wheel on
+    PyPI is a CUDA build whose native library cannot load next to a CPU torch, and its import then fails registering
+    fake kernels for two ops (`nms`, `qnms`) that library would have defined. Declaring those two op schemas lets
+    the pure-Python parts import; pytorch-grad-cam uses none of torchvision's native ops."""
+    try:
+        import torchvision  # noqa: F401
+    except RuntimeError:
+        library = torch.library.Library("torchvision", "DEF")
+        for op in ("nms", "qnms"):
+            library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        import torchvision  # noqa: F401
+    import pytorch_grad_cam
+
+    return pytorch_grad_cam

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.jobs.status import media_type
 from core.methods import Output
-from service.job_schemas import media_type
 from workers.artifacts import artifacts_of, output_artifacts
 
 

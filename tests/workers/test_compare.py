@@ -1,6 +1,6 @@
-"""compare: each method's scores are those of its own map scored alone, the ranking follows insertion − deletion
-AUC, the random reference is the seeded pixel-level map; and the params of the judging kinds refuse what
-they cannot run."""
+"""compare: each method's scores are those of its own map scored alone (ROAD with its random control, then
+deletion/insertion), the ranking follows `road_score`, the deletion/insertion random reference is the seeded
+pixel-level map; and the params of the judging kinds refuse what they cannot run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from core.kinds.registry import KINDS
 from core.methods import ForwardTask
-from workers.methods import compare, deletion_insertion, gradcam, pictures, rise, saliency
+from workers.methods import compare, deletion_insertion, faithfulness, gradcam, pictures, rise, saliency
 from workers.methods.task import Task
 
 METHODS = ["saliency", "gradcam", "rise"]
@@ -18,10 +18,10 @@ METHODS = ["saliency", "gradcam", "rise"]
 
 def test_scores_ranking_and_reference(small_net, small_input, small_classify):
     record = small_net.record
-    raw = {"methods": METHODS, "target": 4, "evaluation_steps": 10, "seed": 9,
-           "method_params": {"rise": {"masks": 40, "cell": 4}}}
+    raw = {"methods": METHODS, "target": 4, "evaluation_steps": 10, "seed": 9, "road_fractions": [0.3, 0.7],
+           "road_random_maps": 3, "method_params": {"rise": {"masks": 40, "cell": 4}}}
     p = KINDS["compare"].params(**raw).resolve(record)
-    assert p.method_params["gradcam"] == {"layer": "relu2"}  # resolved: the Job shows what runs
+    assert p.method_params["gradcam"] == {"layer": "relu2", "seed": 0}  # resolved: the Job shows what runs
     out = compare.run(Task(small_net, small_input, p, classify=small_classify, forward_batch=8))
     rows = {row["method"]: row for row in out.tables["ranking"]}
     x = small_input.numpy()
@@ -29,23 +29,28 @@ def test_scores_ranking_and_reference(small_net, small_input, small_classify):
     def scored(attribution):
         return deletion_insertion.evaluate(x, attribution, 4, small_classify, record, steps=10, batch=3)
 
+    def road_scored(out, params):
+        return faithfulness.evaluate(x, out, 4, small_classify, record, params, batch=5)["road"]
+
     inner = {m: p.inner(m).resolve(record) for m in METHODS}
-    maps = {"saliency": saliency.run(Task(small_net, small_input, inner["saliency"])).attribution,
-            "gradcam": gradcam.run(Task(small_net, small_input, inner["gradcam"])).attribution,
-            "rise": rise.run(ForwardTask(record, inner["rise"], x, small_classify, batch=5)).attribution}
-    for method, attribution in maps.items():
-        table = scored(attribution)
+    maps = {"saliency": saliency.run(Task(small_net, small_input, inner["saliency"])),
+            "gradcam": gradcam.run(Task(small_net, small_input, inner["gradcam"])),
+            "rise": rise.run(ForwardTask(record, inner["rise"], x, small_classify, batch=5))}
+    for method, made in maps.items():
+        table = scored(made.attribution)
         assert rows[method]["deletion_auc"] == pytest.approx(table["deletion_auc"], abs=1e-6)
         assert rows[method]["insertion_auc"] == pytest.approx(table["insertion_auc"], abs=1e-6)
+        road = road_scored(made, inner[method])
+        assert len(road["morf"]) == 2 and road["random"]["maps"] == 3
+        assert rows[method]["road_score"] == pytest.approx(road["score"], abs=1e-6)
+        assert rows[method]["road_random_mean"] == pytest.approx(road["random"]["mean"], abs=1e-6)
+        assert rows[method]["beats_random"] == road["beats_random"]
         assert rows[method]["seconds"] >= 0
     ranking = out.tables["ranking"]
-    scores = [row["insertion_auc"] - row["deletion_auc"] for row in ranking]
+    scores = [row["road_score"] for row in ranking]
     assert scores == sorted(scores, reverse=True) and [row["rank"] for row in ranking] == [1, 2, 3]
     random = scored(np.random.default_rng(9).random((1, 16, 16)).astype(np.float32))
     assert out.metrics["random_deletion_auc"] == pytest.approx(random["deletion_auc"], abs=1e-6)
-    for row in ranking:
-        assert row["beats_random"] == (row["deletion_auc"] < random["deletion_auc"]
-                                       and row["insertion_auc"] > random["insertion_auc"])
     assert out.metrics["best"] == ranking[0]["method"] and out.metrics["target"] == 4
     side = pictures.tile_side(3)
     assert out.pictures["panel"].shape == (side + pictures.CAPTION_PX + 2 * pictures.GAP,

@@ -9,7 +9,6 @@ import torch
 
 from core import images
 from core.kinds.registry import KINDS
-from core.methods import Attribution
 from core.settings import Settings
 from models.forward import Runtimes, softmax
 from tests.conftest import encode, sample
@@ -142,21 +141,6 @@ def test_the_map_of_what_the_model_uses_scores_better_than_its_opposite(small_ne
     right, wrong = (deletion_insertion.evaluate(x, m, 0, classify, record, steps=16, batch=8) for m in (top, 1 - top))
     assert right["deletion_auc"] < wrong["deletion_auc"] - 0.1
     assert right["insertion_auc"] > wrong["insertion_auc"] + 0.1
-
-
-def test_score_adds_metrics_and_the_table_or_leaves_a_unit_unscored(small_net, small_input, small_classify):
-    record = small_net.record
-    x = small_input.numpy()
-    params = KINDS["saliency"].params(evaluation_steps=4).resolve(record)
-    out = deletion_insertion.score(Attribution(x[0], x[0, 0], {"target": 2}), x, params, record, small_classify, batch=4)
-    assert set(out.tables) == {"evaluation"} and out.tables["evaluation"]["target"] == 2
-    assert out.metrics["deletion_auc"] == out.tables["evaluation"]["deletion_auc"]
-    unit = KINDS["guided_backprop"].params(layer="relu2", channel=1).resolve(record)
-    out = deletion_insertion.score(Attribution(x[0], x[0, 0], {}), x, unit, record, small_classify, batch=4)
-    assert out.metrics == {"deletion_auc": None, "insertion_auc": None} and not out.tables
-    off = KINDS["saliency"].params(evaluate=False).resolve(record)
-    out = deletion_insertion.score(Attribution(x[0], x[0, 0], {"target": 2}), x, off, record, small_classify, batch=4)
-    assert out.metrics == {"target": 2} and not out.tables
 
 
 def test_scores_equal_the_reference_on_the_builtin_model(builtin_store, builtin):

@@ -128,21 +128,8 @@ def test_smoothgrad_is_seeded(small_net, small_input):
 
 
 @pytest.fixture(scope="module")
-def grad_cam_library():
-    """pytorch-grad-cam imports torchvision. The torchvision wheel on PyPI is a CUDA build whose native
-    library cannot load next to a CPU torch, and its import then fails registering fake kernels for two
-    ops (`nms`, `qnms`) that library would have defined. Declaring those two op schemas lets the
-    pure-Python parts import; pytorch-grad-cam's GradCAM uses none of torchvision's native ops."""
-    try:
-        import torchvision  # noqa: F401
-    except RuntimeError:
-        library = torch.library.Library("torchvision", "DEF")
-        for op in ("nms", "qnms"):
-            library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        import torchvision  # noqa: F401
-    from pytorch_grad_cam import GradCAM
-
-    return GradCAM
+def grad_cam_library(pytorch_grad_cam):
+    return pytorch_grad_cam.GradCAM
 
 
 @pytest.mark.parametrize("layer", ["relu2", "relu1"])

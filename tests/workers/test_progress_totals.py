@@ -105,6 +105,8 @@ def test_declared_totals_follow_the_params():
     total = {kind: KINDS[kind].params(**raw).resolve(record).total_steps(work) for kind, raw in [
         ("smoothgrad", {"samples": 9}), ("integrated_gradients", {"steps": 8}), ("deepdream", {"octaves": 4, "steps": 7}),
         ("feature_vis", {"layer": "relu2", "channel": 0, "steps": 33}), ("saliency", {"evaluate": False}),
-        ("gradcam", {"evaluation_steps": 40})]}  # the scores' 2 × 40 + 1 copies at 32 a batch: 3 more steps
-    assert total == {"smoothgrad": 3 + 3, "integrated_gradients": 2 + 3, "deepdream": 28, "feature_vis": 33,
-                     "saliency": 1, "gradcam": 1 + 3}
+        ("gradcam", {"evaluation_steps": 40})]}
+    # the scores: ROAD's 2 × 9 × (1 + 4) = 90 imputed copies at 32 a batch (3 steps), then deletion/insertion's
+    # 2 × steps + 1 (65 by default: 3 steps; 81 at 40 steps: 3 steps)
+    assert total == {"smoothgrad": 3 + 3 + 3, "integrated_gradients": 2 + 3 + 3, "deepdream": 28, "feature_vis": 33,
+                     "saliency": 1, "gradcam": 1 + 3 + 3}

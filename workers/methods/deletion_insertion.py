@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from core.images import fill_value
-from core.methods import Attribution, Classify, Progress, no_progress
+from core.methods import Classify, Progress, no_progress
 from core.model_record import ModelRecord
 
 FILLS = {"zeros": "zero", "black": 0.0, "mean": "mean", "blur": "blur"}  # param value → core.images.fill_value's
@@ -95,20 +95,3 @@ def evaluate(x: np.ndarray, attribution: np.ndarray, target: int, classify: Clas
     return {"target": target, "steps": steps, "deletion_baseline": baseline, "insertion_start": "blur",
             "fraction": fractions.tolist(), "deletion": deletion.tolist(), "insertion": insertion.tolist(),
             "deletion_auc": auc(fractions, deletion), "insertion_auc": auc(fractions, insertion), "passes": count}
-
-
-def score(out: Attribution, x: np.ndarray, params, record: ModelRecord, classify: Classify, *, batch: int,
-          progress: Progress = no_progress) -> Attribution:
-    """`out` with metrics `deletion_auc` and `insertion_auc` and table `evaluation`, for params with
-    `evaluate` true. A map of a layer's unit is not scored (the scores follow a class's probability): its
-    metrics are null."""
-    if not params.evaluate:
-        return out
-    if not params.explains_class():
-        out.metrics.update(deletion_auc=None, insertion_auc=None)
-        return out
-    table = evaluate(x, out.attribution, int(out.metrics["target"]), classify, record, steps=params.evaluation_steps,
-                     baseline=params.deletion_baseline, batch=batch, progress=progress)
-    out.metrics.update(deletion_auc=table["deletion_auc"], insertion_auc=table["insertion_auc"])
-    out.tables["evaluation"] = table
-    return out

@@ -62,4 +62,5 @@ def run(task: ForwardTask) -> Attribution:
     heat = (s - low) / (high - low) if high > low else np.zeros_like(s)
     metrics = {"target": target, "target_label": record.label(target), "target_probability": float(probs[target]),
                "masks": task.params.masks}
-    return Attribution(s[None], heat, metrics)
+    cells = (-(-x.shape[2] // task.params.cell), -(-x.shape[3] // task.params.cell))
+    return Attribution(s[None], heat, metrics, grain=cells)

@@ -116,8 +116,9 @@ export const api = {
 };
 
 // Follow a job: EventSource with the Job's events token (no key in the URL). Calls on.progress(progress),
-// on.preview({step, png_base64}) and resolves with the ended Job. A token that expires is renewed by
-// getting the job again.
+// on.preview({step, png_base64}), on.artifact({name, media_type, url}) for a file readable before the job ends
+// (an attribution map while its scores are computed), and resolves with the ended Job. A token that expires is
+// renewed by getting the job again (the new stream replays the job's events: handlers must bear repeats).
 export function follow(job, on = {}) {
   return new Promise((resolve, reject) => {
     let source = null;
@@ -126,6 +127,7 @@ export function follow(job, on = {}) {
       source = new EventSource(`/v1/jobs/${enc(job.id)}/events?token=${enc(token)}`);
       source.addEventListener("progress", (e) => on.progress && on.progress(JSON.parse(e.data)));
       source.addEventListener("preview", (e) => on.preview && on.preview(JSON.parse(e.data)));
+      source.addEventListener("artifact", (e) => on.artifact && on.artifact(JSON.parse(e.data)));
       source.addEventListener("end", (e) => {
         ended = true;
         source.close();

@@ -1,20 +1,25 @@
-// One job on screen: submit it, follow its events (progress, previews), cancel it, and hand the ended Job to
-// `render` to show its artifacts. Used by every panel that starts a job.
+// One job on screen: submit it, follow its events (progress, previews, files readable early), cancel it, and hand
+// the ended Job to `render` to show its artifacts. Used by every panel that starts a job.
 import { api, follow } from "./api.js";
 import { h, clear, errorBox, progressBar, metricsList } from "./ui.js";
 
 export const ENDED = ["finished", "failed", "canceled"];
 
-// `spec` is the POST /v1/jobs body. `render(job, body)` fills `body` when the job finishes.
-export function jobCard(title, spec, { render, onPreview, className = "" } = {}) {
+// `spec` is the POST /v1/jobs body. `render(job, body, early)` fills `body` when the job finishes.
+// `onArtifact(artifact, job, early)` is called for each `artifact` event ({name, media_type, url}: a file readable
+// while the job still runs, e.g. an attribution map before its scores) and may fill `early`, which stays as it is
+// when the job ends (a map shown early is not drawn again). It may be called twice for one file (a renewed stream
+// replays the events), and never for a job that was already finished (cached): `render` covers that case.
+export function jobCard(title, spec, { render, onPreview, onArtifact, className = "" } = {}) {
   const status = h("span", { class: "status", "data-status": "submitting" }, "submitting");
   const bar = progressBar();
   const cancel = h("button", { type: "button", class: "secondary", disabled: true }, "Cancel");
   const preview = h("img", { class: "preview", alt: `${title}: preview`, hidden: true });
+  const early = h("div", { class: "job-early" });
   const body = h("div", { class: "job-body" });
   const errors = errorBox();
   const card = h("article", { class: `card job ${className}`, "aria-label": title },
-    h("header", {}, h("h3", {}, title), status, cancel), h("p", { class: "notice subject" }, subject(spec)), bar, errors, preview, body);
+    h("header", {}, h("h3", {}, title), status, cancel), h("p", { class: "notice subject" }, subject(spec)), bar, errors, preview, early, body);
   let job = null;
 
   const setStatus = (value) => {
@@ -51,6 +56,9 @@ export function jobCard(title, spec, { render, onPreview, className = "" } = {})
           preview.dataset.step = step;
           if (onPreview) onPreview(step);
         },
+        artifact: (artifact) => {
+          if (onArtifact) Promise.resolve().then(() => onArtifact(artifact, job, early)).catch((error) => errors.show(error));
+        },
       });
       job = ended;
       setStatus(job.status);
@@ -60,7 +68,7 @@ export function jobCard(title, spec, { render, onPreview, className = "" } = {})
       if (job.status === "finished") {
         preview.hidden = true;
         clear(body);
-        if (render) await render(job, body);
+        if (render) await render(job, body, early);
         const metrics = metricsList(job.result?.metrics);
         if (metrics) body.append(metrics);
         body.append(artifactLinks(job));

@@ -123,7 +123,8 @@ export function paramsForm(schema, { fixed = [], values = {}, main = null } = {}
         value: initial ?? "", placeholder: initial === undefined ? "required" : "" });
     } else {
       const text = initial === undefined || initial === null ? "" : typeof initial === "object" ? JSON.stringify(initial) : initial;
-      control = h("input", { type: "text", name, value: text, placeholder: initial === null ? "(default)" : required.has(name) ? "required" : "" });
+      const defaulted = initial === null || (initial === undefined && !required.has(name)); // a default_factory has no `default`
+      control = h("input", { type: "text", name, value: text, placeholder: defaulted ? "(default)" : required.has(name) ? "required" : "" });
       control.dataset.json = type === "array" || type === "object" ? "1" : "";
     }
     if (required.has(name)) control.required = true;

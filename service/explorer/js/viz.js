@@ -129,3 +129,78 @@ export const imageFrom = (src, alt = "") =>
     img.onerror = () => reject(new Error(`the picture ${alt} could not be shown`));
     img.src = src;
   });
+
+// --- small charts as inline SVG (no library: the explorer has no build step) -----------------------------
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+// `h` for SVG elements (they need their namespace).
+function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attrs)) if (value !== undefined && value !== null) el.setAttribute(name, value);
+  for (const child of children.flat(Infinity)) {
+    if (child === undefined || child === null || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+// A y axis from 0 to the smallest "round" top above `max` (1, 2, 2.5 or 5 × a power of ten), ticked at round
+// steps (0.2, 0.5, 0.5, 1 × that power) so that the labels read well.
+function niceAxis(max) {
+  const power = max > 0 ? 10 ** Math.floor(Math.log10(max)) : 0.1;
+  const [top, step] = [[1, 0.2], [2, 0.5], [2.5, 0.5], [5, 1], [10, 2]].map(([t, s]) => [t * power, s * power])
+    .find(([t]) => t >= max);
+  return { top, ticks: Array.from({ length: Math.round(top / step) + 1 }, (_, i) => i * step) };
+}
+
+const tick = (value) => String(Number(value.toFixed(4)));
+
+// A line chart: `series` [{label, x: [...], y: [...], colour, dash}] on x 0…xMax and y 0…(a round top above the
+// data), labelled axes, a dashed `reference` line ({label, y}) and an HTML legend below (it never hides a curve).
+// Each point has a <title>, so hovering it tells its values. `xFormat` writes x tick labels and point values.
+export function lineChart(series, { width = 320, height = 180, xLabel = "", yLabel = "", xMax = 1, reference = null,
+  xFormat = tick, yFormat = tick, label = "chart" } = {}) {
+  const margin = { left: 46, right: 16, top: 10, bottom: 38 };
+  const plotW = width - margin.left - margin.right;
+  const plotH = height - margin.top - margin.bottom;
+  const values = series.flatMap((s) => s.y).concat(reference ? [reference.y] : []).filter(Number.isFinite);
+  const { top: yMax, ticks: yTicks } = niceAxis(Math.max(...values, 0));
+  const px = (x) => margin.left + (x / xMax) * plotW;
+  const py = (y) => margin.top + plotH - (Math.min(Math.max(y, 0), yMax) / yMax) * plotH;
+  const grid = [
+    yTicks.map((y) => [
+      svg("line", { x1: margin.left, x2: margin.left + plotW, y1: py(y), y2: py(y), class: "grid" }),
+      svg("text", { x: margin.left - 5, y: py(y) + 3.5, "text-anchor": "end" }, yFormat(y)),
+    ]),
+    [0, 0.25, 0.5, 0.75, 1].map((t) => [
+      svg("line", { x1: px(t * xMax), x2: px(t * xMax), y1: margin.top + plotH, y2: margin.top + plotH + 4, class: "axis" }),
+      svg("text", { x: px(t * xMax), y: margin.top + plotH + 15, "text-anchor": "middle" }, xFormat(t * xMax)),
+    ]),
+  ];
+  const lines = series.map((s) => svg("g", { class: "series", "data-series": s.label },
+    svg("polyline", { points: s.x.map((x, i) => `${px(x).toFixed(1)},${py(s.y[i]).toFixed(1)}`).join(" "), fill: "none",
+      stroke: s.colour, "stroke-width": 2, "stroke-dasharray": s.dash }),
+    s.x.map((x, i) => svg("circle", { cx: px(x), cy: py(s.y[i]), r: 2.6, fill: s.colour },
+      svg("title", {}, `${s.label}: ${xFormat(x)} → ${yFormat(s.y[i])}`)))));
+  const ref = reference && Number.isFinite(reference.y)
+    ? svg("line", { x1: margin.left, x2: margin.left + plotW, y1: py(reference.y), y2: py(reference.y), class: "reference" },
+      svg("title", {}, `${reference.label}: ${yFormat(reference.y)}`))
+    : null;
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": label, class: "chart" },
+    grid,
+    svg("line", { x1: margin.left, x2: margin.left, y1: margin.top, y2: margin.top + plotH, class: "axis" }),
+    svg("line", { x1: margin.left, x2: margin.left + plotW, y1: margin.top + plotH, y2: margin.top + plotH, class: "axis" }),
+    ref, lines,
+    svg("text", { x: margin.left + plotW / 2, y: height - 4, "text-anchor": "middle", class: "axis-label" }, xLabel),
+    svg("text", { x: 11, y: margin.top + plotH / 2, "text-anchor": "middle", class: "axis-label",
+      transform: `rotate(-90 11 ${margin.top + plotH / 2})` }, yLabel));
+  const swatch = (colour) => {
+    const el = h("span", { class: "swatch" });
+    el.style.background = colour; // through the CSSOM: the page's CSP refuses style attributes
+    return el;
+  };
+  const legend = h("ul", { class: "legend" },
+    series.map((s) => h("li", {}, swatch(s.colour), s.label)),
+    ref ? h("li", {}, h("span", { class: "swatch dashed" }), reference.label) : null);
+  return h("figure", { class: "chart" }, chart, legend);
+}

@@ -34,7 +34,8 @@ async def events_owner(job_id: str, request: Request,
 
 @router.get("/{job_id}/events", operation_id="getJobEvents", response_class=StreamingResponse, responses={
     **media_response("text/event-stream", description="`progress`, `preview` and `artifact` events (`{name, "
-                     "media_type, url}`: a file readable before the job ends), then one `end` whose data is the Job"), **errors(401, 404, 503)})
+                     "media_type, url}`: a file readable before the job ends), then one `end` whose data is the Job"),
+    **errors(401, 404, 503)})
 async def job_events(job_id: str, request: Request, owner: str | None = Depends(events_owner),
                      service: JobService = Depends(jobs)) -> StreamingResponse:
     """Follow a job as server-sent events; reconnecting with `Last-Event-ID` resumes where it left off."""

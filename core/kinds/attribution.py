@@ -64,7 +64,9 @@ class AttributionParams(ClassTargetParams):
     evaluation_steps: int = Field(32, ge=2, le=1024, description="deletion/insertion: points on each curve after the "
                                                                  "first: the image changes by 1/steps of its pixels "
                                                                  "at each")
-    deletion_baseline: Fill = Field("black", description=f"deletion: what deleted pixels become: {FILLS}")
+    deletion_baseline: Fill = Field("blur", description=f"deletion: what deleted pixels become: {FILLS}; blur "
+                                    "by default: black pixels are far from any training image and add evidence "
+                                    "of their own (ROAD's reason)")
 
     @field_validator("road_fractions")
     @classmethod

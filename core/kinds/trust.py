@@ -101,7 +101,7 @@ class CompareParams(Params):
                                                               "beside it (each method's `road_random_maps`)")
     evaluation_steps: int = Field(32, ge=2, le=1024, description="points on each deletion/insertion curve after "
                                                                  "the first")
-    deletion_baseline: Fill = Field("black", description=f"what deleted pixels become: {FILLS}")
+    deletion_baseline: Fill = Field("blur", description=f"what deleted pixels become: {FILLS}")
     seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the random reference map")
 
     @model_validator(mode="after")

@@ -213,7 +213,7 @@ def test_attributions_side_by_side_with_progress_and_blend(explorer, live):
         expect(card.locator(".faithfulness .road")).to_contain_text(f"ROAD score {signed(metrics['road_score'])}")
         expect(card.locator(".faithfulness .road")).to_contain_text(verdict(metrics))
         expect(card.locator(".faithfulness .deletion")).to_contain_text(
-            f"Deletion AUC {metrics['deletion_auc']:.3f} (pixels set to black")
+            f"Deletion AUC {metrics['deletion_auc']:.3f} (pixels blurred")
         expect(card.locator(".faithfulness .deletion")).to_contain_text(f"insertion AUC {metrics['insertion_auc']:.3f}")
     shot(page, "attributions")
 
@@ -227,7 +227,7 @@ def test_attributions_side_by_side_with_progress_and_blend(explorer, live):
     headers = compared.locator("thead th").all_inner_texts()
     assert headers[:4] == ["method", "ROAD score (higher is more faithful)", "random maps, same grain (mean ± sd)",
                            "beats random"], headers
-    assert headers.index("deletion AUC (pixels set to black; lower is better)") > 3
+    assert headers.index("deletion AUC (pixels blurred; lower is better)") > 3
     ranking = live.client().get(f"/v1/jobs/{compared.get_attribute('data-job')}/artifacts/ranking.json").json()
     assert [r["road_score"] for r in ranking] == sorted((r["road_score"] for r in ranking), reverse=True)
     rows = [row.inner_text().split("\t") for row in compared.locator("tbody tr").all()]
@@ -322,7 +322,7 @@ def test_attribution_map_shown_while_scored_then_road(explorer, live):
         assert morf_first == f"MoRF: most relevant removed first: 20% → {round(evaluation['road']['morf'][0], 4):g}"
         expect(chart.locator("svg text.axis-label")).to_have_text(["pixels removed (filled in from neighbours)", "probability"])
         deletion = card.locator(".faithfulness .deletion")
-        expect(deletion).to_contain_text("(pixels set to black; lower is better)")
+        expect(deletion).to_contain_text("(pixels blurred; lower is better)")
         expect(deletion).to_contain_text("(pixels restored into a blurred copy; higher is better)")
 
 

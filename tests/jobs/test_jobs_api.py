@@ -16,7 +16,8 @@ from core import images
 from tests.conftest import encode, sample
 from tests.jobs.conftest import MODEL, read_events, submit, wait_for
 
-EVALUATION = {"evaluate": True, "evaluation_steps": 32, "deletion_baseline": "black"}  # every attribution kind's
+EVALUATION = {"evaluate": True, "road_fractions": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], "road_noise": 0.01,
+              "road_random_maps": 4, "seed": 0, "evaluation_steps": 32, "deletion_baseline": "blur"}  # every attribution kind's
 
 
 def npy(data: bytes) -> np.ndarray:

@@ -149,7 +149,7 @@ def test_faithfulness_reports_road_first_and_keeps_deletion_and_insertion(small_
     assert list(out.metrics)[1:] == list(faithfulness.METRICS)
     assert out.metrics["road_score"] == table["road"]["score"] and table["ranking"] == "ranking.npy"
     assert out.arrays["ranking"].shape == x.shape[2:] and table["road"]["random"]["grain"] == list(x.shape[2:])
-    assert len(table["road"]["morf"]) == 2 and len(table["deletion"]) == 5 and table["deletion_baseline"] == "black"
+    assert len(table["road"]["morf"]) == 2 and len(table["deletion"]) == 5 and table["deletion_baseline"] == "blur"
     unit = KINDS["guided_backprop"].params(layer="relu1", channel=0)
     out = faithfulness.score(Attribution(x[0], x[0, 0], {}), x, unit, record, small_classify, batch=4)
     assert all(out.metrics[name] is None for name in faithfulness.METRICS) and "evaluation" not in out.tables

@@ -20,7 +20,7 @@ The ranking map is what a person sees: |attribution| summed over channels for a 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
@@ -76,23 +76,26 @@ def probabilities(x: np.ndarray, rankings: list[np.ndarray], target: int, classi
                   fractions: list[float], noise: float, seed: int, batch: int,
                   progress: Progress = no_progress) -> np.ndarray:
     """maps × 2 (MoRF, LeRF) × fractions: the target's probability after each removal, for each ranking map,
-    `batch` imputed copies per `classify` call. Each copy's noise has its own seed (`seed`, map, curve, fraction),
-    so a map's curves do not depend on how many others are scored beside it."""
+    `batch` imputed copies per `classify` call. The next batch is imputed on another thread while the model runs
+    the current one (both release the GIL), so the two costs overlap on a second core. Each copy's noise has its
+    own seed (`seed`, map, curve, fraction), so a map's curves do not depend on how many others are scored."""
     plan = [(m, c, f) for m in range(len(rankings)) for c in range(len(CURVES)) for f in range(len(fractions))]
+    chunks = [plan[start:start + batch] for start in range(0, len(plan), batch)]
     out = np.empty((len(rankings), len(CURVES), len(fractions)), np.float64)
 
-    def copies(chunk: list[tuple[int, int, int]]) -> Iterator[np.ndarray]:
-        for m, c, f in chunk:
-            rng = np.random.default_rng([seed, m, c, f])
-            yield impute(x[0], removed(rankings[m], CURVES[c], fractions[f]), noise=noise, rng=rng)
+    def copies(chunk: list[tuple[int, int, int]]) -> np.ndarray:
+        return np.stack([impute(x[0], removed(rankings[m], CURVES[c], fractions[f]), noise=noise,
+                                rng=np.random.default_rng([seed, m, c, f])) for m, c, f in chunk])
 
-    starts = range(0, len(plan), batch)
-    for done, start in enumerate(starts, 1):
-        chunk = plan[start:start + batch]
-        probs = classify(np.stack(list(copies(chunk))))[:, target]
-        for (m, c, f), p in zip(chunk, probs, strict=True):
-            out[m, c, f] = p
-        progress(done, len(starts))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="road-impute") as imputer:
+        ahead: Future = imputer.submit(copies, chunks[0])
+        for done, chunk in enumerate(chunks, 1):
+            ready = ahead.result()
+            if done < len(chunks):
+                ahead = imputer.submit(copies, chunks[done])
+            for (m, c, f), p in zip(chunk, classify(ready)[:, target], strict=True):
+                out[m, c, f] = p
+            progress(done, len(chunks))
     return out
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from PIL import Image
 from core.settings import Settings
 from tests.conftest import REDIS_URL, ROOT, clean_prefix
 from tests.datasets.conftest import brute_force_top, photo_files
+from tests.jobs.conftest import stop_process
 from tests.test_datasets import data_dir
 
 MODEL = "efficientnet-lite0"
@@ -51,12 +51,7 @@ def stack(tmp_path_factory):
         with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
             yield test_client, settings
     finally:
-        worker.send_signal(signal.SIGINT)
-        try:
-            worker.wait(15)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_process(worker)
         prefix = settings.redis_prefix
         jobs = {k.decode()[len(prefix) + 4:] for k in client.scan_iter(match=f"{prefix}job:*", count=1000)}
         tokens = {token} | {j for j in jobs if ":" not in j}

@@ -156,3 +156,29 @@ def test_faithfulness_reports_road_first_and_keeps_deletion_and_insertion(small_
     off = KINDS["saliency"].params(evaluate=False)
     out = faithfulness.score(Attribution(x[0], x[0, 0], {"target": 2}), x, off, record, small_classify, batch=4)
     assert out.metrics == {"target": 2} and not out.tables and "ranking" in out.arrays  # the map is still ranked
+
+
+def test_on_three_photos_gradcam_beats_its_random_control_and_saliency(builtin_model):
+    """Measured facts about the methods, not something to tune (the ROAD issue measured them with pytorch-grad-cam):
+    on coffee, chelsea and rocket with the top-1 class and default settings, Grad-CAM beats random maps of its own
+    7×7 grain on at least two, and scores above saliency on at least two."""
+    from core import images
+    from tests.conftest import encode, sample
+    from workers.methods import saliency
+
+    network, classify = builtin_model
+    record = network.record
+    beats, above, seen = 0, 0, {}
+    for name in ("coffee", "chelsea", "rocket"):
+        image = images.decode(encode(sample(name)), max_bytes=10**8, max_pixels=10**8)
+        x = torch.from_numpy(images.to_tensor(images.fit(image, record), record))
+        scores = {}
+        for kind, method in (("gradcam", gradcam), ("saliency", saliency)):
+            params = KINDS[kind].params().resolve(record)
+            out = faithfulness.score(method.run(Task(network, x, params)), x.numpy(), params, record, classify,
+                                     batch=32)
+            scores[kind] = out.metrics
+        beats += scores["gradcam"]["beats_random"]
+        above += scores["gradcam"]["road_score"] > scores["saliency"]["road_score"]
+        seen[name] = {kind: (round(m["road_score"], 3), m["beats_random"]) for kind, m in scores.items()}
+    assert beats >= 2 and above >= 2, seen

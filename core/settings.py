@@ -134,8 +134,9 @@ class Settings(BaseSettings):
                                             "buffers) a worker keeps loaded (LRU)")
     worker_session_cache_bytes: int = Field(1024**3, gt=0, description="ONNX Runtime sessions a worker keeps "
                                             "(scores, RISE, Kernel SHAP, dataset kinds)")
-    worker_warm_up: bool = Field(True, description="compile UMAP's numba kernels in a background thread when a "
-                                 "worker starts (about 10 s of one core, 30 s the first time on a machine)")
+    worker_warm_up: bool = Field(True, description="compile ROAD's imputation and UMAP's numba kernels in a "
+                                 "background thread when a worker starts (loaded from numba's cache after the "
+                                 "first time on a machine)")
     attribution_batch: int = Field(4, ge=1, le=1024, description="images per forward/backward pass in SmoothGrad and IG "
                                    "(4 at 224 px: one step ≈ 0.7 s on one CPU thread, so progress comes every second)")
     atlas_batch: int = Field(16, ge=1, le=256, description="icons an atlas optimises at once on the CPU when its params "

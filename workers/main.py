@@ -38,6 +38,7 @@ from models.forward import Runtimes
 from models.sessions import keep_freed_buffers
 from workers import execute
 from workers.context import WorkerContext
+from workers.methods import imputation
 from workers.methods.embedding import warm_umap
 from workers.networks import NetworkCache
 
@@ -135,22 +136,25 @@ class ConvscopeWorker(SimpleWorker):
             self.liveness.idle()
 
 
-def warm_up_in_background() -> threading.Thread | None:
-    """Compile UMAP's numba kernels in a daemon thread, so the worker takes jobs at once and the first
-    umap embedding job does not spend its time limit on the JIT (None when umap-learn is left out)."""
-    if not umap_available():
-        return None
+def warm_up_in_background() -> threading.Thread:
+    """Compile the numba kernels in a daemon thread, so the worker takes jobs at once and a first job does not
+    spend its time limit on the JIT: ROAD's imputation (every scored attribution map), then UMAP's (when umap-learn
+    is there)."""
 
     def warm() -> None:
-        start = time.perf_counter()
-        try:
-            warm_umap()
-        except Exception:
-            log.exception("UMAP warm-up failed; the first umap job will compile instead")
-            return
-        log.info("UMAP warmed up", extra={"fields": {"s": round(time.perf_counter() - start, 1)}})
+        for name, compile_kernels in (("ROAD imputation", imputation.warm_up),
+                                      ("UMAP", warm_umap if umap_available() else None)):
+            if compile_kernels is None:
+                continue
+            start = time.perf_counter()
+            try:
+                compile_kernels()
+            except Exception:
+                log.exception(f"{name} warm-up failed; its first job will compile instead")
+                continue
+            log.info(f"{name} warmed up", extra={"fields": {"s": round(time.perf_counter() - start, 1)}})
 
-    thread = threading.Thread(target=warm, name="umap-warm-up", daemon=True)
+    thread = threading.Thread(target=warm, name="numba-warm-up", daemon=True)
     thread.start()
     return thread
 

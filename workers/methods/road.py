@@ -20,6 +20,7 @@ The ranking map is what a person sees: |attribution| summed over channels for a 
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -72,30 +73,42 @@ def passes(fractions: int, random_maps: int) -> int:
     return 2 * fractions * (1 + random_maps)
 
 
+def imputing_threads() -> int:
+    """Threads that impute copies at once: the cores this process may use, at most four. The solver's kernels and
+    the model's runs release the GIL, so two cores impute nearly twice as fast as one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 4))
+
+
 def probabilities(x: np.ndarray, rankings: list[np.ndarray], target: int, classify: Classify, *,
                   fractions: list[float], noise: float, seed: int, batch: int,
                   progress: Progress = no_progress) -> np.ndarray:
     """maps × 2 (MoRF, LeRF) × fractions: the target's probability after each removal, for each ranking map,
-    `batch` imputed copies per `classify` call. The next batch is imputed on another thread while the model runs
-    the current one (both release the GIL), so the two costs overlap on a second core. Each copy's noise has its
-    own seed (`seed`, map, curve, fraction), so a map's curves do not depend on how many others are scored."""
+    `batch` imputed copies per `classify` call. Copies are imputed on `imputing_threads()` threads, the next
+    batch's while the model runs the current one. Each copy's noise has its own seed (`seed`, map, curve,
+    fraction), so a map's curves do not depend on how many others are scored, nor on the order copies are made."""
     plan = [(m, c, f) for m in range(len(rankings)) for c in range(len(CURVES)) for f in range(len(fractions))]
     chunks = [plan[start:start + batch] for start in range(0, len(plan), batch)]
     out = np.empty((len(rankings), len(CURVES), len(fractions)), np.float64)
 
-    def copies(chunk: list[tuple[int, int, int]]) -> np.ndarray:
-        return np.stack([impute(x[0], removed(rankings[m], CURVES[c], fractions[f]), noise=noise,
-                                rng=np.random.default_rng([seed, m, c, f])) for m, c, f in chunk])
+    def copy(m: int, c: int, f: int) -> np.ndarray:
+        return impute(x[0], removed(rankings[m], CURVES[c], fractions[f]), noise=noise,
+                      rng=np.random.default_rng([seed, m, c, f]))
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="road-impute") as imputer:
-        ahead: Future = imputer.submit(copies, chunks[0])
-        for done, chunk in enumerate(chunks, 1):
-            ready = ahead.result()
-            if done < len(chunks):
-                ahead = imputer.submit(copies, chunks[done])
-            for (m, c, f), p in zip(chunk, classify(ready)[:, target], strict=True):
-                out[m, c, f] = p
-            progress(done, len(chunks))
+    with ThreadPoolExecutor(max_workers=imputing_threads(), thread_name_prefix="road-impute") as pool:
+        pending: list[Future] = [pool.submit(copy, *item) for item in chunks[0]]
+        try:
+            for done, chunk in enumerate(chunks, 1):
+                ready = np.stack([made.result() for made in pending])
+                if done < len(chunks):
+                    pending = [pool.submit(copy, *item) for item in chunks[done]]
+                for (m, c, f), p in zip(chunk, classify(ready)[:, target], strict=True):
+                    out[m, c, f] = p
+                progress(done, len(chunks))
+        except BaseException:  # cancelled or timed out at a step: the copies not started are not made
+            for made in pending:
+                made.cancel()
+            raise
     return out
 
 

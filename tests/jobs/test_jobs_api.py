@@ -32,13 +32,14 @@ def test_submit_runs_and_returns_artifacts(jobs_client, cat_png, builtin):
     assert job["status"] in ("queued", "started", "finished") and job["params"] == {"target": None, **EVALUATION}
     job = wait_for(jobs_client, job["id"])
     assert job["status"] == "finished" and job["error"] is None and job["cached"] is False
-    # one step for the gradient, then the deletion/insertion scores: 2 × 32 + 1 copies, 32 a batch
-    assert job["started_at"] and job["ended_at"] and job["progress"] == {"step": 4, "total": 4}
+    # one step for the gradient, then the scores, 32 copies a batch: ROAD's 2 × 9 × (1 + 4), deletion/insertion's
+    # 2 × 32 + 1
+    assert job["started_at"] and job["ended_at"] and job["progress"] == {"step": 1 + 3 + 3, "total": 7}
     assert job["result"]["metrics"]["target_label"] == "tiger cat"
     artifacts = {a["name"]: a for a in job["result"]["artifacts"]}
     assert {n: a["media_type"] for n, a in artifacts.items()} == {
         "input.npy": "application/x-npy", "attribution.npy": "application/x-npy", "heatmap.png": "image/png",
-        "evaluation.json": "application/json"}
+        "ranking.npy": "application/x-npy", "evaluation.json": "application/json"}
     got = {name: jobs_client.get(a["url"]) for name, a in artifacts.items()}
     assert all(r.status_code == 200 for r in got.values())
     assert got["heatmap.png"].headers["content-type"] == "image/png"

@@ -27,7 +27,8 @@ def test_scores_ranking_and_reference(small_net, small_input, small_classify):
     x = small_input.numpy()
 
     def scored(attribution):
-        return deletion_insertion.evaluate(x, attribution, 4, small_classify, record, steps=10, batch=3)
+        return deletion_insertion.evaluate(x, attribution, 4, small_classify, record, steps=10, batch=3,
+                                           baseline=p.deletion_baseline)
 
     def road_scored(out, params):
         return faithfulness.evaluate(x, out, 4, small_classify, record, params, batch=5)["road"]

@@ -47,4 +47,19 @@ def record(title: str, lines: list[str]) -> None:
     command = " ".join(["python", "-m", module, *sys.argv[1:]])
     text = RESULTS.read_text() if RESULTS.exists() else HEADER
     body = "\n".join(f"    {line}" for line in lines)
-    RESULTS.write_text(f"{text.rstrip()}\n\n## {title}, {stamp}\n\n`{command}` on {machine()}\n\n{body}\n")
+    RESULTS.write_text(f"{text.rstrip()}\n\n## {title}, {stamp}\n\n`{command}` at {commit()} on {machine()}\n\n"
+                       f"{body}\n")
+
+
+def commit() -> str:
+    """The checked-out commit (with `+` when the tree has changes), so a figure names the code that made it."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=RESULTS.parent, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=RESULTS.parent,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "an unknown commit"
+    return f"{head}{'+' if dirty else ''}"

@@ -83,17 +83,19 @@ class AttributionParams(ClassTargetParams):
         """Whether the map is scored: asked for, and of a class (the scores follow a class's probability)."""
         return self.evaluate and self.explains_class()
 
-    def evaluation_passes(self) -> int:
-        """Forward passes of the scores: ROAD's, then deletion/insertion's (both curves at steps + 1 points, the
-        unchanged image shared)."""
-        return self.road_passes() + 2 * self.evaluation_steps + 1 if self.scored() else 0
+    def deletion_passes(self) -> int:
+        """Forward passes of deletion/insertion: both curves at steps + 1 points, the unchanged image shared."""
+        return 2 * self.evaluation_steps + 1
+
+    def scoring_batches(self, forward_batch: int) -> tuple[int, int]:
+        """(ROAD's, deletion/insertion's) batches of perturbed copies: a progress step each; (0, 0) unscored."""
+        if not self.scored():
+            return 0, 0
+        return batches(self.road_passes(), forward_batch), batches(self.deletion_passes(), forward_batch)
 
     def scoring_steps(self, work: Workload) -> int:
-        """One step per batch of ROAD's imputed copies, then one per batch of deletion/insertion's."""
-        if not self.scored():
-            return 0
-        return batches(self.road_passes(), work.forward_batch) + batches(2 * self.evaluation_steps + 1,
-                                                                         work.forward_batch)
+        """The scores' steps: one per batch of ROAD's imputed copies, then one per batch of deletion/insertion's."""
+        return sum(self.scoring_batches(work.forward_batch))
 
     def method_steps(self, work: Workload) -> int:
         """One pass by default."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.kinds.params import batches
 from core.methods import Attribution, Classify, Progress, no_progress, progress_part
 from core.model_record import ModelRecord
 from workers.methods import deletion_insertion, road
@@ -37,10 +36,10 @@ def grain(out: Attribution) -> tuple[int, int] | np.ndarray:
 def evaluate(x: np.ndarray, out: Attribution, target: int, classify: Classify, record: ModelRecord, params, *,
              batch: int, progress: Progress = no_progress) -> dict:
     """The scores of one map of class `target`: {target, ranking, road, deletion/insertion's fields} (what
-    `evaluation.json` holds), in the steps `params.scoring_steps` declares: ROAD's batches, then deletion and
+    `evaluation.json` holds), in the steps `params.scoring_batches` declares: ROAD's batches, then deletion and
     insertion's."""
-    road_steps = batches(params.road_passes(), batch)
-    total = road_steps + batches(deletion_insertion.passes(params.evaluation_steps), batch)
+    road_steps, deletion_steps = params.scoring_batches(batch)
+    total = road_steps + deletion_steps
     road_table = road.evaluate(x, ranking(out, x), grain(out), target, classify, fractions=params.road_fractions,
                                noise=params.road_noise, random_maps=params.road_random_maps, seed=params.seed,
                                batch=batch, progress=progress_part(progress, 0, road_steps, total))

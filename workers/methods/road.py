@@ -68,11 +68,6 @@ def removed(ranking: np.ndarray, curve: str, fraction: float) -> np.ndarray:
     return ranking <= np.percentile(ranking, round(100 * fraction, 9))
 
 
-def passes(fractions: int, random_maps: int) -> int:
-    """Forward passes of one map's ROAD with its random control."""
-    return 2 * fractions * (1 + random_maps)
-
-
 def imputing_threads() -> int:
     """Threads that impute copies at once: the cores this process may use, at most four. The solver's kernels and
     the model's runs release the GIL, so two cores impute nearly twice as fast as one."""

@@ -10,8 +10,6 @@ same owner — is answered at once from that job's stored result (`cached: true`
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import time
 import uuid
@@ -24,7 +22,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from core.errors import Invalid, NotFound, NotReady, Overloaded
 from core.jobs import queueing
-from core.jobs.status import ENDED, JobStatus, media_type
+from core.jobs.record import JobRecord, JobSpec
+from core.jobs.status import JobStatus, media_type
 from core.jobs.store import JobStore
 from core.jobs.supervisor import check_job, end_lost_jobs, time_limit
 from core.kinds.registry import KINDS
@@ -42,31 +41,23 @@ MAX_WAIT_S = 60.0
 KEEPALIVE_S = 15.0
 
 
-def _when(value: str | None) -> datetime | None:
-    return datetime.fromtimestamp(float(value), tz=UTC) if value else None
+def _when(seconds: float | None) -> datetime | None:
+    return datetime.fromtimestamp(seconds, tz=UTC) if seconds is not None else None
 
 
-def view(job_id: str, record: dict, events_token: str | None = None) -> Job:
+def view(record: JobRecord, events_token: str | None = None) -> Job:
     """The client's view of a stored record (artifact URLs included; the events token when given)."""
-    spec = json.loads(record["spec"])
     result = None
-    if record.get("result"):
-        raw = json.loads(record["result"])
-        result = JobResult(metrics=raw["metrics"], artifacts=[
-            ArtifactRef(name=name, media_type=media_type(name), url=f"/v1/jobs/{job_id}/artifacts/{name}")
-            for name in raw["artifacts"]])
-    return Job(id=job_id, kind=spec["kind"], model=spec["model"], status=record["status"], params=spec["params"],
-               progress=Progress(**json.loads(record.get("progress") or '{"step":0,"total":0}')),
-               created_at=_when(record["created_at"]), started_at=_when(record.get("started_at")),
-               ended_at=_when(record.get("ended_at")), cached=record.get("cached") == "1",
-               error=JobError(**json.loads(record["error"])) if record.get("error") else None, result=result,
+    if record.result is not None:
+        result = JobResult(metrics=record.result.metrics, artifacts=[
+            ArtifactRef(name=name, media_type=media_type(name), url=f"/v1/jobs/{record.id}/artifacts/{name}")
+            for name in record.result.artifacts])
+    error = JobError(**record.error.model_dump()) if record.error is not None else None
+    return Job(id=record.id, kind=record.spec.kind, model=record.spec.model, status=record.status,
+               params=record.spec.params, progress=Progress(**record.progress.model_dump()),
+               created_at=_when(record.created_at), started_at=_when(record.started_at),
+               ended_at=_when(record.ended_at), cached=record.cached, error=error, result=result,
                events_token=events_token)
-
-
-def spec_digest(spec: dict) -> str:
-    """What makes two jobs the same computation: kind, model file, inputs (image bytes, dataset), params, owner."""
-    same = {k: spec[k] for k in ("kind", "model", "model_sha256", "inputs", "params", "owner")}
-    return hashlib.sha256(json.dumps(same, sort_keys=True).encode()).hexdigest()
 
 
 class JobService:
@@ -95,16 +86,15 @@ class JobService:
         accepted = {read.name: ACCEPTORS[read.source](Submission(
             read.name, getattr(request, read.name), files.get(read.name), owner, self.settings, self.images))
             for read in kind.reads if read.required or getattr(request, read.name) is not None or read.name in files}
-        spec = {"kind": kind.name, "model": record.id, "model_sha256": record.onnx_sha256,
-                "inputs": {name: given.ref for name, given in accepted.items()},
-                "params": params.model_dump(mode="json"), "owner": owner, "retry": request.retry,
-                "queue": self.settings.job_queue,
-                "time_limit_s": time_limit(kind.name, self.settings.job_time_limit_scale)}
-        spec["digest"] = spec_digest(spec)
+        spec = JobSpec(kind=kind.name, model=record.id, model_sha256=record.onnx_sha256,
+                       inputs={name: given.ref for name, given in accepted.items()},
+                       params=params.model_dump(mode="json"), owner=owner, retry=request.retry,
+                       queue=self.settings.job_queue,
+                       time_limit_s=time_limit(kind.name, self.settings.job_time_limit_scale)).sealed()
         job_id = uuid.uuid4().hex
         with redis_errors():
             with self.store.client.pipeline(transaction=False) as pipe:  # one round trip
-                pipe.get(self.store.keys.cache(spec["digest"]))
+                self.store.files.cached(spec.digest, pipe=pipe)
                 pipe.llen(self.queue.key)
                 source_id, depth = pipe.execute()
             hit = self._from_cache(job_id, spec, source_id.decode() if source_id else None)
@@ -118,52 +108,53 @@ class JobService:
                 pipe.multi()  # explicitly, as RQ expects of a pipeline it is given
                 for given in accepted.values():
                     if given.blob is not None:
-                        self.store.put_input(given.ref, given.blob, given.decoded, pipe=pipe)
-                created = self.store.create(job_id, spec, listed_max=self.settings.jobs_listed_max, pipe=pipe)
-                queueing.enqueue(self.queue, job_id, 1, time_limit_s=spec["time_limit_s"],
+                        self.store.files.put_input(given.ref, given.blob, given.decoded, pipe=pipe)
+                created = self.store.records.create(job_id, spec, listed_max=self.settings.jobs_listed_max, pipe=pipe)
+                queueing.enqueue(self.queue, job_id, 1, time_limit_s=spec.time_limit_s,
                                  ttl_s=self.settings.artifact_ttl_s, pipe=pipe)
                 pipe.execute()
-            return self._owned(job_id, created, owner)
+            return self._owned(created)
 
-    def _owned(self, job_id: str, record: dict, owner: str | None) -> Job:
+    def _owned(self, record: JobRecord) -> Job:
         """The owner's view of a job: the record and a fresh events token."""
-        return view(job_id, record, self.tokens.issue(job_id, owner))
+        return view(record, self.tokens.issue(record.id, record.owner))
 
-    def _from_cache(self, job_id: str, spec: dict, source_id: str | None) -> Job | None:
-        source = self.store.get(source_id) if source_id else None
-        if source is None or source["status"] != JobStatus.FINISHED or not self.store.copy_artifacts(source_id, job_id):
+    def _from_cache(self, job_id: str, spec: JobSpec, source_id: str | None) -> Job | None:
+        source = self.store.records.get(source_id) if source_id else None
+        if (source is None or source.status != JobStatus.FINISHED
+                or not self.store.files.copy_artifacts(source_id, job_id)):
             return None
         now = repr(time.time())
-        record = self.store.create(job_id, spec, status=JobStatus.FINISHED, listed_max=self.settings.jobs_listed_max, extra={
-            "cached": "1", "result": source["result"], "progress": source["progress"], "started_at": now,
-            "ended_at": now})
-        self.store.event(job_id, "end", {"status": JobStatus.FINISHED})
-        return self._owned(job_id, record, spec["owner"])
+        record = self.store.records.create(job_id, spec, status=JobStatus.FINISHED,
+                                           listed_max=self.settings.jobs_listed_max, extra={
+            "cached": "1", "result": source.result, "progress": source.progress, "started_at": now, "ended_at": now})
+        self.store.events.append(job_id, "end", {"status": JobStatus.FINISHED})
+        return self._owned(record)
 
     # Reading.
-    def record(self, job_id: str, owner: str | None) -> dict:
+    def record(self, job_id: str, owner: str | None) -> JobRecord:
         """The stored record of a job the caller owns (404 otherwise); a lost job is ended first."""
         with redis_errors():
-            record = self.store.get(job_id) if len(job_id) <= 64 else None
-            if record is None or json.loads(record["spec"]).get("owner") != owner:
+            record = self.store.records.get(job_id) if len(job_id) <= 64 else None
+            if record is None or record.owner != owner:
                 raise NotFound(f"no job with id {job_id!r} (it may have expired)", code="job_not_found")
-            if record["status"] == JobStatus.STARTED and check_job(self.store, self.queue, job_id, record,
-                                                           scale=self.settings.job_time_limit_scale):
-                record = self.store.get(job_id) or record
+            if record.status == JobStatus.STARTED and check_job(self.store, self.queue, job_id, record,
+                                                                scale=self.settings.job_time_limit_scale):
+                record = self.store.records.get(job_id) or record
         return record
 
     def get(self, job_id: str, owner: str | None) -> Job:
-        return self._owned(job_id, self.record(job_id, owner), owner)
+        return self._owned(self.record(job_id, owner))
 
     def list(self, owner: str | None, status: JobStatus | None, kind: str | None, limit: int) -> list[Job]:
         with redis_errors():
             found = []
-            for record in self.store.newest(owner):
-                if status and record["status"] != status:
+            for record in self.store.records.newest(owner):
+                if status and record.status != status:
                     continue
-                if kind and json.loads(record["spec"])["kind"] != kind:
+                if kind and record.spec.kind != kind:
                     continue
-                found.append(self._owned(record.pop("id"), record, owner))
+                found.append(self._owned(record))
                 if len(found) >= limit:
                     break
         return found
@@ -173,22 +164,23 @@ class JobService:
         early (`JobStore.publish`: a map while its scores are computed). Record and bytes in one round trip on the
         event loop (a started job goes through `record`, which ends it first if it is lost)."""
         with redis_errors():
-            record, data = await self.store.get_with_artifact_async(job_id, name) if len(job_id) <= 64 else (None, None)
-        if record is not None and record["status"] == JobStatus.STARTED:
+            record, data = (await self.store.records.get_with_artifact_async(job_id, name) if len(job_id) <= 64
+                            else (None, None))
+        if record is not None and record.status == JobStatus.STARTED:
             record = await run_in_threadpool(self.record, job_id, owner)
-        if record is None or json.loads(record["spec"]).get("owner") != owner:
+        if record is None or record.owner != owner:
             raise NotFound(f"no job with id {job_id!r} (it may have expired)", code="job_not_found")
-        ready = json.loads(record.get("ready") or "[]")
-        if record["status"] not in ENDED and name not in ready:
-            raise NotReady(f"job {job_id} is {record['status']}; artifacts exist once it has finished"
+        ready = record.ready
+        if not record.ended and name not in ready:
+            raise NotReady(f"job {job_id} is {record.status}; artifacts exist once it has finished"
                            + (f" (readable now: {', '.join(ready)})" if ready else ""), code="job_not_finished",
                            details={"ready": ready})
-        names = json.loads(record["result"])["artifacts"] if record.get("result") else ready
+        names = record.result.artifacts if record.result is not None else ready
         if name not in names:
             raise NotFound(f"job {job_id} has no artifact {name!r}", code="artifact_not_found",
                            details={"artifacts": names})
         if data is None and name in ready:  # published after the first read
-            data = await run_in_threadpool(self.store.artifact, job_id, name)
+            data = await run_in_threadpool(self.store.files.artifact, job_id, name)
         if data is None:
             raise NotFound(f"the artifacts of job {job_id} have expired", code="artifact_expired")
         return data, media_type(name)
@@ -198,51 +190,53 @@ class JobService:
         """Queued: cancelled now. Started: asked to stop at its next step (the Job still says started).
         Already ended as canceled: returned as is. Finished or failed: 409."""
         record = self.record(job_id, owner)
+        records = self.store.records
         with redis_errors():
-            changed, before = self.store.transition(job_id, (JobStatus.QUEUED,), JobStatus.CANCELED)
+            changed, before = records.transition(job_id, (JobStatus.QUEUED,), JobStatus.CANCELED)
             if changed:
-                queueing.remove_queued(self.queue, job_id, int(record.get("attempt", "1")))
+                queueing.remove_queued(self.queue, job_id, record.attempt)
             elif before == JobStatus.STARTED:
-                self.store.request_cancel(job_id)
+                records.request_cancel(job_id)
             elif before in (JobStatus.FINISHED, JobStatus.FAILED):
                 raise NotReady(f"job {job_id} has already ended as {before}", code="job_ended")
-            return self._owned(job_id, self.store.get(job_id), owner)
+            return self._owned(records.get(job_id) or record)
 
     # Waiting and streaming.
-    async def wait(self, job_id: str, seconds: float) -> dict:
+    async def wait(self, job_id: str, seconds: float) -> JobRecord | None:
         """Hold until the job ends or `seconds` pass; returns the record as it then is."""
         deadline = time.monotonic() + min(seconds, MAX_WAIT_S)
         cursor = "0-0"
+        records = self.store.records
         with redis_errors():
             while (left := deadline - time.monotonic()) > 0:
-                for entry_id, event, _ in await self.store.events_async(job_id, cursor, min(left, 5.0)):
+                for entry_id, event, _ in await self.store.events.read_async(job_id, cursor, min(left, 5.0)):
                     cursor = entry_id
                     if event == "end":
-                        return await self.store.get_async(job_id)
-                record = await self.store.get_async(job_id)
-                if record is None or record["status"] in ENDED:
+                        return await records.get_async(job_id)
+                record = await records.get_async(job_id)
+                if record is None or record.ended:
                     return record
-            return await self.store.get_async(job_id)
+            return await records.get_async(job_id)
 
     async def events(self, job_id: str, last_event_id: str | None) -> AsyncIterator[str]:
         """Server-sent events: the job's `progress` (and `preview`) events, then one `end` carrying the Job."""
         cursor = last_event_id or "0-0"
         try:
             while True:
-                entries = await self.store.events_async(job_id, cursor, KEEPALIVE_S)
+                entries = await self.store.events.read_async(job_id, cursor, KEEPALIVE_S)
                 if not entries:
-                    record = await self.store.get_async(job_id)
-                    if record is None or (record["status"] in ENDED and not await self.store.has_events_async(job_id)):
+                    record = await self.store.records.get_async(job_id)
+                    if record is None or (record.ended and not await self.store.events.exist_async(job_id)):
                         if record is not None:
-                            yield _sse("end", view(job_id, record).model_dump_json())
+                            yield _sse("end", view(record).model_dump_json())
                         return
                     yield ": keep-alive\n\n"
                     continue
                 for entry_id, event, data in entries:
                     cursor = entry_id
                     if event == "end":
-                        record = await self.store.get_async(job_id)
-                        yield _sse("end", view(job_id, record).model_dump_json() if record else data, cursor)
+                        record = await self.store.records.get_async(job_id)
+                        yield _sse("end", view(record).model_dump_json() if record else data, cursor)
                         return
                     yield _sse(event, data, cursor)
         except (TimeoutError, redis.ConnectionError, redis.TimeoutError):
@@ -256,9 +250,9 @@ class JobService:
                       stray_after_s=self.settings.worker_heartbeat_ttl_s)
         QUEUE_DEPTH.set(self.queue.count)
         if self._ended_cursor is None:
-            self._ended_cursor = self.store.ended_cursor()
+            self._ended_cursor = self.store.workers.ended_cursor()
             return
-        self._ended_cursor, ended = self.store.ended_since(self._ended_cursor)
+        self._ended_cursor, ended = self.store.workers.ended_since(self._ended_cursor)
         for kind, status, seconds in ended:
             if status == JobStatus.FINISHED:
                 JOB_SECONDS.labels(kind).observe(seconds)

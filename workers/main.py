@@ -38,8 +38,8 @@ from models.forward import Runtimes
 from models.sessions import keep_freed_buffers
 from workers import execute
 from workers.context import WorkerContext
-from workers.methods import imputation
-from workers.methods.embedding import warm_umap
+from workers.methods.dataset.embedding import warm_umap
+from workers.methods.mechanics import imputation
 from workers.networks import NetworkCache
 
 log = logging.getLogger("convscope.worker")
@@ -62,11 +62,12 @@ class Heartbeat(threading.Thread):
 
     def _beat(self) -> None:
         with self._lock:  # never write a stale job id over a newer one
-            self.store.beat(self.worker, self.current, self.settings.worker_heartbeat_ttl_s)
+            self.store.workers.beat(self.worker, self.current, self.settings.worker_heartbeat_ttl_s)
         if self.caches is not None and time.monotonic() - self._last_stats >= STATS_EVERY_S:
             self._last_stats = time.monotonic()
             try:
-                self.store.publish_stats(self.worker, self.caches(), self.settings.worker_heartbeat_ttl_s + STATS_EVERY_S)
+                self.store.workers.publish_stats(self.worker, self.caches(),
+                                                 self.settings.worker_heartbeat_ttl_s + STATS_EVERY_S)
             except Exception:  # figures for /metrics never stop a heartbeat or a job
                 log.debug("cache figures not published", exc_info=True)
 
@@ -105,7 +106,7 @@ class Heartbeat(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         try:
-            self.store.forget_worker(self.worker)
+            self.store.workers.forget(self.worker)
         except redis.RedisError:
             pass
 

@@ -28,7 +28,6 @@ thus running again within stray_after_s + 2 × job_monitor_interval_s + 1 s (11 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -36,6 +35,7 @@ from rq import Queue
 from rq.job import Job as RQJob
 
 from core.jobs import queueing
+from core.jobs.record import JobFailure, JobRecord, JobSpec
 from core.jobs.status import JobStatus
 from core.jobs.store import JobStore
 from core.kinds.registry import KINDS
@@ -44,12 +44,14 @@ log = logging.getLogger("convscope.supervisor")
 DEADLINE_GRACE_S = 30.0
 MAX_ATTEMPTS = 3
 QUEUED_CHECK_AFTER_S = 1.0
-NEVER_QUEUED = {"code": "not_enqueued", "message": "the job could not be put on the queue (Redis or the API "
-                                                   "failed just after it was accepted), even after retries"}
-UNCLAIMED = {"code": "worker_lost", "message": "workers took the job off the queue and stopped before starting it, "
-                                              f"{MAX_ATTEMPTS} times"}
-LOST = {"code": "worker_lost", "message": "the worker running this job stopped (it was killed or lost its "
-                                         "connection to Redis) before the job ended"}
+NEVER_QUEUED = JobFailure(code="not_enqueued", message="the job could not be put on the queue (Redis or the API "
+                                                       "failed just after it was accepted), even after retries")
+UNCLAIMED = JobFailure(code="worker_lost", message="workers took the job off the queue and stopped before starting "
+                                                  f"it, {MAX_ATTEMPTS} times")
+LOST = JobFailure(code="worker_lost", message="the worker running this job stopped (it was killed or lost its "
+                                             "connection to Redis) before the job ended")
+WORKER_DID_NOT_STOP = JobFailure(code="timeout", message="the job ran past its time limit and its worker did not "
+                                                         "stop it")
 
 
 def time_limit(kind: str, scale: float) -> int:
@@ -57,41 +59,43 @@ def time_limit(kind: str, scale: float) -> int:
     return max(1, round(KINDS[kind].time_limit_s * scale))
 
 
-def spec_time_limit(spec: dict, scale: float) -> int:
+def spec_time_limit(spec: JobSpec, scale: float) -> int:
     """The time limit a job was submitted with (kept in its spec), so that a job re-queued by another process runs
     under its own limit, not under that process's scale; specs from before it was kept: the kind's at `scale`."""
-    return int(spec.get("time_limit_s") or time_limit(spec["kind"], scale))
+    return spec.time_limit_s or time_limit(spec.kind, scale)
 
 
-def check_job(store: JobStore, queue: Queue, job_id: str, record: dict | None, *, scale: float,
+def home_queue(store: JobStore, spec: JobSpec, queue: Queue) -> Queue:
+    """The queue a job was submitted to (a monitor may serve another queue on the same Redis)."""
+    return queueing.queue(store.client, spec.queue) if spec.queue else queue
+
+
+def check_job(store: JobStore, queue: Queue, job_id: str, record: JobRecord | None, *, scale: float,
               now: float | None = None) -> bool:
     """End or re-queue one started job if it is lost; returns True when it did something."""
-    if record is None or record.get("status") != JobStatus.STARTED:
-        store.forget_started(job_id)
+    records = store.records
+    if record is None or record.status != JobStatus.STARTED:
+        records.forget_started(job_id)
         return False
     now = time.time() if now is None else now
-    attempt = int(record.get("attempt", "1"))
-    running = store.worker_job(record.get("worker", ""))
-    if running == job_id:
-        if now <= float(record.get("deadline", "inf")):
+    attempt = record.attempt
+    if store.workers.running(record.worker or "") == job_id:
+        if record.deadline is None or now <= record.deadline:
             return False
-        changed, _ = store.transition(job_id, (JobStatus.STARTED,), JobStatus.FAILED, expect_attempt=attempt, error={
-            "code": "timeout", "message": "the job ran past its time limit and its worker did not stop it"})
+        changed, _ = records.transition(job_id, (JobStatus.STARTED,), JobStatus.FAILED, expect_attempt=attempt,
+                                        error=WORKER_DID_NOT_STOP)
         return changed
-    spec = json.loads(record["spec"])
-    if spec.get("retry") and attempt < 2:
-        changed, _ = store.transition(job_id, (JobStatus.STARTED,), JobStatus.QUEUED, expect_attempt=attempt,
-                                      attempt=str(attempt + 1), worker="-")
+    if record.spec.retry and attempt < 2:
+        changed, _ = records.transition(job_id, (JobStatus.STARTED,), JobStatus.QUEUED, expect_attempt=attempt,
+                                        attempt=str(attempt + 1), worker="-")
         if changed:
             log.warning("re-queued a job whose worker died", extra={"fields": {"job": job_id, "attempt": attempt + 1}})
-            # Back on the queue it was submitted to (the monitor may serve another queue on the same Redis).
-            home = queueing.queue(store.client, spec["queue"]) if spec.get("queue") else queue
-            queueing.enqueue(home, job_id, attempt + 1, time_limit_s=spec_time_limit(spec, scale),
-                             ttl_s=store.ttl_s)
+            queueing.enqueue(home_queue(store, record.spec, queue), job_id, attempt + 1,
+                             time_limit_s=spec_time_limit(record.spec, scale), ttl_s=store.ttl_s)
         return changed
-    changed, _ = store.transition(job_id, (JobStatus.STARTED,), JobStatus.FAILED, expect_attempt=attempt, error=LOST)
+    changed, _ = records.transition(job_id, (JobStatus.STARTED,), JobStatus.FAILED, expect_attempt=attempt, error=LOST)
     if changed:
-        log.warning("a job's worker died; the job failed", extra={"fields": {"job": job_id, "worker": record.get("worker")}})
+        log.warning("a job's worker died; the job failed", extra={"fields": {"job": job_id, "worker": record.worker}})
     return changed
 
 
@@ -99,8 +103,8 @@ def end_lost_jobs(store: JobStore, queue: Queue, *, scale: float, stray_after_s:
     """Check every started job once, and every queued job that should be waiting in a queue or be held by a
     worker (`reconcile_queued`); returns how many were ended or re-queued."""
     now = time.time()
-    lost = sum(check_job(store, queue, job_id, store.get(job_id), scale=scale, now=now)
-               for job_id in store.started_ids())
+    lost = sum(check_job(store, queue, job_id, store.records.get(job_id), scale=scale, now=now)
+               for job_id in store.records.started_ids())
     return lost + reconcile_queued(store, queue, scale=scale, stray_after_s=stray_after_s, now=now)
 
 
@@ -110,42 +114,42 @@ def reconcile_queued(store: JobStore, queue: Queue, *, scale: float, stray_after
     now = time.time() if now is None else now
     waiting: dict[str, set[str]] = {}
     changed = 0
-    for job_id in store.queued_since(now - QUEUED_CHECK_AFTER_S):
-        record = store.get(job_id)
-        if record is None or record.get("status") != JobStatus.QUEUED:
-            store.forget_queued(job_id)
+    records = store.records
+    for job_id in records.queued_since(now - QUEUED_CHECK_AFTER_S):
+        record = records.get(job_id)
+        if record is None or record.status != JobStatus.QUEUED:
+            records.forget_queued(job_id)
             continue
-        spec = json.loads(record["spec"])
-        home = queueing.queue(store.client, spec["queue"]) if spec.get("queue") else queue
-        attempt = int(record.get("attempt", "1"))
+        home = home_queue(store, record.spec, queue)
+        attempt = record.attempt
         rq_id = queueing.rq_job_id(job_id, attempt)
         if home.name not in waiting:
             waiting[home.name] = {i.decode() if isinstance(i, bytes) else i
                                   for i in store.client.lrange(home.key, 0, -1)}
         status, worker = (_text(v) for v in store.client.hmget(RQJob.key_for(rq_id), "status", "worker_name"))
         held = (rq_id in waiting[home.name] or
-                (status == "started" and worker and store.worker_job(worker.rsplit(".", 1)[0]) == job_id))
+                (status == "started" and worker and store.workers.running(worker.rsplit(".", 1)[0]) == job_id))
         if held:
-            if record.get("stray_at"):
-                store.not_stray(job_id)
+            if record.stray_at is not None:
+                records.not_stray(job_id)
             continue
-        if now - store.stray_since(job_id, now) < stray_after_s:
+        if now - records.stray_since(job_id, now) < stray_after_s:
             continue
-        changed += _requeue_stray(store, home, job_id, spec, attempt, never_queued=status is None, scale=scale)
+        changed += _requeue_stray(store, home, job_id, record.spec, attempt, never_queued=status is None, scale=scale)
     return changed
 
 
-def _requeue_stray(store: JobStore, home: Queue, job_id: str, spec: dict, attempt: int, *, never_queued: bool,
+def _requeue_stray(store: JobStore, home: Queue, job_id: str, spec: JobSpec, attempt: int, *, never_queued: bool,
                    scale: float) -> bool:
     fields = {"job": job_id, "attempt": attempt, "never_queued": never_queued}
     if attempt >= MAX_ATTEMPTS:
-        changed, _ = store.transition(job_id, (JobStatus.QUEUED,), JobStatus.FAILED, expect_attempt=attempt,
+        changed, _ = store.records.transition(job_id, (JobStatus.QUEUED,), JobStatus.FAILED, expect_attempt=attempt,
                                       error=NEVER_QUEUED if never_queued else UNCLAIMED)
         if changed:
             log.warning("a queued job was lost too often; it failed", extra={"fields": fields})
         return changed
-    changed, _ = store.transition(job_id, (JobStatus.QUEUED,), JobStatus.QUEUED, expect_attempt=attempt,
-                                  attempt=str(attempt + 1), stray_at="")
+    changed, _ = store.records.transition(job_id, (JobStatus.QUEUED,), JobStatus.QUEUED, expect_attempt=attempt,
+                                          attempt=str(attempt + 1), stray_at="")
     if changed:
         log.warning("re-queued a job that no queue or worker held", extra={"fields": fields})
         queueing.enqueue(home, job_id, attempt + 1, time_limit_s=spec_time_limit(spec, scale), ttl_s=store.ttl_s)

@@ -1,5 +1,2 @@
-"""The one registry of job kinds and every kind's params (see `core.kinds.registry`)."""
-
-from core.kinds.registry import KINDS, Kind
-
-__all__ = ["KINDS", "Kind"]
+"""Job kinds: what each family declares (`attribution`, `trust`, `making`, `dataset`, `atlas`), collected by
+`registry`; `kind` says what a kind is, `params` what every kind's params share."""

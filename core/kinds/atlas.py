@@ -1,4 +1,4 @@
-"""Parameters of the atlas kinds (registered in `core/kinds/registry.py`). Torch-free.
+"""The atlas kinds and their params (`KINDS`, collected by `core/kinds/registry.py`). Torch-free.
 
 `layer_atlas` is a Microscope-style page for a layer of the client's own model: every chosen channel's
 feature visualization (and `diversity` variants of it), its top dataset patches and its statistics.
@@ -14,8 +14,10 @@ from typing import Literal
 from pydantic import Field
 
 from core.kinds.dataset import load_steps, pass_steps, umap_available
+from core.kinds.kind import DATASET, SOME_DATASET, Family, Kind
 from core.kinds.making import RenderParams
 from core.kinds.params import Params, Workload, spatial_layer
+from core.methods import Output
 from core.model_record import ModelRecord
 
 MAX_ATLAS_CHANNELS = 4096
@@ -93,3 +95,12 @@ class ActivationAtlasParams(AtlasRenderParams):
     def total_steps(self, work: Workload) -> int:
         """A pass over the dataset, the 2-D map, then one step per icon (at most grid² of them)."""
         return pass_steps(work.images, work.batch) + 1 + self.grid * self.grid
+
+
+KINDS = (
+    Kind("layer_atlas", LayerAtlasParams, 3600, "Every channel of a layer: feature visualization, diversity variants, "
+         "top dataset patches, statistics.", Family.ATLAS, reads=(SOME_DATASET,), returns=Output),
+    Kind("activation_atlas", ActivationAtlasParams, 3600, "Activation atlas (Carter et al. 2019): a layer's "
+         "activations over a dataset mapped to 2-D, each cell's mean direction feature-visualized.", Family.ATLAS,
+         reads=(DATASET,), returns=Output),
+)

@@ -1,6 +1,7 @@
-"""Params of the attribution kinds: what to explain (a class logit or one unit), each method's knobs, and
-the faithfulness scores every attribution kind computes by default (`evaluate`): ROAD against random maps of
-the map's own grain, then deletion/insertion."""
+"""The attribution kinds and their params: what to explain (a class logit or one unit), each method's knobs,
+and the faithfulness scores every attribution kind computes by default (`evaluate`): ROAD against random maps
+of the map's own grain, then deletion/insertion. A kind is its params class and its `Kind` entry in `KINDS`
+(the registry collects them), and its method `workers/methods/attribution/<kind>.py`."""
 
 from __future__ import annotations
 
@@ -8,12 +9,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from core.kinds.kind import Engine, Family, Kind
 from core.kinds.params import Params, Target, Workload, batches, layer_or_last, spatial_layer
+from core.methods import Attribution
 from core.model_record import ModelRecord
-
-AttributionKind = Literal["saliency", "guided_backprop", "deconvnet", "gradcam", "smoothgrad", "integrated_gradients",
-                          "rise", "kernel_shap"]
-"""The kinds that return an attribution map (`core.methods.Attribution`); a test holds it equal to the registry's."""
 
 EVALUATION_FIELDS = ("evaluate", "road_fractions", "road_noise", "road_random_maps", "evaluation_steps",
                      "deletion_baseline")
@@ -152,15 +151,25 @@ class DeconvnetParams(ObjectiveParams):
     """Zeiler & Fergus 2014: rectifiers applied to the backward signal only; max-pool switches."""
 
 
-class GradcamParams(AttributionParams):
-    """Selvaraju et al. 2017: ReLU(Σ_k α_k A^k), α_k = spatial mean of d logit / d A^k."""
+class CamParams(AttributionParams):
+    """What the class activation maps share: the layer whose activations are weighted (the map is at its grid)."""
 
     layer: str | None = Field(None, min_length=1, max_length=512,
                               description="a spatial layer; default the model's last spatial layer")
 
     def resolve(self, record: ModelRecord) -> Params:
         layer = layer_or_last(record, self.layer)
-        return super(GradcamParams, self.model_copy(update={"layer": layer})).resolve(record)
+        return super(CamParams, self.model_copy(update={"layer": layer})).resolve(record)
+
+
+class GradcamParams(CamParams):
+    """Selvaraju et al. 2017: ReLU(Σ_k α_k A^k), α_k = spatial mean of d logit / d A^k."""
+
+
+class HirescamParams(CamParams):
+    """Draper et al. 2020 (HiResCAM): ReLU(Σ_k ∂logit/∂A^k ⊙ A^k), the gradient times the activation at each
+    position: for a model whose logit is a linear function of the layer (global average pooling then a linear
+    layer), the map sums to the logit's share that comes through the layer, unlike Grad-CAM's averaged gradient."""
 
 
 class SmoothgradParams(AttributionParams):
@@ -228,3 +237,35 @@ class KernelShapParams(AttributionParams):
     def method_steps(self, work: Workload) -> int:
         """One step per batch of coalitions (fewer when every coalition fits: the job then ends early)."""
         return batches(self.samples, work.forward_batch)
+
+
+def attribution(name: str, params: type[AttributionParams], time_limit_s: int, summary: str,
+                engine: Engine = Engine.TORCH) -> Kind:
+    """An attribution kind: reads an image, returns an `Attribution`; ONNX Runtime for forward-only ones."""
+    return Kind(name, params, time_limit_s, summary, Family.ATTRIBUTION, returns=Attribution, engine=engine)
+
+
+KINDS = (
+    attribution("saliency", SaliencyParams, 120,
+                "Gradient of the class logit with respect to the input (Simonyan et al. 2014)."),
+    attribution("guided_backprop", GuidedBackpropParams, 120,
+                "Guided backpropagation (Springenberg et al. 2015) of a class logit or one unit."),
+    attribution("deconvnet", DeconvnetParams, 120,
+                "Deconvnet projection (Zeiler & Fergus 2014) of a class logit or one unit."),
+    attribution("gradcam", GradcamParams, 120, "Grad-CAM (Selvaraju et al. 2017) at a layer's grid."),
+    attribution("hirescam", HirescamParams, 120,
+                "HiResCAM (Draper et al. 2020): gradient times activation at each position of a layer's grid."),
+    attribution("smoothgrad", SmoothgradParams, 900,
+                "SmoothGrad (Smilkov et al. 2017): gradients averaged over noisy copies."),
+    attribution("integrated_gradients", IntegratedGradientsParams, 900,
+                "Integrated gradients (Sundararajan et al. 2017) from a baseline image."),
+    attribution("rise", RiseParams, 900,
+                "RISE (Petsiuk et al. 2018): the target's probability under random masks, forward passes only.",
+                engine=Engine.ONNXRUNTIME),
+    attribution("kernel_shap", KernelShapParams, 900,
+                "Kernel SHAP (Lundberg & Lee 2017) over SLIC superpixels, forward passes only.",
+                engine=Engine.ONNXRUNTIME),
+)
+BY_NAME: dict[str, Kind] = {kind.name: kind for kind in KINDS}
+
+AttributionKind = Literal[tuple(BY_NAME)]  # type: ignore[valid-type]  (the names above, as the API validates them)

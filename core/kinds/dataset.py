@@ -1,4 +1,4 @@
-"""Params of the dataset kinds, which run a model forward over a stored dataset (ONNX Runtime).
+"""The dataset kinds and their params (`KINDS`): they run a model forward over a stored dataset (ONNX Runtime).
 
 Every one looks at one spatial layer, by default the last; CNN codes are that layer pooled over
 positions (for the default, the penultimate representation the classifier reads).
@@ -11,7 +11,9 @@ from typing import Literal
 
 from pydantic import Field
 
+from core.kinds.kind import DATASET, IMAGE, Engine, Family, Input, Kind
 from core.kinds.params import Params, Workload, layer_or_last, spatial_layer
+from core.methods import Output
 from core.model_record import ModelRecord
 
 
@@ -103,3 +105,23 @@ class UnitStatsParams(DatasetLayerParams):
 
     dead_fraction: float = Field(1.0, gt=0, le=1, description="a channel is dead when it never fires (max over "
                                                               "positions ≤ 0) on at least this fraction of images")
+
+
+def dataset_kind(name: str, params: type[Params], time_limit_s: int, summary: str,
+                 reads: tuple[Input, ...] = (DATASET,)) -> Kind:
+    """A kind that reads a dataset through ONNX Runtime and returns an `Output`."""
+    return Kind(name, params, time_limit_s, summary, Family.DATASET, reads=reads, returns=Output,
+                engine=Engine.ONNXRUNTIME)
+
+
+KINDS = (
+    dataset_kind("top_activations", TopActivationsParams, 1800,
+                 "Images and receptive-field patches that drive a channel hardest (Zeiler & Fergus 2014)."),
+    dataset_kind("embedding", EmbeddingParams, 1800,
+                 "2-D map (t-SNE, PCA or UMAP) of a dataset's CNN codes, thumbnails on a grid."),
+    dataset_kind("neighbors", NeighborsParams, 1800,
+                 "Nearest neighbours of an image among a dataset's images in CNN-code space.",
+                 reads=(DATASET, IMAGE)),
+    dataset_kind("unit_stats", UnitStatsParams, 1800,
+                 "Per-channel mean activation, how often each never fires, and dead channels over a dataset."),
+)

@@ -1,4 +1,4 @@
-"""Parameters of the kinds that make images (registered in `core/kinds/registry.py`). Torch-free.
+"""The kinds that make images and their params (`KINDS`, collected by `core/kinds/registry.py`). Torch-free.
 
 Defaults are the ones that gave good-looking results on the built-in EfficientNet-Lite0 on a CPU
 (looked at by eye, see `bench/contact_sheet.py`); sizes are output pixels, learning rates are for
@@ -11,12 +11,14 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from core.kinds.kind import IMAGE, STYLE_IMAGE, Family, Input, Kind
 from core.kinds.params import Params, Target, Workload, spatial_layer
+from core.methods import Made
 from core.model_record import ModelRecord
 
 
 class RenderParams(Params):
-    """The gradient-ascent loop shared by the image-making kinds that render (`workers/methods/ascent.py`)."""
+    """The gradient-ascent loop shared by the image-making kinds that render (`workers/methods/mechanics/ascent.py`)."""
 
     steps: int = Field(128, ge=1, le=2000, description="optimisation steps; each is one forward + one backward")
     lr: float = Field(0.05, gt=0, le=10, description="Adam learning rate on the image parameters")
@@ -194,3 +196,28 @@ class StyleTransferParams(TextureParams):
         for name in style:
             spatial_layer(record, name)
         return self.model_copy(update={"content_layer": content, "style_layers": style})
+
+
+def image_maker(name: str, params: type[Params], time_limit_s: int, summary: str,
+                reads: tuple[Input, ...] = (IMAGE,)) -> Kind:
+    """A kind that makes images (a `Made`) by gradient ascent on the worker's network."""
+    return Kind(name, params, time_limit_s, summary, Family.MAKING, reads=reads, returns=Made)
+
+
+KINDS = (
+    image_maker("class_model", ClassModelParams, 900,
+                "An image that maximises a class logit (Simonyan et al. 2014; Yosinski et al. 2015).", reads=()),
+    image_maker("feature_vis", FeatureVisParams, 900,
+                "An image that maximises one channel or neuron (Olah et al. 2017).", reads=()),
+    image_maker("inversion", InversionParams, 1200,
+                "An image reconstructed from its features at a layer (Mahendran & Vedaldi 2015)."),
+    image_maker("deepdream", DeepdreamParams, 900,
+                "DeepDream (Mordvintsev et al. 2015): amplify what a layer sees, octave by octave."),
+    image_maker("adversarial", AdversarialParams, 600,
+                "A targeted fooling image within an L-inf budget (Szegedy et al. 2014; Goodfellow et al. 2015)."),
+    image_maker("texture", TextureParams, 1200,
+                "Texture synthesis by Gram-matrix matching (Gatys et al. 2015)."),
+    image_maker("style_transfer", StyleTransferParams, 1200,
+                "Style transfer: content of one image, Gram matrices of another (Gatys et al. 2016).",
+                reads=(IMAGE, STYLE_IMAGE)),
+)

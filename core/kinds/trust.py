@@ -1,4 +1,4 @@
-"""Params of the kinds that judge attribution maps: `sanity_check` (does the map depend on the model?) and
+"""The kinds that judge attribution maps and their params: `sanity_check` (does the map depend on the model?) and
 `compare` (which map is most faithful to it?). Torch-free.
 
 Both run attribution kinds inside them; `resolve` checks each one's params against the model and fills in its
@@ -11,15 +11,11 @@ from typing import Annotated, Any, get_args
 
 from pydantic import Field, model_validator
 
-from core.kinds.attribution import (
-    EVALUATION_FIELDS,
-    FILLS,
-    ROAD_FRACTIONS,
-    AttributionKind,
-    AttributionParams,
-    Fill,
-)
+from core.kinds import attribution
+from core.kinds.attribution import EVALUATION_FIELDS, FILLS, ROAD_FRACTIONS, AttributionKind, AttributionParams, Fill
+from core.kinds.kind import Family, Kind
 from core.kinds.params import Params, Target, Workload, batches
+from core.methods import Output
 from core.model_record import ModelRecord
 
 ATTRIBUTION_KINDS: tuple[str, ...] = get_args(AttributionKind)
@@ -27,10 +23,8 @@ SET_BY_OUTER = ("target", *EVALUATION_FIELDS)  # the outer kind sets these on ev
 
 
 def params_of(kind: str) -> type[AttributionParams]:
-    """The params model of an attribution kind, from the registry (imported here: the registry imports this)."""
-    from core.kinds.registry import KINDS
-
-    return KINDS[kind].params
+    """The params model of an attribution kind."""
+    return attribution.BY_NAME[kind].params
 
 
 def inner_params(kind: str, given: dict[str, Any], **fixed) -> AttributionParams:
@@ -134,3 +128,11 @@ class CompareParams(Params):
         """Each method with its scores, then the random map's scores."""
         return (sum(self.inner(method).total_steps(work) for method in self.methods)
                 + batches(self.reference_passes(), work.forward_batch))
+
+
+KINDS = (
+    Kind("sanity_check", SanityCheckParams, 1800, "Cascading weight randomisation (Adebayo et al. 2018): does a "
+         "method's map depend on the model?", Family.TRUST, returns=Output),
+    Kind("compare", CompareParams, 1800, "Attribution methods on one image, ranked by deletion and insertion "
+         "scores (Petsiuk et al. 2018).", Family.TRUST, returns=Output),
+)

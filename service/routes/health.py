@@ -8,7 +8,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.errors import error_body
-from core.jobs.store import JobStore
+from core.jobs.keys import JobKeys
+from core.jobs.workers import WorkerBoard
 from service.context import AppContext, context
 from service.metrics import (
     BLOB_CACHE_BYTES,
@@ -70,7 +71,7 @@ def metrics(ctx: AppContext = Depends(context)) -> Response:
     BLOB_CORRUPT.set(blobs.corrupt)
     WORKER_CACHE.clear()
     try:
-        published = JobStore(ctx.redis, ctx.settings.redis_prefix, ctx.settings.artifact_ttl_s).workers_stats()
+        published = WorkerBoard(ctx.redis, JobKeys(ctx.settings.redis_prefix)).stats()
     except redis.RedisError:
         published = {}
     for worker, caches in published.items():

@@ -37,15 +37,15 @@ async def submit(request: Request, response: Response,
                  wait: float = Query(0, ge=0, le=MAX_WAIT_S, description="seconds to hold the answer until the job ends"),
                  ctx: AppContext = Depends(context), service: JobService = Depends(jobs)):
     """Queue a job of any kind (202 + `Location`); with `?wait=`, an ended job comes back with 200."""
-    spec, files = await read_request(request, JobRequest, ctx.settings.max_body_bytes)
-    spec = spec.root
-    record = ctx.model(spec.model)
-    job = await run_in_threadpool(service.submit, spec, record, files, owner(request))
+    body, files = await read_request(request, JobRequest, ctx.settings.max_body_bytes)
+    job_request = body.root
+    record = ctx.model(job_request.model)
+    job = await run_in_threadpool(service.submit, job_request, record, files, owner(request))
     if wait and job.status not in ENDED:
         record = await service.wait(job.id, wait)
         if record is None:  # gone while we waited (Redis was emptied)
             raise NotFound(f"job {job.id} no longer exists", code="job_not_found")
-        job = view(job.id, record, job.events_token)
+        job = view(record, job.events_token)
     status = 200 if job.status in ENDED else 202
     return JSONResponse(job.model_dump(mode="json"), status_code=status, headers={"Location": f"/v1/jobs/{job.id}"})
 

@@ -47,13 +47,13 @@ def test_load_image_from_the_decoded_pixels_equals_decoding_the_file(builtin):
     ref = hashlib.sha256(data).hexdigest()
     item = Loading("image", ref, builtin, None, lambda step, total: None)
     try:
-        store.put_input(ref, data, decoded.getvalue())
+        store.files.put_input(ref, data, decoded.getvalue())
         shortcut = load_image(ctx, item)
-        store.client.delete(store.keys.input(ref) + ".rgb")
+        store.client.delete(store.keys.decoded(ref))
         decoding = load_image(ctx, item)
         for name in ("pixels", "fitted", "x"):
             np.testing.assert_array_equal(getattr(shortcut, name), getattr(decoding, name))
-        store.client.set(store.keys.input(ref) + ".rgb", b"not npy")  # anything else: the file is decoded
+        store.client.set(store.keys.decoded(ref), b"not npy")  # anything else: the file is decoded
         np.testing.assert_array_equal(load_image(ctx, item).x, decoding.x)
     finally:
-        store.client.delete(store.keys.input(ref), store.keys.input(ref) + ".rgb")
+        store.client.delete(store.keys.input(ref), store.keys.decoded(ref))

@@ -14,6 +14,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from core.jobs import queueing
+from core.jobs.record import JobSpec
 from core.jobs.store import JobStore
 from core.jobs.supervisor import MAX_ATTEMPTS, reconcile_queued
 from service.app import create_app
@@ -108,8 +109,8 @@ def test_a_job_lost_too_often_ends_failed_with_a_code(job_settings):
     client = redis.Redis.from_url(settings.redis_url)
     store = JobStore(client, settings.redis_prefix, 600)
     queue = queueing.queue(client, settings.job_queue)
-    store.create("hopeless-job", {"kind": "saliency", "model": "m", "owner": None, "queue": settings.job_queue,
-                                  "params": {}})
+    store.records.create("hopeless-job", JobSpec(kind="saliency", model="m", model_sha256="-",
+                                                 queue=settings.job_queue))
     now = time.time() + 5
     for attempt in range(1, MAX_ATTEMPTS + 1):
         assert reconcile_queued(store, queue, scale=1.0, stray_after_s=1.0, now=now) == 0  # first sighting
@@ -117,9 +118,9 @@ def test_a_job_lost_too_often_ends_failed_with_a_code(job_settings):
         queue.empty()  # the re-queued attempt is lost again
         client.delete(f"rq:job:hopeless-job-{attempt + 1}")
         now += 5
-    job = store.get("hopeless-job")
-    assert job["status"] == "failed" and '"not_enqueued"' in job["error"], job
-    assert store.queued_since(now + 100) == []
+    job = store.records.get("hopeless-job")
+    assert job.status == "failed" and job.error.code == "not_enqueued", job
+    assert store.records.queued_since(now + 100) == []
 
 
 def test_a_requeued_job_keeps_the_time_limit_it_was_submitted_with(job_settings):
@@ -130,8 +131,8 @@ def test_a_requeued_job_keeps_the_time_limit_it_was_submitted_with(job_settings)
     client = redis.Redis.from_url(settings.redis_url)
     store = JobStore(client, settings.redis_prefix, 600)
     queue = queueing.queue(client, settings.job_queue)
-    store.create("limited-job", {"kind": "saliency", "model": "m", "owner": None, "queue": settings.job_queue,
-                                 "params": {}, "time_limit_s": 120})
+    store.records.create("limited-job", JobSpec(kind="saliency", model="m", model_sha256="-",
+                                                queue=settings.job_queue, time_limit_s=120))
     now = time.time() + 5
     assert reconcile_queued(store, queue, scale=0.01, stray_after_s=1.0, now=now) == 0  # first sighting
     assert reconcile_queued(store, queue, scale=0.01, stray_after_s=1.0, now=now + 2) == 1

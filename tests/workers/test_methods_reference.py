@@ -10,16 +10,25 @@ import torch
 from captum.attr import Deconvolution, GuidedBackprop, IntegratedGradients, LayerGradCam, NoiseTunnel, Saliency
 from torch import nn
 
-from core.kinds.registry import (
+from core.kinds.attribution import (
     DeconvnetParams,
     GradcamParams,
     GuidedBackpropParams,
+    HirescamParams,
     IntegratedGradientsParams,
     SaliencyParams,
     SmoothgradParams,
 )
-from workers.methods import deconvnet, gradcam, guided_backprop, integrated_gradients, saliency, smoothgrad
-from workers.methods.integrated_gradients import baseline_of
+from workers.methods.attribution import (
+    deconvnet,
+    gradcam,
+    guided_backprop,
+    hirescam,
+    integrated_gradients,
+    saliency,
+    smoothgrad,
+)
+from workers.methods.attribution.integrated_gradients import baseline_of
 from workers.methods.task import Task
 
 TIGHT = dict(rtol=1e-5, atol=1e-6)
@@ -150,6 +159,23 @@ def test_gradcam_equals_pytorch_grad_cam_and_captum(small_net, small_input, grad
     assert out.heat.max() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("layer", ["relu2", "relu1"])
+def test_hirescam_equals_pytorch_grad_cam(small_net, small_input, pytorch_grad_cam, layer):
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    out = hirescam.run(task(small_net, small_input, HirescamParams(target=3, layer=layer)))
+    module = small_net.module.get_submodule(layer)
+    with pytorch_grad_cam.HiResCAM(model=small_net.module, target_layers=[module]) as cam:
+        final = cam(input_tensor=small_input.clone().requires_grad_(), targets=[ClassifierOutputTarget(3)])
+        activations = cam.activations_and_grads.activations[0].numpy()
+        grads = cam.activations_and_grads.gradients[0].numpy()
+        raw = np.maximum(cam.get_cam_image(small_input, module, None, activations, grads, eigen_smooth=False), 0)
+    np.testing.assert_allclose(out.attribution, raw, **TIGHT)
+    np.testing.assert_allclose(final, cam_scale(out.attribution), rtol=1e-4, atol=1e-5)
+    grad_cam = gradcam.run(task(small_net, small_input, GradcamParams(target=3, layer=layer))).attribution
+    assert not np.allclose(out.attribution, grad_cam), "HiResCAM should differ from Grad-CAM where gradients vary"
+
+
 def cam_scale(cam: np.ndarray) -> np.ndarray:
     """The library's presentation of a map: min-max scaled, resized to the input, scaled again."""
     from pytorch_grad_cam.utils.image import scale_cam_image
@@ -163,7 +189,7 @@ def test_gradcam_defaults_to_the_last_spatial_layer(small_net):
 
 @pytest.mark.parametrize("n", [7, 150, 400])
 def test_gauss_legendre_nodes_equal_numpy(n):
-    from workers.methods.integrated_gradients import gauss_legendre
+    from workers.methods.attribution.integrated_gradients import gauss_legendre
 
     nodes, weights = gauss_legendre(n)
     expected_nodes, expected_weights = np.polynomial.legendre.leggauss(n)

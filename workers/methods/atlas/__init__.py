@@ -1,0 +1,1 @@
+"""Atlas kinds (`core.kinds.atlas`): one module per kind, `run(task) -> Output`."""

@@ -1,0 +1,1 @@
+"""Attribution kinds (`core.kinds.attribution`): one module per kind, `run(task) -> Attribution`."""

@@ -1,0 +1,1 @@
+"""Image-making kinds (`core.kinds.making`): one module per kind, `run(task) -> Made`."""

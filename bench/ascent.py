@@ -28,7 +28,7 @@ from core.settings import Settings
 from core.stores.models import ModelStore
 from models.builtin import BUILTIN_ID
 from tests.workers.test_image_making import task
-from workers.methods import adversarial, class_model, deepdream, feature_vis, inversion, style_transfer, texture
+from workers.methods.making import adversarial, class_model, deepdream, feature_vis, inversion, style_transfer, texture
 from workers.networks import load_network
 
 

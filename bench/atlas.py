@@ -26,13 +26,15 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core import images
+from core import preprocessing
 from core.kinds.atlas import LayerAtlasParams
 from core.kinds.making import FeatureVisParams
 from core.settings import Settings
 from core.stores.models import ModelStore
 from models.builtin import BUILTIN_ID
-from workers.methods import feature_vis, icons, layer_atlas, objectives
+from workers.methods.atlas import layer_atlas
+from workers.methods.making import feature_vis
+from workers.methods.mechanics import icons, objectives
 from workers.methods.task import Task
 from workers.networks import load_network
 
@@ -42,7 +44,8 @@ PHOTOS = ROOT / "service" / "explorer" / "samples"  # the bundled sample photos 
 def natural_means(network, layer: str) -> np.ndarray:
     """C: the largest mean activation any bundled photo gives each channel (photos fitted as the model sees them)."""
     record = network.record
-    pixels = np.stack([np.asarray(images.fit(Image.open(p).convert("RGB"), record)) for p in sorted(PHOTOS.glob("*.jpg"))])
+    pixels = np.stack([np.asarray(preprocessing.fit(Image.open(p).convert("RGB"), record))
+                       for p in sorted(PHOTOS.glob("*.jpg"))])
     return icons.activations(network, layer, pixels).mean(dim=(2, 3)).max(dim=0).values.numpy()
 
 
@@ -104,7 +107,7 @@ def cells(network, layer: str, steps: int, grid: int = 4, positions: int = 12) -
 
     from core.kinds.atlas import ActivationAtlasParams
     from core.methods import FeatureBatch
-    from workers.methods import activation_atlas
+    from workers.methods.atlas import activation_atlas
 
     record = network.record
     names = ["astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "moon", "page", "horse", "cat",
@@ -114,7 +117,7 @@ def cells(network, layer: str, steps: int, grid: int = 4, positions: int = 12) -
         picture = np.asarray(getattr(skimage.data, name)())
         if picture.dtype != np.uint8:
             picture = (picture.astype(np.float64) / max(picture.max(), 1) * 255).astype(np.uint8)
-        photos.append(np.asarray(images.fit(Image.fromarray(picture).convert("RGB"), record)))
+        photos.append(np.asarray(preprocessing.fit(Image.fromarray(picture).convert("RGB"), record)))
     pixels = np.stack(photos)
 
     class Feed:  # the dataset as the runner's feed would give it, computed here with the torch model

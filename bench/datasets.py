@@ -3,7 +3,7 @@
 Makes a few hundred 224×224 JPEGs from scikit-image's sample photos (random crops, flips), keeps
 them as a dataset in a temporary data dir, then times, on the built-in model:
 
-- the limit: decode + resize/crop + normalise each image (`core.images`), then a batched ORT
+- the limit: decode + resize/crop + normalise each image (`core.images`, `core.preprocessing`), then a batched ORT
   forward to the class scores — one after the other, the plain way;
 - `top_activations` as a worker runs it (the dataset feed, its ORT session, the per-channel top-k,
   the patch pass, then its `Output` encoded by `workers/artifacts.py`: JSON and PNG), for one channel
@@ -27,17 +27,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core import images  # noqa: E402
+from core import images, preprocessing  # noqa: E402
 from core.kinds.registry import KINDS  # noqa: E402
 from core.methods import DatasetTask, no_progress  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.stores.datasets import DatasetStore, Upload  # noqa: E402
 from core.stores.models import ModelStore  # noqa: E402
 from models.builtin import BUILTIN_ID  # noqa: E402
-from models.forward import Runtimes  # noqa: E402
+from models.runtimes import Runtimes  # noqa: E402
 from workers.artifacts import output_artifacts  # noqa: E402
 from workers.dataset_feed import open_feed  # noqa: E402
-from workers.methods import top_activations  # noqa: E402
+from workers.methods.dataset import top_activations  # noqa: E402
 
 PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
           "colorwheel"]
@@ -94,7 +94,7 @@ def main() -> None:
 
     def bare() -> None:
         for start in range(0, dataset.count, args.batch):
-            x = np.concatenate([images.to_tensor(images.fit(images.decode(
+            x = np.concatenate([preprocessing.to_tensor(preprocessing.fit(images.decode(
                 dataset.read(i), max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels),
                 record), record) for i in range(start, min(start + args.batch, dataset.count))])
             rt.logits(x)

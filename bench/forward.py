@@ -46,10 +46,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.cleanup import delete_run  # noqa: E402
 from bench.timing import Lean, alternate_ms  # noqa: E402
-from core import images  # noqa: E402
+from core import preprocessing  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.stores.models import ModelStore  # noqa: E402
-from models import forward  # noqa: E402
+from models import forward, runtimes  # noqa: E402
 from models.builtin import BUILTIN_ID  # noqa: E402
 
 MIX = (("predict", 0.7), ("activations", 0.2), ("predict_new", 0.1))
@@ -197,22 +197,22 @@ def main() -> None:
     settings = Settings()
     store = ModelStore(settings.data_dir)
     record = store.get(BUILTIN_ID)
-    rt = forward.Runtimes(store, settings).get(record)  # the API's thread count, no batcher: the bare floor
+    rt = runtimes.Runtimes(store, settings).get(record)  # the API's thread count, no batcher: the bare floor
 
     import skimage.data
     from PIL import Image
 
     photo = Image.fromarray(skimage.data.chelsea())
-    x = images.to_tensor(images.fit(photo, record), record)
+    x = preprocessing.to_tensor(preprocessing.fit(photo, record), record)
     bare_call = lambda: rt.logits(x)  # noqa: E731
     bare = median_ms(bare_call, args.repeat)
     batch = settings.occlusion_batch
     xb = np.repeat(x, batch, axis=0)
-    untuned = forward.Runtimes(store, settings.model_copy(update={"forward_batch_tune": False})).get(record)
+    untuned = runtimes.Runtimes(store, settings.model_copy(update={"forward_batch_tune": False})).get(record)
     per_image_untuned = median_ms(lambda: untuned.logits(xb), max(3, args.repeat // 5)) / batch
     rows_tuned = rt.batch_rows("plain", rt.plain, [record.logits_name], x)  # measured at the first bare forward
     per_image_batched = median_ms(lambda: rt.logits(xb), max(3, args.repeat // 5)) / batch
-    slots = forward.run_slots(settings)
+    slots = runtimes.run_slots(settings)
     x_rows = np.repeat(x, rows_tuned, axis=0)
     most = ceiling(lambda: len(rt.logits(x_rows)), slots)
     names = [layer.name for layer in record.layers]
@@ -283,8 +283,8 @@ def main() -> None:
         delete_run(settings.redis_url, env["CONVSCOPE_REDIS_PREFIX"])  # some 2000 photos: over 500 MB, not left to expire
 
     print(f"built-in model {BUILTIN_ID}, 224×224, ONNX Runtime CPU, intra threads "
-          f"{forward.ort_threads(settings.ort_intra_threads)} ({os.cpu_count()} cores here), runs at once "
-          f"{forward.run_slots(settings)}, forward_batch_max {settings.forward_batch_max}, forward_batch_wait_ms "
+          f"{runtimes.ort_threads(settings.ort_intra_threads)} ({os.cpu_count()} cores here), runs at once "
+          f"{runtimes.run_slots(settings)}, forward_batch_max {settings.forward_batch_max}, forward_batch_wait_ms "
           f"{settings.forward_batch_wait_ms}, spinning {settings.ort_allow_spinning}, median of {args.repeat}, "
           f"alternating in blocks of {args.block}")
     print(f"{'what':58} {'ms':>8} {'bare ms':>8} {'× bare':>7}")

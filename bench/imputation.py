@@ -1,4 +1,4 @@
-"""ROAD's noisy linear imputation (workers/methods/imputation.py) against the direct sparse solve it replaces,
+"""ROAD's noisy linear imputation (workers/methods/mechanics/imputation.py) against the direct sparse solve it replaces,
 measured in the same run.
 
     python -m bench.imputation [--repeat 3] [--size 224]
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from workers.methods import imputation  # noqa: E402
+from workers.methods.mechanics import imputation  # noqa: E402
 
 FRACTIONS = tuple(np.arange(1, 10) / 10)
 

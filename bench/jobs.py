@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.cleanup import delete_run  # noqa: E402
 from bench.timing import Lean, alternate_ms  # noqa: E402
-from core import images  # noqa: E402
+from core import images, preprocessing  # noqa: E402
 from core.settings import get_settings  # noqa: E402
 from models.sessions import keep_freed_buffers  # noqa: E402
 
@@ -97,14 +97,12 @@ def captum_call(kind: str, net, x: torch.Tensor, target: int, batch: int):
 
 
 def direct_call(kind: str, network, x: torch.Tensor, target: int, batch: int):
-    import importlib
-
     from core.kinds.registry import KINDS
+    from workers.methods import method_of
     from workers.methods.task import Task
 
     entry = KINDS[kind]
-    module, _, function = entry.method.partition(":")
-    method = getattr(importlib.import_module(module), function)
+    method = method_of(entry)
     params = entry.params.model_validate({**METHODS[kind], "target": target}).resolve(network.record)
     return lambda: method(Task(network, x, params, batch=batch))
 
@@ -197,7 +195,7 @@ def main() -> None:
         record = store.get(MODEL)
         network = load_network(record, store, torch.device("cpu"))
         decoded = images.decode(photo(0), max_bytes=10**8, max_pixels=10**8)
-        x = torch.from_numpy(images.to_tensor(images.fit(decoded, record), record))
+        x = torch.from_numpy(preprocessing.to_tensor(preprocessing.fit(decoded, record), record))
         target = int(network.module(x).argmax())
         client = Lean(port)
         counter = iter(range(1, 10**6))

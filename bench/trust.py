@@ -34,14 +34,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.results import record as record_results  # noqa: E402
-from core import images  # noqa: E402
+from core import preprocessing  # noqa: E402
 from core.kinds.registry import KINDS  # noqa: E402
 from core.methods import ForwardTask  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.stores.models import ModelStore  # noqa: E402
-from models import forward  # noqa: E402
+from models import forward, runtimes  # noqa: E402
 from models.builtin import BUILTIN_ID  # noqa: E402
-from workers.methods import deletion_insertion, gradcam, kernel_shap, rise  # noqa: E402
+from workers.methods.attribution import gradcam, kernel_shap, rise  # noqa: E402
+from workers.methods.mechanics import deletion_insertion  # noqa: E402
 from workers.methods.task import Task  # noqa: E402
 from workers.networks import load_network  # noqa: E402
 
@@ -113,7 +114,7 @@ def road_figures(record, network, x: np.ndarray, classify, per_image: float, bat
                  jobs: int) -> list[str]:
     """The ROAD lines of the report (see the module's docstring)."""
     from bench.imputation import direct_baseline, time_per_mask
-    from workers.methods import faithfulness, road
+    from workers.methods.mechanics import faithfulness, road
 
     lines = []
     params = KINDS["gradcam"].params().resolve(record)
@@ -157,14 +158,14 @@ def main() -> None:
     torch.set_num_threads(settings.worker_torch_threads)
     store = ModelStore(settings.data_dir)
     record = store.get(BUILTIN_ID)
-    rt = forward.Runtimes(store, settings).get(record)
+    rt = runtimes.Runtimes(store, settings).get(record)
     network = load_network(record, store, torch.device("cpu"))
     batch = settings.occlusion_batch
 
     import skimage.data
     from PIL import Image
 
-    x = images.to_tensor(images.fit(Image.fromarray(skimage.data.chelsea()), record), record)
+    x = preprocessing.to_tensor(preprocessing.fit(Image.fromarray(skimage.data.chelsea()), record), record)
 
     def classify(copies: np.ndarray) -> np.ndarray:
         return forward.softmax(rt.logits(copies)).astype(np.float32)

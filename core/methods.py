@@ -98,7 +98,7 @@ class ActivationFeed(Protocol):
 
     def size(self, index: int) -> tuple[int, int]:
         """(width, height) of the image in its own pixels, as decoded (EXIF orientation applied): what
-        `core.images.fit` made the model input from (`core.images.original_box` maps boxes back to it)."""
+        `core.preprocessing.fit` made the model input from (`core.preprocessing.original_box` maps boxes back to it)."""
 
     def batches(self, layers: Sequence[str], extra_steps: int = 0) -> Iterator[FeatureBatch]:
         """The whole dataset in batches, with progress after each; `extra_steps`: steps `images` will take."""
@@ -125,11 +125,27 @@ class DatasetTask:
     threads: int = 1  # CPU threads the method may use beside ONNX Runtime (t-SNE, UMAP, BLAS)
 
 
+class LayerForward(Protocol):
+    """The model on ONNX Runtime as forward-only methods that look inside it see it (the CAMs without gradients):
+    logits, a layer's activations (the graph cut after the layer), and the logits computed from given activations
+    of a layer onward (the graph cut before it). Batches of at most the task's `batch` inputs; float32 throughout."""
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """N×C×H×W model inputs → N×K logits."""
+
+    def layer(self, x: np.ndarray, name: str) -> np.ndarray:
+        """N×C×H×W model inputs → the N×c×h×w activations of layer `name`."""
+
+    def from_layer(self, layer: str, activations: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """N×c×h×w activations of `layer` → N×K logits, the rest of the graph as it would run on the model inputs
+        `x` (1×C×H×W or N×C×H×W: what reaches the output without passing through the layer reads them)."""
+
+
 @dataclass
 class ForwardTask:
-    """One call of a forward-only method on one image (RISE, Kernel SHAP): the model record, its params, the
-    exact 1×C×H×W model input `x` (float32), `classify` (probabilities of a batch of at most `batch` inputs),
-    and the progress callback."""
+    """One call of a forward-only method on one image (RISE, Kernel SHAP, the CAMs without gradients): the model
+    record, its params, the exact 1×C×H×W model input `x` (float32), `classify` (probabilities of a batch of at
+    most `batch` inputs), the progress callback, and `model` (logits and a layer's activations, for the CAMs)."""
 
     record: ModelRecord
     params: Any
@@ -137,6 +153,7 @@ class ForwardTask:
     classify: Classify
     progress: Progress = no_progress
     batch: int = 32
+    model: LayerForward | None = None
 
 
 @dataclass

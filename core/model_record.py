@@ -45,7 +45,7 @@ class Preprocess(BaseModel):
 
     `x = (pixel * scale - mean) / std` per channel, channels in `color` order. The image is first
     resized so its short side is `resize` pixels (bicubic) and centre-cropped to the model's input
-    size, with torchvision's `Resize(resize)` + `CenterCrop` arithmetic (`core.images.placement`; where
+    size, with torchvision's `Resize(resize)` + `CenterCrop` arithmetic (`core.preprocessing.placement`; where
     the crop is larger than the resized image it is padded with black, as `CenterCrop` pads); with
     `resize` null, or `crop` false, it is resized straight to the input size.
 

@@ -10,38 +10,49 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """Every knob of the service; the README lists them with their defaults."""
+    """Every knob of the service. docs/configuration.md lists them, generated from this class
+    (`python -m scripts.settings_table`): each field's description, and each section's comment, whose
+    first clause (up to a colon or full stop) is the section's title."""
 
     model_config = SettingsConfigDict(env_prefix="CONVSCOPE_", extra="ignore")
 
+    # Redis and this machine's data folder.
     redis_url: str = Field(
-        "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("CONVSCOPE_REDIS_URL", "REDIS_URL")
+        "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("CONVSCOPE_REDIS_URL", "REDIS_URL"),
+        description="the Redis that holds the queue, job records and results, and uploaded images",
     )
     redis_prefix: str = Field("convscope:", description="prefix of every Redis key this service writes")
-    data_dir: Path = Field(Path("var"), description="model store and other files live under here (with `storage_url` "
-                           "set: this machine's cache of the bucket's blobs)")
+    data_dir: Path = Field(Path("var"), description="model and dataset store (`models/blobs/<sha256>.onnx`, "
+                           "`models/records/<id>.json`, `datasets/<id>/`) and other files; with `storage_url` set: "
+                           "this machine's cache of the bucket's blobs")
 
-    # Storage of models and datasets (core/stores/storage.py): a local folder (the default: data_dir) or an
-    # S3-compatible bucket shared by every machine; blobs fetched from it are kept in a bounded local cache.
+    # Storage of models and datasets: a local folder (the default: data_dir) or an S3-compatible bucket shared
+    # by every machine (core/stores/storage.py); blobs fetched from it are kept in a bounded local cache.
     storage_url: str = Field("", description="'' (data_dir), a folder, file:///path, or s3://bucket/prefix")
     s3_endpoint_url: str = Field("", description="S3 endpoint (MinIO: http://minio:9000); '' = AWS's own")
     s3_access_key_id: str = Field("", description="S3 access key ('' = the usual AWS credential chain)")
-    s3_secret_access_key: SecretStr = Field(SecretStr(""), repr=False)
-    s3_region: str = Field("us-east-1")
-    storage_timeout_s: float = Field(10.0, gt=0, description="connect/read timeout of one storage request (s)")
+    s3_secret_access_key: SecretStr = Field(SecretStr(""), repr=False, description="S3 secret key, with "
+                                            "s3_access_key_id ('' = the usual AWS credential chain)")
+    s3_region: str = Field("us-east-1", description="S3 region of the bucket")
+    storage_timeout_s: float = Field(10.0, gt=0, description="connect/read timeout of one storage request (s); an "
+                                     "unreachable store is 503 `storage_unavailable`")
     blob_cache_bytes: int = Field(20 * 1024**3, gt=0, description="local copies of bucket blobs kept by one machine "
                                   "(LRU; with a local storage_url nothing is copied)")
 
     # Inputs (bytes, pixels).
-    max_image_bytes: int = Field(20 * 1024 * 1024, gt=0)
-    max_image_pixels: int = Field(40_000_000, gt=0, description="width × height above which an image is refused")
+    max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest image file accepted; larger → 413")
+    max_image_pixels: int = Field(40_000_000, gt=0, description="width × height above which an image is refused "
+                                  "(413, checked before decoding)")
     max_resized_pixels: int = Field(2048 * 2048, gt=0, description="width × height an image may become in "
-                                    "preprocessing (resize and crop); more → 422 image_too_large_after_resize")
-    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0)
+                                    "preprocessing (only the window the crop keeps is resized); more → 422 "
+                                    "`image_too_large_after_resize`")
+    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="largest body of a job submission or a forward "
+                                "view (JSON or multipart); larger → 413")
     image_ttl_s: int = Field(7 * 24 * 3600, gt=0, description="how long uploaded images are kept in Redis")
     image_lease_s: float = Field(10, ge=0, description="how long an API process, having found an image in Redis, "
                                  "trusts that it is still there (never past the TTL it read), instead of asking Redis "
-                                 "on every forward view of that image; 0: every time")
+                                 "on every forward view of that image; 0: every time. Only an image Redis loses "
+                                 "early (evicted, flushed) is answered for up to this long after")
 
     # Datasets (POST /v1/datasets): archive limits end the upload with 413 before the bytes are produced.
     max_dataset_upload_bytes: int = Field(1024 * 1024 * 1024, gt=0, description="request body of a dataset upload")
@@ -57,14 +68,15 @@ class Settings(BaseSettings):
     # ONNX Runtime.
     ort_intra_threads: int = Field(0, ge=0, description="intra-op threads of the API's sessions (0: the cores the "
                                    "process may use); workers' sessions use worker_torch_threads")
-    ort_inter_threads: int = Field(1, ge=0)
+    ort_inter_threads: int = Field(1, ge=0, description="inter-op threads of the API's ONNX Runtime sessions")
     ort_allow_spinning: bool = Field(False, description="let the API's idle ONNX Runtime pool threads spin for work "
                                      "(lower latency on an otherwise idle machine; steals cores from the API's Python "
                                      "and everything else on a busy or shared one)")
     ort_providers: str = Field("auto", description="'auto' (CUDA when a GPU is present), or a comma list")
     occlusion_batch: int = Field(32, gt=0, description="perturbed copies per ONNX Runtime call: occlusion, and in "
-                                 "workers the deletion/insertion scores, RISE and Kernel SHAP")
-    max_occlusion_positions: int = Field(4096, gt=0)
+                                 "workers the deletion/insertion scores, RISE and Kernel SHAP (one progress step each)")
+    max_occlusion_positions: int = Field(4096, gt=0, description="patch positions of one occlusion request; more "
+                                         "→ 422")
     forward_batch_max: int = Field(32, ge=1, le=1024, description="images per batched ONNX Runtime run of the forward "
                                    "views (requests for the same model and layer that arrive together); 1: no batching")
     forward_batch_tune: bool = Field(True, description="measure, the first time a session runs a batch, the batch "
@@ -79,32 +91,38 @@ class Settings(BaseSettings):
                                      "bytes; least recently used go first, probe sessions before plain ones)")
 
     # Uploaded models (bytes, opsets, nodes, pixels, elements) and their sandboxed analysis.
-    max_model_bytes: int = Field(600 * 1024 * 1024, gt=0, description="largest ONNX file accepted (413 above)")
-    model_min_opset: int = Field(7, ge=1, description="oldest default-domain opset accepted")
-    model_max_opset: int = Field(22, ge=1, description="newest default-domain opset accepted")
-    max_model_nodes: int = Field(5000, gt=0, description="nodes in the graph, subgraphs included")
-    max_model_input_pixels: int = Field(2048 * 2048, gt=0, description="H × W of a model's input")
+    max_model_bytes: int = Field(600 * 1024 * 1024, gt=0, description="largest ONNX file accepted (413 above, counted "
+                                 "while the body streams in)")
+    model_min_opset: int = Field(7, ge=1, description="oldest default-domain opset accepted; older → 422")
+    model_max_opset: int = Field(22, ge=1, description="newest default-domain opset accepted; newer → 422")
+    max_model_nodes: int = Field(5000, gt=0, description="nodes in the graph, subgraphs included; more → 422")
+    max_model_input_pixels: int = Field(2048 * 2048, gt=0, description="H × W of a model's input; more → 422")
     max_model_constant_elements: int = Field(64 * 1024 * 1024, gt=0,
-                                             description="elements a constant-shaped ConstantOfShape/Expand may make")
-    probe_memory_bytes: int = Field(8 * 1024 ** 3, gt=0, description="address-space cap of the analysis process")
-    probe_time_limit_s: float = Field(180.0, gt=0, description="wall-clock limit of one model analysis")
+                                             description="elements a constant-shaped `ConstantOfShape`, "
+                                             "`Expand` or `Tile` may make; more → 422")
+    probe_memory_bytes: int = Field(8 * 1024 ** 3, gt=0, description="address-space cap (`RLIMIT_AS`) of the "
+                                    "process that analyses an upload")
+    probe_time_limit_s: float = Field(180.0, gt=0, description="wall-clock limit of one model analysis; "
+                                      "over it → 422 `analysis_timeout`")
     probe_threads: int = Field(1, ge=1, description="CPU threads of the analysis process (ORT and torch)")
-    max_concurrent_uploads: int = Field(1, gt=0, description="model analyses at once; more get 429")
+    max_concurrent_uploads: int = Field(1, gt=0, description="model analyses at once; more get 429 with "
+                                        "Retry-After")
     max_labels_bytes: int = Field(2 * 1024 * 1024, gt=0, description="size of a labels file")
 
     # Load shedding.
     max_concurrent_requests: int = Field(16, gt=0, description="forward views running at once; more wait in line")
     max_queued_requests: int = Field(64, ge=0, description="forward views waiting for a place, first come first "
-                                     "served; more get 503 with Retry-After")
+                                     "served; more get 503 `busy` with Retry-After")
     max_queue_wait_ms: float = Field(2000, gt=0, description="the longest a forward view waits for a place before "
-                                     "it gets 503 with Retry-After (ms)")
+                                     "it gets 503 `busy` with Retry-After (ms)")
 
     # Per-key limits on uploaded models.
     max_models_per_key: int = Field(20, gt=0, description="uploaded models one key may hold; more → 429")
     max_model_bytes_per_key: int = Field(2 * 1024**3, gt=0, description="bytes of models one key may hold; more → 413")
 
-    # API keys (see service/auth.py); none configured → open service on 127.0.0.1 only.
-    api_keys: str = Field("", description="comma-separated `tenant:key` or bare keys", repr=False)
+    # API keys: with none configured the service is open, on 127.0.0.1 only (service/auth.py).
+    api_keys: str = Field("", description="comma-separated `tenant:key` or bare keys; every `/v1` call then needs "
+                          "`Authorization: Bearer <key>`", repr=False)
     api_keys_file: Path | None = Field(None, description="file with one `tenant:key` or key per line")
 
     # Browser clients (service/cors.py, service/events_token.py).
@@ -116,36 +134,42 @@ class Settings(BaseSettings):
                                                   "tokens; unset: a random key kept in Redis, shared by every API process")
 
     # Jobs (RQ queue on the same Redis) and their results.
-    job_queue: str = Field("convscope", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="RQ queue name")
+    job_queue: str = Field("convscope", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="RQ queue name (the API and the "
+                           "workers must agree)")
     queue_max_length: int = Field(1000, ge=0, description="jobs waiting in the queue; more → 429")
     queue_retry_after_s: int = Field(5, gt=0, description="Retry-After (s) sent with a 429 for a full queue")
     artifact_ttl_s: int = Field(24 * 3600, gt=0, description="how long job records, results and artifacts are kept")
     job_time_limit_scale: float = Field(1.0, gt=0, description="multiplies every kind's time limit (slow machines: > 1)")
     jobs_listed_max: int = Field(10_000, gt=0, description="newest jobs kept in each caller's job list")
 
-    # Workers: liveness and resources. A dead worker's job ends (or is re-queued) within
+    # Workers: their liveness and resources; a dead worker's job ends (or is re-queued) within
     # worker_heartbeat_ttl_s + job_monitor_interval_s seconds.
     worker_heartbeat_s: float = Field(1.0, gt=0, description="how often a worker says it is alive (s)")
     worker_heartbeat_ttl_s: int = Field(6, ge=2, description="a worker silent this long (s) is dead")
     job_monitor_interval_s: float = Field(2.0, gt=0, description="how often API and workers look for lost jobs (s)")
-    worker_torch_threads: int = Field(1, ge=1, description="torch intra-op threads per worker process")
+    worker_torch_threads: int = Field(1, ge=1, description="torch (and ONNX Runtime) intra-op threads per "
+                                      "worker process; keep the API's and the workers' threads ≤ cores")
     worker_cached_networks: int = Field(4, ge=1, description="models each worker keeps loaded (LRU)")
     worker_network_cache_bytes: int = Field(4 * 1024**3, gt=0, description="bytes of torch networks (parameters and "
                                             "buffers) a worker keeps loaded (LRU)")
     worker_session_cache_bytes: int = Field(1024**3, gt=0, description="ONNX Runtime sessions a worker keeps "
-                                            "(scores, RISE, Kernel SHAP, dataset kinds)")
+                                            "(estimated bytes, LRU: scores, RISE, Kernel SHAP, dataset kinds)")
     worker_warm_up: bool = Field(True, description="compile ROAD's imputation and UMAP's numba kernels in a "
                                  "background thread when a worker starts (loaded from numba's cache after the "
-                                 "first time on a machine)")
+                                 "first time on a machine); off: the first scored map and the first `umap` job "
+                                 "compile them")
     attribution_batch: int = Field(4, ge=1, le=1024, description="images per forward/backward pass in SmoothGrad and IG "
-                                   "(4 at 224 px: one step ≈ 0.7 s on one CPU thread, so progress comes every second)")
+                                   "(small on a CPU, so that progress comes about every second)")
     atlas_batch: int = Field(16, ge=1, le=256, description="icons an atlas optimises at once on the CPU when its params "
                              "do not say (on a GPU: as many as half its free memory holds, up to 8 × this)")
 
-    # Logging.
-    log_level: str = "INFO"
-    host: str = "127.0.0.1"
-    port: int = 8000
+    # Logging: JSON lines, each with a `request_id` (also returned as `X-Request-ID`).
+    log_level: str = Field("INFO", description="the lowest level logged (DEBUG, INFO, WARNING, ERROR)")
+
+    # Where the API listens.
+    host: str = Field("127.0.0.1", description="address `convscope serve` binds to; with no API keys "
+                      "configured it binds to 127.0.0.1 whatever this says")
+    port: int = Field(8000, description="port `convscope serve` listens on")
 
 
 @lru_cache(maxsize=1)

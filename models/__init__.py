@@ -2,6 +2,6 @@
 
 ONNX checks and graph analysis (layers, receptive fields), the sandboxed analysis of uploads, the
 built-in EfficientNet-Lite0, the torch twin of an ONNX file (for the workers' gradients), and ONNX
-Runtime sessions with the forward views computed on them (`forward`). `models` may import `core`;
+Runtime sessions (`runtimes`) with the forward views computed on them (`forward`). `models` may import `core`;
 it never imports `service` or `workers`. Only the modules that build torch networks import torch.
 """

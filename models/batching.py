@@ -178,16 +178,12 @@ def best_batch(run: Callable[[int], object], limit: int, *, rounds: int = 4, gai
     """The batch size, among 1, 2, 4, … up to `limit`, that costs least per image: `run(n)` runs a batch of n.
 
     The sizes are first run in turn, each once to warm it (allocations, kernel choice) and once timed, until one
-    costs `worse` times the best per image so far. Then every size tried is timed `rounds` more times, one size
-    after the other, round after round, so that a machine whose speed drifts (a shared VM, whose speed moves by up
-    to 2× within seconds) weighs on every size alike; each size counts the median of its runs, its usual cost:
-    neither a disturbed run nor a lucky one decides (on this 2-core machine, two threads, a batch of 4 ran at
-    5.7 ms an image in its first runs and at 7.8–8.0 after, its largest buffer mapped anew each run, against 6.2
-    in pairs: its fastest run made it the choice; `models.sessions.keep_freed_buffers` now keeps that buffer too).
-    A larger size is preferred only when it is at least 1 − `gain` cheaper per image (a batch also makes its
-    requests wait for one another). On a GPU the cost per image falls with the batch; on a CPU it can rise (this
-    2-core machine, one thread: 10.4 ms an image alone, 9.3 in pairs, 15.2 in batches of 4 to 32), so a fixed
-    large batch would make every batched run slower than running the images one by one."""
+    costs `worse` times the best per image so far. Then every size tried is timed `rounds` more times, round after
+    round, so that a machine whose speed drifts (a shared VM) weighs on every size alike, and each size counts its
+    median run, its usual cost: neither a disturbed run nor a lucky first one decides. A larger size is preferred
+    only when it is at least 1 − `gain` cheaper per image (a batch also makes its requests wait for one another).
+    On a GPU the cost per image falls with the batch; on a CPU it can rise, so a fixed large batch could make every
+    batched run slower than running the images one by one."""
     def per_image(n: int) -> float:
         start = clock()
         run(n)

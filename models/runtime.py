@@ -4,8 +4,8 @@ Sessions are built without ONNX Runtime's CPU memory arena, so that the memory o
 dropped goes back to the allocator (an arena keeps its high-water mark for the process's life); on
 CUDA the arena grows only by what is asked for (`kSameAsRequested`). Large models are loaded from a
 file path (`session_from_file`): ONNX Runtime then parses them with the GIL released, where building
-from bytes — or parsing and re-serialising the protobuf in Python to add outputs — holds it for
-hundreds of milliseconds on a 250 MB file and stalls every other thread of the API. Intermediate
+from bytes — or parsing and re-serialising the protobuf in Python to add outputs — holds it for as long
+as a large file takes to parse, and stalls every other thread of the API meanwhile. Intermediate
 outputs are added to a file by rewriting only the graph's output list (`with_outputs`), not its weights.
 """
 

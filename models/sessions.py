@@ -18,10 +18,8 @@ goes when the last holder lets go. Sessions are built without the CPU arena (see
 Without the arena, every run allocates its intermediate buffers from the C allocator and frees them at its end,
 so glibc's policy decides whether the next run gets warm memory back. By default it does not on some threads: their
 heap is full, so each forward maps a new heap for its buffers and unmaps it when they are freed, and the next forward
-faults them in again (the built-in model: 2,549 page faults, 10 MB, and 7.1 → 10.5–10.9 ms a forward, on 23 of
-128 fresh threads in one count, for as long as such a thread lives). `keep_freed_buffers` makes glibc keep them.
-Torch's CPU tensors in the workers come from the same allocator: SmoothGrad on the built-in model faulted 95,206
-pages a call with glibc's default and 866 with it, 996 → 784 ms; saliency 58.5 → 51.7 ms.
+faults them in again, page by page, for as long as such a thread lives. `keep_freed_buffers` makes glibc keep them.
+Torch's CPU tensors in the workers come from the same allocator, so the workers' methods gain from it too.
 """
 
 from __future__ import annotations
@@ -177,15 +175,12 @@ def keep_freed_buffers() -> bool:
     `BUFFER_BYTES` by the threshold, and past it too, since mapping is off (`M_MMAP_MAX` 0; a thread's heap holds
     up to 64 MB, and a buffer too large for one is still mapped). A heap keeps up to `KEEP_BYTES` free at its top,
     and a thread's emptied extra heap stays mapped (glibc unmaps it only when more than the top padding,
-    `KEEP_BYTES`, would remain free before it). With the threshold alone, a batch of 4 of the built-in model on two
-    threads still mapped a 40 MB buffer per run: 10,193 page faults and 7.7–7.9 ms an image, against 0 and 6.0 ms
-    with mapping off. What is kept is bounded by the number of heaps (arenas), which this caps at the cores the
-    process may use (glibc's default: eight per core): the built-in model run on 24 threads (12 layer sessions,
-    960 forwards, a batch of 32) left the process 469–477 MB larger, against 570–637 MB with glibc's defaults and
-    1,024–1,068 MB with the keeping alone; with mapping off too, another mix on 24 threads (batches of 1 to 4 and
-    one of 32) grew it by 974 and 1,203 MB against 1,525 and 1,434 without. `release_memory` still hands
-    everything free back when a session is dropped. False where the C library is not glibc. Call it early: glibc
-    fixes its arena limit once a process has more than eight."""
+    `KEEP_BYTES`, would remain free before it). With the threshold alone, a batch's largest buffer could still be
+    mapped anew and faulted in on every run; with mapping off it is reused. What is kept is bounded by the number of
+    heaps (arenas), which this caps at the cores the process may use (glibc's default: eight per core), so that a
+    process running many threads grows less than with glibc's defaults, and far less than with the keeping alone.
+    `release_memory` still hands everything free back when a session is dropped. False where the C library is not
+    glibc. Call it early: glibc fixes its arena limit once a process has more than eight."""
     libc = _glibc()
     if libc is None:
         return False

@@ -7,7 +7,7 @@ read, and the value infos of the tensors they make.
 
 Same numbers as the probe session (every layer an output): ONNX Runtime fuses a Conv with a following
 Add (a residual sum accumulated into the convolution), BatchNormalization or Mul into one kernel, which
-rounds differently (measured on EfficientNet-Lite0: up to 1.7e-5 after the first residual block). A tensor
+rounds differently from the separate ops. A tensor
 that is a graph output cannot be fused away, so the probe's outputs (`probe_outputs`) that such an op
 consumes stay outputs of the cut too; the others (a Conv followed by Clip or Relu: fused exactly) do not,
 so ONNX Runtime still fuses those. It works on the protobuf's bytes like
@@ -118,3 +118,41 @@ def truncate(src: Path, output: str, dst: Path, probe_outputs: list[str] = ()) -
             f_out.write(out)
             f_out.write(buf[g_end:])
     return Truncated(len(kept), len(nodes), weight_bytes)
+
+
+def cut_before(src: Path, layer: str, output: str, dst: Path, layer_shape: list[int]) -> list[str]:
+    """Write to `dst` the sub-graph of the ONNX file `src` that computes `output` from the tensor `layer` on: `layer`
+    becomes a graph input (float32, N×`layer_shape`), its makers and everything only they need are dropped, and a
+    graph input that a path around the layer still reads (a skip connection over it) stays an input. Returns the
+    sub-graph's inputs, `layer` first; ValueError when `output` does not depend on `layer`.
+
+    Unlike `truncate` it loads the whole file (weights included): it is built once per model and layer, for the
+    methods that run the rest of the network on changed activations (Ablation-CAM)."""
+    model = onnx.load_model(str(src))
+    graph = model.graph
+    maker = {out: node for node in graph.node for out in node.output if out}
+    kept, needed, todo = set(), set(), [output]
+    while todo:
+        name = todo.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        if name != layer and name in maker and id(maker[name]) not in kept:
+            kept.add(id(maker[name]))
+            todo.extend(_node_inputs(maker[name]))
+    if layer not in needed:
+        raise ValueError(f"{output!r} does not depend on {layer!r}")
+    weights = {t.name for t in graph.initializer}
+    outer = [i for i in graph.input if i.name in needed and i.name not in weights and i.name != layer]
+    made = {out for node in graph.node if id(node) in kept for out in node.output}
+    head = onnx.helper.make_tensor_value_info(layer, onnx.TensorProto.FLOAT, ["N", *layer_shape])
+    outputs = [o for o in graph.output if o.name == output] or [
+        onnx.helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, None)]
+    cut = onnx.helper.make_graph(
+        [node for node in graph.node if id(node) in kept], f"{graph.name}-from-{layer}", [head, *outer], outputs,
+        initializer=[t for t in graph.initializer if t.name in needed],
+        value_info=[v for v in graph.value_info if v.name in made and v.name != layer])
+    tail = onnx.helper.make_model(cut, opset_imports=model.opset_import, ir_version=model.ir_version)
+    tail.functions.extend(model.functions)
+    onnx.save_model(tail, str(dst))
+    return [layer, *(i.name for i in outer)]

@@ -21,7 +21,7 @@ from core.redis_client import connect, redis_errors_around
 from core.settings import Settings, get_settings
 from core.stores.images import ImageStore
 from core.stores.models import ModelStore
-from models.forward import Runtimes, run_slots
+from models.runtimes import Runtimes, run_slots
 from service import docs_pages, explorer, openapi_docs
 from service.auth import Authenticator, parse_keys, require_key
 from service.context import AppContext

@@ -35,7 +35,8 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from core.errors import BadRequest, ConvscopeError, Invalid, TooLarge, UnsupportedMedia
-from core.kinds.registry import KINDS, Source
+from core.kinds.kind import Source
+from core.kinds.registry import KINDS
 from core.stores.images import ImageStore
 from service.auth import current_owner
 from service.schemas import ImageByData, ImageById, ImageRef

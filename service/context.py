@@ -13,7 +13,7 @@ from core.model_record import ModelRecord
 from core.settings import Settings
 from core.stores.images import ImageStore
 from core.stores.models import ModelStore
-from models.forward import Runtimes
+from models.runtimes import Runtimes
 from service.auth import visible
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core import images
-from core.kinds.registry import Source
+from core.kinds.kind import Source
 from core.settings import Settings
 from core.stores.datasets import DatasetStore
 from core.stores.images import ImageStore

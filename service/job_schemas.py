@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
 from core.jobs.status import JobStatus
-from core.kinds.registry import KINDS, Kind, Source
+from core.kinds.kind import Kind, Source
+from core.kinds.registry import KINDS
 from service.schemas import ImageRef
 
 INPUT_FIELDS = {  # how each input source appears in a request body

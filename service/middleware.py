@@ -7,7 +7,7 @@ gets 503 `busy` with `Retry-After`. Waiting is cheap (no thread, no body read), 
 together share batches (`models.batching`), so a short queue turns a burst into throughput instead of errors.
 
 Plain ASGI rather than Starlette's `BaseHTTPMiddleware`, which runs every request's app in a task of its
-own and copies the response through a stream: about a millisecond a request here.
+own and copies the response through a stream, a cost paid on every request.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ def test_importing_the_api_loads_no_torch():
 
 
 def test_importing_a_method_loads_no_redis_rq_or_onnxruntime():
-    probe = ("import sys, workers.methods.gradcam, workers.methods.top_activations, workers.methods.feature_vis; "
+    probe = ("import sys, workers.methods.attribution.gradcam, workers.methods.dataset.top_activations, "
+             "workers.methods.making.feature_vis; "
              "bad = {'redis', 'rq', 'onnxruntime', 'fastapi'} & set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True)
 

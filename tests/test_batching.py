@@ -10,7 +10,7 @@ import pytest
 
 from core.settings import Settings
 from models.batching import DynamicBatcher, best_batch
-from models.forward import Runtimes
+from models.runtimes import Runtimes
 
 
 def together(fn, inputs):
@@ -145,7 +145,7 @@ def test_the_api_sessions_take_the_cores_and_do_not_spin_by_default():
     import os
 
     from models import runtime
-    from models.forward import ort_threads
+    from models.runtimes import ort_threads
 
     assert Settings().ort_intra_threads == 0 and ort_threads(0) == len(os.sched_getaffinity(0)) and ort_threads(3) == 3
     assert Settings().ort_allow_spinning is False
@@ -288,9 +288,9 @@ def test_best_batch_times_the_sizes_in_rounds_so_a_slow_phase_weighs_on_all_alik
 
 
 def test_a_session_runs_batches_of_the_measured_size_with_the_same_numbers(builtin_store, builtin, images, monkeypatch):
-    import models.forward
+    import models.runtimes
 
-    monkeypatch.setattr(models.forward, "best_batch", lambda run, limit: 2)  # whatever this machine measures
+    monkeypatch.setattr(models.runtimes, "best_batch", lambda run, limit: 2)  # whatever this machine measures
     rt = Runtimes(builtin_store, Settings(ort_intra_threads=1), batch_rows=8).get(builtin)
     seen = []
     session = rt.plain

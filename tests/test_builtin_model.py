@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core import images
+from core import preprocessing
 from tests.conftest import encode, sample
 
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -41,7 +41,7 @@ def test_predictions_are_the_top_softmax_probabilities(client, builtin, builtin_
     numpy compute them on the same model input."""
     top = predict(client, "astronaut", top_k=10)
     session = ort.InferenceSession(str(builtin_store.blob_path(builtin.onnx_sha256)), providers=["CPUExecutionProvider"])
-    x = images.to_tensor(images.fit(Image.fromarray(sample("astronaut")), builtin), builtin)
+    x = preprocessing.to_tensor(preprocessing.fit(Image.fromarray(sample("astronaut")), builtin), builtin)
     logits = session.run([builtin.logits_name], {builtin.input_name: x})[0][0].astype(np.float64)
     probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     order = np.argsort(-probabilities)[:10]

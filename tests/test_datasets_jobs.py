@@ -93,11 +93,11 @@ def artifact(client, job: dict, name: str) -> bytes:
 
 def torch_maps(settings, dataset_id: str, record, torch_lite0, layers: list[str]) -> dict[str, np.ndarray]:
     """The torch model's outputs at `layers` for every image of the dataset (the brute-force reference)."""
-    from core import images
+    from core import images, preprocessing
     from core.stores.datasets import DatasetStore
 
     dataset = DatasetStore(settings.data_dir, settings.dataset_ttl_s).get(dataset_id, None)
-    x = np.concatenate([images.to_tensor(images.fit(images.decode(dataset.read(i), max_bytes=1 << 30,
+    x = np.concatenate([preprocessing.to_tensor(preprocessing.fit(images.decode(dataset.read(i), max_bytes=1 << 30,
                                                                   max_pixels=1 << 30), record), record)
                         for i in range(dataset.count)])
     seen = {}

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core import images
+from core import preprocessing
 from models.forward import softmax
 from tests.conftest import encode, sample
 
@@ -25,7 +25,7 @@ def post(client, view: str, spec: dict, photo: str = "chelsea"):
 
 
 def model_input(record, photo: str) -> np.ndarray:
-    return images.to_tensor(images.fit(Image.fromarray(sample(photo)), record), record)
+    return preprocessing.to_tensor(preprocessing.fit(Image.fromarray(sample(photo)), record), record)
 
 
 def torch_at(torch_lite0, record, layer: str, photo: str) -> np.ndarray:
@@ -133,7 +133,7 @@ def test_occlusion_png_is_the_drop_over_the_image(client, builtin):
     body = post(client, "occlusion", {**spec, "format": "json"}).json()
     drop = body["baseline_probability"] - np.array(body["map"])  # 4×4, patches do not overlap
     heat = np.clip(drop / np.abs(drop).max(), 0, 1).repeat(56, axis=0).repeat(56, axis=1)
-    seen = np.asarray(images.fit(Image.fromarray(sample("chelsea")), builtin), float)
+    seen = np.asarray(preprocessing.fit(Image.fromarray(sample("chelsea")), builtin), float)
     expected = 0.5 * seen + 0.5 * matplotlib_colours(heat, "jet")
     assert np.abs(picture - expected).max() <= 3
     scaled = np.clip(drop / np.abs(drop).max(), 0, 1)

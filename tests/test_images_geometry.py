@@ -1,4 +1,4 @@
-"""`core.images.fit` puts the crop where torchvision's Resize + CenterCrop put it, `original_box` undoes it, and
+"""`core.preprocessing.fit` puts the crop where torchvision's Resize + CenterCrop put it, `original_box` undoes it, and
 `Preprocess.crop` takes the sizes torchvision's CenterCrop takes. References: the arithmetic of torchvision's
 `_compute_resized_output_size` and `center_crop` written out by hand, and torchvision itself on the same image."""
 
@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from core import images
+from core import preprocessing
 from core.model_record import InputSpec, ModelRecord, Preprocess
 
 # (width, height): 199×203 from a dataset; 451×300 where truncation and rounding of the long side differ
@@ -47,14 +47,14 @@ def test_fit_crops_where_torchvision_resize_and_center_crop_do(width, height):
     image = picture(width, height)
     for crop in (True, 224):  # the same crop: to the input size, or named as CenterCrop(224) names it
         record = record_for(Preprocess(resize=256, crop=crop))
-        np.testing.assert_array_equal(np.asarray(images.fit(image, record)), torchvision_by_hand(image, 256, 224, 224))
+        np.testing.assert_array_equal(np.asarray(preprocessing.fit(image, record)), torchvision_by_hand(image, 256, 224, 224))
 
 
 @pytest.mark.parametrize("width, height", [(199, 203), (451, 300), (256, 259)])
 def test_fit_pads_like_center_crop_when_the_crop_is_larger_than_the_resized_image(width, height):
     image = picture(width, height)
     record = record_for(Preprocess(resize=200, crop=[224, 320]), height=224, width=320)
-    np.testing.assert_array_equal(np.asarray(images.fit(image, record)), torchvision_by_hand(image, 200, 224, 320))
+    np.testing.assert_array_equal(np.asarray(preprocessing.fit(image, record)), torchvision_by_hand(image, 200, 224, 320))
 
 
 @pytest.mark.parametrize("width, height", SIZES)
@@ -69,7 +69,7 @@ def test_fit_equals_torchvision_itself(width, height):
                                         transforms.CenterCrop(crop)])(image)
         size = (crop, crop) if isinstance(crop, int) else crop
         record = record_for(Preprocess(resize=resize, crop=crop), *size)
-        np.testing.assert_array_equal(np.asarray(images.fit(image, record)), np.asarray(reference))
+        np.testing.assert_array_equal(np.asarray(preprocessing.fit(image, record)), np.asarray(reference))
 
 
 def test_crop_is_read_as_torchvision_center_crop_writes_it():
@@ -89,25 +89,25 @@ def test_original_box_inverts_resize_and_centre_crop_by_hand():
     round(32/2) = 16, top round(37/2) = 18; x = (x' + 16)·199/256, y = (y' + 18)·203/261, starts floored,
     ends ceiled, clipped to 199×203."""
     record = record_for(Preprocess(resize=256, crop=224))
-    assert images.placement(199, 203, record) == images.Placement((256, 261), 16, 18)
+    assert preprocessing.placement(199, 203, record) == preprocessing.Placement((256, 261), 16, 18)
     # x0 = ⌊70·199/256⌋ = ⌊54.41⌋, y0 = 18·203/261 = 14 exactly, x1 = ⌈240·199/256⌉ = ⌈186.56⌉, y1 = ⌈242·203/261⌉
-    assert images.original_box([54, 0, 224, 224], 199, 203, record) == [54, 14, 187, 189]
-    assert images.original_box([0, 0, 7, 7], 199, 203, record) == [12, 14, 18, 20]  # ⌊16·199/256⌋, ⌈23·199/256⌉
+    assert preprocessing.original_box([54, 0, 224, 224], 199, 203, record) == [54, 14, 187, 189]
+    assert preprocessing.original_box([0, 0, 7, 7], 199, 203, record) == [12, 14, 18, 20]  # ⌊16·199/256⌋, ⌈23·199/256⌉
 
 
 def test_original_box_of_a_plain_resize_scales_each_axis():
     record = record_for(Preprocess(resize=None), height=64, width=64)
-    assert images.original_box([0, 0, 64, 64], 199, 203, record) == [0, 0, 199, 203]
+    assert preprocessing.original_box([0, 0, 64, 64], 199, 203, record) == [0, 0, 199, 203]
     # ⌊10·199/64⌋ = 31, ⌊20·203/64⌋ = 63, ⌈30·199/64⌉ = 94, ⌈40·203/64⌉ = 127
-    assert images.original_box([10, 20, 30, 40], 199, 203, record) == [31, 63, 94, 127]
+    assert preprocessing.original_box([10, 20, 30, 40], 199, 203, record) == [31, 63, 94, 127]
 
 
 def test_original_box_of_padding_is_clipped_to_the_image():
     """Crop 224×320 of 200×203 (199×203 resized, short side 200): 60 px of padding left and right."""
     record = record_for(Preprocess(resize=200, crop=[224, 320]), height=224, width=320)
-    assert images.placement(199, 203, record) == images.Placement((200, 204), -60, -(20 // 2))
-    assert images.original_box([0, 0, 320, 224], 199, 203, record) == [0, 0, 199, 203]
-    assert images.original_box([0, 0, 50, 5], 199, 203, record) == [0, 0, 0, 0]
+    assert preprocessing.placement(199, 203, record) == preprocessing.Placement((200, 204), -60, -(20 // 2))
+    assert preprocessing.original_box([0, 0, 320, 224], 199, 203, record) == [0, 0, 199, 203]
+    assert preprocessing.original_box([0, 0, 50, 5], 199, 203, record) == [0, 0, 0, 0]
 
 
 @pytest.mark.parametrize("width, height", SIZES)
@@ -116,9 +116,9 @@ def test_original_box_covers_what_the_input_box_shows(width, height):
     input box: it covers every pixel the box shows, and stays inside the image."""
     record = record_for(Preprocess(resize=256, crop=224))
     for box in ([0, 0, 224, 224], [40, 60, 100, 90], [200, 3, 224, 30]):
-        x0, y0, x1, y1 = images.original_box(box, width, height, record)
+        x0, y0, x1, y1 = preprocessing.original_box(box, width, height, record)
         assert 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height
-        where = images.placement(width, height, record)
+        where = preprocessing.placement(width, height, record)
         sx, sy = where.resized[0] / width, where.resized[1] / height
         right, bottom = where.resized[0] - where.left, where.resized[1] - where.top
         assert x0 * sx - where.left <= box[0] + 1e-9 and x1 * sx - where.left >= min(box[2], right) - 1e-9
@@ -128,7 +128,7 @@ def test_original_box_covers_what_the_input_box_shows(width, height):
 def whole_then_window(image: Image.Image, record: ModelRecord) -> np.ndarray:
     """The input `fit` would make by resizing the whole image and then cropping (padding with black)."""
     height, width = record.input.height, record.input.width
-    where = images.placement(image.width, image.height, record)
+    where = preprocessing.placement(image.width, image.height, record)
     whole = np.asarray(image.resize(where.resized, Image.BICUBIC))
     out = np.zeros((height, width, 3), np.uint8)
     ys = slice(max(where.top, 0), min(where.top + height, where.resized[1]))
@@ -146,8 +146,8 @@ def test_a_thin_image_is_resized_in_its_window_only_and_matches_the_whole_resize
     size = (224, 224) if crop is True else tuple(crop)
     record = record_for(Preprocess(resize=resize, crop=crop), *size)
     image = picture(width, height)
-    where = images.placement(width, height, record)
-    window = np.asarray(images._window(image, where, size[1], size[0])).astype(int)
+    where = preprocessing.placement(width, height, record)
+    window = np.asarray(preprocessing._window(image, where, size[1], size[0])).astype(int)
     difference = np.abs(window - whole_then_window(image, record))
     assert difference.max() <= 2 and (difference > 0).mean() < 0.005, (difference.max(), (difference > 0).mean())
 
@@ -161,7 +161,7 @@ def test_fit_of_a_strip_makes_only_the_window(width, height):
     image = Image.new("RGB", (width, height), (200, 30, 90))
     record = record_for(Preprocess(resize=256, crop=True))
     started = time.perf_counter()
-    fitted = images.fit(image, record)
+    fitted = preprocessing.fit(image, record)
     seconds = time.perf_counter() - started
     assert fitted.size == (224, 224) and seconds < 0.5, seconds
     assert np.abs(np.asarray(fitted).astype(int) - [200, 30, 90]).max() <= 1  # a flat colour stays that colour
@@ -170,9 +170,9 @@ def test_fit_of_a_strip_makes_only_the_window(width, height):
 def test_what_preprocessing_would_make_is_checked_against_the_limit():
     record = record_for(Preprocess(resize=None), height=512, width=512)
     image = picture(40, 30)
-    assert images.fit(image, record, max_pixels=512 * 512).size == (512, 512)
+    assert preprocessing.fit(image, record, max_pixels=512 * 512).size == (512, 512)
     with pytest.raises(Exception) as refused:
-        images.fit(image, record, max_pixels=512 * 511)
+        preprocessing.fit(image, record, max_pixels=512 * 511)
     error = refused.value
     assert error.status == 422 and error.code == "image_too_large_after_resize"
     assert error.details == {"width": 40, "height": 30, "resized_width": 512, "resized_height": 512,

@@ -1,4 +1,4 @@
-"""PNG files written by `core.render.png` (own writer, ISA-L deflate) read back pixel for pixel."""
+"""PNG files written by `core.encoding.png` (own writer, ISA-L deflate) read back pixel for pixel."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import render
+from core import encoding, render
 
 
 @pytest.mark.parametrize("mode, shape", [("L", (37, 53)), ("RGB", (224, 224, 3)), ("RGBA", (5, 7, 4)),
                                          ("RGB", (1, 9, 3)), ("RGB", (9, 1, 3))])
 def test_png_reads_back_exactly(mode, shape):
     pixels = np.random.default_rng(len(shape) * shape[0]).integers(0, 256, shape, dtype=np.uint8)
-    data = render.png(Image.fromarray(pixels if mode != "L" else pixels))
+    data = encoding.png(Image.fromarray(pixels if mode != "L" else pixels))
     back = Image.open(io.BytesIO(data))
     assert back.mode == mode
     np.testing.assert_array_equal(np.asarray(back), pixels)
@@ -26,7 +26,7 @@ def test_png_reads_back_exactly(mode, shape):
 def test_feature_grid_png_keeps_its_palette():
     maps = np.random.default_rng(0).random((10, 12, 12)).astype(np.float32)
     grid = render.feature_grid(maps, cmap="viridis")
-    back = Image.open(io.BytesIO(render.png(grid)))
+    back = Image.open(io.BytesIO(encoding.png(grid)))
     assert back.mode == "P"
     np.testing.assert_array_equal(np.asarray(back), np.asarray(grid))
     np.testing.assert_array_equal(np.asarray(back.convert("RGB")), np.asarray(grid.convert("RGB")))
@@ -35,7 +35,7 @@ def test_feature_grid_png_keeps_its_palette():
 def test_other_modes_go_through_pillow():
     image = Image.fromarray(np.arange(12, dtype=np.uint16).reshape(3, 4) * 1000)
     assert image.mode not in ("L", "RGB", "RGBA", "P")
-    back = Image.open(io.BytesIO(render.png(image)))
+    back = Image.open(io.BytesIO(encoding.png(image)))
     np.testing.assert_array_equal(np.asarray(back, dtype=np.int32), np.arange(12).reshape(3, 4) * 1000)
 
 
@@ -46,7 +46,7 @@ def test_feature_grid_png_is_png_of_the_grid(shape):
     maps = np.random.default_rng(shape[0]).standard_normal(shape).astype(np.float32)
     grid = render.feature_grid(maps, per="layer", cmap="magma")
     data = render.feature_grid_png(maps, per="layer", cmap="magma")
-    assert data == render.png(grid)
+    assert data == encoding.png(grid)
     back = Image.open(io.BytesIO(data))
     np.testing.assert_array_equal(np.asarray(back), np.asarray(grid))
     np.testing.assert_array_equal(np.asarray(back.convert("RGB")), np.asarray(grid.convert("RGB")))
@@ -55,7 +55,7 @@ def test_feature_grid_png_is_png_of_the_grid(shape):
 def test_tall_rgb_reads_back_across_blocks():
     """An RGB image of more rows than one deflate block: the Up filter carries across the block edges."""
     pixels = np.random.default_rng(1).integers(0, 256, (700, 150, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(render.png(pixels)))), pixels)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(encoding.png(pixels)))), pixels)
 
 
 @pytest.mark.parametrize("alpha, tolerance", [(0.5, 0), (0.3, 1)])
@@ -95,12 +95,12 @@ def test_tile_grid_places_every_tile(shape):
 def test_an_image_deflated_in_parts_is_one_valid_stream(monkeypatch, mode, shape):
     """Parts of at least 64 KB, deflated on threads: zlib reads the joined stream (and checks its Adler-32),
     and the rows, repeated as `counts` says, read back exactly."""
-    monkeypatch.setattr(render, "_PART_BYTES", 1 << 16)
-    monkeypatch.setattr(render, "_PARTS", 4)
+    monkeypatch.setattr(encoding, "_PART_BYTES", 1 << 16)
+    monkeypatch.setattr(encoding, "_PARTS", 4)
     rng = np.random.default_rng(5)
     rows = rng.integers(0, 256, shape, dtype=np.uint8) // 16  # compressible, as grids are
     counts = rng.integers(1, 4, shape[0])
-    data = render._png_rows(rows, 3 if mode == "P" else 2, palette=render._grid_palette("viridis") if mode == "P" else None,
+    data = encoding.png_rows(rows, 3 if mode == "P" else 2, palette=render._grid_palette("viridis") if mode == "P" else None,
                             counts=counts)
     idat = data[data.index(b"IDAT") + 4:data.index(b"IEND") - 8]
     stride = rows[0].size + 1
@@ -111,7 +111,7 @@ def test_an_image_deflated_in_parts_is_one_valid_stream(monkeypatch, mode, shape
 
 @pytest.mark.parametrize("first, second", [(b"", b""), (b"a", b""), (b"", b"xyz"), (bytes(range(256)) * 300, b"\xff" * 70000)])
 def test_adler_combine_is_the_checksum_of_both(first, second):
-    assert render._adler_combine(zlib.adler32(first), zlib.adler32(second), len(second)) == zlib.adler32(first + second)
+    assert encoding._adler_combine(zlib.adler32(first), zlib.adler32(second), len(second)) == zlib.adler32(first + second)
 
 
 def test_a_forked_process_deflates_in_parts_with_threads_of_its_own(monkeypatch):
@@ -119,10 +119,10 @@ def test_a_forked_process_deflates_in_parts_with_threads_of_its_own(monkeypatch)
     writes one too (with the parent's pool it would wait forever for threads it does not have)."""
     import multiprocessing
 
-    monkeypatch.setattr(render, "_PART_BYTES", 1 << 16)
-    monkeypatch.setattr(render, "_PARTS", 2)
+    monkeypatch.setattr(encoding, "_PART_BYTES", 1 << 16)
+    monkeypatch.setattr(encoding, "_PARTS", 2)
     rows = np.random.default_rng(7).integers(0, 16, (600, 400), dtype=np.uint8)
-    parent = render._png_rows(rows, 0)
+    parent = encoding.png_rows(rows, 0)
     with multiprocessing.get_context("fork").Pool(1) as pool:
-        child = pool.apply_async(render._png_rows, (rows, 0)).get(timeout=30)
+        child = pool.apply_async(encoding.png_rows, (rows, 0)).get(timeout=30)
     assert child == parent

@@ -16,7 +16,7 @@ import pytest
 
 from core.settings import Settings
 from models import runtime
-from models.forward import Runtimes
+from models.runtimes import Runtimes
 from models.sessions import SessionCache, estimate_bytes
 from tests import onnx_builders
 from tests.conftest import BUILTIN_DATA
@@ -132,13 +132,13 @@ import json, resource, statistics, sys, threading
 import numpy as np
 from core.settings import Settings
 from core.stores.models import ModelStore
-from models import forward
+from models import runtimes
 from models.builtin import BUILTIN_ID
 if sys.argv[2] == "glibc-default":
-    forward.keep_freed_buffers = lambda: False
+    runtimes.keep_freed_buffers = lambda: False
 settings = Settings(data_dir=sys.argv[1])
 store = ModelStore(settings.data_dir)
-rt = forward.Runtimes(store, settings.model_copy(update={"forward_batch_tune": False})).get(store.get(BUILTIN_ID))
+rt = runtimes.Runtimes(store, settings.model_copy(update={"forward_batch_tune": False})).get(store.get(BUILTIN_ID))
 x = np.random.default_rng(0).random((int(sys.argv[3]), 3, 224, 224), np.float32)
 medians = []
 def forwards():

@@ -9,7 +9,7 @@ import pytest
 
 from core.settings import Settings
 from models import runtime
-from models.forward import Runtimes
+from models.runtimes import Runtimes
 from models.truncate import truncate
 from tests import onnx_builders
 

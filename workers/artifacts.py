@@ -7,7 +7,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from core import render
+from core import encoding, render
 from core.methods import Attribution, ImageInput, Made, Output
 
 HEATMAP_COLORMAP = "jet"
@@ -18,7 +18,7 @@ def early_artifacts(returns: type, image: ImageInput | None) -> dict[str, bytes]
     input) for the kinds whose files carry it, attributions and made images, when they read an image."""
     if image is None or not issubclass(returns, (Attribution, Made)):
         return {}
-    return {"input.npy": render.npy(image.x)}
+    return {"input.npy": encoding.npy(image.x)}
 
 
 def attribution_artifacts(out: Attribution, image: ImageInput, early: dict[str, bytes] | None = None) -> dict[str, bytes]:
@@ -32,11 +32,11 @@ def map_artifacts(out: Attribution, image: ImageInput, early: dict[str, bytes] |
     `<name>.npy` per array (`ranking.npy`, `segments.npy`)."""
     files = {
         **(early if early is not None else early_artifacts(Attribution, image)),
-        "attribution.npy": render.npy(out.attribution.astype(np.float32)),
-        "heatmap.png": render.png(render.overlay(Image.fromarray(image.fitted), out.heat, cmap=HEATMAP_COLORMAP,
+        "attribution.npy": encoding.npy(out.attribution.astype(np.float32)),
+        "heatmap.png": encoding.png(render.overlay(Image.fromarray(image.fitted), out.heat, cmap=HEATMAP_COLORMAP,
                                                  alpha=0.5)),
     }
-    files.update({f"{name}.npy": render.npy(array) for name, array in out.arrays.items()})
+    files.update({f"{name}.npy": encoding.npy(array) for name, array in out.arrays.items()})
     return files
 
 
@@ -49,7 +49,7 @@ def made_artifacts(out: Made, image: ImageInput | None, early: dict[str, bytes] 
     """`input.npy` when the kind read an image (`early_artifacts`, or `early` as already made), then each made
     image as PNG (`image.png`, ...)."""
     files = dict(early if early is not None else early_artifacts(Made, image))
-    files.update({name: render.png(pixels) for name, pixels in out.images.items()})
+    files.update({name: encoding.png(pixels) for name, pixels in out.images.items()})
     return files
 
 
@@ -60,8 +60,8 @@ def output_artifacts(out: Output) -> dict[str, bytes]:
         if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
             raise ValueError(f"picture {name!r} is {pixels.dtype} {pixels.shape}, not H×W×3 or H×W×4 uint8")
     files = {f"{name}.json": json.dumps(table).encode() for name, table in out.tables.items()}
-    files.update({f"{name}.png": render.png(pixels) for name, pixels in out.pictures.items()})
-    files.update({f"{name}.npy": render.npy(array) for name, array in out.arrays.items()})
+    files.update({f"{name}.png": encoding.png(pixels) for name, pixels in out.pictures.items()})
+    files.update({f"{name}.npy": encoding.npy(array) for name, array in out.arrays.items()})
     return files
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from core import render
+from core import encoding
 from core.errors import Invalid, NotFound
 from core.jobs.events import JobEvents
 from core.jobs.files import JobFiles
@@ -128,7 +128,8 @@ def compute(ctx: WorkerContext, job_id: str, spec: JobSpec, kind: Kind, plan: Pl
     if feed is not None and kind.engine is Engine.ONNXRUNTIME:
         task = DatasetTask(record, params, feed, query=image, threads=s.worker_torch_threads)
     elif kind.engine is Engine.ONNXRUNTIME:
-        task = ForwardTask(record, params, image.x, classify, method_progress, batch=s.occlusion_batch)
+        task = ForwardTask(record, params, image.x, classify, method_progress, batch=s.occlusion_batch,
+                           model=ctx.runtimes.get(record))
     else:
         device = ctx.networks.device
         tensors = {read.name: TensorImage.of(loaded[read.name], device) for read in kind.reads
@@ -138,7 +139,7 @@ def compute(ctx: WorkerContext, job_id: str, spec: JobSpec, kind: Kind, plan: Pl
                     inputs=tensors, classify=classify, forward_batch=s.occlusion_batch, feed=feed,
                     units=RedisUnitCache(ctx.store.client, unit_key(s.redis_prefix, record.onnx_sha256, kind.name,
                                                                     spec.params), s.artifact_ttl_s),
-                    icon_batch=s.atlas_batch)
+                    icon_batch=s.atlas_batch, model=ctx.runtimes.get(record))
     stages.mark("inputs")
     early = early_artifacts(kind.returns, image)
     if prestore is not None:
@@ -178,5 +179,5 @@ def previews(events: JobEvents, job_id: str, side: int = 128):
     def preview(step: int, pixels: np.ndarray) -> None:
         image = Image.fromarray(pixels)
         image.thumbnail((side, side))
-        events.append(job_id, "preview", {"step": step, "png_base64": base64.b64encode(render.png(image)).decode()})
+        events.append(job_id, "preview", {"step": step, "png_base64": base64.b64encode(encoding.png(image)).decode()})
     return preview

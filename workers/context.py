@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from core.jobs.store import JobStore
 from core.settings import Settings
 from core.stores.models import ModelStore
-from models.forward import Runtimes
+from models.runtimes import Runtimes
 from workers.networks import NetworkCache
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from core import images
 from core.errors import NotFound
-from core.kinds.registry import Source
+from core.kinds.kind import Source
 from core.methods import ImageInput, Progress
 from core.model_record import ModelRecord
 from core.stores.datasets import Dataset, DatasetStore
@@ -39,7 +39,7 @@ class Loading:
 def load_image(ctx: WorkerContext, item: Loading) -> ImageInput:
     """The image kept at submission, decoded, fitted and normalised (404 `input_expired` once it expired); the
     pixels the API decoded at submission when they are still kept, so the file is not decoded twice."""
-    decoded = ctx.store.get_decoded(item.ref)
+    decoded = ctx.store.files.get_decoded(item.ref)
     if decoded is not None:
         try:
             pixels = np.load(io.BytesIO(decoded), allow_pickle=False)
@@ -47,7 +47,7 @@ def load_image(ctx: WorkerContext, item: Loading) -> ImageInput:
             pixels = None
         if pixels is not None and pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3:
             return images.prepare_pixels(pixels, item.record, max_resized_pixels=ctx.settings.max_resized_pixels)
-    data = ctx.store.get_input(item.ref)
+    data = ctx.store.files.get_input(item.ref)
     if data is None:
         raise NotFound(f"the job's {item.name.replace('_', ' ')} has expired", code="input_expired")
     return images.prepare(data, item.record, max_bytes=ctx.settings.max_image_bytes,

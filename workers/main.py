@@ -34,7 +34,7 @@ from core.kinds.dataset import umap_available
 from core.redis_client import connect
 from core.settings import Settings, get_settings
 from core.stores.models import ModelStore
-from models.forward import Runtimes
+from models.runtimes import Runtimes
 from models.sessions import keep_freed_buffers
 from workers import execute
 from workers.context import WorkerContext

@@ -1,141 +1,18 @@
-"""The attribution kinds and their params: what to explain (a class logit or one unit), each method's knobs,
-and the faithfulness scores every attribution kind computes by default (`evaluate`): ROAD against random maps
-of the map's own grain, then deletion/insertion. A kind is its params class and its `Kind` entry in `KINDS`
-(the registry collects them), and its method `workers/methods/attribution/<kind>.py`."""
+"""The attribution kinds and their params: each method's knobs on top of what every attribution kind shares
+(`core/kinds/explained.py`: the target, and the faithfulness scores of the map). A kind is its params class and
+its `Kind` entry in `KINDS` here (the registry collects them), and its method `workers/methods/attribution/<kind>.py`."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field
 
+from core.kinds.explained import FILLS, AttributionParams, Fill, ObjectiveParams
 from core.kinds.kind import Engine, Family, Kind
-from core.kinds.params import Params, Target, Workload, batches, layer_or_last, spatial_layer
+from core.kinds.params import Params, Target, Workload, batches, channels, layer_or_last
 from core.methods import Attribution
 from core.model_record import ModelRecord
-
-EVALUATION_FIELDS = ("evaluate", "road_fractions", "road_noise", "road_random_maps", "evaluation_steps",
-                     "deletion_baseline")
-ROAD_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-Fill = Literal["zeros", "black", "mean", "blur"]
-FILLS = ("zeros: 0 in model-input space; black: a black image; mean: the image's mean colour; blur: the image "
-         "blurred (Gaussian, radius 1/16 of its size)")
-
-
-class ClassTargetParams(Params):
-    target: Target | None = Field(None, description="class index or label; default the model's top-1 class "
-                                                    "for the image. The score is the class logit.")
-
-    def explains_class(self) -> bool:
-        """Whether the objective is a class logit (then the model must have class scores)."""
-        return True
-
-    def resolve(self, record: ModelRecord) -> Params:
-        if self.target is not None:
-            record.class_index(self.target)
-        elif self.explains_class():
-            record.require_class_scores("the default objective (the image's top-1 class)")
-        return super().resolve(record)
-
-
-class AttributionParams(ClassTargetParams):
-    """What every attribution kind shares: the faithfulness scores of its map, computed after the map from forward
-    passes only, `forward_batch` perturbed copies per ONNX Runtime call. ROAD (Rong et al. 2022) first: pixels
-    removed most (MoRF) and least (LeRF) relevant first and filled by noisy linear imputation, so the model is not
-    judged on images far from any it was trained on; the same score of random maps at the map's own grain is the
-    level a map must beat. Deletion/insertion (Petsiuk et al. 2018) second, with its baseline named."""
-
-    evaluate: bool = Field(True, description="score the map: ROAD (metrics `road_score`, `road_random_mean`, "
-                                             "`road_random_sd`, `beats_random`) and deletion/insertion (metrics "
-                                             "`deletion_auc`, `insertion_auc`); curves in `evaluation.json`, the "
-                                             "ranking map in `ranking.npy`")
-    road_fractions: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
-        default_factory=lambda: list(ROAD_FRACTIONS), min_length=1, max_length=50,
-        description="fractions of the pixels ROAD removes, each most relevant first (MoRF) and least relevant "
-                    "first (LeRF); `road_score` = mean(LeRF − MoRF) / 2 of the target's probability")
-    road_noise: float = Field(0.01, ge=0, le=10, description="σ of the Gaussian noise added to imputed pixels "
-                                                             "(model-input space), seeded by `seed`")
-    road_random_maps: int = Field(4, ge=0, le=64, description="random maps at the attribution's own grain scored "
-                                                              "the same way: the level `beats_random` compares with "
-                                                              "(road_score > mean + 2·sd); 0: none")
-    seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of ROAD's noise and random maps")
-    evaluation_steps: int = Field(32, ge=2, le=1024, description="deletion/insertion: points on each curve after the "
-                                                                 "first: the image changes by 1/steps of its pixels "
-                                                                 "at each")
-    deletion_baseline: Fill = Field("blur", description=f"deletion: what deleted pixels become: {FILLS}; blur "
-                                    "by default: black pixels are far from any training image and add evidence "
-                                    "of their own (ROAD's reason)")
-
-    @field_validator("road_fractions")
-    @classmethod
-    def _fractions_once_each(cls, fractions: list[float]) -> list[float]:
-        if len(set(fractions)) != len(fractions):
-            raise ValueError("each ROAD fraction may be given once")
-        return sorted(fractions)
-
-    def road_passes(self) -> int:
-        """Forward passes of ROAD: MoRF and LeRF at every fraction, for the map and each random map."""
-        return 2 * len(self.road_fractions) * (1 + self.road_random_maps)
-
-    def scored(self) -> bool:
-        """Whether the map is scored: asked for, and of a class (the scores follow a class's probability)."""
-        return self.evaluate and self.explains_class()
-
-    def deletion_passes(self) -> int:
-        """Forward passes of deletion/insertion: both curves at steps + 1 points, the unchanged image shared."""
-        return 2 * self.evaluation_steps + 1
-
-    def scoring_batches(self, forward_batch: int) -> tuple[int, int]:
-        """(ROAD's, deletion/insertion's) batches of perturbed copies: a progress step each; (0, 0) unscored."""
-        if not self.scored():
-            return 0, 0
-        return batches(self.road_passes(), forward_batch), batches(self.deletion_passes(), forward_batch)
-
-    def scoring_steps(self, work: Workload) -> int:
-        """The scores' steps: one per batch of ROAD's imputed copies, then one per batch of deletion/insertion's."""
-        return sum(self.scoring_batches(work.forward_batch))
-
-    def method_steps(self, work: Workload) -> int:
-        """One pass by default."""
-        return 1
-
-    def total_steps(self, work: Workload) -> int:
-        """The method's steps, then the scores'."""
-        return self.method_steps(work) + self.scoring_steps(work)
-
-
-class ObjectiveParams(AttributionParams):
-    """What to explain: a class logit (`target`), or one unit of a layer (`layer` + `channel`,
-    optionally `position`), so that a single feature map is projected back to pixels."""
-
-    layer: str | None = Field(None, min_length=1, max_length=512,
-                              description="with `channel`: explain one unit of this layer instead of a class")
-    channel: int | None = Field(None, ge=0, description="channel of `layer`")
-    position: tuple[int, int] | None = Field(None, description="[y, x] on the layer's grid; default the "
-                                                               "channel's strongest activation for the image")
-
-    @model_validator(mode="after")
-    def _one_objective(self):
-        if (self.layer is None) != (self.channel is None):
-            raise ValueError("give `layer` and `channel` together")
-        if self.layer is not None and self.target is not None:
-            raise ValueError("give either `target` or `layer` + `channel`, not both")
-        if self.position is not None and self.layer is None:
-            raise ValueError("`position` needs `layer` and `channel`")
-        return self
-
-    def explains_class(self) -> bool:
-        return self.layer is None
-
-    def resolve(self, record: ModelRecord) -> Params:
-        if self.layer is not None:
-            channels, height, width = (spatial_layer(record, self.layer).shape + [1, 1])[:3]
-            if self.channel >= channels:
-                raise ValueError(f"layer {self.layer!r} has {channels} channels; channel {self.channel} is out of range")
-            if self.position is not None and not (0 <= self.position[0] < height and 0 <= self.position[1] < width):
-                raise ValueError(f"position {list(self.position)} is outside the layer's {height}×{width} grid")
-        return super().resolve(record)
 
 
 class SaliencyParams(AttributionParams):
@@ -166,10 +43,68 @@ class GradcamParams(CamParams):
     """Selvaraju et al. 2017: ReLU(Σ_k α_k A^k), α_k = spatial mean of d logit / d A^k."""
 
 
+class GradcamPlusPlusParams(CamParams):
+    """Chattopadhay et al. 2018 (Grad-CAM++): ReLU(Σ_k w_k A^k), w_k = Σ_ij a_kij ReLU(g_kij) with g = d logit / d A
+    and a = g² / (2g² + Σ_ij A^k_ij · g³), the closed form for an exponential logit (as pytorch-grad-cam computes it):
+    several instances of a class each weigh in, not only the largest."""
+
+
+class XgradcamParams(CamParams):
+    """Fu et al. 2020 (XGrad-CAM): ReLU(Σ_k w_k A^k), w_k = Σ_ij g_kij A^k_ij / Σ_ij A^k_ij: the gradient weighted by
+    the activation, chosen so that the map satisfies the sensitivity and conservation axioms."""
+
+
+class LayercamParams(CamParams):
+    """Jiang et al. 2021 (Layer-CAM): ReLU(Σ_k ReLU(g_k) ⊙ A^k), positive gradients weighing each position: finer
+    maps than Grad-CAM at early layers."""
+
+
 class HirescamParams(CamParams):
-    """Draper et al. 2020 (HiResCAM): ReLU(Σ_k ∂logit/∂A^k ⊙ A^k), the gradient times the activation at each
+    """Draelos & Carin 2020 (HiResCAM): ReLU(Σ_k ∂logit/∂A^k ⊙ A^k), the gradient times the activation at each
     position: for a model whose logit is a linear function of the layer (global average pooling then a linear
     layer), the map sums to the logit's share that comes through the layer, unlike Grad-CAM's averaged gradient."""
+
+
+class EigencamParams(CamParams):
+    """Muhammad & Yeasin 2020 (Eigen-CAM): the layer's activations (positions × channels, centred) projected on
+    their first principal component. No gradient and no class: the map is the same for every target."""
+
+    target: Target | None = Field(None, description="Eigen-CAM's map has no target: this only names the class "
+                                                    "whose probability the faithfulness scores follow (default the "
+                                                    "model's top-1 class for the image)")
+
+
+class ChannelPassesParams(CamParams):
+    """A CAM whose channel weights each take one forward pass: `forward_batch` channels per ONNX Runtime call."""
+
+    def method_steps(self, work: Workload) -> int:
+        """One step per batch of channels."""
+        return batches(channels(work.record, self.layer), work.forward_batch)
+
+
+class ScorecamParams(ChannelPassesParams):
+    """Wang et al. 2020 (Score-CAM): each channel, upsampled and scaled to [0, 1], masks the image; the softmax over
+    channels of the target's logit on the masked images weighs the channels. Forward passes only, one per channel."""
+
+
+class AblationcamParams(ChannelPassesParams):
+    """Desai & Ramaswamy 2020 (Ablation-CAM): each channel is weighted by the relative drop of the target's logit
+    when it is zeroed. Forward passes of the graph after the layer only, one per channel."""
+
+
+class LrpParams(AttributionParams):
+    """Layer-wise relevance propagation (Bach et al. 2015; Montavon et al. 2019), with zennit's composites: the
+    target's one-hot output relevance passed down layer by layer by each layer type's rule, BatchNorm merged into
+    the convolution before it and residual additions split in proportion to their inputs first."""
+
+    composite: Literal["epsilon_plus_flat", "epsilon_plus", "epsilon_gamma_box", "epsilon_alpha2_beta1_flat"] = Field(
+        "epsilon_plus_flat", description="the rules by layer, as zennit names them: epsilon_plus (ε for dense "
+        "layers, z⁺ for convolutions), epsilon_plus_flat (the same, flat in the first layer), epsilon_gamma_box (γ "
+        "for convolutions, z^B with the input's bounds in the first layer), epsilon_alpha2_beta1_flat (α2β1 for "
+        "convolutions, flat in the first layer)")
+    epsilon: float = Field(1e-6, gt=0, le=10, description="ε of the ε rule (dense layers), and every rule's stabiliser")
+    gamma: float = Field(0.25, ge=0, le=100, description="γ of epsilon_gamma_box: how much the positive weights are "
+                                                         "favoured")
 
 
 class SmoothgradParams(AttributionParams):
@@ -253,12 +188,29 @@ KINDS = (
     attribution("deconvnet", DeconvnetParams, 120,
                 "Deconvnet projection (Zeiler & Fergus 2014) of a class logit or one unit."),
     attribution("gradcam", GradcamParams, 120, "Grad-CAM (Selvaraju et al. 2017) at a layer's grid."),
+    attribution("gradcam_plus_plus", GradcamPlusPlusParams, 120,
+                "Grad-CAM++ (Chattopadhay et al. 2018): positive gradients weighted per position, at a layer's grid."),
+    attribution("xgradcam", XgradcamParams, 120,
+                "XGrad-CAM (Fu et al. 2020): channel weights from activation-weighted gradients, at a layer's grid."),
+    attribution("layercam", LayercamParams, 120,
+                "Layer-CAM (Jiang et al. 2021): positive gradient times activation at each position of a layer's grid."),
     attribution("hirescam", HirescamParams, 120,
-                "HiResCAM (Draper et al. 2020): gradient times activation at each position of a layer's grid."),
+                "HiResCAM (Draelos & Carin 2020): gradient times activation at each position of a layer's grid."),
+    attribution("eigencam", EigencamParams, 300,
+                "Eigen-CAM (Muhammad & Yeasin 2020): a layer's first principal component; no target, forward only.",
+                engine=Engine.ONNXRUNTIME),
+    attribution("scorecam", ScorecamParams, 900,
+                "Score-CAM (Wang et al. 2020): channel weights from the target's logit on channel-masked images, "
+                "forward passes only.", engine=Engine.ONNXRUNTIME),
+    attribution("ablationcam", AblationcamParams, 900,
+                "Ablation-CAM (Desai & Ramaswamy 2020): channel weights from the logit's drop when each channel is "
+                "zeroed, forward passes only.", engine=Engine.ONNXRUNTIME),
     attribution("smoothgrad", SmoothgradParams, 900,
                 "SmoothGrad (Smilkov et al. 2017): gradients averaged over noisy copies."),
     attribution("integrated_gradients", IntegratedGradientsParams, 900,
                 "Integrated gradients (Sundararajan et al. 2017) from a baseline image."),
+    attribution("lrp", LrpParams, 300,
+                "Layer-wise relevance propagation (Bach et al. 2015) with zennit's composites, relevance at the input."),
     attribution("rise", RiseParams, 900,
                 "RISE (Petsiuk et al. 2018): the target's probability under random masks, forward passes only.",
                 engine=Engine.ONNXRUNTIME),

@@ -66,3 +66,8 @@ def layer_or_last(record: ModelRecord, name: str | None) -> str:
         name = record.layers[-1].name
     spatial_layer(record, name)
     return name
+
+
+def channels(record: ModelRecord, name: str) -> int:
+    """How many channels the record's layer `name` has."""
+    return spatial_layer(record, name).shape[0]

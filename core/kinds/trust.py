@@ -12,7 +12,8 @@ from typing import Annotated, Any, get_args
 from pydantic import Field, model_validator
 
 from core.kinds import attribution
-from core.kinds.attribution import EVALUATION_FIELDS, FILLS, ROAD_FRACTIONS, AttributionKind, AttributionParams, Fill
+from core.kinds.attribution import AttributionKind
+from core.kinds.explained import EVALUATION_FIELDS, FILLS, ROAD_FRACTIONS, AttributionParams, Fill
 from core.kinds.kind import Family, Kind
 from core.kinds.params import Params, Target, Workload, batches
 from core.methods import Output

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from core import images, render
+from core import encoding, images
 from core.errors import BadRequest
 from core.settings import Settings
 from service.auth import current_owner
@@ -52,4 +52,4 @@ def get_image(image_id: str, ctx: AppContext = Depends(context)) -> Response:
     s = ctx.settings
     data = ctx.images.get(current_owner.get(), image_id)
     decoded = images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
-    return Response(render.png(decoded), media_type="image/png")
+    return Response(encoding.png(decoded), media_type="image/png")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from core import render
+from core import encoding, render
 from core.errors import Forbidden, Invalid, Overloaded, TooLarge
 from core.model_record import ModelInfo
 from service import uploads
@@ -115,11 +115,11 @@ async def filters(
             raise Invalid(f"layer {layer!r} is not a convolution; filters exist only for Conv layers",
                           code="not_a_convolution")
         if format == "npy":
-            return render.npy(weights)
+            return encoding.npy(weights)
         shown = weights[:max_filters]
         if shown.shape[1] != 3:
             shown = shown[:, : max(1, 4096 // len(shown))]
-        return render.png(render.tile_grid(render.filter_tiles(shown)))
+        return encoding.png(render.tile_grid(render.filter_tiles(shown)))
 
     media = "image/png" if format == "png" else "application/x-npy"
     return Response(await run_in_threadpool(work), media_type=media)

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 
-from core import images, render
+from core import encoding, images, preprocessing, render
 from core.errors import Invalid
 from core.model_record import ModelRecord
-from models import forward
+from models import forward, runtimes
 from service.auth import current_owner
 from service.bodies import read_request, resolve_image
 from service.context import AppContext, context
@@ -63,8 +63,8 @@ def model_input(ctx: AppContext, record: ModelRecord, spec: ViewRequest,
     def prepare():
         raw = data if data is not None else resolve_image(spec.image, None, ctx.images)
         decoded = images.decode(raw, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
-        fitted = images.fit(decoded, record, max_pixels=s.max_resized_pixels)
-        tensor = images.to_tensor(fitted, record)
+        fitted = preprocessing.fit(decoded, record, max_pixels=s.max_resized_pixels)
+        tensor = preprocessing.to_tensor(fitted, record)
         tensor.setflags(write=False)
         return tensor, fitted
 
@@ -122,7 +122,7 @@ async def activations(model: str, request: Request, ctx: AppContext = Depends(co
         x, _ = model_input(ctx, record, spec, files)
         maps = ctx.runtimes.get(record).layer(x, layer.name)[0][channels]
         if fmt == "npy":
-            return render.npy(maps)
+            return encoding.npy(maps)
         if fmt == "json":
             body = ActivationsResponse(layer=layer.name, shape=list(maps.shape), channels=channels,
                                        stats=forward.activation_stats(maps))
@@ -157,18 +157,18 @@ async def occlusion(model: str, request: Request, ctx: AppContext = Depends(cont
         prob_map, baseline, _ = forward.occlusion(rt, x, target, spec.patch, spec.stride, spec.fill,
                                                   ctx.settings.occlusion_batch)
         if fmt == "npy":
-            return render.npy(prob_map)
+            return encoding.npy(prob_map)
         if fmt == "json":
             return json.dumps({"target": target, "label": record.label(target), "map": prob_map.tolist(),
                                "baseline_probability": baseline, "patch": spec.patch,
                                "stride": spec.stride}).encode()
         heat = forward.occlusion_heat(prob_map, baseline, x.shape[2:], spec.patch, spec.stride)
-        return render.png(render.overlay(fitted, heat, cmap=spec.colormap))
+        return encoding.png(render.overlay(fitted, heat, cmap=spec.colormap))
 
     return Response(await run_in_threadpool(work), media_type=MEDIA[fmt])
 
 
-def resolve_target(record: ModelRecord, target: int | str | None, rt: forward.ModelRuntime, x: np.ndarray) -> int:
+def resolve_target(record: ModelRecord, target: int | str | None, rt: runtimes.ModelRuntime, x: np.ndarray) -> int:
     """A class index from a request's `target`; the top-1 class when it is omitted."""
     if target is None:
         return int(np.argmax(rt.logits(x)[0]))

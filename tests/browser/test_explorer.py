@@ -15,6 +15,8 @@ import zipfile
 import pytest
 from playwright.sync_api import expect
 
+from core.kinds.registry import KINDS
+from core.methods import Attribution, Made
 from tests.browser.conftest import MODEL, shot
 from tests.onnx_builders import ClassicNet, export, seeded
 
@@ -31,6 +33,11 @@ def use_sample(page, name: str = "chelsea") -> None:
 
 def natural_width(page, selector: str) -> int:
     return page.locator(selector).first.evaluate("img => img.naturalWidth")
+
+
+def kinds_returning(result: type) -> list[str]:
+    """The registry's kinds whose method returns `result` (Attribution: the maps; Made: the made images), in order."""
+    return [name for name, kind in KINDS.items() if kind.returns is result]
 
 
 def test_models_panel_lists_details_uploads_refuses_and_deletes(explorer, live, tmp_path):
@@ -188,6 +195,12 @@ def test_attributions_side_by_side_with_progress_and_blend(explorer, live):
     page = explorer
     use_sample(page, "chelsea")
     page.click("#tab-attributions")
+    # The methods offered are the API's attribution kinds, told apart in its schema (no list in the page).
+    boxes = page.locator("#attr-kinds input[name=kind]")
+    expect(boxes).to_have_count(len(kinds_returning(Attribution)))
+    assert boxes.evaluate_all("all => all.map((b) => b.value)") == kinds_returning(Attribution)
+    assert boxes.evaluate_all("all => all.filter((b) => b.checked).map((b) => b.value)") == [
+        "saliency", "gradcam", "integrated_gradients"]
     for kind in ("saliency", "gradcam", "integrated_gradients", "smoothgrad"):
         page.set_checked(f"#attr-kind-{kind}", kind != "integrated_gradients")
     page.locator("#attr-kinds .kind", has=page.locator("#attr-kind-smoothgrad")).locator("summary").click()
@@ -330,6 +343,9 @@ def test_making_panel_previews_final_image_and_cancel(explorer, live):
     page = explorer
     use_sample(page, "chelsea")
     page.click("#tab-making")
+    options = page.locator("#make-kind option")
+    expect(options).to_have_count(len(kinds_returning(Made)))  # the API's image-making kinds, from its schema
+    assert options.evaluate_all("all => all.map((o) => o.value)") == kinds_returning(Made)
     page.select_option("#make-kind", "feature_vis")
     params = page.locator("#make-params")
     expect(params.locator("input[name=steps]")).to_have_value("128")  # the API's default, from its schema

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core import images
+from core import images, preprocessing
 from core.methods import Output, no_progress
 from core.settings import Settings
 from core.stores.datasets import DatasetStore, Upload
@@ -113,8 +113,8 @@ def task_for(settings, store, record, dataset, kind: str, progress=None, image: 
 
 
 def model_inputs(dataset, record) -> torch.Tensor:
-    xs = [images.to_tensor(images.fit(images.decode(dataset.read(i), max_bytes=1 << 30, max_pixels=1 << 30),
-                                      record), record) for i in range(dataset.count)]
+    xs = [preprocessing.to_tensor(preprocessing.fit(images.decode(dataset.read(i), max_bytes=1 << 30, max_pixels=1 << 30),
+                                                    record), record) for i in range(dataset.count)]
     return torch.from_numpy(np.concatenate(xs))
 
 
@@ -131,7 +131,7 @@ def is_picture(pixels: np.ndarray, channels: int = 3) -> bool:
 
 
 def top_of(task) -> list[dict]:
-    from workers.methods import top_activations
+    from workers.methods.dataset import top_activations
 
     out = top_activations.run(task)
     assert isinstance(out, Output) and set(out.tables) == {"top"} and set(out.pictures) == {"patches"}

@@ -9,13 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from core import images
+from core import images, preprocessing
 from tests.datasets.conftest import is_picture, model_inputs, task_for
 
 
 @pytest.mark.parametrize("method", ["pca", "tsne", "umap"])
 def test_embedding_has_one_point_per_image(settings, builtin_store, builtin, dataset, torch_lite0, method):
-    from workers.methods import embedding
+    from workers.methods.dataset import embedding
 
     out = embedding.run(task_for(settings, builtin_store, builtin, dataset, "embedding", method=method))
     points = out.tables["points"]
@@ -37,10 +37,10 @@ def test_embedding_has_one_point_per_image(settings, builtin_store, builtin, dat
     assert is_picture(picture) and picture.shape[:2] == (3 * 128, 4 * 128)
     # each of the 4×3 cells holds the thumbnail (what the model saw, 128 px) of the image whose point
     # `grid_cells` (tested below) assigns to it
-    from workers.methods.embedding import grid_cells
+    from workers.methods.dataset.embedding import grid_cells
 
     placed = {tuple(cell): i for i, cell in enumerate(grid_cells(xy, 4, 3).tolist())}
-    thumbs = [np.asarray(images.fit(images.decode(dataset.read(i), max_bytes=1 << 30, max_pixels=1 << 30), builtin)
+    thumbs = [np.asarray(preprocessing.fit(images.decode(dataset.read(i), max_bytes=1 << 30, max_pixels=1 << 30), builtin)
                          .resize((128, 128), Image.BILINEAR), float) for i in range(12)]
     shown = []
     for row in range(3):
@@ -76,7 +76,7 @@ def test_umap_without_the_package_is_refused_with_a_clear_message(builtin, monke
 
 
 def test_grid_cells_are_distinct_and_follow_the_points():
-    from workers.methods.embedding import grid_cells
+    from workers.methods.dataset.embedding import grid_cells
 
     rng = np.random.default_rng(0)
     for n in (7, 40):
@@ -91,7 +91,7 @@ def test_grid_cells_are_distinct_and_follow_the_points():
 
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
 def test_an_image_of_the_dataset_is_its_own_nearest_neighbour(settings, builtin_store, builtin, dataset, metric):
-    from workers.methods import neighbors
+    from workers.methods.dataset import neighbors
 
     query = dataset.read(3)
     out = neighbors.run(task_for(settings, builtin_store, builtin, dataset, "neighbors", image=query,
@@ -105,7 +105,7 @@ def test_an_image_of_the_dataset_is_its_own_nearest_neighbour(settings, builtin_
     assert is_picture(strip) and strip.shape[:2] == (128 + 2 * 6, 128 + 3 * 6 + 4 * (128 + 6))
 
     def seen(pixels: bytes) -> np.ndarray:  # what the model saw, as a 128-px tile
-        fitted = images.fit(images.decode(pixels, max_bytes=1 << 30, max_pixels=1 << 30), builtin)
+        fitted = preprocessing.fit(images.decode(pixels, max_bytes=1 << 30, max_pixels=1 << 30), builtin)
         return np.asarray(fitted.resize((128, 128), Image.BILINEAR), float)
 
     tiles = [strip[6:134, 6:134]] + [strip[6:134, 146 + n * 134:146 + n * 134 + 128] for n in range(4)]
@@ -113,5 +113,5 @@ def test_an_image_of_the_dataset_is_its_own_nearest_neighbour(settings, builtin_
     for n, (tile, thumb) in enumerate(zip(tiles, expected)):
         assert np.abs(tile.astype(float) - thumb).mean() <= 3, n
     assert out.arrays["input"].shape == (1, 3, 224, 224) and out.arrays["input"].dtype == np.float32
-    assert np.array_equal(out.arrays["input"], images.to_tensor(images.fit(images.decode(
+    assert np.array_equal(out.arrays["input"], preprocessing.to_tensor(preprocessing.fit(images.decode(
         query, max_bytes=1 << 30, max_pixels=1 << 30), builtin), builtin))

@@ -4,14 +4,14 @@ step and ends on it, whether or not fewer images than allowed for are loaded aft
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 
 from core.kinds.dataset import load_steps, pass_steps
+from core.kinds.kind import Engine, Source
 from core.kinds.params import Workload
-from core.kinds.registry import KINDS, Engine, Source
+from core.kinds.registry import KINDS
 from tests.datasets.conftest import photo_files, task_for
+from workers.methods import method_of
 
 CASES = [  # (kind, params, with a query image); the layer is the tiny net's last ReLU (5 channels, 16×16)
     ("top_activations", {"channel": 1, "k": 3}, False),
@@ -36,8 +36,7 @@ def test_method_reports_the_declared_total_at_every_step(settings, tiny, dataset
     task = task_for(settings, store, record, dataset, kind, lambda step, total: calls.append((step, total)),
                     image=photo_files()[2][1] if query else None, layer=layer, **raw)
     declared = task.params.total_steps(Workload(record, batch=settings.dataset_batch, images=dataset.count))
-    module, _, function = KINDS[kind].method.partition(":")
-    getattr(importlib.import_module(module), function)(task)
+    method_of(KINDS[kind])(task)
     assert {total for _, total in calls} == {declared}, calls
     steps = [step for step, _ in calls]
     assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == declared, calls

@@ -75,7 +75,7 @@ def test_every_patch_box_is_the_receptive_field_found_by_gradients(settings, tin
     boxes = gradient_boxes(positions)
     for e in entries:
         assert e["input_box"] == boxes[tuple(e["position"])]
-    from workers.methods.top_activations import receptive_box
+    from workers.methods.dataset.top_activations import receptive_box
 
     for (y, x), box in boxes.items():
         assert receptive_box(rf, y, x, TINY_SIZE, TINY_SIZE) == box
@@ -122,10 +122,10 @@ def box_by_hand(input_box, width: int, height: int, resize: int | None) -> list[
 def test_boxes_are_in_each_dataset_images_own_pixels(settings, tiny, odd_dataset, resize):
     """`box` is the receptive field in the dataset image's own pixels (inside the image, the hand-computed inverse
     of the resize and centre crop of `input_box`); the patches in `patches.png` are still cut at `input_box`."""
-    from core import images
+    from core import images, preprocessing
     from core.model_record import Preprocess
-    from workers.methods import top_activations
-    from workers.methods.top_activations import Layout, letterbox, receptive_box
+    from workers.methods.dataset import top_activations
+    from workers.methods.dataset.top_activations import Layout, letterbox, receptive_box
 
     _, store, record, layer = tiny
     record = record.model_copy(update={"preprocess": Preprocess(resize=resize, crop=TINY_SIZE if resize else True)})
@@ -142,7 +142,7 @@ def test_boxes_are_in_each_dataset_images_own_pixels(settings, tiny, odd_dataset
         assert 0 <= x0 < x1 <= entry.width and 0 <= y0 < y1 <= entry.height
         assert e["input_box"] == receptive_box(rf, *e["position"], TINY_SIZE, TINY_SIZE)
         assert e["box"] == box_by_hand(e["input_box"], entry.width, entry.height, resize)
-        fitted = np.asarray(images.fit(images.decode(dataset.read(entry.index), max_bytes=1 << 30,
+        fitted = np.asarray(preprocessing.fit(images.decode(dataset.read(entry.index), max_bytes=1 << 30,
                                                      max_pixels=1 << 30), record))
         ix0, iy0, ix1, iy1 = e["input_box"]
         y, x = layout.origin(0, rank)
@@ -151,7 +151,7 @@ def test_boxes_are_in_each_dataset_images_own_pixels(settings, tiny, odd_dataset
 
 
 def test_a_channel_forced_dead_is_reported_dead(settings, tiny, dataset):
-    from workers.methods import unit_stats
+    from workers.methods.dataset import unit_stats
 
     net, store, record, layer = tiny
     out = unit_stats.run(task_for(settings, store, record, dataset, "unit_stats", layer=layer))
@@ -171,7 +171,7 @@ def test_a_channel_forced_dead_is_reported_dead(settings, tiny, dataset):
 def test_cancelling_between_batches_stops_the_pass_and_its_decoder(settings, tiny, dataset):
     import threading
 
-    from workers.methods import unit_stats
+    from workers.methods.dataset import unit_stats
 
     _, store, record, layer = tiny
 

@@ -56,7 +56,7 @@ def artifact(client, job: dict, name: str):
 
 
 def channel_mean(network, layer: str, channel: int, pixels: np.ndarray) -> float:
-    from workers.methods import icons
+    from workers.methods.mechanics import icons
 
     return float(icons.activations(network, layer, pixels[None])[0, channel].mean())
 

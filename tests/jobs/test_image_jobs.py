@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core import images
+from core import images, preprocessing
 from tests.conftest import encode, sample
 from tests.jobs.conftest import MODEL, wait_for
 
@@ -61,7 +61,7 @@ def test_style_transfer_job_takes_two_images(jobs_client, builtin):
     assert metrics["style_loss"] < metrics["content_image_style_loss"]
     x = np.load(io.BytesIO(jobs_client.get(f"/v1/jobs/{job['id']}/artifacts/input.npy").content))
     content = images.decode(encode(sample("chelsea")), max_bytes=10**8, max_pixels=10**8)
-    np.testing.assert_array_equal(x, images.to_tensor(images.fit(content, builtin), builtin))  # the content image
+    np.testing.assert_array_equal(x, preprocessing.to_tensor(preprocessing.fit(content, builtin), builtin))  # the content image
 
 
 def test_style_transfer_without_a_style_image_is_422(jobs_client):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core import images
+from core import images, preprocessing
 from tests.conftest import encode, sample
 from tests.jobs.conftest import MODEL, read_events, submit, wait_for
 
@@ -43,14 +43,15 @@ def test_submit_runs_and_returns_artifacts(jobs_client, cat_png, builtin):
     got = {name: jobs_client.get(a["url"]) for name, a in artifacts.items()}
     assert all(r.status_code == 200 for r in got.values())
     assert got["heatmap.png"].headers["content-type"] == "image/png"
-    expected = images.to_tensor(images.fit(images.decode(cat_png, max_bytes=10**8, max_pixels=10**8), builtin), builtin)
+    decoded = images.decode(cat_png, max_bytes=10**8, max_pixels=10**8)
+    expected = preprocessing.to_tensor(preprocessing.fit(decoded, builtin), builtin)
     np.testing.assert_array_equal(npy(got["input.npy"].content), expected)
     attribution = npy(got["attribution.npy"].content)
     assert attribution.shape == (3, 224, 224) and attribution.dtype == np.float32
     # The heatmap is the image the model saw, half covered by jet colours of the attribution's size:
     # max over channels of |gradient|, over its 99th percentile, clipped to 1 (Smilkov et al. 2017).
     heatmap = np.asarray(Image.open(io.BytesIO(got["heatmap.png"].content)).convert("RGB"), float)
-    seen = np.asarray(images.fit(images.decode(cat_png, max_bytes=10**8, max_pixels=10**8), builtin), float)
+    seen = np.asarray(preprocessing.fit(images.decode(cat_png, max_bytes=10**8, max_pixels=10**8), builtin), float)
     magnitude = np.abs(attribution).max(axis=0)
     heat = np.clip(magnitude / np.percentile(magnitude, 99), 0, 1)
     jet = matplotlib.colormaps["jet"]

@@ -10,9 +10,10 @@ import json
 import numpy as np
 import pytest
 
-from core import images
+from core import preprocessing
 from core.settings import Settings
-from models.forward import Runtimes, softmax
+from models.forward import softmax
+from models.runtimes import Runtimes
 from tests.jobs.conftest import submit, wait_for
 
 
@@ -53,7 +54,7 @@ def test_an_attribution_job_is_scored_as_a_reference_scores_its_map(jobs_client,
     # one perturbed copy per forward pass: the most positive channel sums first, ties in raster order
     order = np.argsort(-attribution.sum(axis=0).ravel(), kind="stable")
     ys, xs = np.unravel_index(order, x.shape[2:])
-    blurred = images.fill_value(x, "blur", builtin)
+    blurred = preprocessing.fill_value(x, "blur", builtin)
     mean = x.mean(axis=(2, 3), keepdims=True)[0]
     deletion, insertion = [], []
     for k in range(13):

@@ -84,7 +84,7 @@ def small_photo():
     an image with regions, where the random `small_input` has none."""
     from PIL import Image
 
-    from core.images import to_tensor
+    from core.preprocessing import to_tensor
     from tests.conftest import sample
 
     return torch.from_numpy(to_tensor(Image.fromarray(sample("chelsea")).resize((SIZE, SIZE)), small_record()))
@@ -93,11 +93,11 @@ def small_photo():
 @pytest.fixture(scope="session")
 def cat(builtin) -> torch.Tensor:
     """The chelsea photo as the built-in model's exact 1×3×224×224 input (the one image pipeline)."""
-    from core import images
+    from core import images, preprocessing
     from tests.conftest import encode, sample
 
     image = images.decode(encode(sample("chelsea")), max_bytes=10**8, max_pixels=10**8)
-    return torch.from_numpy(images.to_tensor(images.fit(image, builtin), builtin))
+    return torch.from_numpy(preprocessing.to_tensor(preprocessing.fit(image, builtin), builtin))
 
 
 @pytest.fixture(scope="session")
@@ -116,3 +116,20 @@ def pytorch_grad_cam():
     import pytorch_grad_cam
 
     return pytorch_grad_cam
+
+
+@pytest.fixture(scope="session")
+def zennit():
+    """zennit (the oracle for LRP), imported. Its package imports torchvision (for its ResNet canonizers), whose
+    CUDA wheel fails to import next to a CPU torch: the two op schemas (`nms`, `qnms`) are declared first, as for
+    pytorch-grad-cam; zennit uses none of torchvision's native ops."""
+    try:
+        import torchvision  # noqa: F401
+    except RuntimeError:
+        library = torch.library.Library("torchvision", "DEF")
+        for op in ("nms", "qnms"):
+            library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        import torchvision  # noqa: F401
+    import zennit
+
+    return zennit

@@ -9,8 +9,8 @@ import torch
 
 from core.errors import Invalid
 from tests.workers.test_methods_builtin import global_hooks, module_state
-from workers.methods import ascent, objectives
-from workers.methods.parameterisations import ModelSpace, PixelImage
+from workers.methods.mechanics import ascent, objectives
+from workers.methods.mechanics.parameterisations import ModelSpace, PixelImage
 
 SIZE = 16
 

@@ -10,8 +10,10 @@ from pydantic import ValidationError
 
 from core.kinds.registry import KINDS
 from core.methods import ForwardTask
-from workers.methods import compare, deletion_insertion, faithfulness, gradcam, pictures, rise, saliency
+from workers.methods.attribution import gradcam, rise, saliency
+from workers.methods.mechanics import deletion_insertion, faithfulness, pictures
 from workers.methods.task import Task
+from workers.methods.trust import compare
 
 METHODS = ["saliency", "gradcam", "rise"]
 

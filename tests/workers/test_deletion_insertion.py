@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from core import images
+from core import images, preprocessing
 from core.kinds.registry import KINDS
 from core.settings import Settings
-from models.forward import Runtimes, softmax
+from models.forward import softmax
+from models.runtimes import Runtimes
 from tests.conftest import encode, sample
-from workers.methods import deletion_insertion, gradcam, saliency
+from workers.methods.attribution import gradcam, saliency
+from workers.methods.mechanics import deletion_insertion
 from workers.methods.task import Task
 from workers.networks import load_network
 
@@ -94,7 +96,7 @@ def test_scores_equal_the_reference_on_the_small_net(small_net, small_input, sma
 
     table = deletion_insertion.evaluate(x, out.attribution, target, counted, record, steps=steps, baseline=baseline,
                                         batch=batch, progress=lambda step, total: passes.append((step, total)))
-    blurred = images.fill_value(x, "blur", record)
+    blurred = preprocessing.fill_value(x, "blur", record)
     check(table, reference(x, out.attribution.sum(axis=0), target, small_classify, baseline_of(x, baseline, record),
                            blurred, steps))
     assert table["passes"] == sum(calls) == 2 * steps + 1 and max(calls) <= batch  # the unchanged image once
@@ -111,7 +113,7 @@ def test_a_coarse_map_ranks_pixels_by_its_bilinear_upsampling(small_net, small_i
     x = small_input.numpy()
     table = deletion_insertion.evaluate(x, out.attribution, 1, small_classify, record, steps=8, batch=6)
     order = upsampled_order(out.attribution, 16, 16)
-    check(table, reference(x, order, 1, small_classify, black_of(x, record), images.fill_value(x, "blur", record), 8))
+    check(table, reference(x, order, 1, small_classify, black_of(x, record), preprocessing.fill_value(x, "blur", record), 8))
 
 
 CHECKER = (np.indices((16, 16)).sum(axis=0) % 2 * 2 - 1).astype(np.float32)  # ±1, a 1-pixel checkerboard
@@ -148,7 +150,7 @@ def test_scores_equal_the_reference_on_the_builtin_model(builtin_store, builtin)
     rt = Runtimes(builtin_store, Settings()).get(builtin)
     network = load_network(builtin, builtin_store, torch.device("cpu"))
     image = images.decode(encode(sample("chelsea")), max_bytes=10**8, max_pixels=10**8)
-    x = images.to_tensor(images.fit(image, builtin), builtin)
+    x = preprocessing.to_tensor(preprocessing.fit(image, builtin), builtin)
     out = gradcam.run(Task(network, torch.from_numpy(x), KINDS["gradcam"].params().resolve(builtin)))
     target = out.metrics["target"]
 
@@ -157,5 +159,5 @@ def test_scores_equal_the_reference_on_the_builtin_model(builtin_store, builtin)
 
     table = deletion_insertion.evaluate(x, out.attribution, target, classify, builtin, steps=16, batch=32)
     order = upsampled_order(out.attribution, *x.shape[2:])
-    check(table, reference(x, order, target, classify, black_of(x, builtin), images.fill_value(x, "blur", builtin), 16))
+    check(table, reference(x, order, target, classify, black_of(x, builtin), preprocessing.fill_value(x, "blur", builtin), 16))
     assert table["deletion_auc"] < table["insertion_auc"]  # Grad-CAM finds the cat

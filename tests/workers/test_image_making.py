@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from core import images
+from core import preprocessing
 from core.kinds import making as P
 from core.methods import ImageInput
 from tests.conftest import sample
-from workers.methods import adversarial, class_model, deepdream, feature_vis, inversion, style_transfer, texture
-from workers.methods.making import features, from_uint8
-from workers.methods.parameterisations import ModelSpace
+from workers.methods.making import adversarial, class_model, deepdream, feature_vis, inversion, style_transfer, texture
+from workers.methods.mechanics.image_making import features, from_uint8
+from workers.methods.mechanics.parameterisations import ModelSpace
 from workers.methods.task import Task, TensorImage
 from workers.networks import load_network
 
@@ -31,8 +31,8 @@ def image_input(record, photo: str) -> ImageInput:
     """A sample photo through the one image pipeline, as the runner reads an uploaded image."""
     pixels = sample(photo)
     pixels = np.dstack([pixels] * 3) if pixels.ndim == 2 else pixels[..., :3]
-    fitted = images.fit(Image.fromarray(pixels), record)
-    return ImageInput(pixels, np.asarray(fitted), images.to_tensor(fitted, record))
+    fitted = preprocessing.fit(Image.fromarray(pixels), record)
+    return ImageInput(pixels, np.asarray(fitted), preprocessing.to_tensor(fitted, record))
 
 
 def model_input(record, photo: str) -> torch.Tensor:

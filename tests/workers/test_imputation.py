@@ -1,4 +1,4 @@
-"""ROAD's noisy linear imputation (workers/methods/imputation.py) against pytorch-grad-cam's
+"""ROAD's noisy linear imputation (workers/methods/mechanics/imputation.py) against pytorch-grad-cam's
 `NoisyLinearImputer` (the authors' code, a direct sparse solve) to 1e-4, on photos and ROAD masks: most and
 least relevant first, from a smooth CAM-like ranking and from pixel noise, at 224×224 and on a 32×32 image;
 both of its solvers (sparse LU, certified multigrid); kept pixels, noise, empty and full masks."""
@@ -12,7 +12,7 @@ import pytest
 from scipy.sparse.linalg import spsolve
 
 from tests.conftest import sample
-from workers.methods import imputation
+from workers.methods.mechanics import imputation
 
 TOLERANCE = 1e-4  # max |ours − pytorch-grad-cam's| on any pixel and channel
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from captum.attr import KernelShap
 
-from core.images import from_tensor
 from core.kinds.registry import KINDS
 from core.methods import ForwardTask
-from workers.methods import kernel_shap
+from core.preprocessing import from_tensor
+from workers.methods.attribution import kernel_shap
 
 
 def params(record, **raw):

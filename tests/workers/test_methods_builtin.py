@@ -9,7 +9,7 @@ import torch
 from captum.attr import GuidedBackprop
 from torch import nn
 
-from core.kinds.registry import (
+from core.kinds.attribution import (
     DeconvnetParams,
     GradcamParams,
     GuidedBackpropParams,
@@ -17,8 +17,8 @@ from core.kinds.registry import (
     SaliencyParams,
     SmoothgradParams,
 )
-from workers.methods import deconvnet, gradcam, guided_backprop, integrated_gradients, saliency, smoothgrad
-from workers.methods.backprop import backward_rule
+from workers.methods.attribution import deconvnet, gradcam, guided_backprop, integrated_gradients, saliency, smoothgrad
+from workers.methods.mechanics.backprop import backward_rule
 from workers.methods.task import Task
 
 

@@ -14,7 +14,6 @@ from core.kinds.attribution import (
     DeconvnetParams,
     GradcamParams,
     GuidedBackpropParams,
-    HirescamParams,
     IntegratedGradientsParams,
     SaliencyParams,
     SmoothgradParams,
@@ -23,7 +22,6 @@ from workers.methods.attribution import (
     deconvnet,
     gradcam,
     guided_backprop,
-    hirescam,
     integrated_gradients,
     saliency,
     smoothgrad,
@@ -157,23 +155,6 @@ def test_gradcam_equals_pytorch_grad_cam_and_captum(small_net, small_input, grad
     expected = LayerGradCam(small_net.module, module).attribute(small_input.clone(), target=3, relu_attributions=True)
     np.testing.assert_allclose(out.attribution, expected[0].detach().numpy(), **TIGHT)
     assert out.heat.max() == pytest.approx(1.0)
-
-
-@pytest.mark.parametrize("layer", ["relu2", "relu1"])
-def test_hirescam_equals_pytorch_grad_cam(small_net, small_input, pytorch_grad_cam, layer):
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    out = hirescam.run(task(small_net, small_input, HirescamParams(target=3, layer=layer)))
-    module = small_net.module.get_submodule(layer)
-    with pytorch_grad_cam.HiResCAM(model=small_net.module, target_layers=[module]) as cam:
-        final = cam(input_tensor=small_input.clone().requires_grad_(), targets=[ClassifierOutputTarget(3)])
-        activations = cam.activations_and_grads.activations[0].numpy()
-        grads = cam.activations_and_grads.gradients[0].numpy()
-        raw = np.maximum(cam.get_cam_image(small_input, module, None, activations, grads, eigen_smooth=False), 0)
-    np.testing.assert_allclose(out.attribution, raw, **TIGHT)
-    np.testing.assert_allclose(final, cam_scale(out.attribution), rtol=1e-4, atol=1e-5)
-    grad_cam = gradcam.run(task(small_net, small_input, GradcamParams(target=3, layer=layer))).attribution
-    assert not np.allclose(out.attribution, grad_cam), "HiResCAM should differ from Grad-CAM where gradients vary"
 
 
 def cam_scale(cam: np.ndarray) -> np.ndarray:

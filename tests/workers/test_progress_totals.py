@@ -6,16 +6,16 @@ never sees it change."""
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from core.kinds.kind import Engine, Source
 from core.kinds.params import Workload
-from core.kinds.registry import KINDS, Engine, Source
+from core.kinds.registry import KINDS
 from tests.workers.conftest import SmallNet, small_record
+from workers.methods import method_of
 from workers.methods.task import Task, TensorImage
 from workers.networks import Network
 
@@ -26,6 +26,12 @@ CASES = [  # (kind, params): several totals per kind where the params change how
     ("guided_backprop", {"layer": "relu2", "channel": 3}),
     ("deconvnet", {"target": 2}),
     ("gradcam", {}),
+    ("gradcam_plus_plus", {"layer": "relu1"}),
+    ("xgradcam", {}),
+    ("layercam", {"target": 1}),
+    ("hirescam", {}),
+    ("lrp", {}),
+    ("lrp", {"composite": "epsilon_gamma_box"}),
     ("smoothgrad", {"samples": 7}),
     ("smoothgrad", {"samples": 1}),
     ("integrated_gradients", {"steps": 10, "rule": "riemann_middle"}),
@@ -46,6 +52,8 @@ CASES = [  # (kind, params): several totals per kind where the params change how
     ("sanity_check", {}),  # 3 weighted layers: fewer steps than the 16 allowed for, so it ends early
     ("sanity_check", {"method": "smoothgrad", "method_params": {"samples": 5}, "steps": 2}),
     ("sanity_check", {"method": "rise", "method_params": {"masks": 70, "cell": 4}}),
+    ("sanity_check", {"method": "scorecam", "steps": 2}),
+    ("compare", {"methods": ["ablationcam", "eigencam", "hirescam"], "evaluation_steps": 4}),
     ("compare", {"methods": ["saliency", "integrated_gradients", "kernel_shap"], "evaluation_steps": 20,
                  "method_params": {"integrated_gradients": {"steps": 7}, "kernel_shap": {"samples": 40}}}),
 ]
@@ -91,8 +99,7 @@ def test_method_reports_the_declared_total_at_every_step(network, kind, raw):
     inputs = {read.name: image(n) for n, read in enumerate(registered.reads) if read.source is Source.IMAGE}
     task = Task(network, inputs["image"].x if "image" in inputs else None, params,
                 lambda step, total: calls.append((step, total)), batch=BATCH, inputs=inputs)
-    module, _, function = registered.method.partition(":")
-    getattr(importlib.import_module(module), function)(task)
+    method_of(registered)(task)
     assert declared >= 1 and calls, "the method reported no progress"
     assert {total for _, total in calls} == {declared}, calls
     steps = [step for step, _ in calls]

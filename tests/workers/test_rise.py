@@ -8,7 +8,7 @@ import pytest
 
 from core.kinds.registry import KINDS
 from core.methods import ForwardTask
-from workers.methods import rise
+from workers.methods.attribution import rise
 
 
 def params(record, **raw):

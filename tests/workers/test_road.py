@@ -1,4 +1,4 @@
-"""ROAD (`workers.methods.road`) against its reference, pytorch-grad-cam's ROAD metrics, and the random control.
+"""ROAD (`workers.methods.mechanics.road`) against its reference, pytorch-grad-cam's ROAD metrics, and the random control.
 
 With `road_noise` 0 the MoRF and LeRF curves equal pytorch-grad-cam's `RemoveMostRelevantFirst` /
 `RemoveLeastRelevantFirst` with `NoisyLinearImputer(noise=0)` on the same ranking map (its percentile p is our
@@ -14,7 +14,8 @@ import torch
 
 from core.kinds.registry import KINDS
 from core.methods import Attribution
-from workers.methods import faithfulness, gradcam, road
+from workers.methods.attribution import gradcam
+from workers.methods.mechanics import faithfulness, road
 from workers.methods.task import Task
 
 TOLERANCE = 2e-3  # in probability
@@ -71,7 +72,8 @@ def test_road_on_the_small_model_equals_pytorch_grad_cam(pytorch_grad_cam, small
 @pytest.fixture(scope="module")
 def builtin_model(builtin_store, builtin):
     from core.settings import Settings
-    from models.forward import Runtimes, softmax
+    from models.forward import softmax
+    from models.runtimes import Runtimes
     from workers.networks import load_network
 
     runtime = Runtimes(builtin_store, Settings()).get(builtin)
@@ -162,16 +164,16 @@ def test_on_three_photos_gradcam_beats_its_random_control_and_saliency(builtin_m
     """Measured facts about the methods, not something to tune (the ROAD issue measured them with pytorch-grad-cam):
     on coffee, chelsea and rocket with the top-1 class and default settings, Grad-CAM beats random maps of its own
     7×7 grain on at least two, and scores above saliency on at least two."""
-    from core import images
+    from core import images, preprocessing
     from tests.conftest import encode, sample
-    from workers.methods import saliency
+    from workers.methods.attribution import saliency
 
     network, classify = builtin_model
     record = network.record
     beats, above, seen = 0, 0, {}
     for name in ("coffee", "chelsea", "rocket"):
         image = images.decode(encode(sample(name)), max_bytes=10**8, max_pixels=10**8)
-        x = torch.from_numpy(images.to_tensor(images.fit(image, record), record))
+        x = torch.from_numpy(preprocessing.to_tensor(preprocessing.fit(image, record), record))
         scores = {}
         for kind, method in (("gradcam", gradcam), ("saliency", saliency)):
             params = KINDS[kind].params().resolve(record)

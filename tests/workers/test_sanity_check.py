@@ -16,8 +16,9 @@ from skimage.metrics import structural_similarity
 from torch import nn
 
 from core.kinds.registry import KINDS
-from workers.methods import pictures, sanity_check
+from workers.methods.mechanics import pictures
 from workers.methods.task import Task
+from workers.methods.trust import sanity_check
 
 
 def params(record, **raw):

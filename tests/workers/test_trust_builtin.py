@@ -15,13 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from core import images
+from core import images, preprocessing
 from core.kinds.registry import KINDS
 from core.methods import ForwardTask
 from core.settings import Settings
-from models.forward import Runtimes, softmax
+from models.forward import softmax
+from models.runtimes import Runtimes
 from tests.conftest import encode, sample
-from workers.methods import deletion_insertion, gradcam, guided_backprop, integrated_gradients, kernel_shap, rise, saliency
+from workers.methods.attribution import gradcam, guided_backprop, integrated_gradients, kernel_shap, rise, saliency
+from workers.methods.mechanics import deletion_insertion
 from workers.methods.task import Task
 from workers.networks import load_network
 
@@ -56,7 +58,7 @@ def deletion(x, attribution, target, classify, record, baseline="zeros") -> floa
 def test_coarse_methods_delete_the_evidence_faster_than_random_maps(model, name):
     record, network, classify = model
     image = images.decode(encode(photo(name)), max_bytes=10**8, max_pixels=10**8)
-    x = images.to_tensor(images.fit(image, record), record)
+    x = preprocessing.to_tensor(preprocessing.fit(image, record), record)
     probs = classify(x)[0]
     target = int(probs.argmax())
     assert probs[target] > 0.5

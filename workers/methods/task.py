@@ -17,6 +17,7 @@ from core.methods import (
     ActivationFeed,
     Classify,
     ImageInput,
+    LayerForward,
     Network,
     NoUnitCache,
     Preview,
@@ -60,8 +61,8 @@ class Task:
     `progress(step, total)` is called after each step; it raises to stop the method (cancellation,
     time limit). `batch` is how many images one forward/backward pass may take. `classify` (None where the
     runner gives none) is the model's forward pass on ONNX Runtime, `forward_batch` copies at a time, for kinds
-    that score maps (`compare`). Atlases also get the dataset `feed` (when the job names one), the `units`
-    cache and `icon_batch`.
+    that score maps (`compare`), and `model` its layers on ONNX Runtime (the forward-only CAMs run inside
+    `compare`). Atlases also get the dataset `feed` (when the job names one), the `units` cache and `icon_batch`.
     """
 
     network: Network
@@ -73,6 +74,7 @@ class Task:
     inputs: dict[str, TensorImage] = field(default_factory=dict)
     classify: Classify | None = None
     forward_batch: int = 32
+    model: LayerForward | None = None
     feed: ActivationFeed | None = None  # a dataset run through the model on ONNX Runtime (atlases)
     units: UnitCache = field(default_factory=NoUnitCache)  # finished atlas units, kept across jobs
     icon_batch: int = 16  # icons an atlas optimises at once when its params do not say

@@ -10,6 +10,12 @@ const values = {
   schema: null, // /openapi.json
 };
 
+// The request schema of one kind (components.schemas.<Kind>Job: `kind`, `model`, `params` and its inputs), or null.
+function jobSchema(kind) {
+  const schemas = values.schema?.components?.schemas || {};
+  return Object.values(schemas).find((s) => s.properties?.kind?.const === kind) || null;
+}
+
 export const state = {
   get: (name) => values[name],
   set(name, value) {
@@ -22,17 +28,37 @@ export const state = {
   // Params schema of a kind (components.schemas.<Kind>Params), or null when the API does not offer it.
   kindParams(kind) {
     const schemas = values.schema?.components?.schemas || {};
-    const job = Object.values(schemas).find((s) => s.properties?.kind?.const === kind);
-    const ref = job?.properties?.params?.$ref || job?.properties?.params?.allOf?.[0]?.$ref;
+    const params = jobSchema(kind)?.properties?.params;
+    const ref = params?.$ref || params?.allOf?.[0]?.$ref;
     return ref ? schemas[ref.split("/").pop()] : null;
   },
+  // Every kind the API offers, in its own order (the `POST /v1/jobs` union's: the registry's).
   kinds() {
-    const mapping = values.schema?.components?.schemas?.JobRequest?.discriminator?.mapping || {};
-    return Object.keys(mapping);
+    const schemas = values.schema?.components?.schemas || {};
+    const union = schemas.JobRequest?.oneOf || [];
+    return union.map((s) => schemas[s.$ref?.split("/").pop()]?.properties?.kind?.const).filter(Boolean);
+  },
+  // Whether a job of the kind takes this input ("image", "style_image", "dataset"): a property of its request.
+  reads(kind, input) {
+    return Boolean(jobSchema(kind)?.properties?.[input]);
+  },
+  // The family of a kind, told from its schema alone, so that a new kind shows up in its panel with no change
+  // here: "attribution" (a map of one image that the job scores: its params take `evaluate`), "dataset" (reads a
+  // dataset: the Datasets and Atlases panels), "trust" (runs other kinds: `method_params`), else "making" (an
+  // image made by optimisation). Null for a kind the API does not offer.
+  family(kind) {
+    const params = state.kindParams(kind)?.properties;
+    if (!params) return null;
+    if (params.evaluate) return "attribution";
+    if (state.reads(kind, "dataset")) return "dataset";
+    if (params.method_params) return "trust";
+    return "making";
+  },
+  kindsOf(family) {
+    return state.kinds().filter((kind) => state.family(kind) === family);
   },
   kindSummary(kind) {
-    const schemas = values.schema?.components?.schemas || {};
-    return Object.values(schemas).find((s) => s.properties?.kind?.const === kind)?.description || "";
+    return jobSchema(kind)?.description || "";
   },
   label(index) {
     const labels = values.model?.labels;

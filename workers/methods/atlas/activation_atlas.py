@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core import images
+from core import preprocessing
 from core.methods import Output
 from workers.methods.dataset import embedding
 from workers.methods.mechanics import icons, objectives
@@ -102,7 +102,7 @@ def top1(task: Task, record, pixels: np.ndarray) -> list[int]:
     """Top-1 class of each image (H×W×3 uint8 at the model's input size), -1 without class scores."""
     if task.classify is None or record.num_classes is None:
         return [-1] * len(pixels)
-    x = np.concatenate([images.to_tensor(Image.fromarray(p), record) for p in pixels])
+    x = np.concatenate([preprocessing.to_tensor(Image.fromarray(p), record) for p in pixels])
     return task.classify(x).argmax(axis=1).tolist()
 
 

@@ -1,4 +1,4 @@
-"""HiResCAM (Draper, Lam, Hwang & Xu 2020).
+"""HiResCAM (Draelos & Carin 2020).
 
 For the layer's activations A (K×h×w) and the class logit y: map = ReLU(Σ_k ∂y/∂A_k ⊙ A_k), in logit units at
 the layer's grid. Grad-CAM averages each channel's gradient over positions first; HiResCAM keeps it per position,

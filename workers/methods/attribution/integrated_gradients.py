@@ -14,8 +14,8 @@ import math
 import numpy as np
 import torch
 
-from core.images import fill_value
 from core.methods import Attribution
+from core.preprocessing import fill_value
 from workers.methods.mechanics.backprop import (
     ClassLogit,
     class_logits,
@@ -29,7 +29,7 @@ from workers.methods.task import Task
 
 def gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Gauss–Legendre nodes and weights on [−1, 1], by Newton's method on P_n (O(n²), where numpy's
-    `leggauss` solves an n×n eigenproblem: 20 s at n = 2000)."""
+    `leggauss` solves an n×n eigenproblem, O(n³), too slow at the largest step counts)."""
     if n <= 100:
         return np.polynomial.legendre.leggauss(n)
     x = np.cos(np.pi * (np.arange(1, n + 1) - 0.25) / (n + 0.5))

@@ -22,8 +22,8 @@ from itertools import product
 import numpy as np
 from skimage.segmentation import slic
 
-from core.images import from_tensor
 from core.methods import Attribution, Classify, ForwardTask, Progress, no_progress
+from core.preprocessing import from_tensor
 from workers.methods.mechanics.deletion_insertion import fill
 
 

@@ -36,7 +36,7 @@ def unit_scale(points: np.ndarray) -> np.ndarray:
 def reduce(x: np.ndarray, method: str, *, perplexity: float | None = None, seed: int = 0,
            threads: int = 1) -> np.ndarray:
     """N×D codes → N×2 points in [0, 1]² by `method` (tsne, pca, umap) on at most `threads` BLAS/OpenMP
-    threads (unbounded OpenMP spinning on a shared machine made a 12-point t-SNE take 11 s instead of 0.1 s);
+    threads (unbounded, OpenMP's spinning threads on a shared machine stall even a t-SNE of a dozen points);
     too few images for a method fall back to PCA (or a single point)."""
     from threadpoolctl import threadpool_limits
 

@@ -5,7 +5,7 @@ For each channel c of a layer, the k dataset images on which the channel's stron
 position — found in one pass over the dataset for every channel at once. The patch shown is the
 unit's receptive field on the model input: rows `start + y*stride … start + y*stride + size - 1`
 (likewise columns), clipped to the input (`input_box`, model-input pixels); `box` is the same region in
-the dataset image's own pixels (`core.images.original_box`: the resize and centre crop undone, clipped
+the dataset image's own pixels (`core.preprocessing.original_box`: the resize and centre crop undone, clipped
 to the image). Activations are in the layer's own units.
 """
 
@@ -18,7 +18,7 @@ from functools import cached_property
 import numpy as np
 from PIL import Image
 
-from core import images
+from core import preprocessing
 from core.methods import ActivationFeed, DatasetTask, Output
 from core.model_record import Layer, ModelRecord, ReceptiveField
 
@@ -139,7 +139,7 @@ def winners(top: TopK, channels: list[int], layer: Layer, record: ModelRecord,
                 input_box = receptive_box(layer.receptive_field, y, x, height, width)
                 entries[row].append({"channel": channel, "image_index": int(image), "name": feed.name(int(image)),
                                      "activation": float(value), "position": [y, x],
-                                     "box": images.original_box(input_box, *feed.size(int(image)), record),
+                                     "box": preprocessing.original_box(input_box, *feed.size(int(image)), record),
                                      "input_box": input_box})
     return entries
 

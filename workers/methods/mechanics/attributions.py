@@ -8,8 +8,9 @@ import torch
 
 from core.kinds.attribution import BY_NAME
 from core.kinds.kind import Engine
-from core.methods import Attribution, Classify, ForwardTask, Network, Progress, no_progress
+from core.methods import Attribution, Classify, ForwardTask, LayerForward, Network, Progress, no_progress
 from workers.methods import method_of
+from workers.methods.mechanics.backprop import captured
 from workers.methods.task import Task
 
 
@@ -29,11 +30,42 @@ def torch_classify(network: Network) -> Classify:
     return classify
 
 
+class TorchLayers:
+    """`LayerForward` on a torch network (for a network that ONNX Runtime does not have, such as a randomised copy):
+    logits, a layer's activations (a forward hook), and the logits from given activations of a layer on (a
+    forward hook that replaces the layer's output)."""
+
+    def __init__(self, network: Network):
+        self.network = network
+        self.device = next(network.module.parameters()).device
+
+    def _run(self, x: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return self.network.module(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return self._run(x).flatten(1).float().cpu().numpy()
+
+    def layer(self, x: np.ndarray, name: str) -> np.ndarray:
+        with captured(self.network.layer_module(name)) as box:
+            self._run(x)
+        return box["output"].float().cpu().numpy()
+
+    def from_layer(self, name: str, activations: np.ndarray, x: np.ndarray) -> np.ndarray:
+        replaced = torch.from_numpy(np.ascontiguousarray(activations)).to(self.device)
+        handle = self.network.layer_module(name).register_forward_hook(lambda module, args, output: replaced)
+        try:
+            return self.logits(np.repeat(x[:1], len(activations), axis=0))
+        finally:
+            handle.remove()
+
+
 def attribute(kind: str, params, network: Network, x: torch.Tensor, classify: Classify, *, batch: int,
-              forward_batch: int, progress: Progress = no_progress) -> Attribution:
-    """Kind `kind`'s map of image `x` (1×C×H×W on the network's device) with resolved `params`."""
+              forward_batch: int, progress: Progress = no_progress, model: LayerForward | None = None) -> Attribution:
+    """Kind `kind`'s map of image `x` (1×C×H×W on the network's device) with resolved `params`; forward-only kinds
+    on `model` (the runner's ONNX Runtime sessions) when given, else on the network itself."""
     if BY_NAME[kind].engine is Engine.ONNXRUNTIME:
         return method(kind)(ForwardTask(network.record, params, x.detach().cpu().numpy(), classify, progress,
-                                        batch=forward_batch))
+                                        batch=forward_batch, model=model or TorchLayers(network)))
     return method(kind)(Task(network, x, params, progress, batch=batch, classify=classify,
                              forward_batch=forward_batch))

@@ -20,11 +20,11 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from core.images import fill_value
 from core.methods import Classify, Progress, no_progress
 from core.model_record import ModelRecord
+from core.preprocessing import fill_value
 
-FILLS = {"zeros": "zero", "black": 0.0, "mean": "mean", "blur": "blur"}  # param value → core.images.fill_value's
+FILLS = {"zeros": "zero", "black": 0.0, "mean": "mean", "blur": "blur"}  # param value → core.preprocessing.fill_value's
 
 
 def pixel_order(attribution: np.ndarray, height: int, width: int) -> np.ndarray:

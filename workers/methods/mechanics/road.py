@@ -70,7 +70,7 @@ def removed(ranking: np.ndarray, curve: str, fraction: float) -> np.ndarray:
 
 def imputing_threads() -> int:
     """Threads that impute copies at once: the cores this process may use, at most four. The solver's kernels and
-    the model's runs release the GIL, so two cores impute nearly twice as fast as one."""
+    the model's runs release the GIL, so the copies impute in parallel, one per core."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cores, 4))
 

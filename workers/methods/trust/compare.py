@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from core.images import from_tensor
 from core.kinds.params import Workload
 from core.methods import Output, progress_part
+from core.preprocessing import from_tensor
 from workers.methods.mechanics import deletion_insertion, faithfulness
 from workers.methods.mechanics.attributions import attribute, torch_classify
 from workers.methods.mechanics.pictures import captioned_row, overlay, tile_side
@@ -49,6 +49,7 @@ def run(task: Task) -> Output:
         steps, scoring = params.method_steps(work), params.scoring_steps(work)
         started = time.perf_counter()
         out = attribute(method, params, network, x, classify, batch=task.batch, forward_batch=task.forward_batch,
+                        model=task.model,
                         progress=progress_part(task.progress, done, steps, total))
         seconds = time.perf_counter() - started
         done += steps

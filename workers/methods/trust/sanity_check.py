@@ -26,10 +26,10 @@ from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from core.images import from_tensor
 from core.kinds.params import Workload
 from core.methods import Attribution, Network, Output, progress_part
 from core.model_record import ModelRecord
+from core.preprocessing import from_tensor
 from workers.methods.mechanics.attributions import attribute, torch_classify
 from workers.methods.mechanics.pictures import captioned_row, overlay, tile_side
 from workers.methods.task import Task
@@ -130,6 +130,7 @@ def run(task: Task) -> Output:
     def make(net: Network, params, done: int) -> Attribution:
         return attribute(p.method, params, net, x, classify_for(net, task),
                          batch=task.batch, forward_batch=task.forward_batch,
+                         model=task.model if net is task.network else None,
                          progress=progress_part(task.progress, done * per_map, per_map, total))
 
     original = make(network, inner, 0)

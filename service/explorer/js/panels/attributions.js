@@ -12,8 +12,7 @@ import { attributionMap, blend, inputCanvas, lineChart, mapCanvas } from "../viz
 import { jobCard } from "../job_card.js";
 import { targetPicker } from "./target.js";
 
-const ATTRIBUTION_KINDS = ["saliency", "guided_backprop", "deconvnet", "gradcam", "smoothgrad", "integrated_gradients",
-  "rise", "kernel_shap"];
+// The methods offered are the API's attribution kinds (read from its schema: `state.kindsOf`); these start ticked.
 const CHOSEN = new Set(["saliency", "gradcam", "integrated_gradients"]);
 
 export function mount(root) {
@@ -32,7 +31,7 @@ export function mount(root) {
   }));
 
   function renderChoices() {
-    const kinds = ATTRIBUTION_KINDS.filter((k) => state.kindParams(k));
+    const kinds = state.kindsOf("attribution");
     clear(choices, h("legend", {}, "Methods"), kinds.map((kind) => {
       const box = h("input", { type: "checkbox", name: "kind", value: kind, checked: CHOSEN.has(kind), id: `attr-kind-${kind}` });
       box.addEventListener("change", () => (box.checked ? CHOSEN.add(kind) : CHOSEN.delete(kind)));

@@ -1,13 +1,12 @@
 // 6. Images made by gradient ascent: class model, feature visualization, inversion, DeepDream, adversarial,
-// texture, style transfer. Parameters come with the API's defaults (from its OpenAPI schema); previews arrive
-// live from the job's events; a running job can be cancelled; the final image comes with its metrics.
+// texture, style transfer: the API's image-making kinds, read from its OpenAPI schema (`state.kindsOf`), as are their
+// parameters with the API's defaults and the images each reads. Previews arrive live from the job's events; a
+// running job can be cancelled; the final image comes with its metrics.
 import { api } from "../api.js";
 import { state } from "../state.js";
 import { h, clear, field, errorBox, paramsForm } from "../ui.js";
 import { jobCard } from "../job_card.js";
 
-const MAKING_KINDS = ["class_model", "feature_vis", "inversion", "deepdream", "adversarial", "texture", "style_transfer"];
-const READS_IMAGE = new Set(["inversion", "deepdream", "adversarial", "texture", "style_transfer"]);
 const SAMPLES = ["chelsea", "coffee", "astronaut", "rocket"];
 
 export function mount(root) {
@@ -28,12 +27,12 @@ export function mount(root) {
     form = paramsForm(schema, { values, main: ["target", "layer", "channel", "position", "steps", "size", "epsilon", "method",
       "octaves", "content_layer", "style_layers", "style_weight", "preview_every", "seed"] });
     summary.textContent = state.kindSummary(k);
-    styleField.hidden = k !== "style_transfer";
+    styleField.hidden = !state.reads(k, "style_image");
     clear(formHolder, form);
   }
 
   function renderKinds() {
-    const available = MAKING_KINDS.filter((k) => state.kindParams(k));
+    const available = state.kindsOf("making");
     clear(kind, available.map((k) => h("option", { value: k }, k)));
     renderForm(defaultsFor(kind.value));
   }
@@ -63,11 +62,11 @@ export function mount(root) {
       const k = kind.value;
       if (!model) throw { code: "no_model", message: "choose a model first" };
       const spec = { kind: k, model: model.id, params: form.read() };
-      if (READS_IMAGE.has(k)) {
+      if (state.reads(k, "image")) {
         if (!image) throw { code: "no_image", message: `${k} starts from an image: choose one in the Image panel first` };
         spec.image = { id: image.id };
       }
-      if (k === "style_transfer") spec.style_image = { id: await styleImageId() };
+      if (state.reads(k, "style_image")) spec.style_image = { id: await styleImageId() };
       const card = jobCard(k, spec, { render: async (job, body) => {
         body.append(h("img", { src: await api.artifact(job.id, "image.png"), class: "picture made", alt: `${k} result` }));
         if (job.result.artifacts.some((a) => a.name === "perturbation.png")) {

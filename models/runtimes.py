@@ -1,0 +1,280 @@
+"""A model's ONNX Runtime sessions for the forward views, and the process's set of them (`Runtimes`).
+
+A model's sessions are built on first use (`models.runtime.session_from_file`) and kept in the process's
+byte-bounded `models.sessions.SessionCache`:
+
+    plain           the class scores only (ONNX Runtime can fuse every op): predictions, occlusion batches
+    upto:<layer>    a layer's activations: the sub-graph that computes the layer and nothing after it
+                    (`models.truncate`), so an early layer costs a fraction of a whole forward; the layers
+                    before it that a fusing op reads (a residual Add) stay outputs, so the numbers are the
+                    probe's, bit for bit. Evicted before plain sessions.
+    probe           every layer as an output: the fallback for a layer whose sub-graph cannot be cut out
+
+In the API, runs go through a `models.batching.DynamicBatcher` (one per `Runtimes`): predictions, occlusion
+chunks and activations of the same layer that arrive together run as one batch. A model whose file fixes
+the batch at one image (`max_batch` 1) is run one image at a time, never batched. What is computed on these
+sessions (predictions, activations, occlusion) is `models.forward`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import Unavailable
+from core.model_record import ModelRecord
+from core.settings import Settings
+from core.stores.models import ModelStore
+from models import runtime
+from models.batching import DynamicBatcher, best_batch
+from models.sessions import FLOAT_BYTES, SessionCache, estimate_bytes, keep_freed_buffers
+from models.truncate import cut_before, truncate
+
+log = logging.getLogger("convscope.forward")
+
+
+@dataclass
+class ModelRuntime:
+    """A model's ONNX Runtime sessions, reached through the process's `SessionCache`: each property access
+    returns the cached session (built on first use from the model's verified local file). A caller that
+    runs several batches takes the session once, so an eviction meanwhile never changes it mid-request."""
+
+    record: ModelRecord
+    settings: Settings
+    sessions: SessionCache
+    file: Callable[[], Path]
+    batcher: DynamicBatcher | None = None
+    intra_threads: int | None = None  # None: settings.ort_intra_threads
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _weights: dict = field(default_factory=dict)
+    _uncut: set = field(default_factory=set)  # layers whose sub-graph could not be cut out (the probe serves them)
+    _rows: dict = field(default_factory=dict)  # variant → images per run (`batch_rows`)
+
+    def _key(self, variant: str) -> tuple[str, str, str]:
+        return (self.record.id, self.record.onnx_sha256, variant)
+
+    def _threads(self) -> int:
+        return ort_threads(self.settings.ort_intra_threads if self.intra_threads is None else self.intra_threads)
+
+    def _build(self, extra_outputs: list[str] = (), path: Path | None = None):
+        s = self.settings
+        return runtime.session_from_file(path or self.file(), extra_outputs=extra_outputs, intra_threads=self._threads(),
+                                         inter_threads=s.ort_inter_threads, provider_setting=s.ort_providers,
+                                         allow_spinning=s.ort_allow_spinning)
+
+    def _runs(self, variant: str, session, outputs: list[str], x: np.ndarray) -> np.ndarray:
+        """The first output for the rows of `x`, in runs of at most `batch_rows` images, through the dynamic
+        batcher (batches capped at that size) when there is one and the model takes batches."""
+        step = self.batch_rows(variant, session, outputs, x)
+        if self.batcher is None or self.record.max_batch == 1:
+            def run(rows: np.ndarray) -> list[np.ndarray]:
+                return session.run(outputs, {self.record.input_name: rows})
+        else:
+            def run(rows: np.ndarray) -> list[np.ndarray]:
+                return self.batcher.run(self._key(variant), session, outputs, self.record.input_name, rows,
+                                        max_rows=step)
+        outs = [run(x[i:i + step])[0] for i in range(0, len(x), step)]
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def batch_rows(self, variant: str, session, outputs: list[str], x: np.ndarray) -> int:
+        """Images per run of this session: 1 for a model whose file fixes the batch at one; with
+        `forward_batch_tune`, the size up to `forward_batch_max` that costs least per image, measured on this
+        machine the first time the session runs (`models.batching.best_batch`, on copies of the first row of `x`;
+        once per session and process, since the best size depends on the machine); else `forward_batch_max`."""
+        if self.record.max_batch == 1:
+            return 1
+        limit = self.settings.forward_batch_max
+        if not self.settings.forward_batch_tune:
+            return limit
+        rows = self._rows.get(variant)
+        if rows is None:
+            with self._lock:
+                rows = self._rows.get(variant)
+                if rows is None:
+                    def run(n: int):
+                        session.run(outputs, {self.record.input_name: np.repeat(x[:1], n, axis=0)})
+                    rows = self._rows[variant] = best_batch(run, limit)
+                    log.info("batch size measured", extra={"fields": {"model": self.record.id, "session": variant,
+                                                                      "images_per_run": rows}})
+        return rows
+
+    @property
+    def plain(self):
+        def build():
+            session = self._build()
+            if self.record.logits_name not in {o.name for o in session.get_outputs()}:
+                session = self._build([self.record.logits_name])  # the input of a trailing Softmax
+            return session
+        return self.sessions.get(self._key("plain"), build, lambda: estimate_bytes(self.record, probe=False))
+
+    @property
+    def probe(self):
+        return self.sessions.get(self._key("probe"), lambda: self._build([layer.name for layer in self.record.layers or []]),
+                                 lambda: estimate_bytes(self.record, probe=True), probe=True)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """N×C×H×W input → N×classes logits (one image per call for models with `max_batch` 1); only for a
+        model with class scores (the routes refuse the others with 422 `no_class_scores`)."""
+        return self._runs("plain", self.plain, [self.record.logits_name], x).reshape(len(x), -1)
+
+    def layer(self, x: np.ndarray, name: str) -> np.ndarray:
+        """N×C×H×W input → the layer's N×C'×H'×W' activations, from the layer's truncated session (the probe
+        where the sub-graph could not be cut); one image per call for models with `max_batch` 1."""
+        session, variant = self.upto(name)
+        return self._runs(variant, session, [name], x)
+
+    def upto(self, name: str):
+        """(session, variant) that computes layer `name`: the sub-graph up to it, cached as `upto:<name>`."""
+        if name in self._uncut:
+            return self.probe, "probe"
+        layers = [layer.name for layer in self.record.layers or []]
+        position = layers.index(name) if name in layers else len(layers) - 1
+
+        def build():
+            fd, tmp = tempfile.mkstemp(suffix=".onnx", prefix="convscope-upto-")
+            os.close(fd)
+            try:
+                truncate(self.file(), name, Path(tmp), probe_outputs=layers[:position])
+                return self._build(path=Path(tmp))
+            finally:
+                os.unlink(tmp)
+        try:
+            return self.sessions.get(self._key(f"upto:{name}"), build, lambda: upto_bytes(self.record, position),
+                                     probe=True), f"upto:{name}"
+        except ValueError as exc:  # e.g. a layer no node makes: the probe has every layer
+            log.info("layer served by the probe", extra={"fields": {"model": self.record.id, "layer": name,
+                                                                    "why": str(exc)}})
+            self._uncut.add(name)
+            return self.probe, "probe"
+
+    def from_layer(self, name: str, activations: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """N×c×h×w activations of layer `name` → N×classes logits: the graph cut before the layer
+        (`models.truncate.cut_before`, cached as `from:<name>`), the model input `x` (1×C×H×W, repeated) fed to
+        what bypasses the layer. Runs as given (the caller batches), one image per run for `max_batch` 1."""
+        session, inputs = self.sessions.get(self._key(f"from:{name}"), lambda: self._cut_before(name),
+                                            lambda: estimate_bytes(self.record, probe=False), probe=True)
+        rows = 1 if self.record.max_batch == 1 else len(activations)
+        outs = []
+        for i in range(0, len(activations), rows):
+            feeds = {inputs[0]: activations[i:i + rows]}
+            feeds.update({other: np.repeat(x[:1], len(feeds[inputs[0]]), axis=0) for other in inputs[1:]})
+            outs.append(session.run([self.record.logits_name], feeds)[0])
+        return np.concatenate(outs).reshape(len(activations), -1)
+
+    def _cut_before(self, name: str):
+        layer = self.record.layer(name)
+        fd, tmp = tempfile.mkstemp(suffix=".onnx", prefix="convscope-from-")
+        os.close(fd)
+        try:
+            inputs = cut_before(self.file(), name, self.record.logits_name, Path(tmp), list(layer.shape))
+            return self._build(path=Path(tmp)), inputs  # one entry of the session cache
+        finally:
+            os.unlink(tmp)
+
+    def conv_weights(self, name: str) -> np.ndarray | None:
+        """Weights of the convolution producing layer `name` (None when it is not a Conv); the ONNX
+        file is parsed once per layer asked for, not on every request."""
+        with self._lock:
+            if name not in self._weights:
+                import onnx
+
+                from models.graph import conv_weights
+
+                self._weights[name] = conv_weights(onnx.load_model(str(self.file())), name)
+            return self._weights[name]
+
+
+def upto_bytes(record: ModelRecord, position: int) -> int:
+    """Estimated bytes of the session up to the layer at `position` of the layer list: its share of the weights
+    (layers up to it over all layers, of the file's size) and, as for a plain session, the two largest layer
+    outputs up to it (one image; ONNX Runtime reuses buffers between the others)."""
+    layers = record.layers or []
+    if not layers:
+        return estimate_bytes(record, probe=True)
+    share = (position + 1) / len(layers)
+    sizes = sorted((_elements(layer.shape) * FLOAT_BYTES for layer in layers[:position + 1]), reverse=True)
+    return int(share * (record.size_bytes or 0)) + sum(sizes[:2])
+
+
+def _elements(shape) -> int:
+    n = 1
+    for d in shape or []:
+        n *= max(int(d or 1), 1)
+    return n
+
+
+def ort_threads(setting: int) -> int:
+    """Intra-op threads of a session: `setting`, or with 0 the cores this process may run on."""
+    if setting > 0:
+        return setting
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def run_slots(settings: Settings) -> int:
+    """Forward runs the API lets go at once (`forward_batch_instances`; 0: one per core this process may use).
+
+    Runs of a session share its intra-op pool, whose workers take whichever run's work is ready while each run's
+    own thread works on its run: a lone run gets every thread, and under load each core carries a run, so one run
+    per core gets more images through than one run at a time without slowing a lone run (figures in
+    bench/RESULTS.md)."""
+    if settings.forward_batch_instances > 0:
+        return settings.forward_batch_instances
+    return ort_threads(0)
+
+
+class Runtimes:
+    """The process's `ModelRuntime`s (small handles: the sessions themselves live in one `SessionCache` of
+    `budget_bytes`, by default `session_cache_bytes`). With `batch_rows` > 1, forward runs of the same
+    session that arrive together are batched (`models.batching`; the API); `intra_threads` overrides
+    `ort_intra_threads` (workers give their sessions their own thread share)."""
+
+    def __init__(self, store: ModelStore, settings: Settings, budget_bytes: int | None = None, *,
+                 batch_rows: int = 1, batch_wait_s: float = 0.0, batch_instances: int = 1,
+                 intra_threads: int | None = None):
+        keep_freed_buffers()  # runs reuse warm memory (see models.sessions)
+        self.store = store
+        self.settings = settings
+        self.sessions = SessionCache(budget_bytes or settings.session_cache_bytes)
+        self.batcher = DynamicBatcher(batch_rows, batch_wait_s, batch_instances) if batch_rows > 1 else None
+        self.intra_threads = intra_threads
+        self._handles: dict[tuple[str, str], ModelRuntime] = {}
+        self._lock = threading.Lock()
+
+    def get(self, record: ModelRecord) -> ModelRuntime:
+        """The model's runtime; its sessions are built on first use, one build per session at a time, so requests
+        to other models go on meanwhile."""
+        key = (record.id, record.onnx_sha256)
+        with self._lock:
+            hit = self._handles.get(key)
+            if hit is None:
+                for stale in [k for k in self._handles if k[0] == record.id]:  # the model was replaced
+                    del self._handles[stale]
+                hit = self._handles[key] = ModelRuntime(record, self.settings, self.sessions,
+                                                        lambda: self._file(record), self.batcher, self.intra_threads)
+        return hit
+
+    def _file(self, record: ModelRecord) -> Path:
+        try:
+            return self.store.blob_file(record.onnx_sha256)
+        except (OSError, KeyError) as exc:
+            raise Unavailable(f"the file of model {record.id!r} cannot be read ({exc.__class__.__name__})",
+                              code="model_unavailable") from None
+
+    def drop(self, model_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._handles if k[0] == model_id]:
+                del self._handles[key]
+        self.sessions.drop(lambda key: key[0] == model_id)
+
+    def count(self) -> int:
+        return self.sessions.stats()["sessions"]

@@ -1,0 +1,1 @@
+"""Scripts that keep the repository's generated files in step (run from the repository root)."""

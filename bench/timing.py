@@ -117,3 +117,14 @@ class Lean:
 
     def get(self, path: str) -> tuple[int, bytes]:
         return self._call("GET", path)
+
+
+def median_s(fn, repeat: int) -> float:
+    """Median seconds of `repeat` calls of `fn`, after one warm-up call (sessions built, caches filled)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

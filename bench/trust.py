@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.results import record as record_results  # noqa: E402
+from bench.timing import median_s  # noqa: E402
 from core import preprocessing  # noqa: E402
 from core.kinds.registry import KINDS  # noqa: E402
 from core.methods import ForwardTask  # noqa: E402
@@ -45,16 +46,6 @@ from workers.methods.attribution import gradcam, kernel_shap, rise  # noqa: E402
 from workers.methods.mechanics import deletion_insertion  # noqa: E402
 from workers.methods.task import Task  # noqa: E402
 from workers.networks import load_network  # noqa: E402
-
-
-def median_s(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def once_s(fn) -> tuple[float, object]:

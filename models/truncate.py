@@ -59,6 +59,22 @@ def _node_inputs(node: onnx.NodeProto) -> set[str]:
     return names
 
 
+def _walk_back(maker: dict, output: str, stop: str | None = None) -> tuple[set, set]:
+    """(keys of the nodes `output` depends on, every tensor name they read on the way), from `maker` (tensor →
+    (key, node)); the walk does not go past tensor `stop`."""
+    kept, needed, todo = set(), set(), [output]
+    while todo:
+        name = todo.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        if name != stop and name in maker and maker[name][0] not in kept:
+            key, node = maker[name]
+            kept.add(key)
+            todo.extend(_node_inputs(node))
+    return kept, needed
+
+
 FUSING = {"Add", "Sum", "Sub", "Mul", "Div", "BatchNormalization", "MatMul", "Gemm"}  # may absorb their input's Conv
 
 
@@ -74,16 +90,7 @@ def truncate(src: Path, output: str, dst: Path, probe_outputs: list[str] = ()) -
         maker = {out: (i, node) for i, node in nodes for out in node.output if out}
         if output not in maker:
             raise ValueError(f"no node of the graph makes {output!r}")
-        kept, needed, todo = set(), set(), [output]
-        while todo:
-            name = todo.pop()
-            if name in needed:
-                continue
-            needed.add(name)
-            if name in maker and maker[name][0] not in kept:
-                index, node = maker[name]
-                kept.add(index)
-                todo.extend(_node_inputs(node))
+        kept, needed = _walk_back(maker, output)
         made = {out for i, node in nodes if i in kept for out in node.output}
         fused_into = {name for i, node in nodes if i in kept and node.op_type in FUSING for name in node.input}
         also = [name for name in probe_outputs if name in made and name in fused_into]
@@ -130,26 +137,19 @@ def cut_before(src: Path, layer: str, output: str, dst: Path, layer_shape: list[
     methods that run the rest of the network on changed activations (Ablation-CAM)."""
     model = onnx.load_model(str(src))
     graph = model.graph
-    maker = {out: node for node in graph.node for out in node.output if out}
-    kept, needed, todo = set(), set(), [output]
-    while todo:
-        name = todo.pop()
-        if name in needed:
-            continue
-        needed.add(name)
-        if name != layer and name in maker and id(maker[name]) not in kept:
-            kept.add(id(maker[name]))
-            todo.extend(_node_inputs(maker[name]))
+    nodes = list(graph.node)
+    maker = {out: (i, node) for i, node in enumerate(nodes) for out in node.output if out}
+    kept, needed = _walk_back(maker, output, stop=layer)
     if layer not in needed:
         raise ValueError(f"{output!r} does not depend on {layer!r}")
     weights = {t.name for t in graph.initializer}
     outer = [i for i in graph.input if i.name in needed and i.name not in weights and i.name != layer]
-    made = {out for node in graph.node if id(node) in kept for out in node.output}
+    made = {out for i in kept for out in nodes[i].output}
     head = onnx.helper.make_tensor_value_info(layer, onnx.TensorProto.FLOAT, ["N", *layer_shape])
     outputs = [o for o in graph.output if o.name == output] or [
         onnx.helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, None)]
     cut = onnx.helper.make_graph(
-        [node for node in graph.node if id(node) in kept], f"{graph.name}-from-{layer}", [head, *outer], outputs,
+        [node for i, node in enumerate(nodes) if i in kept], f"{graph.name}-from-{layer}", [head, *outer], outputs,
         initializer=[t for t in graph.initializer if t.name in needed],
         value_info=[v for v in graph.value_info if v.name in made and v.name != layer])
     tail = onnx.helper.make_model(cut, opset_imports=model.opset_import, ir_version=model.ir_version)

@@ -66,3 +66,39 @@ def test_builtin_activations_from_truncated_sessions_equal_the_probe(builtin_sto
     assert runtimes.sessions.held((builtin.id, builtin.onnx_sha256, f"upto:{names[-1]}"))
     early, _ = rt.upto(names[0])
     assert len(early.get_inputs()) == 1 and early.get_outputs()[0].name == names[0]
+
+
+@pytest.mark.parametrize("net, opset", [(onnx_builders.ResidualNet, 13), (onnx_builders.InceptionNet, 13),
+                                        (onnx_builders.ClassicNet, 9)])
+def test_the_graph_cut_before_a_layer_gives_the_logits_from_its_activations(tmp_path, net, opset):
+    """`cut_before`: the rest of the graph from a layer's activations on; a skip connection over the layer keeps
+    the model input as a second input. Fed the layer's own activations, it gives the model's logits."""
+    from models.truncate import cut_before
+
+    data = onnx_builders.export(onnx_builders.seeded(net()), opset=opset)
+    if opset == 9:
+        data = onnx_builders.zoo_style(data)
+    src = tmp_path / "m.onnx"
+    src.write_bytes(data)
+    model = onnx.load_model_from_string(data)
+    logits = model.graph.output[0].name
+    names = [node.output[0] for node in model.graph.node
+             if node.op_type in ("Relu", "Clip", "LeakyRelu", "Add", "Concat", "MaxPool")]
+    probe = probe_of(src, names)
+    x = np.random.default_rng(1).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    expected = probe.run([logits], {"image": x})[0]
+    crossing = 0
+    for name in names:
+        activations = probe.run([name], {"image": x})[0]
+        if activations.ndim != 4 or activations.dtype != np.float32:
+            continue  # a shape computation, not a layer
+        inputs = cut_before(src, name, logits, tmp_path / "tail.onnx", list(activations.shape[1:]))
+        assert inputs[0] == name and set(inputs[1:]) <= {"image"}
+        crossing += len(inputs) > 1
+        feeds = {name: activations, **({"image": x} if len(inputs) > 1 else {})}
+        tail = runtime.session_from_file(tmp_path / "tail.onnx")
+        np.testing.assert_allclose(tail.run([logits], feeds)[0], expected, rtol=1e-5, atol=1e-5)
+        changed = activations * 0.5 + 0.25  # the tail computes from the activations it is given, not from the image
+        assert not np.allclose(tail.run([logits], {**feeds, name: changed})[0], expected, atol=1e-6)
+    if net is onnx_builders.ResidualNet:
+        assert crossing, "a skip connection over some layer should keep the image as an input"

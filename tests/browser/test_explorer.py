@@ -252,6 +252,37 @@ def test_attributions_side_by_side_with_progress_and_blend(explorer, live):
     assert compared.locator("img.picture").evaluate("i => i.naturalWidth") > 0
 
 
+CAMS = ["gradcam", "gradcam_plus_plus", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam", "ablationcam"]
+
+
+def test_the_cam_family_side_by_side(explorer, live):
+    """Every CAM on one photo, each with its scores; Eigen-CAM's row says it has no target."""
+    page = explorer
+    use_sample(page, "chelsea")
+    page.click("#tab-attributions")
+    expect(page.locator("#attr-no-target-eigencam")).to_contain_text("no target")
+    expect(page.locator("#attr-no-target-gradcam")).to_have_count(0)
+    for kind in kinds_returning(Attribution):
+        page.set_checked(f"#attr-kind-{kind}", kind in CAMS)
+    for kind in CAMS:  # short scores: the maps are the point here
+        form = page.locator("#attr-kinds .kind", has=page.locator(f"#attr-kind-{kind}"))
+        form.locator("summary").click()
+        form.locator("input[name=road_fractions]").fill("[0.25, 0.5, 0.75]")
+        form.locator("input[name=road_random_maps]").fill("2")
+        form.locator("input[name=evaluation_steps]").fill("4")
+        form.locator("summary").click()
+    page.click("#attr-run")
+    cards = page.locator("#attr-results article.job")
+    expect(cards).to_have_count(len(CAMS))
+    expect(page.locator("#attr-results article[data-status=finished]")).to_have_count(len(CAMS),
+                                                                                      timeout=2 * JOB_TIMEOUT_MS)
+    for kind in CAMS:
+        card = page.locator(f'#attr-results article[aria-label="{kind}"]')
+        expect(card.locator(".blend canvas")).to_have_count(2)
+        expect(card.locator(".faithfulness .road")).to_contain_text("ROAD score")
+    shot(page, "cams")
+
+
 def signed(value: float) -> str:
     """A score as the explorer writes it: sign always shown, a true minus sign, three decimals."""
     return f"{value:+.3f}".replace("-", "\u2212")

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from core.model_record import InputSpec, Layer, ModelRecord, Preprocess, ReceptiveField
+from tests import oracles
 from workers.networks import Network
 
 SIZE = 16
@@ -102,34 +103,11 @@ def cat(builtin) -> torch.Tensor:
 
 @pytest.fixture(scope="session")
 def pytorch_grad_cam():
-    """pytorch-grad-cam (the oracle for CAMs and ROAD), imported. It imports torchvision. The torchvision wheel on
-    PyPI is a CUDA build whose native library cannot load next to a CPU torch, and its import then fails registering
-    fake kernels for two ops (`nms`, `qnms`) that library would have defined. Declaring those two op schemas lets
-    the pure-Python parts import; pytorch-grad-cam uses none of torchvision's native ops."""
-    try:
-        import torchvision  # noqa: F401
-    except RuntimeError:
-        library = torch.library.Library("torchvision", "DEF")
-        for op in ("nms", "qnms"):
-            library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        import torchvision  # noqa: F401
-    import pytorch_grad_cam
-
-    return pytorch_grad_cam
+    """pytorch-grad-cam (the oracle for CAMs and ROAD), imported (`tests.oracles`)."""
+    return oracles.pytorch_grad_cam()
 
 
 @pytest.fixture(scope="session")
 def zennit():
-    """zennit (the oracle for LRP), imported. Its package imports torchvision (for its ResNet canonizers), whose
-    CUDA wheel fails to import next to a CPU torch: the two op schemas (`nms`, `qnms`) are declared first, as for
-    pytorch-grad-cam; zennit uses none of torchvision's native ops."""
-    try:
-        import torchvision  # noqa: F401
-    except RuntimeError:
-        library = torch.library.Library("torchvision", "DEF")
-        for op in ("nms", "qnms"):
-            library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        import torchvision  # noqa: F401
-    import zennit
-
-    return zennit
+    """zennit (the oracle for LRP), imported (`tests.oracles`)."""
+    return oracles.zennit()

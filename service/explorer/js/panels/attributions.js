@@ -15,6 +15,11 @@ import { targetPicker } from "./target.js";
 // The methods offered are the API's attribution kinds (read from its schema: `state.kindsOf`); these start ticked.
 const CHOSEN = new Set(["saliency", "gradcam", "integrated_gradients"]);
 
+// A kind whose map does not depend on the class (Eigen-CAM) says so in its `target` field's schema.
+function hasNoTarget(kind) {
+  return /has no target/.test(state.kindParams(kind)?.properties?.target?.description || "");
+}
+
 export function mount(root) {
   const errors = errorBox();
   const target = targetPicker("attr-target");
@@ -37,6 +42,8 @@ export function mount(root) {
       box.addEventListener("change", () => (box.checked ? CHOSEN.add(kind) : CHOSEN.delete(kind)));
       forms[kind] = paramsForm(state.kindParams(kind), { fixed: ["target"] });
       return h("div", { class: "kind" }, h("label", { for: box.id, title: state.kindSummary(kind) }, box, ` ${kind}`),
+        hasNoTarget(kind) ? h("small", { class: "no-target", id: `attr-no-target-${kind}` },
+          " no target: the same map for every class (the target only picks the class its scores follow)") : null,
         h("details", {}, h("summary", {}, "parameters"), forms[kind]));
     }));
     compare.hidden = !state.kindParams("compare");

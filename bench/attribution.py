@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         theirs = reference(kind, network, params, xt, target, grad_cam, ClassifierOutputTarget)
         ours_s, theirs_s = median_s(ours, args.repeat), median_s(theirs, args.repeat)
         ratio, goal = ours_s / theirs_s, TARGETS.get(kind, 1.0)
-        line = (f"{kind:<18} ours {ours_s * 1000:9.1f} ms  theirs {theirs_s * 1000:9.1f} ms  ratio {ratio:5.2f}× "
+        line = (f"{kind:<18} ours {ours_s * 1000:9.1f} ms  theirs {theirs_s * 1000:9.1f} ms  ratio {ratio:6.3g}× "
                 f"(target ≤ {goal}×: {'met' if ratio <= goal else 'MISSED'})"
                 + (f"  layer {params.layer}" if getattr(params, "layer", None) else ""))
         print(line)

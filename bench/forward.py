@@ -31,7 +31,6 @@ import json
 import os
 import random
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -45,24 +44,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cleanup import delete_run  # noqa: E402
-from bench.timing import Lean, alternate_ms  # noqa: E402
+from bench.timing import Lean, alternate_ms, median_s  # noqa: E402
 from core import preprocessing  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.stores.models import ModelStore  # noqa: E402
 from models import forward, runtimes  # noqa: E402
 from models.builtin import BUILTIN_ID  # noqa: E402
 
+
+def median_ms(fn, repeat: int) -> float:
+    """Median milliseconds of `repeat` calls after a warm-up (`bench.timing.median_s`)."""
+    return 1000 * median_s(fn, repeat)
+
+
 MIX = (("predict", 0.7), ("activations", 0.2), ("predict_new", 0.1))
 
 
-def median_ms(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str,

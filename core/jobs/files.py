@@ -37,21 +37,20 @@ class JobFiles:
         return self.client.get(self.keys.decoded(sha256))
 
     # Artifacts.
-    def put_artifacts(self, job_id: str, artifacts: dict[str, bytes]) -> None:
+    def put_artifacts(self, job_id: str, artifacts: dict[str, bytes], pipe=None) -> None:
+        """Store artifacts for the artifact TTL (in `pipe`, when given, for the caller to execute)."""
         if not artifacts:
             return
-        with self.client.pipeline() as pipe:
-            pipe.hset(self.keys.artifacts(job_id), mapping=artifacts)
-            pipe.expire(self.keys.artifacts(job_id), self.ttl_s)
-            pipe.execute()
+        with in_pipeline(self.client, pipe) as target:
+            target.hset(self.keys.artifacts(job_id), mapping=artifacts)
+            target.expire(self.keys.artifacts(job_id), self.ttl_s)
 
     def publish(self, job_id: str, artifacts: dict[str, bytes]) -> None:
         """Store files of a job that is still running and announce each with an `artifact` event: the API serves
         the files named in the record's `ready` field before the job ends (a map while its scores are computed)."""
         ready = sorted(set(json.loads(text(self.client.hget(self.keys.job(job_id), "ready")) or "[]")) | set(artifacts))
         with self.client.pipeline() as pipe:
-            pipe.hset(self.keys.artifacts(job_id), mapping=artifacts)
-            pipe.expire(self.keys.artifacts(job_id), self.ttl_s)
+            self.put_artifacts(job_id, artifacts, pipe)
             pipe.hset(self.keys.job(job_id), "ready", json.dumps(ready))
             for name in artifacts:
                 self.events.append(job_id, "artifact", {"name": name, "media_type": media_type(name),

@@ -17,6 +17,7 @@ import redis.asyncio
 from pydantic import BaseModel
 
 from core.jobs.events import JobEvents
+from core.jobs.files import JobFiles
 from core.jobs.keys import JobKeys, fields_of, in_pipeline, text
 from core.jobs.record import JobProgress, JobRecord, JobSpec
 from core.jobs.status import ENDED, JobStatus
@@ -73,9 +74,10 @@ def _record(job_id: str, raw: dict) -> JobRecord | None:
 class JobRecords:
     """Reads and writes job records; every status change is one atomic transition."""
 
-    def __init__(self, client: redis.Redis, keys: JobKeys, ttl_s: int, events: JobEvents,
+    def __init__(self, client: redis.Redis, keys: JobKeys, ttl_s: int, events: JobEvents, files: JobFiles,
                  aclient: redis.asyncio.Redis | None = None):
-        self.client, self.keys, self.ttl_s, self.events, self.aclient = client, keys, ttl_s, events, aclient
+        self.client, self.keys, self.ttl_s, self.aclient = client, keys, ttl_s, aclient
+        self.events, self.files = events, files  # a progress step appends an event; an ending stores files
         self._transition = client.register_script(_TRANSITION)
 
     def create(self, job_id: str, spec: JobSpec, *, status: JobStatus = JobStatus.QUEUED, listed_max: int = 10_000,
@@ -138,9 +140,7 @@ class JobRecords:
         """A started job's ending with its artifacts, in one round trip: the artifacts stored, then the transition
         (started → `new`), so that a client woken by the `end` event finds them."""
         with self.client.pipeline(transaction=False) as pipe:
-            if artifacts:
-                pipe.hset(self.keys.artifacts(job_id), mapping=artifacts)
-                pipe.expire(self.keys.artifacts(job_id), self.ttl_s)
+            self.files.put_artifacts(job_id, artifacts, pipe)
             self._transition(**self._transition_call(job_id, (JobStatus.STARTED,), new, attempt, fields), client=pipe)
             changed, before = pipe.execute()[-1]
         return bool(changed), _status(before)

@@ -21,8 +21,8 @@ class JobStore:
         self.client, self.aclient, self.ttl_s = client, aclient, ttl_s
         self.keys = JobKeys(prefix)
         self.events = JobEvents(client, self.keys, ttl_s, aclient)
-        self.records = JobRecords(client, self.keys, ttl_s, self.events, aclient)
         self.files = JobFiles(client, self.keys, ttl_s, self.events)
+        self.records = JobRecords(client, self.keys, ttl_s, self.events, self.files, aclient)
         self.workers = WorkerBoard(client, self.keys)
 
     def lock(self, name: str, timeout_s: float = 300, wait_s: float = 120):

@@ -71,7 +71,8 @@ class EigencamParams(CamParams):
 
     target: Target | None = Field(None, description="Eigen-CAM's map has no target: this only names the class "
                                                     "whose probability the faithfulness scores follow (default the "
-                                                    "model's top-1 class for the image)")
+                                                    "model's top-1 class for the image)",
+                                  json_schema_extra={"x-map-independent": True})  # the explorer reads it
 
 
 class ChannelPassesParams(CamParams):

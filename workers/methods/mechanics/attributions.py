@@ -19,17 +19,6 @@ def method(kind: str):
     return method_of(BY_NAME[kind])
 
 
-def torch_classify(network: Network) -> Classify:
-    """Softmax probabilities of a batch from the network itself (for a network that ONNX Runtime does not
-    have, such as a randomised copy)."""
-    def classify(x: np.ndarray) -> np.ndarray:
-        device = next(network.module.parameters()).device
-        with torch.no_grad():
-            logits = network.module(torch.from_numpy(np.ascontiguousarray(x)).to(device))
-        return logits.flatten(1).softmax(dim=1).float().cpu().numpy()
-    return classify
-
-
 class TorchLayers:
     """`LayerForward` on a torch network (for a network that ONNX Runtime does not have, such as a randomised copy):
     logits, a layer's activations (a forward hook), and the logits from given activations of a layer on (a
@@ -46,6 +35,9 @@ class TorchLayers:
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self._run(x).flatten(1).float().cpu().numpy()
 
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        return self._run(x).flatten(1).softmax(dim=1).float().cpu().numpy()
+
     def layer(self, x: np.ndarray, name: str) -> np.ndarray:
         with captured(self.network.layer_module(name)) as box:
             self._run(x)
@@ -58,6 +50,12 @@ class TorchLayers:
             return self.logits(np.repeat(x[:1], len(activations), axis=0))
         finally:
             handle.remove()
+
+
+def torch_classify(network: Network) -> Classify:
+    """Softmax probabilities of a batch from the network itself (for a network that ONNX Runtime does not
+    have, such as a randomised copy)."""
+    return TorchLayers(network).probabilities
 
 
 def attribute(kind: str, params, network: Network, x: torch.Tensor, classify: Classify, *, batch: int,

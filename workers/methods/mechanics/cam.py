@@ -11,6 +11,7 @@ import torch
 
 from core.methods import Attribution
 from workers.methods.mechanics.backprop import captured, label_metrics, objective_of
+from workers.methods.mechanics.forward_cam import layer_map
 from workers.methods.task import Task
 
 Combine = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -28,9 +29,6 @@ def gradient_cam(task: Task, combine: Combine) -> Attribution:
         target = int(logits[0].argmax())
     (grads,) = torch.autograd.grad(logits[0, target], activations)
     cam = torch.relu(combine(activations, grads)).detach().float().cpu().numpy()
-    peak = float(cam.max())
-    heat = cam[0] / peak if peak > 0 else cam[0]
     task.progress(1, 1)
-    metrics = {"target": target, "target_logit": float(logits[0, target].detach()), "layer": layer,
-               "grid": list(cam.shape[1:])}
-    return Attribution(cam, heat, label_metrics(network, metrics))
+    metrics = {"target": target, "target_logit": float(logits[0, target].detach()), "layer": layer}
+    return layer_map(cam, label_metrics(network, metrics))

@@ -23,11 +23,16 @@ def forward_cam(task: ForwardTask, combine: Combine) -> Attribution:
     target = int(logits.argmax()) if task.params.target is None else record.class_index(task.params.target)
     activations = model.layer(task.x, layer)
     cam = np.maximum(combine(task, activations, target, logits), 0).astype(np.float32)
+    return layer_map(cam, {"target": target, "target_label": record.label(target),
+                           "target_logit": float(logits[target]), "layer": layer})
+
+
+def layer_map(cam: np.ndarray, metrics: dict) -> Attribution:
+    """A rectified 1×h×w CAM as an attribution: heat = the map over its maximum; the grid joins the metrics. Every
+    CAM, gradient or forward-only, ends here."""
     peak = float(cam.max())
     heat = cam[0] / peak if peak > 0 else cam[0]
-    metrics = {"target": target, "target_label": record.label(target), "target_logit": float(logits[target]),
-               "layer": layer, "grid": list(cam.shape[1:])}
-    return Attribution(cam, heat, metrics)
+    return Attribution(cam, heat, {**metrics, "grid": list(cam.shape[1:])})
 
 
 def weighted_sum(weights: np.ndarray, activations: np.ndarray) -> np.ndarray:

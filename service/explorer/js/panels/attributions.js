@@ -15,9 +15,9 @@ import { targetPicker } from "./target.js";
 // The methods offered are the API's attribution kinds (read from its schema: `state.kindsOf`); these start ticked.
 const CHOSEN = new Set(["saliency", "gradcam", "integrated_gradients"]);
 
-// A kind whose map does not depend on the class (Eigen-CAM) says so in its `target` field's schema.
+// A kind whose map does not depend on the class (Eigen-CAM) marks its `target` field so in its schema.
 function hasNoTarget(kind) {
-  return /has no target/.test(state.kindParams(kind)?.properties?.target?.description || "");
+  return Boolean(state.kindParams(kind)?.properties?.target?.["x-map-independent"]);
 }
 
 export function mount(root) {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -92,6 +93,8 @@ class ModelInfo(BaseModel):
                                     "output (a backbone or feature extractor: no output of shape N×K or N×K×1×1)")
     labels: list[str] | None = None
     layers: list[Layer] | None = None
+    uploaded_at: datetime | None = Field(None, description="when it was uploaded (tells apart two uploads under one "
+                                         "name); null for built-in models")
 
 
 class ModelRecord(ModelInfo):
@@ -111,6 +114,8 @@ class ModelRecord(ModelInfo):
         data = self.model_dump(include=set(ModelInfo.model_fields))
         if not with_layers:
             data["layers"] = None
+        if self.source == "upload" and self.created_at:
+            data["uploaded_at"] = datetime.fromtimestamp(self.created_at, tz=UTC)
         return ModelInfo.model_validate(data)
 
     def layer(self, name: str) -> Layer | None:

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
                                          "more requests (ms); 0: it runs as soon as the previous batch is done")
     session_cache_bytes: int = Field(2 * 1024**3, gt=0, description="ONNX Runtime sessions the API keeps (estimated "
                                      "bytes; least recently used go first, probe sessions before plain ones)")
+    warm_sessions: int = Field(8, ge=0, le=64, description="sessions used most recently (by any API process; a list "
+                               "in Redis) that the API builds and measures in the background after start, each only "
+                               "when it fits session_cache_bytes; the built-in model's is always warmed before "
+                               "/readyz says ready; 0: that one only")
 
     # Uploaded models (bytes, opsets, nodes, pixels, elements) and their sandboxed analysis.
     max_model_bytes: int = Field(600 * 1024 * 1024, gt=0, description="largest ONNX file accepted (413 above, counted "
@@ -122,7 +126,7 @@ class Settings(BaseSettings):
 
     # API keys: with none configured the service is open, on 127.0.0.1 only (service/auth.py).
     api_keys: str = Field("", description="comma-separated `tenant:key` or bare keys; every `/v1` call then needs "
-                          "`Authorization: Bearer <key>`", repr=False)
+                          "`Authorization: Bearer <key>` (all but the public `GET /v1/auth`)", repr=False)
     api_keys_file: Path | None = Field(None, description="file with one `tenant:key` or key per line")
 
     # Browser clients (service/cors.py, service/events_token.py).

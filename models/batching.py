@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core import timing
+
 
 @dataclass
 class _Request:
@@ -39,6 +41,7 @@ class _Request:
     wake: threading.Event = field(default_factory=threading.Event)  # set when done, or when it is to run the batch
     leads: bool = False
     done: bool = False
+    ran: float = 0.0  # when the batch that carried it began to run (time.monotonic)
     result: list | None = None
     error: BaseException | None = None
 
@@ -123,6 +126,7 @@ class DynamicBatcher:
                     request.wake.set()
                 if heir is not None:
                     heir.wake.set()
+        timing.wait(max(0.0, mine.ran - mine.arrived))  # the request's Server-Timing: queue, not forward
         if mine.error is not None:
             raise mine.error
         return mine.result
@@ -154,6 +158,9 @@ class DynamicBatcher:
         return batch
 
     def _run(self, batch: list[_Request], session, outputs: list[str], input_name: str) -> None:
+        ran = time.monotonic()
+        for request in batch:
+            request.ran = ran
         try:
             distinct = list({id(r.x): r.x for r in batch}.values())  # the same array asked for twice: run it once
             x = distinct[0] if len(distinct) == 1 else np.concatenate(distinct)

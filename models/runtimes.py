@@ -23,6 +23,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,10 +53,14 @@ class ModelRuntime:
     file: Callable[[], Path]
     batcher: DynamicBatcher | None = None
     intra_threads: int | None = None  # None: settings.ort_intra_threads
+    background: Executor | None = None  # measures batch sizes off the request path (the API); None: in the first run
+    used: Callable[[str, str], None] | None = None  # told (model id, variant) at each run (`models.warm.RecentSessions`)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _weights: dict = field(default_factory=dict)
     _uncut: set = field(default_factory=set)  # layers whose sub-graph could not be cut out (the probe serves them)
     _rows: dict = field(default_factory=dict)  # variant → images per run (`batch_rows`)
+    _measuring: set = field(default_factory=set)  # variants whose batch size was handed to `background`
+    _measuring_lock: threading.Lock = field(default_factory=threading.Lock)  # one measure at a time, not under _lock
 
     def _key(self, variant: str) -> tuple[str, str, str]:
         return (self.record.id, self.record.onnx_sha256, variant)
@@ -73,6 +78,8 @@ class ModelRuntime:
         """The first output for the rows of `x`, in runs of at most `batch_rows` images, through the dynamic
         batcher (batches capped at that size) when there is one and the model takes batches."""
         step = self.batch_rows(variant, session, outputs, x)
+        if self.used is not None:
+            self.used(self.record.id, variant)
         if self.batcher is None or self.record.max_batch == 1:
             def run(rows: np.ndarray) -> list[np.ndarray]:
                 return session.run(outputs, {self.record.input_name: rows})
@@ -87,23 +94,72 @@ class ModelRuntime:
         """Images per run of this session: 1 for a model whose file fixes the batch at one; with
         `forward_batch_tune`, the size up to `forward_batch_max` that costs least per image, measured on this
         machine the first time the session runs (`models.batching.best_batch`, on copies of the first row of `x`;
-        once per session and process, since the best size depends on the machine); else `forward_batch_max`."""
+        once per session and process, since the best size depends on the machine); else `forward_batch_max`.
+        With a `background` executor the size is measured there, after the first run, which runs as untuned
+        (`forward_batch_max` images at most): a session's first request does not wait for the measuring."""
         if self.record.max_batch == 1:
             return 1
         limit = self.settings.forward_batch_max
         if not self.settings.forward_batch_tune:
             return limit
         rows = self._rows.get(variant)
-        if rows is None:
-            with self._lock:
-                rows = self._rows.get(variant)
-                if rows is None:
-                    def run(n: int):
-                        session.run(outputs, {self.record.input_name: np.repeat(x[:1], n, axis=0)})
-                    rows = self._rows[variant] = best_batch(run, limit)
-                    log.info("batch size measured", extra={"fields": {"model": self.record.id, "session": variant,
-                                                                      "images_per_run": rows}})
+        if rows is not None:
+            return rows
+        if self.background is None:
+            return self.measure(variant, session, outputs, x)
+        with self._lock:
+            first = variant not in self._measuring
+            self._measuring.add(variant)
+        if first:
+            self.background.submit(self._measure_later, variant, session, outputs, x[:1].copy())
+        return limit
+
+    def measure(self, variant: str, session, outputs: list[str], x: np.ndarray) -> int:
+        """The batch size of the session `variant`, measured now unless known (`models.batching.best_batch`)."""
+        with self._measuring_lock:
+            rows = self._rows.get(variant)
+            if rows is None:
+                def run(n: int):
+                    session.run(outputs, {self.record.input_name: np.repeat(x[:1], n, axis=0)})
+                rows = self._rows[variant] = best_batch(run, self.settings.forward_batch_max)
+                log.info("batch size measured", extra={"fields": {"model": self.record.id, "session": variant,
+                                                                  "images_per_run": rows}})
         return rows
+
+    def _measure_later(self, variant: str, session, outputs: list[str], x: np.ndarray) -> None:
+        try:
+            self.measure(variant, session, outputs, x)
+        except Exception:  # not retried: the session's runs stay untuned, and still run
+            log.exception("batch size not measured", extra={"fields": {"model": self.record.id, "session": variant}})
+
+    def measured(self, variant: str) -> int | None:
+        """Images per run found for the session `variant`, None while not measured."""
+        return self._rows.get(variant)
+
+    def warm(self, variant: str) -> None:
+        """Build the session `variant` (`plain`, `probe` or `upto:<layer>`), measure its batch size and run it once on a
+        blank image, as its first request would: for start-up and the background, off the request path."""
+        if variant.startswith("upto:"):
+            name = variant.removeprefix("upto:")
+            session, variant = self.upto(name)
+            outputs = [name]
+        elif variant == "probe":
+            session, outputs = self.probe, [self.record.layers[0].name] if self.record.layers else []
+        else:
+            session, outputs = self.plain, [self.record.logits_name]
+        shape = self.record.input
+        x = np.zeros((1, shape.channels, shape.height, shape.width), np.float32)
+        if self.record.max_batch != 1 and self.settings.forward_batch_tune:
+            self.measure(variant, session, outputs, x)
+        session.run(outputs, {self.record.input_name: x})  # not `_runs`: a warm-up is not a use
+
+    def variant_bytes(self, variant: str) -> int:
+        """Estimated bytes of the session `variant` (what the session cache weighs it)."""
+        if variant.startswith("upto:"):
+            names = [layer.name for layer in self.record.layers or []]
+            name = variant.removeprefix("upto:")
+            return upto_bytes(self.record, names.index(name) if name in names else len(names) - 1)
+        return estimate_bytes(self.record, probe=variant == "probe")
 
     @property
     def plain(self):
@@ -190,6 +246,14 @@ class ModelRuntime:
                 self._weights[name] = conv_weights(onnx.load_model(str(self.file())), name)
             return self._weights[name]
 
+    def weight_graph(self):
+        """The model's weights and tensor shapes for its expanded weights (`models.circuit.WeightGraph`, which
+        keeps each layer's plan): built once per model, kept in the session cache, weighing the file's size."""
+        from models.circuit import WeightGraph
+
+        return self.sessions.get(self._key("circuit"), lambda: WeightGraph.load(self.file(), self.record),
+                                 lambda: int(self.record.size_bytes or 0), probe=True)
+
 
 def upto_bytes(record: ModelRecord, position: int) -> int:
     """Estimated bytes of the session up to the layer at `position` of the layer list: its share of the weights
@@ -236,17 +300,22 @@ class Runtimes:
     """The process's `ModelRuntime`s (small handles: the sessions themselves live in one `SessionCache` of
     `budget_bytes`, by default `session_cache_bytes`). With `batch_rows` > 1, forward runs of the same
     session that arrive together are batched (`models.batching`; the API); `intra_threads` overrides
-    `ort_intra_threads` (workers give their sessions their own thread share)."""
+    `ort_intra_threads` (workers give their sessions their own thread share). With `background`, batch sizes are
+    measured on a thread of its own, off the request path (the API; `models.warm` warms sessions there too), and
+    `used(model id, variant)` is told of every run."""
 
     def __init__(self, store: ModelStore, settings: Settings, budget_bytes: int | None = None, *,
                  batch_rows: int = 1, batch_wait_s: float = 0.0, batch_instances: int = 1,
-                 intra_threads: int | None = None):
+                 intra_threads: int | None = None, background: bool = False,
+                 used: Callable[[str, str], None] | None = None):
         keep_freed_buffers()  # runs reuse warm memory (see models.sessions)
         self.store = store
         self.settings = settings
         self.sessions = SessionCache(budget_bytes or settings.session_cache_bytes)
         self.batcher = DynamicBatcher(batch_rows, batch_wait_s, batch_instances) if batch_rows > 1 else None
         self.intra_threads = intra_threads
+        self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessions") if background else None
+        self.used = used
         self._handles: dict[tuple[str, str], ModelRuntime] = {}
         self._lock = threading.Lock()
 
@@ -260,7 +329,8 @@ class Runtimes:
                 for stale in [k for k in self._handles if k[0] == record.id]:  # the model was replaced
                     del self._handles[stale]
                 hit = self._handles[key] = ModelRuntime(record, self.settings, self.sessions,
-                                                        lambda: self._file(record), self.batcher, self.intra_threads)
+                                                        lambda: self._file(record), self.batcher, self.intra_threads,
+                                                        self.background, self.used)
         return hit
 
     def _file(self, record: ModelRecord) -> Path:
@@ -278,3 +348,8 @@ class Runtimes:
 
     def count(self) -> int:
         return self.sessions.stats()["sessions"]
+
+    def close(self) -> None:
+        """Stop the background thread (what it runs now finishes; nothing queued starts)."""
+        if self.background is not None:
+            self.background.shutdown(wait=False, cancel_futures=True)

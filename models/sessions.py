@@ -142,6 +142,11 @@ class SessionCache:
         with self._lock:
             return key in self._held
 
+    def fits(self, size: int) -> bool:
+        """Whether a session of `size` bytes could be built without evicting any (a build needs twice its size)."""
+        with self._lock:
+            return self._total() + BUILD_FACTOR * size <= self.budget_bytes
+
     def stats(self) -> dict:
         """sessions, bytes (estimated), probes, evictions, builds, build_seconds."""
         with self._lock:

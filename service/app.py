@@ -21,7 +21,9 @@ from core.redis_client import connect, redis_errors_around
 from core.settings import Settings, get_settings
 from core.stores.images import ImageStore
 from core.stores.models import ModelStore
+from models.builtin import BUILTIN_ID
 from models.runtimes import Runtimes, run_slots
+from models.warm import RecentSessions, Warmer
 from service import docs_pages, explorer, openapi_docs
 from service.auth import Authenticator, parse_keys, require_key
 from service.context import AppContext
@@ -29,7 +31,7 @@ from service.cors import install_cors
 from service.jobs import JobService, monitor
 from service.middleware import Admission, Observe
 from service.routes import datasets as dataset_routes
-from service.routes import health, images, job_events, jobs, models, views
+from service.routes import access, health, images, job_events, jobs, models, units, views
 
 log = logging.getLogger("convscope")
 
@@ -47,13 +49,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Uploads and deletes of the same bytes take one lock per digest in Redis, shared by every API process.
         locks = JobStore(client, settings.redis_prefix, settings.artifact_ttl_s)
         store = ModelStore.open(settings, lock=lambda digest: redis_errors_around(locks.lock(f"modelblob:{digest}")))
+        recent = RecentSessions(client, settings.redis_prefix, keep=settings.warm_sessions)
+        runtimes = Runtimes(store, settings, batch_rows=settings.forward_batch_max,
+                            batch_wait_s=settings.forward_batch_wait_ms / 1000, batch_instances=run_slots(settings),
+                            background=True, used=recent)
+        recent.submit = runtimes.background.submit
+        # Sessions warm on a background thread: /healthz answers at once, /readyz once the built-in model's is warm.
+        warmer = Warmer(runtimes, store, recent, first=[(BUILTIN_ID, "plain")])
+        warmer.start()
         app.state.ctx = AppContext(settings=settings, redis=client, models=store,
                                    images=ImageStore(client, settings.redis_prefix, settings.image_ttl_s,
                                                      settings.image_lease_s),
-                                   runtimes=Runtimes(store, settings, batch_rows=settings.forward_batch_max,
-                                                            batch_wait_s=settings.forward_batch_wait_ms / 1000,
-                                                            batch_instances=run_slots(settings)),
-                                   inputs=InputCache())
+                                   runtimes=runtimes, inputs=InputCache(), warmer=warmer)
         log.info("convscope API ready", extra={"fields": {"storage": store.storage.url,
                                                          "data_dir": str(settings.data_dir)}})
         if app.state.auth.open:
@@ -66,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         watcher.cancel()
         await app.state.jobs.close()
+        runtimes.close()
         client.close()
 
     app = FastAPI(title="convscope", version="1.0.0", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -73,9 +81,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.auth = Authenticator(parse_keys(settings.api_keys, settings.api_keys_file))
     # Routes are matched in the order included: the forward views, the calls made most often, first (about 30 µs
     # less routing a request than after the images and models routes).
-    for router in (views.router, images.router, models.router, jobs.router):
+    for router in (views.router, images.router, models.router, units.router, jobs.router):
         app.include_router(router, dependencies=[Depends(require_key)])
     app.include_router(health.router)
+    app.include_router(access.router)  # public: whether a key is needed, asked before any keyed call
     app.include_router(docs_pages.router)  # /docs and /redoc with their assets served here, not from a CDN
     app.include_router(explorer.router)  # /ui/: static files only; the page calls the public /v1 API
     app.include_router(dataset_routes.router, dependencies=[Depends(require_key)])

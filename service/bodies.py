@@ -37,9 +37,10 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from core.errors import BadRequest, ConvscopeError, Invalid, TooLarge, UnsupportedMedia
 from core.kinds.kind import Source
 from core.kinds.registry import KINDS
+from core.stores.datasets import DatasetStore
 from core.stores.images import ImageStore
 from service.auth import current_owner
-from service.schemas import ImageByData, ImageById, ImageRef
+from service.schemas import ImageByData, ImageById, ImageInDataset, ImageRef
 
 M = TypeVar("M", bound=BaseModel)
 JSON, MULTIPART = "application/json", "multipart/form-data"
@@ -206,15 +207,18 @@ async def _spec_and_files(form: FormData, model: type[M]) -> tuple[M, dict[str, 
     return validate(model, spec), files
 
 
-def resolve_image(ref: ImageRef | None, part: bytes | None, images: ImageStore, name: str = "image") -> bytes:
-    """The bytes of an image given as id, inline base64 or multipart part (exactly one)."""
+def resolve_image(ref: ImageRef | None, part: bytes | None, images: ImageStore, name: str = "image", *,
+                  datasets: DatasetStore) -> bytes:
+    """The bytes of an image given as id, dataset image, inline base64 or multipart part (exactly one)."""
     if (ref is None) == (part is None):
-        raise Invalid(f"give the {name} exactly once: as {{\"id\"}}, {{\"data\"}} or a multipart part `{name}`",
-                      code="image_required")
+        raise Invalid(f"give the {name} exactly once: as {{\"id\"}}, {{\"dataset\", \"index\"}}, {{\"data\"}} or a "
+                      f"multipart part `{name}`", code="image_required")
     if part is not None:
         return part
     if isinstance(ref, ImageById):
         return images.get(current_owner.get(), ref.id)
+    if isinstance(ref, ImageInDataset):
+        return datasets.get(ref.dataset, current_owner.get()).image(ref.index)[1]
     assert isinstance(ref, ImageByData)
     try:
         return base64.b64decode(ref.data, validate=True)

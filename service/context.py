@@ -14,6 +14,7 @@ from core.settings import Settings
 from core.stores.images import ImageStore
 from core.stores.models import ModelStore
 from models.runtimes import Runtimes
+from models.warm import Warmer
 from service.auth import visible
 
 
@@ -25,6 +26,7 @@ class AppContext:
     images: ImageStore
     runtimes: Runtimes
     inputs: InputCache
+    warmer: Warmer | None = None  # `/readyz` waits for its `ready` (the built-in model's session warm)
 
     def model(self, model_id: str) -> ModelRecord:
         try:

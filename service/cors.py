@@ -15,7 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")  # scheme://host[:port], no path, no trailing slash
 ALLOWED_HEADERS = ["Authorization", "Content-Type", "Accept", "Last-Event-ID", "X-Request-ID"]
-EXPOSED_HEADERS = ["X-Request-ID", "Location", "Retry-After"]
+EXPOSED_HEADERS = ["X-Request-ID", "Location", "Retry-After", "Server-Timing"]
 PREFLIGHT_MAX_AGE_S = 600
 
 

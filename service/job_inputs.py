@@ -45,8 +45,9 @@ class Submission:
 
 
 def accept_image(sub: Submission) -> Accepted:
-    """An image given once (multipart part, stored id or inline base64), decoded now under the usual limits."""
-    data = resolve_image(sub.value, sub.part, sub.images, sub.name)
+    """An image given once (multipart part, stored id, dataset image or inline base64), decoded now under the usual
+    limits; the job keeps the bytes however they were named, so a dataset deleted later does not touch it."""
+    data = resolve_image(sub.value, sub.part, sub.images, sub.name, datasets=DatasetStore.open(sub.settings))
     decoded = images.decode(data, max_bytes=sub.settings.max_image_bytes, max_pixels=sub.settings.max_image_pixels)
     pixels = None
     if decoded.width * decoded.height * 3 <= DECODED_MAX_BYTES:

@@ -81,6 +81,10 @@ class Job(BaseModel):
     model: str
     status: JobStatus
     params: dict[str, Any]
+    inputs: dict[str, str] = Field(default_factory=dict, description="what the job read, by input name: an image "
+                                   "(`image`, `style_image`) as the SHA-256 of its file, whose first 32 hex digits are "
+                                   "the id `POST /v1/images` gives that file (however the job named it); `dataset` as "
+                                   "the dataset id")
     progress: Progress
     created_at: datetime
     started_at: datetime | None = None

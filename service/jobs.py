@@ -54,7 +54,8 @@ def view(record: JobRecord, events_token: str | None = None) -> Job:
             for name in record.result.artifacts])
     error = JobError(**record.error.model_dump()) if record.error is not None else None
     return Job(id=record.id, kind=record.spec.kind, model=record.spec.model, status=record.status,
-               params=record.spec.params, progress=Progress(**record.progress.model_dump()),
+               params=record.spec.params, inputs=dict(record.spec.inputs),
+               progress=Progress(**record.progress.model_dump()),
                created_at=_when(record.created_at), started_at=_when(record.started_at),
                ended_at=_when(record.ended_at), cached=record.cached, error=error, result=result,
                events_token=events_token)

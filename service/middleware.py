@@ -22,13 +22,14 @@ from collections import deque
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core import logs
+from core import logs, timing
 from core.errors import error_body
 from service.metrics import LATENCY, REQUESTS
 
 log = logging.getLogger("convscope")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 HEAVY = re.compile(r"^/v1/models/[^/]+/(predict|activations|occlusion)$")
+TIMED = re.compile(r"^/v1/models/[^/]+/(predict|activations|occlusion|layers/.+/(filters|units/\d+/circuit))$")  # answer with Server-Timing
 
 
 class Admission:
@@ -75,8 +76,9 @@ class Admission:
 
 
 class Observe:
-    """Request id (`X-Request-ID`, taken from the client when well-formed), admission of forward views,
-    the request counter and latency histogram, and one log line per request."""
+    """Request id (`X-Request-ID`, taken from the client when well-formed), admission of forward views, their
+    `Server-Timing` (`core.timing`: the phases the view reports, admission counted as queue), the request counter
+    and latency histogram, and one log line per request."""
 
     def __init__(self, app: ASGIApp, admission: Admission):
         self.app = app
@@ -92,19 +94,23 @@ class Observe:
         start = time.perf_counter()
         status = 500
         header = (b"x-request-id", rid.encode())
+        phases = timing.Phases() if TIMED.match(scope["path"]) else None
+        timed = timing.current.set(phases)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), header]
+                if phases is not None:
+                    message["headers"].append((b"server-timing", phases.header().encode()))
             await send(message)
 
         heavy = scope["method"] == "POST" and HEAVY.match(scope["path"]) is not None
         try:
             if not heavy:
                 await self.app(scope, receive, send_with_id)
-            elif await self.admission.enter():
+            elif await self._admitted(phases):
                 try:
                     await self.app(scope, receive, send_with_id)
                 finally:
@@ -121,3 +127,13 @@ class Observe:
             log.info("request", extra={"fields": {"method": scope["method"], "route": route, "status": status,
                                                   "ms": round(elapsed * 1000, 1)}})
             logs.request_id.reset(token)
+            timing.current.reset(timed)
+
+    async def _admitted(self, phases: timing.Phases | None) -> bool:
+        """Admission, its wait counted as the request's queue time."""
+        start = time.perf_counter()
+        try:
+            return await self.admission.enter()
+        finally:
+            if phases is not None:
+                phases.add("queue", time.perf_counter() - start)

@@ -23,7 +23,16 @@ class ImageByData(BaseModel):
     data: str = Field(min_length=1)
 
 
-ImageRef = ImageById | ImageByData
+class ImageInDataset(BaseModel):
+    """Image `index` of one of the caller's datasets (`GET /v1/datasets/{id}` lists them; job results name them by
+    `image_index`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    dataset: str = Field(min_length=1, max_length=128, description="a dataset id from `POST /v1/datasets`")
+    index: int = Field(ge=0, description="the image's `index` in the dataset")
+
+
+ImageRef = ImageById | ImageByData | ImageInDataset
 Target = int | str
 Format = Literal["png", "json", "npy"]
 

@@ -37,6 +37,19 @@ def test_wrong_key_is_401(keyed):
     assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
 
 
+def test_auth_says_whether_a_key_is_needed_and_accepted_without_a_401(keyed, settings):
+    """`GET /v1/auth` is public: a front end learns that a key is needed, and checks a typed one, with no refused
+    request; the tenant is named only to the holder of its key."""
+    assert keyed.get("/v1/auth").json() == {"keys_required": True, "key": "missing", "tenant": None}
+    assert keyed.get("/v1/auth", headers=as_("alice")).json() == {"keys_required": True, "key": "valid", "tenant": "alice"}
+    wrong = keyed.get("/v1/auth", headers={"Authorization": "Bearer mallory"})
+    assert wrong.status_code == 200 and wrong.json() == {"keys_required": True, "key": "invalid", "tenant": None}
+    with TestClient(create_app(settings)) as open_service:
+        for headers in ({}, as_("alice")):
+            answer = open_service.get("/v1/auth", headers=headers).json()
+            assert answer == {"keys_required": False, "key": "not_needed", "tenant": None}
+
+
 def test_builtin_model_is_shared(keyed):
     for who in ("alice", "bob"):
         ids = [m["id"] for m in keyed.get("/v1/models", headers=as_(who)).json()["models"]]

@@ -59,7 +59,7 @@ def test_get_returns_what_was_rejected_at_creation(keyed):
     info = client.get(f"/v1/datasets/{created['id']}", headers=ALICE).json()
     assert info["rejected"] == created["rejected"] and info["count"] == 1
     assert info["images"] == [{"index": 0, "name": "chelsea.png", "width": 32, "height": 32}]
-    assert set(info) == {"id", "count", "created_at", "expires_at", "images", "rejected"}
+    assert set(info) == {"id", "name", "count", "created_at", "expires_at", "images", "rejected"}
 
 
 def test_delete_removes_the_files_and_then_it_is_404(keyed):

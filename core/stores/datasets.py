@@ -3,8 +3,8 @@
 Keys under `datasets/<id>/` (in the data folder, or the bucket every machine shares): `00000.<ext>` …
 one object per accepted image (the uploaded bytes, re-validated by `core.images.decode`; its SHA-256
 is in the manifest and every read is verified against it), `manifest.json` (names, sizes, digests,
-rejected members) and `meta.json` (owner, creation time, count: small, so quota, listing and expiry
-scans stay cheap). `meta.json` is written last: a dataset exists once it is there, so readers see all
+rejected members) and `meta.json` (owner, display name, creation time, count: small, so quota, listing and
+expiry scans stay cheap). `meta.json` is written last: a dataset exists once it is there, so readers see all
 of it or nothing; a delete removes it first, so the dataset is 404 at once and a job still reading
 it fails with `dataset_not_found` at its next image (on a worker that has cached the images, the
 job may finish on its copies). A worker reading a bucket keeps verified copies of the images in its
@@ -39,6 +39,7 @@ from core.stores.storage import LocalStorage, Missing, Storage, open_storage
 log = logging.getLogger("convscope.datasets")
 _ID = re.compile(r"^[0-9a-f]{32}$")
 EXTENSIONS = {"jpeg": "jpg", "mpo": "jpg", "tiff": "tif"}
+MAX_NAME = 200  # characters of a dataset's display name
 STALE_UPLOAD_S = 3600  # a dataset folder this old without its meta.json was left by a crashed upload
 _opened: dict[tuple, DatasetStore] = {}
 _opened_lock = threading.Lock()
@@ -74,6 +75,7 @@ class Dataset:
     entries: list[Entry]
     rejected: list[dict]
     reader: Callable[[str, Entry], bytes]
+    name: str | None = None  # the uploaded file's name (or the `name` part); None in datasets stored before names
 
     @property
     def count(self) -> int:
@@ -86,9 +88,21 @@ class Dataset:
         except Missing:
             raise FileNotFoundError(self.entries[index].file) from None
 
+    def image(self, index: int) -> tuple[Entry, bytes]:
+        """Image `index` for a client: its entry and verified bytes; 404 `dataset_image_not_found` for an index
+        outside 0..count-1, and `dataset_not_found` once the files are gone (deleted meanwhile)."""
+        if not 0 <= index < self.count:
+            raise NotFound(f"dataset {self.id} has no image {index}: its images are 0..{self.count - 1}",
+                           code="dataset_image_not_found", details={"count": self.count})
+        try:
+            return self.entries[index], self.read(index)
+        except FileNotFoundError:
+            raise NotFound(f"no dataset with id {self.id!r} (it may have expired or been deleted)",
+                           code="dataset_not_found") from None
+
     def summary(self) -> dict:
         """`GET /v1/datasets/{id}` (less the times, which the store knows)."""
-        return {"id": self.id, "count": self.count, "images": [
+        return {"id": self.id, "name": self.name, "count": self.count, "images": [
             {"index": e.index, "name": e.name, "width": e.width, "height": e.height} for e in self.entries],
             "rejected": self.rejected}
 
@@ -145,7 +159,7 @@ class DatasetStore:
                            code="dataset_not_found") from None
         return Dataset(id=dataset_id, owner=owner, created_at=meta["created_at"],
                        entries=[Entry(**e) for e in manifest["images"]], rejected=manifest["rejected"],
-                       reader=self._read_image)
+                       reader=self._read_image, name=meta.get("name"))
 
     def _expired(self, meta: dict) -> bool:
         return time.time() > float(meta.get("created_at", 0)) + self.ttl_s
@@ -155,9 +169,10 @@ class DatasetStore:
         return created_at + self.ttl_s
 
     def listed(self, owner: str | None) -> list[dict]:
-        """`owner`'s live datasets from their small `meta.json` files, newest first: {id, count, created_at}."""
+        """`owner`'s live datasets from their small `meta.json` files, newest first: {id, name, count, created_at}."""
         metas = [m for m in self._metas() if m.get("owner") == owner and not self._expired(m)]
-        return [{"id": m["id"], "count": int(m.get("count", 0)), "created_at": float(m["created_at"])}
+        return [{"id": m["id"], "name": m.get("name"), "count": int(m.get("count", 0)),
+                 "created_at": float(m["created_at"])}
                 for m in sorted(metas, key=lambda m: (-float(m["created_at"]), m["id"]))]
 
     def delete(self, dataset_id: str, owner: str | None) -> None:
@@ -204,8 +219,12 @@ class DatasetStore:
                     continue
         return gone
 
-    def create(self, uploads: Iterable[Upload], owner: str | None, settings: Settings) -> tuple[Dataset, list[dict]]:
-        """Validate every image of the upload, keep the accepted ones; returns (dataset, rejected)."""
+    def create(self, uploads: Iterable[Upload], owner: str | None, settings: Settings,
+               name: str | None = None) -> tuple[Dataset, list[dict]]:
+        """Validate every image of the upload, keep the accepted ones; returns (dataset, rejected). The dataset's
+        display `name` is the one given, else the uploaded file's (`upload_name`)."""
+        uploads = list(uploads)
+        name = archives.display_name(name.strip())[:MAX_NAME] if name and name.strip() else upload_name(uploads)
         self.sweep()
         if self.held_by(owner) >= settings.max_datasets_per_key:
             raise Overloaded(f"this key already holds {settings.max_datasets_per_key} datasets; delete one or wait for "
@@ -220,13 +239,24 @@ class DatasetStore:
             now = time.time()
             self.storage.put(f"{prefix}/manifest.json", _json({"images": [e.__dict__ for e in entries],
                                                                 "rejected": rejected}))
-            self.storage.put(f"{prefix}/meta.json", _json({"owner": owner, "created_at": now, "count": len(entries)}))
+            self.storage.put(f"{prefix}/meta.json", _json({"owner": owner, "name": name, "created_at": now,
+                                                           "count": len(entries)}))
         except BaseException:
             self.storage.delete_prefix(prefix)
             raise
         log.info("dataset stored", extra={"fields": {"dataset": dataset_id, "images": len(entries),
                                                      "rejected": len(rejected)}})
-        return Dataset(dataset_id, owner, now, entries, rejected, self._read_image), rejected
+        return Dataset(dataset_id, owner, now, entries, rejected, self._read_image, name), rejected
+
+
+def upload_name(uploads: list[Upload]) -> str | None:
+    """What a person calls an upload: the archive's file name, the one image's, or the first image's and how many
+    more ("cat.jpg and 11 more"); base names only, as `archives.display_name` shows them."""
+    names = [archives.display_name(u.name.replace("\\", "/").rsplit("/", 1)[-1]) for u in uploads if u.name]
+    if not names:
+        return None
+    more = len(uploads) - 1
+    return (names[0] if not more else f"{names[0]} and {more} more")[:MAX_NAME]
 
 
 def _json(value: dict) -> bytes:

@@ -1,23 +1,27 @@
-"""Datasets: uploads (one archive in part `file`, or many images in parts `files`), listing, reading, deleting."""
+"""Datasets: uploads (one archive in part `file`, or many images in parts `files`), listing, reading, deleting,
+and each image of a dataset for its owner (PNG, or a thumbnail)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.datastructures import FormData, UploadFile
 
+from core import encoding, images
 from core.errors import BadRequest
 from core.settings import Settings
 from core.stores.datasets import DatasetStore, Upload
 from service.auth import current_owner
 from service.bodies import BodyRules, received
 from service.context import AppContext, context
-from service.openapi_docs import errors, file_part, multipart_body
+from service.openapi_docs import errors, file_part, media_response, multipart_body, text_part
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+THUMBNAIL_MIN, THUMBNAIL_MAX = 8, 2048  # pixels, `?size=` of a dataset image
 
 
 class Rejected(BaseModel):
@@ -27,6 +31,8 @@ class Rejected(BaseModel):
 
 class DatasetCreated(BaseModel):
     id: str
+    name: str | None = Field(description="the `name` part, else the uploaded file's name (the archive's; with "
+                                         "several images, the first one's and how many more)")
     count: int = Field(description="images kept")
     rejected: list[Rejected] = Field(description="members that are not images convscope reads, or were refused "
                                                  "(absolute paths, `..`, links, devices, too large)")
@@ -41,6 +47,8 @@ class DatasetImage(BaseModel):
 
 class DatasetSummary(BaseModel):
     id: str
+    name: str | None = Field(description="display name: as given at upload (`name` part, else the file name); "
+                                         "null for datasets stored before names were kept")
     count: int = Field(description="images kept")
     created_at: datetime
     expires_at: datetime = Field(description="when the dataset and its files are removed")
@@ -77,6 +85,8 @@ def upload_rules(s: Settings) -> BodyRules:
 def uploads(form: FormData) -> list[Upload]:
     archive = form.getlist("file")
     files = form.getlist("files")
+    if any(isinstance(p, UploadFile) for p in form.getlist("name")):
+        raise BadRequest("part `name` must be text", code="malformed_multipart")
     if any(not isinstance(p, UploadFile) for p in archive + files):
         raise BadRequest("parts `file` and `files` must be files", code="malformed_multipart")
     if len(archive) > 1 or (archive and files) or not (archive or files):
@@ -89,20 +99,24 @@ def uploads(form: FormData) -> list[Upload]:
 @router.post("", operation_id="uploadDataset", status_code=201, response_model=DatasetCreated,
              responses=errors(400, 413, 415, 422, 429, 503), openapi_extra=multipart_body(
                  file_part("file", "a .zip, .tar or .tar.gz (.bz2, .xz)"),
-                 file_part("files", "images, one part each", many=True)))
+                 file_part("files", "images, one part each", many=True),
+                 text_part("name", "display name (default: the uploaded file's name)")))
 async def upload_dataset(request: Request, store: DatasetStore = Depends(dataset_store),
                          ctx: AppContext = Depends(context)) -> DatasetCreated:
     """Keep a set of images: every member is re-validated as an image; refused ones are listed in `rejected`."""
     s = ctx.settings
     async with received(request, upload_rules(s)) as body:
-        dataset, rejected = await run_in_threadpool(store.create, uploads(body.form), current_owner.get(), s)
-    return DatasetCreated(id=dataset.id, count=dataset.count, rejected=rejected)
+        name = body.form.get("name")
+        dataset, rejected = await run_in_threadpool(store.create, uploads(body.form), current_owner.get(), s,
+                                                    name if isinstance(name, str) else None)
+    return DatasetCreated(id=dataset.id, name=dataset.name, count=dataset.count, rejected=rejected)
 
 
 @router.get("", operation_id="listDatasets", response_model=DatasetList)
 def list_datasets(store: DatasetStore = Depends(dataset_store)) -> DatasetList:
     """The caller's datasets (not expired), newest first."""
-    return DatasetList(datasets=[DatasetSummary(id=d["id"], count=d["count"], **_times(store, d["created_at"]))
+    return DatasetList(datasets=[DatasetSummary(id=d["id"], name=d["name"], count=d["count"],
+                                                **_times(store, d["created_at"]))
                                  for d in store.listed(current_owner.get())])
 
 
@@ -112,6 +126,25 @@ def get_dataset(dataset_id: str, store: DatasetStore = Depends(dataset_store)) -
     members of the upload that were refused."""
     dataset = store.get(dataset_id, current_owner.get())
     return DatasetInfo.model_validate(dataset.summary() | _times(store, dataset.created_at))
+
+
+@router.get("/{dataset_id}/images/{index}", operation_id="getDatasetImage", response_class=Response,
+            responses={**media_response("image/png"), **errors(404, 422)})
+def get_dataset_image(dataset_id: str, index: int = Path(ge=0, description="the image's `index` in the dataset"),
+                      size: int | None = Query(None, ge=THUMBNAIL_MIN, le=THUMBNAIL_MAX,
+                                               description="longest side of a thumbnail, pixels (never enlarged); "
+                                                           "omitted: the image at its own size"),
+                      store: DatasetStore = Depends(dataset_store), ctx: AppContext = Depends(context)) -> Response:
+    """One of the caller's dataset images as PNG (decoded, orientation applied, RGB), as jobs read it: the image
+    that `{"dataset": id, "index": n}` names and that job results (`image_index`) point to. 404
+    `dataset_image_not_found` for an index past the last image."""
+    s = ctx.settings
+    _, data = store.get(dataset_id, current_owner.get()).image(index)
+    decoded = images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
+    if size is not None and max(decoded.size) > size:
+        decoded.thumbnail((size, size), Image.Resampling.LANCZOS)
+    # A dataset never changes (a new upload is a new id), so the browser may keep what it read, for its owner only.
+    return Response(encoding.png(decoded), media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.delete("/{dataset_id}", operation_id="deleteDataset", status_code=204, response_class=Response,

@@ -35,10 +35,13 @@ async def healthz() -> dict:  # on the event loop itself: no thread-pool hop to 
 
 
 @router.get("/readyz", operation_id="getReadiness",
-            responses={503: {"description": "Redis or the model store is unavailable"}})
+            responses={503: {"description": "Redis or the model store is unavailable, or the service is warming up"}})
 def readyz(ctx: AppContext = Depends(context)) -> Response:
-    """200 when Redis answers and the model store is readable; else 503 with the reason."""
+    """200 when Redis answers, the model store is readable and the built-in model's session is warm (built, its batch
+    size measured, run once); else 503 with the reasons."""
     problems = []
+    if ctx.warmer is not None and not ctx.warmer.ready.is_set():
+        problems.append("warming up: the built-in model's session is being built")
     try:
         ctx.redis.ping()
     except Exception as exc:  # any Redis failure means not ready

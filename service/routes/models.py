@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from core import encoding, render
+from core import encoding, render, timing
 from core.errors import Forbidden, Invalid, Overloaded, TooLarge
 from core.model_record import ModelInfo
 from service import uploads
@@ -31,8 +31,10 @@ UPLOAD_BODY = multipart_body(
 
 @router.get("", operation_id="listModels", response_model=ModelList)
 def list_models(ctx: AppContext = Depends(context)) -> ModelList:
-    """Every model the caller can use (without layer lists)."""
-    return ModelList(models=[r.info(with_layers=False) for r in ctx.models.list() if visible(r.owner)])
+    """Every model the caller can use (without layer lists): built-in models first, then uploads, newest first."""
+    records = sorted((r for r in ctx.models.list() if visible(r.owner)),
+                     key=lambda r: (r.source != "builtin", -r.created_at if r.source == "upload" else 0.0, r.name))
+    return ModelList(models=[r.info(with_layers=False) for r in records])
 
 
 @router.post("", operation_id="uploadModel", status_code=201, response_model=ModelInfo, openapi_extra=UPLOAD_BODY,
@@ -110,7 +112,12 @@ async def filters(
         raise Invalid(f"model {model!r} has no layer {layer!r}", code="unknown_layer")
 
     def work() -> bytes:
-        weights = ctx.runtimes.get(record).conv_weights(layer)
+        with timing.timed("forward"):  # Server-Timing: reading the weights (once per layer) is this view's forward
+            weights = ctx.runtimes.get(record).conv_weights(layer)
+        with timing.timed("encode"):
+            return draw(weights)
+
+    def draw(weights) -> bytes:
         if weights is None:
             raise Invalid(f"layer {layer!r} is not a convolution; filters exist only for Conv layers",
                           code="not_a_convolution")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 
-from core import encoding, images, preprocessing, render
+from core import encoding, images, preprocessing, render, timing
 from core.errors import Invalid
 from core.model_record import ModelRecord
+from core.stores.datasets import DatasetStore
 from models import forward, runtimes
 from service.auth import current_owner
 from service.bodies import read_request, resolve_image
@@ -57,11 +59,11 @@ def model_input(ctx: AppContext, record: ModelRecord, spec: ViewRequest,
         owner = current_owner.get()
         check = lambda: ctx.images.require(owner, digest)  # noqa: E731
     else:
-        data = resolve_image(spec.image, files.get("image"), ctx.images)
+        data = resolve_image(spec.image, files.get("image"), ctx.images, datasets=DatasetStore.open(s))
         digest = images.image_id(data)
 
     def prepare():
-        raw = data if data is not None else resolve_image(spec.image, None, ctx.images)
+        raw = data if data is not None else resolve_image(spec.image, None, ctx.images, datasets=DatasetStore.open(s))
         decoded = images.decode(raw, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
         fitted = preprocessing.fit(decoded, record, max_pixels=s.max_resized_pixels)
         tensor = preprocessing.to_tensor(fitted, record)
@@ -80,7 +82,19 @@ def check_colormap(name: str) -> None:
 
 
 async def _spec(request: Request, ctx: AppContext, model: type):
-    return await read_request(request, model, ctx.settings.max_body_bytes)
+    with timing.timed("decode"):
+        return await read_request(request, model, ctx.settings.max_body_bytes)
+
+
+async def in_pool(work):
+    """`work()` on the thread pool (no ONNX Runtime on the event loop); the wait for a thread is the request's
+    queue time (`core.timing`; the thread inherits the request's context, its phases included)."""
+    asked = time.perf_counter()
+
+    def timed():
+        timing.wait(time.perf_counter() - asked)
+        return work()
+    return await run_in_threadpool(timed)
 
 
 @router.post("/{model}/predict", operation_id="predict", response_model=PredictResponse, responses=ERRORS,
@@ -93,10 +107,14 @@ async def predict(model: str, request: Request, ctx: AppContext = Depends(contex
     spec, files = await _spec(request, ctx, PredictRequest)
 
     def work() -> bytes:
-        x, _ = model_input(ctx, record, spec, files)
-        return PredictResponse(predictions=forward.predict(ctx.runtimes.get(record), x, spec.top_k)).model_dump_json().encode()
+        with timing.timed("decode"):
+            x, _ = model_input(ctx, record, spec, files)
+        with timing.timed("forward"):
+            predictions = forward.predict(ctx.runtimes.get(record), x, spec.top_k)
+        with timing.timed("encode"):
+            return PredictResponse(predictions=predictions).model_dump_json().encode()
 
-    return Response(await run_in_threadpool(work), media_type="application/json")  # built once, not validated again
+    return Response(await in_pool(work), media_type="application/json")  # built once, not validated again
 
 
 @router.post("/{model}/activations", operation_id="getActivations", response_class=Response,
@@ -119,8 +137,14 @@ async def activations(model: str, request: Request, ctx: AppContext = Depends(co
     fmt = choose_format(spec.format, request)
 
     def work() -> bytes:
-        x, _ = model_input(ctx, record, spec, files)
-        maps = ctx.runtimes.get(record).layer(x, layer.name)[0][channels]
+        with timing.timed("decode"):
+            x, _ = model_input(ctx, record, spec, files)
+        with timing.timed("forward"):
+            maps = ctx.runtimes.get(record).layer(x, layer.name)[0][channels]
+        with timing.timed("encode"):
+            return encode_maps(maps)
+
+    def encode_maps(maps: np.ndarray) -> bytes:
         if fmt == "npy":
             return encoding.npy(maps)
         if fmt == "json":
@@ -129,7 +153,7 @@ async def activations(model: str, request: Request, ctx: AppContext = Depends(co
             return body.model_dump_json().encode()
         return render.feature_grid_png(maps, per=spec.normalize, cmap=spec.colormap)
 
-    return Response(await run_in_threadpool(work), media_type=MEDIA[fmt])
+    return Response(await in_pool(work), media_type=MEDIA[fmt])
 
 
 @router.post("/{model}/occlusion", operation_id="getOcclusion", response_class=Response,
@@ -151,11 +175,17 @@ async def occlusion(model: str, request: Request, ctx: AppContext = Depends(cont
     fmt = choose_format(spec.format, request)
 
     def work() -> bytes:
-        x, fitted = model_input(ctx, record, spec, files)
-        rt = ctx.runtimes.get(record)
-        target = resolve_target(record, spec.target, rt, x)
-        prob_map, baseline, _ = forward.occlusion(rt, x, target, spec.patch, spec.stride, spec.fill,
-                                                  ctx.settings.occlusion_batch)
+        with timing.timed("decode"):
+            x, fitted = model_input(ctx, record, spec, files)
+        with timing.timed("forward"):
+            rt = ctx.runtimes.get(record)
+            target = resolve_target(record, spec.target, rt, x)
+            prob_map, baseline, _ = forward.occlusion(rt, x, target, spec.patch, spec.stride, spec.fill,
+                                                      ctx.settings.occlusion_batch)
+        with timing.timed("encode"):
+            return encode_map(x, fitted, target, prob_map, baseline)
+
+    def encode_map(x: np.ndarray, fitted: Image.Image, target: int, prob_map: np.ndarray, baseline: float) -> bytes:
         if fmt == "npy":
             return encoding.npy(prob_map)
         if fmt == "json":
@@ -165,7 +195,7 @@ async def occlusion(model: str, request: Request, ctx: AppContext = Depends(cont
         heat = forward.occlusion_heat(prob_map, baseline, x.shape[2:], spec.patch, spec.stride)
         return encoding.png(render.overlay(fitted, heat, cmap=spec.colormap))
 
-    return Response(await run_in_threadpool(work), media_type=MEDIA[fmt])
+    return Response(await in_pool(work), media_type=MEDIA[fmt])
 
 
 def resolve_target(record: ModelRecord, target: int | str | None, rt: runtimes.ModelRuntime, x: np.ndarray) -> int:

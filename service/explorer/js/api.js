@@ -18,6 +18,11 @@ export const apiKey = {
   set: (key) => (key ? sessionStorage.setItem(KEY_STORAGE, key) : sessionStorage.removeItem(KEY_STORAGE)),
 };
 
+// Whether this service needs a key, from `GET /v1/auth` (asked before any other call). With keys on and none
+// typed, a /v1 call is not sent at all: it would be refused with 401, which the browser logs as an error.
+export const access = { keysRequired: false };
+const NO_KEY = "this service needs an API key: type it in the field at the top of the page";
+
 function headers(extra = {}) {
   const key = apiKey.get();
   return key ? { Authorization: `Bearer ${key}`, ...extra } : { ...extra };
@@ -37,6 +42,9 @@ async function errorOf(response) {
 
 // One request; resolves to the Response when it is 2xx, else throws ApiError with the JSON error's message.
 export async function call(path, { method = "GET", json, form, accept, signal } = {}) {
+  if (access.keysRequired && !apiKey.get() && path.startsWith("/v1/") && path !== "/v1/auth") {
+    throw new ApiError(401, "missing_api_key", NO_KEY, null);
+  }
   const init = { method, headers: headers(accept ? { Accept: accept } : {}), signal };
   if (json !== undefined) {
     init.headers["Content-Type"] = "application/json";
@@ -87,6 +95,7 @@ export function parseNpy(arrayBuffer) {
 
 // --- the explorer's calls --------------------------------------------------------------------------
 export const api = {
+  auth: () => getJson("/v1/auth"),
   models: () => getJson("/v1/models"),
   model: (id) => getJson(`/v1/models/${enc(id)}`),
   uploadModel: (form) => call("/v1/models", { method: "POST", form }).then((r) => r.json()),
@@ -105,6 +114,7 @@ export const api = {
   dataset: (id) => getJson(`/v1/datasets/${enc(id)}`),
   uploadDataset: (form) => call("/v1/datasets", { method: "POST", form }).then((r) => r.json()),
   deleteDataset: (id) => call(`/v1/datasets/${enc(id)}`, { method: "DELETE" }),
+  datasetImage: (id, index, size) => blobUrl(`/v1/datasets/${enc(id)}/images/${index}${size ? `?size=${size}` : ""}`),
   submit: (spec) => postJson("/v1/jobs", spec),
   job: (id) => getJson(`/v1/jobs/${enc(id)}`),
   jobs: (query = "") => getJson(`/v1/jobs${query}`),

@@ -10,7 +10,8 @@ export const ENDED = ["finished", "failed", "canceled"];
 // while the job still runs, e.g. an attribution map before its scores) and may fill `early`, which stays as it is
 // when the job ends (a map shown early is not drawn again). It may be called twice for one file (a renewed stream
 // replays the events), and never for a job that was already finished (cached): `render` covers that case.
-export function jobCard(title, spec, { render, onPreview, onArtifact, className = "" } = {}) {
+// `existing` (a Job from the API) shows that job instead of submitting `spec`: the Jobs panel's "open".
+export function jobCard(title, spec, { render, onPreview, onArtifact, className = "", existing = null } = {}) {
   const status = h("span", { class: "status", "data-status": "submitting" }, "submitting");
   const bar = progressBar();
   const cancel = h("button", { type: "button", class: "secondary", disabled: true }, "Cancel");
@@ -40,7 +41,7 @@ export function jobCard(title, spec, { render, onPreview, onArtifact, className 
 
   card.done = (async () => {
     try {
-      job = await api.submit(spec);
+      job = existing || await api.submit(spec);
       card.dataset.job = job.id;
       setStatus(job.status);
       bar.update(job.progress, job.status);
@@ -84,14 +85,26 @@ export function jobCard(title, spec, { render, onPreview, onArtifact, className 
   return card;
 }
 
+// Put a new job's card first in `container` and bring it into view, so that the click visibly did something.
+export function showCard(container, card) {
+  container.prepend(card);
+  card.scrollIntoView({ block: "nearest" });
+  return card;
+}
+
 // What the job is about, in one line: model, image or dataset, and the params that matter most.
 function subject(spec) {
   const p = spec.params || {};
   const bits = [spec.model];
   if (spec.dataset) bits.push(`dataset ${spec.dataset.slice(0, 8)}…`);
+  if (spec.image?.dataset) bits.push(`image ${spec.image.index} of dataset ${spec.image.dataset.slice(0, 8)}…`);
   for (const name of ["layer", "channel", "target", "method"]) if (p[name] !== undefined && p[name] !== null) bits.push(`${name} ${p[name]}`);
   return bits.join(" · ");
 }
+
+// The POST /v1/jobs body a Job was made from, as far as the Job tells it (to show an existing job in a card).
+export const specOf = (job) => ({ kind: job.kind, model: job.model, params: job.params,
+  ...(job.inputs?.dataset ? { dataset: job.inputs.dataset } : {}) });
 
 // Links to a finished job's artifacts; each is fetched with the key and opened as a blob.
 export function artifactLinks(job) {

@@ -1,5 +1,5 @@
 // The explorer's shell: API key, model choice, the current image in the header, and the panel tabs.
-import { api, apiKey } from "./api.js";
+import { access, api, apiKey } from "./api.js";
 import { state, onPanel, showPanel } from "./state.js";
 import { h, clear } from "./ui.js";
 import * as models from "./panels/models.js";
@@ -16,9 +16,11 @@ const PANELS = { models, image, layers, occlusion, attributions, making, dataset
 const $ = (id) => document.getElementById(id);
 const globalError = $("global-error");
 
+// An error ({code, message}) or a plain notice ({message}) above the panels; null hides it.
 function showGlobal(error) {
   globalError.hidden = !error;
-  clear(globalError, error ? [h("strong", {}, `${error.code || "error"}: `), error.message] : []);
+  globalError.classList.toggle("notice", Boolean(error && !error.code));
+  clear(globalError, error ? [error.code ? h("strong", {}, `${error.code}: `) : "", error.message] : []);
 }
 
 // --- tabs (WAI-ARIA tabs: arrows move between them, Enter/Space or click opens) --------------------
@@ -70,7 +72,8 @@ export async function loadModels(preferred) {
     return list;
   } catch (error) {
     clear(select, h("option", { value: "" }, "—"));
-    showGlobal(error.status === 401 ? { code: error.code, message: `${error.message} Type your API key above.` } : error);
+    if (error.status === 401) askForKey(error.code === "invalid_api_key" ? "invalid" : "missing");
+    else showGlobal(error);
     return [];
   }
 }
@@ -101,23 +104,62 @@ state.on("image", (img) => {
 });
 
 // --- API key --------------------------------------------------------------------------------------------
+// `GET /v1/auth` says whether a key is needed and whether the typed one is accepted, so the page asks for a
+// key before it calls anything that would refuse it.
 const keyInput = $("api-key");
+const keyForm = $("api-key-form");
 keyInput.value = apiKey.get();
-$("api-key-form").addEventListener("submit", async (e) => {
+
+const KEY_NOTICES = {
+  missing: "This service needs an API key: type it in the highlighted field at the top of the page and press “Use key”.",
+  invalid: "That API key was not accepted: check it, type it again in the highlighted field and press “Use key”.",
+};
+
+function askForKey(reason) {
+  keyForm.classList.add("attention");
+  showGlobal({ message: KEY_NOTICES[reason] });
+}
+
+// Whether the page may call the API with the key it holds (asks /v1/auth; shows what is missing when not).
+async function keyAccepted() {
+  let status;
+  try {
+    status = await api.auth();
+  } catch (error) {
+    showGlobal(error);
+    return false;
+  }
+  access.keysRequired = status.keys_required;
+  keyInput.placeholder = status.keys_required ? "your API key" : "not needed: this service is open";
+  if (status.key === "missing" || status.key === "invalid") {
+    askForKey(status.key);
+    return false;
+  }
+  keyForm.classList.remove("attention");
+  showGlobal(null);
+  return true;
+}
+
+keyForm.addEventListener("submit", async (e) => {
   e.preventDefault();
   apiKey.set(keyInput.value.trim());
+  if (!(await keyAccepted())) {
+    apiKey.set("");
+    return;
+  }
   await loadModels();
   state.set("key", apiKey.get());
 });
 
 // --- start --------------------------------------------------------------------------------------------
 for (const [name, panel] of Object.entries(PANELS)) panel.mount($(`panel-${name}`));
-open(location.hash.slice(1) || "image");
 (async () => {
+  const ready = await keyAccepted();
+  open(location.hash.slice(1) || "image");  // after the key check: a panel may call the API as it opens
   try {
     state.set("schema", await api.openapi());
   } catch (error) {
     showGlobal(error);
   }
-  await loadModels();
+  if (ready) await loadModels();
 })();

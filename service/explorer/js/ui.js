@@ -36,7 +36,8 @@ export function field(label, control, hint) {
 export function errorBox() {
   const box = h("div", { class: "error", role: "alert", hidden: true });
   box.show = (error) => {
-    if (!error) {
+    // A missing key is asked for once, above the panels (main.js), and not repeated in each panel.
+    if (!error || error.code === "missing_api_key") {
       box.hidden = true;
       box.textContent = "";
       return;
@@ -89,6 +90,10 @@ export function table(columns, rows) {
     h("tbody", {}, rows.map((row) => h("tr", {}, columns.map((c) => h("td", {}, c.value(row)))))),
   );
 }
+
+// A time from the API (ISO 8601) as a person reads it, date and time: "6 Dec 2026, 14:02".
+export const when = (iso) => (iso ? new Date(iso).toLocaleString(undefined, { day: "numeric", month: "short", year: "numeric",
+  hour: "2-digit", minute: "2-digit" }) : "—");
 
 export const fmt = (value, digits = 3) =>
   typeof value === "number" ? (Number.isInteger(value) ? String(value) : value.toFixed(digits)) : String(value);

@@ -5,11 +5,12 @@
 import { api } from "../api.js";
 import { state } from "../state.js";
 import { h, clear, field, errorBox, paramsForm, table, fmt } from "../ui.js";
-import { jobCard } from "../job_card.js";
-import { datasetPicture } from "./datasets.js";
+import { jobCard, showCard } from "../job_card.js";
+import { datasetLabel, datasetThumb } from "./datasets.js";
 
 export function mount(root) {
   const errors = errorBox();
+  const listErrors = errorBox(); // the dataset list's own: cleared as soon as the list loads
   const dataset = h("select", { id: "atlas-dataset" });
   const layerForm = h("div", { id: "layer-atlas-params" });
   const activationForm = h("div", { id: "activation-atlas-params" });
@@ -40,9 +41,10 @@ export function mount(root) {
       const { datasets } = await api.datasets();
       const keep = dataset.value;
       clear(dataset, h("option", { value: "" }, "none (no patches, no statistics)"),
-        datasets.map((d) => h("option", { value: d.id, selected: d.id === keep }, `${d.id} (${d.count} images)`)));
+        datasets.map((d) => h("option", { value: d.id, selected: d.id === keep, title: d.id }, datasetLabel(d))));
+      listErrors.show(null);
     } catch (error) {
-      errors.show(error);
+      listErrors.show(error);
     }
   }
 
@@ -60,7 +62,7 @@ export function mount(root) {
       return errors.show({ code: "bad_params", message: "a parameter is not valid JSON (channels: [0, 1, 2])" });
     }
     const spec = { kind, model: model.id, params, ...(dataset.value ? { dataset: dataset.value } : {}) };
-    jobs.prepend(jobCard(kind, spec, { render: (job, body) => render(job, body, spec.dataset), className: "wide" }));
+    showCard(jobs, jobCard(kind, spec, { render: (job, body) => render(job, body, spec.dataset), className: "wide" }));
   }
 
   buildLayer.addEventListener("click", () => start("layer_atlas", showLayerAtlas));
@@ -95,7 +97,10 @@ export function mount(root) {
     const c = entry.channel;
     const pictures = await Promise.all(entry.images.map((name) => api.artifact(job.id, name)));
     const hasTop = job.result.artifacts.some((a) => a.name === `top_${c}.png`);
-    const deconv = h("button", { type: "button", class: "secondary", id: "unit-deconvnet" }, "Deconvnet projection of the top patch");
+    const top = entry.top[0];
+    const deconv = h("button", { type: "button", class: "secondary", id: "unit-deconvnet", disabled: !(top && datasetId),
+      title: top && datasetId ? `projects ${top.name} at [${top.position}]` : "build the atlas with a dataset for top patches" },
+    top && datasetId ? `Deconvnet projection of the top patch (${top.name})` : "Deconvnet projection of the top patch");
     const dream = h("button", { type: "button", class: "secondary", id: "unit-deepdream" }, "DeepDream of this channel on the current image");
     const results = h("div", { class: "jobs-grid", id: "unit-jobs" });
     deconv.addEventListener("click", () => unitJob("deconvnet", entry, job, results, datasetId));
@@ -114,30 +119,43 @@ export function mount(root) {
           : h("p", { class: "notice" }, "Build the atlas with a dataset for statistics and top patches.")),
         hasTop ? h("div", {}, h("h4", {}, "Top dataset patches"),
           h("img", { src: await api.artifact(job.id, `top_${c}.png`), class: "picture", id: "unit-top", alt: `top patches of channel ${c}` }),
-          table([{ label: "image", value: (t) => t.name }, { label: "activation", value: (t) => fmt(t.activation, 3) },
+          table([{ label: "", value: (t) => datasetThumb(datasetId, t.image_index, t.name, 48) },
+            { label: "image", value: (t) => t.name }, { label: "activation", value: (t) => fmt(t.activation, 3) },
             { label: "box", value: (t) => t.box.join(", ") }], entry.top)) : null),
       h("div", { class: "actions" }, deconv, dream), results);
     unit.scrollIntoView({ block: "nearest" });
   }
 
+  // Deconvnet explains the top patch: its own dataset image (`{"dataset", "index"}`, served by the API whichever
+  // page uploaded it) at the patch's position on the layer's grid, and its card says which image that is.
+  // DeepDream works on the current image.
   async function unitJob(kind, entry, job, results, datasetId) {
+    errors.show(null);
     const model = state.get("model");
     const top = entry.top[0];
-    let image = state.get("image")?.id;
     const params = { layer: job.params.layer, channel: entry.channel };
-    if (kind === "deconvnet" && top) {
-      const blob = datasetPicture(datasetId, top.name);
-      if (blob) {
-        image = (await api.uploadImage(new File([blob], top.name.split("/").pop(), { type: blob.type || "image/png" }))).id;
-        params.position = top.position;
-      }
+    let image;
+    let title = `${kind} · channel ${entry.channel}`;
+    if (kind === "deconvnet") {
+      if (!top || !datasetId) return errors.show({ code: "no_top_patch", message: "build the atlas with a dataset: deconvnet projects the top patch's image" });
+      image = { dataset: datasetId, index: top.image_index };
+      params.position = top.position;
+      title = `deconvnet · channel ${entry.channel} · ${top.name} at [${top.position.join(", ")}]`;
+    } else {
+      const current = state.get("image");
+      if (!current) return errors.show({ code: "no_image", message: "choose an image in the Image panel first" });
+      image = { id: current.id };
+      Object.assign(params, { octaves: 2, steps: 8 });
     }
-    if (!image) return errors.show({ code: "no_image", message: "choose an image in the Image panel first" });
-    if (kind === "deepdream") Object.assign(params, { octaves: 2, steps: 8 });
-    results.prepend(jobCard(`${kind} · channel ${entry.channel}`, { kind, model: model.id, image: { id: image }, params }, {
+    showCard(results, jobCard(title, { kind, model: model.id, image, params }, {
       render: async (done, body) => {
         const name = kind === "deepdream" ? "image.png" : "heatmap.png";
         body.append(h("img", { src: await api.artifact(done.id, name), class: "picture", alt: `${kind} result` }));
+        if (kind === "deconvnet") {
+          body.append(h("figure", { class: "explained" }, datasetThumb(datasetId, top.image_index, top.name),
+            h("figcaption", { class: "notice", id: "unit-deconvnet-image" },
+              `explains ${top.name} (image ${top.image_index} of the dataset), unit at [${top.position.join(", ")}] (row, column)`)));
+        }
       } }));
   }
 
@@ -182,7 +200,7 @@ export function mount(root) {
       h("div", { class: "row" },
         h("div", { class: "grow" }, h("h3", {}, "Layer atlas"), layerForm, h("div", { class: "actions" }, buildLayer)),
         h("div", { class: "grow" }, h("h3", {}, "Activation atlas"), activationForm, h("div", { class: "actions" }, buildActivation))),
-      errors),
+      listErrors, errors),
     jobs, h("div", { class: "card" }, page), h("div", { class: "card" }, unit));
   state.on("schema", renderForms);
   state.on("layer", renderForms);

@@ -6,10 +6,10 @@
 // maps of the map's own grain and drawn as two curves; deletion/insertion (Petsiuk et al. 2018) second, with
 // what removed pixels become named. Where the API offers `compare`, the chosen methods are ranked by ROAD.
 import { api } from "../api.js";
-import { state } from "../state.js";
+import { state, showPanel } from "../state.js";
 import { h, clear, field, errorBox, paramsForm, table, fmt } from "../ui.js";
-import { attributionMap, blend, inputCanvas, lineChart, mapCanvas } from "../viz.js";
-import { jobCard } from "../job_card.js";
+import { attributionMap, blend, imageFrom, inputCanvas, lineChart, mapCanvas } from "../viz.js";
+import { jobCard, specOf } from "../job_card.js";
 import { targetPicker } from "./target.js";
 
 // The methods offered are the API's attribution kinds (read from its schema: `state.kindsOf`); these start ticked.
@@ -99,9 +99,9 @@ export function mount(root) {
   });
 
   // One method's card: the map as soon as the worker has it, then, when the job ends, its faithfulness.
-  function attributionCard(s) {
-    const model = state.get("model");
-    const image = state.get("image");
+  // `existing` shows a job submitted before (the Jobs panel's "open"), over `model` and `image` as it read them
+  // (image null when it is no longer stored: the map alone).
+  function attributionCard(s, { existing = null, model = state.get("model"), image = state.get("image") } = {}) {
     let card = null;
     let shown = null; // the map on screen (a promise): drawn once, from the `artifact` event or, for a cached job, at the end
     let ended = false;
@@ -109,7 +109,8 @@ export function mount(root) {
     async function drawMap(jobId, early, source) {
       const map = attributionMap(await api.artifactNpy(jobId, "attribution.npy"));
       const heat = mapCanvas(map.data, map.rows, map.cols, { map: "inferno", alpha: true, lo: 0, hi: 1 });
-      early.prepend(blend(inputCanvas(image.element, model), heat, { label: `${s.kind} opacity`, opacity: Number(opacity.value) }));
+      if (image) early.prepend(blend(inputCanvas(image.element, model), heat, { label: `${s.kind} opacity`, opacity: Number(opacity.value) }));
+      else early.prepend(h("div", { class: "stack" }, heat), h("p", { class: "notice" }, "(the image it explains has expired: the map alone)"));
       card.dataset.map = source; // "artifact": shown from the event, before the scores; "result": at the end
       card.dataset.mapStatus = card.dataset.status; // the job's status when the map appeared
       if (source === "artifact" && s.params.evaluate !== false && !ended) {
@@ -123,6 +124,7 @@ export function mount(root) {
     }));
 
     card = jobCard(s.kind, s, {
+      existing,
       onArtifact: (artifact, job, early) => (artifact.name === "attribution.npy" ? showMap(job.id, early, "artifact") : null),
       render: async (job, body, early) => {
         await showMap(job.id, early, "result");
@@ -151,9 +153,29 @@ export function mount(root) {
     h("div", { class: "card" }, choices, h("div", { class: "params" }, target.field, field("blend all maps", opacity)),
       h("div", { class: "actions" }, run, compare), errors),
     results);
+  // The Jobs panel's "open": a finished attribution job back in this panel, over the image it explained.
+  async function reopen(job) {
+    const model = state.get("model")?.id === job.model ? state.get("model") : await api.model(job.model);
+    const id = job.inputs?.image?.slice(0, 32);
+    let image = state.get("image")?.id === id ? state.get("image") : null;
+    if (!image && id) {
+      try {
+        const url = await api.image(id);
+        image = { id, element: await imageFrom(url, `image ${id.slice(0, 8)}`) };
+      } catch {
+        image = null; // expired, or given inline or from a dataset: drawn without it
+      }
+    }
+    errors.show(null);
+    clear(results, attributionCard(specOf(job), { existing: job, model, image }));
+    showPanel("attributions");
+    results.scrollIntoView({ block: "nearest" });
+  }
+
   state.on("schema", renderChoices);
   state.on("image", () => clear(results));
   state.on("model", () => clear(results));
+  state.on("open-job", (job) => state.family(job.kind) === "attribution" && reopen(job).catch((error) => errors.show(error)));
 }
 
 // --- faithfulness, in words a first-time reader follows ---------------------------------------------------------

@@ -1,18 +1,40 @@
 // 7. Datasets: upload a zip (or many images), then the dataset views as jobs: a channel's top activations with
 // their patches, the embedding map (hover a point to see its image), the current image's neighbours, and
-// unit statistics.
+// unit statistics. Every dataset image shown comes from the API (`GET /v1/datasets/{id}/images/{index}`), so it
+// does not matter which page or client uploaded the dataset.
 import { api } from "../api.js";
-import { state } from "../state.js";
-import { h, clear, field, errorBox, busy, paramsForm, table, fmt } from "../ui.js";
-import { jobCard } from "../job_card.js";
-import { zipImages } from "../zip.js";
+import { state, showPanel } from "../state.js";
+import { h, clear, field, errorBox, busy, paramsForm, table, fmt, when } from "../ui.js";
+import { jobCard, showCard, specOf } from "../job_card.js";
 
-const pictures = new Map(); // dataset id → Map(name → Blob), for datasets uploaded from this page
-const urls = new Map(); // Blob → its object URL, made once
+// The dataset kinds this panel shows (the Jobs panel's "open" hands it a finished one).
+export const DATASET_VIEWS = ["top_activations", "embedding", "neighbors", "unit_stats"];
 
-// A dataset image uploaded from this page, as a Blob (null for other datasets: the API does not serve them).
-export const datasetPicture = (id, name) => pictures.get(id)?.get(name) ?? null;
-const pictureUrl = (blob) => urls.get(blob) || (urls.set(blob, URL.createObjectURL(blob)), urls.get(blob));
+export const THUMB = 96; // pixels: the longest side of the thumbnails shown in tables and tooltips
+const thumbs = new Map(); // "id/index/size" → Promise of an object URL, fetched once (a dataset never changes)
+
+// A dataset image as an object URL (`size`: a thumbnail's longest side in pixels; omitted: the image itself).
+export function datasetImage(id, index, size) {
+  const key = `${id}/${index}/${size ?? ""}`;
+  if (!thumbs.has(key)) {
+    thumbs.set(key, api.datasetImage(id, index, size).catch((error) => {
+      thumbs.delete(key); // asked again next time
+      throw error;
+    }));
+  }
+  return thumbs.get(key);
+}
+
+// An <img> of a dataset image that fills in when it arrives (alt: its name).
+export function datasetThumb(id, index, name, size = THUMB) {
+  const img = h("img", { class: "thumb", alt: name || `image ${index}`, "data-index": index, width: size });
+  datasetImage(id, index, size).then((url) => (img.src = url)).catch(() => img.replaceWith(h("span", { class: "notice" }, "(gone)")));
+  return img;
+}
+
+// "holiday.zip · 5 images · 6 Dec 2026, 14:02 · expires 7 Dec, 14:02" (a dataset stored before names: its id's start).
+export const datasetLabel = (d) => `${d.name || `dataset ${d.id.slice(0, 8)}`} · ${d.count} image${d.count === 1 ? "" : "s"} · ` +
+  `${when(d.created_at)}`;
 
 export function mount(root) {
   const errors = errorBox();
@@ -34,9 +56,7 @@ export function mount(root) {
     if (single) form.append("file", files[0]);
     else files.forEach((f) => form.append("files", f));
     const created = await api.uploadDataset(form);
-    pictures.set(created.id, single ? (/\.zip$/i.test(files[0].name) ? await zipImages(files[0]) : new Map()) :
-      new Map(files.map((f) => [f.name, f])));
-    clear(uploaded, h("p", {}, `Dataset ${created.id}: ${created.count} images kept.`),
+    clear(uploaded, h("p", {}, `Dataset “${created.name}”: ${created.count} images kept.`),
       created.rejected.length ? table([{ label: "rejected", value: (r) => r.name }, { label: "why", value: (r) => r.reason }],
         created.rejected) : null);
     await refresh(created.id);
@@ -44,7 +64,8 @@ export function mount(root) {
   }));
 
   remove.addEventListener("click", () => busy(remove, errors, async () => {
-    if (!chooser.value || !confirm(`Delete dataset ${chooser.value}?`)) return;
+    const chosen = chooser.selectedOptions[0]?.textContent || chooser.value;
+    if (!chooser.value || !confirm(`Delete dataset ${chosen}?`)) return;
     await api.deleteDataset(chooser.value);
     await refresh();
     state.set("datasets-changed", null);
@@ -54,7 +75,7 @@ export function mount(root) {
     await busy(null, errors, async () => {
       const { datasets } = await api.datasets();
       const want = preferred || chooser.value;
-      clear(chooser, datasets.length ? datasets.map((d) => h("option", { value: d.id, selected: d.id === want }, `${d.id} (${d.count} images)`)) :
+      clear(chooser, datasets.length ? datasets.map((d) => h("option", { value: d.id, selected: d.id === want, title: d.id }, datasetLabel(d))) :
         h("option", { value: "" }, "no datasets yet"));
       await describe();
     });
@@ -63,7 +84,9 @@ export function mount(root) {
   async function describe() {
     if (!chooser.value) return clear(about, "Upload a dataset to start.");
     const info = await api.dataset(chooser.value);
-    clear(about, `${info.count} images: ${info.images.slice(0, 8).map((i) => i.name).join(", ")}${info.count > 8 ? ", …" : ""}`);
+    clear(about, h("span", {}, `${info.name || "(no name)"}: uploaded ${when(info.created_at)}, kept until ${when(info.expires_at)}. `),
+      h("span", {}, `${info.count} images: ${info.images.slice(0, 8).map((i) => i.name).join(", ")}${info.count > 8 ? ", …" : ""}`),
+      h("br"), h("small", {}, "id ", h("code", {}, info.id)));
     return info;
   }
   chooser.addEventListener("change", () => busy(null, errors, describe));
@@ -83,7 +106,9 @@ export function mount(root) {
         if (!chooser.value) return errors.show({ code: "no_dataset", message: "upload or choose a dataset first" });
         if (needsImage && !image) return errors.show({ code: "no_image", message: "choose an image in the Image panel first" });
         const spec = { kind, model: model.id, dataset: chooser.value, params: forms[kind].read(), ...(needsImage ? { image: { id: image.id } } : {}) };
-        results.prepend(jobCard(kind, spec, { render, className: kind === "unit_stats" ? "wide" : "" }));
+        const dataset = chooser.value;
+        showCard(results, jobCard(kind, spec, { render: (job, body) => render(job, body, dataset),
+          className: kind === "unit_stats" ? "wide" : "" }));
       });
       return h("div", { class: "card" }, h("h3", {}, title), h("p", { class: "notice" }, state.kindSummary(kind)), forms[kind],
         h("div", { class: "actions" }, go));
@@ -95,10 +120,11 @@ export function mount(root) {
       make("unit_stats", "Unit statistics", renderUnits));
   }
 
-  async function renderTop(job, body) {
+  async function renderTop(job, body, dataset) {
     const top = await api.artifactJson(job.id, "top.json");
     body.append(h("img", { src: await api.artifact(job.id, "patches.png"), class: "picture", alt: "top patches" }),
       table([
+        { label: "", value: (t) => datasetThumb(dataset, t.image_index, t.name, 48) },
         { label: "image", value: (t) => t.name },
         { label: "channel", value: (t) => t.channel ?? job.params.channel ?? "" },
         { label: "activation", value: (t) => fmt(t.activation, 3) },
@@ -106,11 +132,10 @@ export function mount(root) {
       ], top.slice(0, 24)));
   }
 
-  async function renderEmbedding(job, body) {
+  async function renderEmbedding(job, body, dataset) {
     const points = await api.artifactJson(job.id, "points.json");
-    const info = await api.dataset(job.dataset || chooser.value);
+    const info = await api.dataset(dataset);
     const names = new Map(info.images.map((i) => [i.index, i.name]));
-    const known = pictures.get(info.id) || new Map();
     const side = 360;
     const canvas = h("canvas", { width: side, height: side, id: "embedding-plot", "aria-label": "embedding scatter plot" });
     const ctx = canvas.getContext("2d");
@@ -134,7 +159,10 @@ export function mount(root) {
       tip.hidden = !best;
       if (!best) return;
       const name = names.get(best.image_index) || `#${best.image_index}`;
-      clear(tip, `${best.image_index}: ${name}`, known.has(name) ? h("img", { src: pictureUrl(known.get(name)), alt: name }) : null);
+      if (tip.dataset.index !== String(best.image_index)) {
+        tip.dataset.index = best.image_index;
+        clear(tip, `${best.image_index}: ${name}`, datasetThumb(info.id, best.image_index, name));
+      }
       tip.style.left = `${e.clientX - r.left + 12}px`;
       tip.style.top = `${e.clientY - r.top + 12}px`;
     });
@@ -143,10 +171,11 @@ export function mount(root) {
       h("img", { src: await api.artifact(job.id, "map.png"), class: "picture", alt: "thumbnails placed on the map", width: side })));
   }
 
-  async function renderNeighbours(job, body) {
+  async function renderNeighbours(job, body, dataset) {
     const neighbours = await api.artifactJson(job.id, "neighbors.json");
     body.append(h("img", { src: await api.artifact(job.id, "neighbors.png"), class: "picture", alt: "nearest images" }),
-      table([{ label: "image", value: (n) => n.name }, { label: "distance", value: (n) => fmt(n.distance, 4) }], neighbours));
+      table([{ label: "", value: (n) => datasetThumb(dataset, n.image_index, n.name, 48) }, { label: "image", value: (n) => n.name },
+        { label: "distance", value: (n) => fmt(n.distance, 4) }], neighbours));
   }
 
   async function renderUnits(job, body) {
@@ -165,6 +194,14 @@ export function mount(root) {
         h("div", { class: "actions" }, upload), uploaded),
       h("div", { class: "card grow" }, h("h3", {}, "Your datasets"), h("div", { class: "actions" }, field("dataset", chooser), remove), about)),
     errors, actions, h("h3", {}, "Results"), results);
+  const renders = { top_activations: renderTop, embedding: renderEmbedding, neighbors: renderNeighbours, unit_stats: renderUnits };
+  state.on("open-job", (job) => {
+    const dataset = job.inputs?.dataset;
+    if (!renders[job.kind] || !dataset) return;
+    showPanel("datasets");
+    showCard(results, jobCard(job.kind, specOf(job), { existing: job, render: (done, body) => renders[job.kind](done, body, dataset),
+      className: job.kind === "unit_stats" ? "wide" : "" }));
+  });
   state.on("schema", renderActions);
   state.on("layer", renderActions);
   state.on("channel", renderActions);

@@ -22,9 +22,17 @@ export function mount(root) {
     const body = { image: { id: image.id }, patch: Number(patch.value), stride: Number(stride.value),
       fill: fill.value === "grey 128" ? 128 : fill.value, format: "json" };
     if (target.value() !== null) body.target = target.value();
-    clear(result, h("p", { class: "notice" }, "occluding…"));
-    const answer = await (await api.occlusion(model.id, body)).json();
+    clear(result, h("p", { class: "notice", id: "occ-running" }, "occluding…"));
+    result.scrollIntoView({ block: "nearest" });
+    let answer;
+    try {
+      answer = await (await api.occlusion(model.id, body)).json();
+    } catch (error) {
+      clear(result); // refused: the error box above says why, and nothing says it is still running
+      throw error;
+    }
     show(model, image, answer, body);
+    result.scrollIntoView({ block: "nearest" });
   }));
 
   function show(model, image, { target: cls, map, baseline_probability: baseline }, { patch: p, stride: s }) {

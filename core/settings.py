@@ -128,6 +128,15 @@ class Settings(BaseSettings):
     api_keys: str = Field("", description="comma-separated `tenant:key` or bare keys; every `/v1` call then needs "
                           "`Authorization: Bearer <key>` (all but the public `GET /v1/auth`)", repr=False)
     api_keys_file: Path | None = Field(None, description="file with one `tenant:key` or key per line")
+    operator_tenants: str = Field("", description="comma-separated tenants (of the API keys) that may delete models "
+                                  "uploaded while the service was open, which belong to no key")
+    metrics_token: SecretStr | None = Field(None, min_length=16, repr=False, description="when set, `/metrics` "
+                                            "answers only `Authorization: Bearer <token>` (it names worker hosts and "
+                                            "the storage URL); unset: public, for a scraper on a private network")
+    allowed_hosts: str = Field("localhost,127.0.0.1,::1", description="with no API keys (open mode): the `Host` "
+                               "names answered (others get 400 `bad_host`, against DNS rebinding), and state-changing "
+                               "requests from a page of another origin than these or `cors_origins` are refused "
+                               "(403 `foreign_origin`)")
 
     # Browser clients (service/cors.py, service/events_token.py).
     cors_origins: str = Field("", description="comma-separated origins (`https://host:port`) answered with CORS "

@@ -27,7 +27,8 @@ from models.warm import RecentSessions, Warmer
 from service import docs_pages, explorer, openapi_docs
 from service.auth import Authenticator, parse_keys, require_key
 from service.context import AppContext
-from service.cors import install_cors
+from service.cors import install_cors, parse_origins
+from service.hosts import LocalOnly, host_names
 from service.jobs import JobService, monitor
 from service.middleware import Admission, Observe
 from service.routes import datasets as dataset_routes
@@ -91,6 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(job_events.router)  # the API key, or the job's events token (service/events_token.py)
     install_error_handlers(app)
     install_middleware(app, settings)
+    if app.state.auth.open:  # no keys: answer only this machine's host names and pages (service/hosts.py)
+        app.add_middleware(LocalOnly, hosts=host_names(settings.allowed_hosts),
+                           origins=frozenset(parse_origins(settings.cors_origins, keyed=False)))
     install_cors(app, settings.cors_origins, keyed=not app.state.auth.open)  # last: the outermost middleware
     app.openapi = lambda: openapi_schema(app)
     return app

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,11 @@ from fastapi import Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from core.errors import Unauthorized
+from core.jobs.keys import RESERVED_OWNERS
+
+# A tenant's name goes into Redis keys (`jobs:<tenant>`, `image:<tenant>:<id>`): letters, digits, `_` and `-`
+# only, so that no name reaches outside its own keys.
+TENANT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 current_owner: contextvars.ContextVar[str | None] = contextvars.ContextVar("current_owner", default=None)
 bearer = HTTPBearer(auto_error=False, description="an API key from CONVSCOPE_API_KEYS")
@@ -33,7 +39,8 @@ class Key:
 
 
 def parse_keys(spec: str, file: Path | None = None) -> list[Key]:
-    """Keys from the setting and the keys file; empty when the service is open."""
+    """Keys from the setting and the keys file; empty when the service is open. A tenant name that could
+    collide with the service's own Redis keys refuses the start (ValueError), before anything is served."""
     entries = [e.strip() for e in spec.split(",")]
     if file is not None:
         entries += [line.strip() for line in Path(file).read_text().splitlines() if not line.lstrip().startswith("#")]
@@ -42,6 +49,11 @@ def parse_keys(spec: str, file: Path | None = None) -> list[Key]:
         tenant, _, secret = entry.rpartition(":")
         if not tenant:
             tenant = "key-" + hashlib.sha256(secret.encode()).hexdigest()[:12]
+        if not TENANT_NAME.match(tenant) or tenant in RESERVED_OWNERS:
+            raise ValueError(f"API key tenant name {tenant!r} is refused: use 1 to 64 letters, digits, `_` or `-`, "
+                             f"and none of {sorted(RESERVED_OWNERS)}")
+        if not secret:
+            raise ValueError(f"API key of tenant {tenant!r} is empty")
         keys.append(Key(tenant, secret.encode()))
     return keys
 
@@ -83,3 +95,17 @@ async def require_key(request: Request) -> str | None:
 def visible(owner: str | None) -> bool:
     """Whether a resource owned by `owner` (None: shared, e.g. built-in models) is the caller's to see."""
     return owner is None or owner == current_owner.get()
+
+
+async def require_metrics_token(request: Request) -> None:
+    """`/metrics` when `CONVSCOPE_METRICS_TOKEN` is set: that bearer token only (the figures name worker hosts and
+    the storage URL, which are the operator's to see, not every tenant's)."""
+    token = request.app.state.ctx.settings.metrics_token
+    if token is None:
+        return
+    credentials: HTTPAuthorizationCredentials | None = await bearer(request)
+    if credentials is None:
+        raise Unauthorized("/metrics needs the metrics token: send `Authorization: Bearer <token>`",
+                           code="missing_metrics_token")
+    if not hmac.compare_digest(credentials.credentials.encode(), token.get_secret_value().encode()):
+        raise Unauthorized("the metrics token is not valid", code="invalid_metrics_token")

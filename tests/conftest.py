@@ -17,6 +17,9 @@ from core.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 BUILTIN_DATA = Path(os.environ.get("CONVSCOPE_DATA_DIR", ROOT / "var"))
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Starlette's TestClient sends `Host: testserver`; an open service answers only the host names it is told
+# (service/hosts.py), so the tests' settings (and the services they start) name it beside the defaults.
+os.environ.setdefault("CONVSCOPE_ALLOWED_HOSTS", "localhost,127.0.0.1,::1,testserver")
 
 
 def sample(name: str) -> np.ndarray:

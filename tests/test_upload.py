@@ -266,3 +266,21 @@ def test_uploaded_models_belong_to_their_key_and_have_a_quota(upload_settings):
         assert client.delete(f"/v1/models/{model}", headers=bob).status_code == 404
         assert client.post(f"/v1/models/{model}/predict", files={"image": ("c.png", CAT)}, headers=alice).status_code == 200
         assert client.delete(f"/v1/models/{model}", headers=alice).status_code == 204
+
+
+def test_a_model_uploaded_while_open_is_deleted_only_by_an_operator(upload_settings):
+    """Open mode has one tenant, no key: its uploads belong to no key. Once keys are on every key sees such a model
+    (like the built-in one), but only a tenant named in CONVSCOPE_OPERATOR_TENANTS may delete it."""
+    with TestClient(create_app(upload_settings), raise_server_exceptions=False) as client:
+        answer = upload(client, export(seeded(ClassicNet(), seed=7), 9), "left open")
+        assert answer.status_code == 201, answer.text
+        model = answer.json()["id"]
+    keyed = upload_settings.model_copy(update={"api_keys": "alice:a-key,ops:o-key", "operator_tenants": "ops"})
+    alice, ops = {"Authorization": "Bearer a-key"}, {"Authorization": "Bearer o-key"}
+    with TestClient(create_app(keyed), raise_server_exceptions=False) as client:
+        assert client.get(f"/v1/models/{model}", headers=alice).status_code == 200
+        refused = client.delete(f"/v1/models/{model}", headers=alice)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "not_owner"
+        assert client.get(f"/v1/models/{model}", headers=alice).status_code == 200  # unchanged
+        assert client.delete(f"/v1/models/{model}", headers=ops).status_code == 204
+        assert client.get(f"/v1/models/{model}", headers=alice).status_code == 404

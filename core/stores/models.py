@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = ["ModelStore", "atomic_write"]
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 RECORDS = "models/records"
+READABLE_CHECK_TTL_S = 3.0
 
 
 class _LocalLocks:
@@ -54,6 +56,7 @@ class ModelStore:
         self.lock = lock or _LocalLocks()
         self._guard = threading.Lock()
         self._cache: dict[str, tuple[str, ModelRecord]] = {}
+        self._readable: tuple[float, str | None] = (-READABLE_CHECK_TTL_S, None)  # (when checked, the answer)
 
     @classmethod
     def open(cls, settings: Settings, lock: Callable[[str], ContextManager] | None = None) -> ModelStore:
@@ -63,11 +66,16 @@ class ModelStore:
                    blobs=Blobs(storage, settings.data_dir, settings.blob_cache_bytes))
 
     def readable(self) -> str | None:
-        """None when the store can be read, else the reason (for /readyz)."""
+        """None when the store can be read, else the reason (for /readyz). The answer is kept for a few seconds:
+        a load balancer probing every API process often must not turn into as many bucket listings."""
+        checked_at, reason = self._readable
+        if time.monotonic() - checked_at < READABLE_CHECK_TTL_S:
+            return reason
         reason = self.storage.readable()
         records = self.storage.local_path(RECORDS)
         if reason is None and records is not None and not (records.is_dir() and os.access(records, os.R_OK)):
             reason = f"model store {self.root} is not readable"
+        self._readable = (time.monotonic(), reason)
         return reason
 
     # Blobs.

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from core.errors import error_body
 from core.jobs.keys import JobKeys
 from core.jobs.workers import WorkerBoard
+from service.auth import require_metrics_token
 from service.context import AppContext, context
 from service.metrics import (
     BLOB_CACHE_BYTES,
@@ -54,7 +55,9 @@ def readyz(ctx: AppContext = Depends(context)) -> Response:
     return JSONResponse({"status": "ready"})
 
 
-@router.get("/metrics", operation_id="getMetrics", response_class=Response, responses=media_response("text/plain"))
+@router.get("/metrics", operation_id="getMetrics", response_class=Response, dependencies=[Depends(require_metrics_token)],
+            responses={**media_response("text/plain"), 401: {"description": "CONVSCOPE_METRICS_TOKEN is set and "
+                                                                              "this request does not carry it"}})
 def metrics(ctx: AppContext = Depends(context)) -> Response:
     """Prometheus text format."""
     sessions = ctx.runtimes.sessions.stats()

@@ -80,11 +80,17 @@ def _upload_slots(request: Request, size: int) -> threading.BoundedSemaphore:
 
 @router.delete("/{model}", operation_id="deleteModel", status_code=204, response_class=Response,
                responses=errors(403, 404))
-def delete_model(model: str, ctx: AppContext = Depends(context)) -> Response:
-    """Delete an uploaded model (its file goes when no other model uses it); built-in models stay."""
+def delete_model(model: str, request: Request, ctx: AppContext = Depends(context)) -> Response:
+    """Delete an uploaded model (its file goes when no other model uses it); built-in models stay. A model
+    uploaded while the service was open belongs to no key: once keys are on, only an operator tenant
+    (`CONVSCOPE_OPERATOR_TENANTS`) may delete it, not every key that can see it."""
     record = ctx.model(model)
     if record.source == "builtin":
         raise Forbidden(f"{model!r} is a built-in model; only uploaded models can be deleted", code="builtin_model")
+    operators = {name.strip() for name in ctx.settings.operator_tenants.split(",")}
+    if record.owner is None and not request.app.state.auth.open and current_owner.get() not in operators:
+        raise Forbidden(f"{model!r} was uploaded while the service was open and belongs to no key; only an operator "
+                        "key (CONVSCOPE_OPERATOR_TENANTS) may delete it", code="not_owner")
     ctx.models.delete(record.id)
     ctx.runtimes.drop(record.id)
     return Response(status_code=204)

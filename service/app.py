@@ -31,8 +31,8 @@ from service.cors import install_cors, parse_origins
 from service.hosts import LocalOnly, host_names
 from service.jobs import JobService, monitor
 from service.middleware import Admission, Observe
-from service.routes import datasets as dataset_routes
 from service.routes import access, health, images, job_events, jobs, models, units, views
+from service.routes import datasets as dataset_routes
 
 log = logging.getLogger("convscope")
 

@@ -55,7 +55,9 @@ class LocalOnly:
         await self.app(scope, receive, send)
 
     def _own(self, origin: str) -> bool:
-        return "*" in self.origins or origin in self.origins or (origin != "null" and _hostname(urlsplit(origin).netloc) in self.hosts)
+        if "*" in self.origins or origin in self.origins:
+            return True
+        return origin != "null" and _hostname(urlsplit(origin).netloc) in self.hosts
 
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, code: str, message: str,

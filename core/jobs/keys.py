@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import redis
 
-
 # Names no tenant may have: the words this layout puts where a tenant's name goes (`jobs:queued` beside
 # `jobs:<tenant>`), and the marks that stand for no tenant (`-` here, `_` in the image keys).
 RESERVED_OWNERS = frozenset({"started", "queued", "ended", "-", "_"})

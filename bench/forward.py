@@ -65,7 +65,7 @@ MIX = (("predict", 0.7), ("activations", 0.2), ("predict_new", 0.1))
 async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str,
                 body: bytes) -> tuple[int, dict]:
     """One HTTP/1.1 POST on an open keep-alive connection: (status, headers); the body is read and dropped."""
-    writer.write(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+    writer.write(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     await writer.drain()
     head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")

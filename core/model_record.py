@@ -38,6 +38,17 @@ class InputSpec(BaseModel):
     dynamic_size: bool = False
 
 
+class ModelCost(BaseModel):
+    """What one image costs the model at its input size (`input`), from the shapes of its tensors (`models.cost`)."""
+
+    flops: int = Field(description="floating-point operations an image: 2 × macs, plus one an output element of "
+                       "every other node")
+    macs: int = Field(description="multiply-accumulates of its Conv, Gemm and MatMul nodes (what papers call a "
+                      "CNN's FLOPs)")
+    activation_bytes: int = Field(description="bytes of every tensor the graph computes for one image (weights "
+                                  "excepted): an upper bound of a forward pass's memory")
+
+
 CropSize = Annotated[list[Annotated[int, Field(gt=0, le=4096)]], Field(min_length=2, max_length=2)]
 
 
@@ -95,6 +106,8 @@ class ModelInfo(BaseModel):
     layers: list[Layer] | None = None
     uploaded_at: datetime | None = Field(None, description="when it was uploaded (tells apart two uploads under one "
                                          "name); null for built-in models")
+    cost: ModelCost | None = Field(None, description="what one image costs at the input size; null for a model "
+                                   "recorded before costs were")
 
 
 class ModelRecord(ModelInfo):

@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     max_model_constant_elements: int = Field(64 * 1024 * 1024, gt=0,
                                              description="elements a constant-shaped `ConstantOfShape`, "
                                              "`Expand` or `Tile` may make; more → 422")
+    max_model_gflops: float = Field(200.0, gt=0, description="GFLOPs one image may cost a model at its input size "
+                                    "(counted from the graph's shapes; EfficientNet-Lite0 0.8, ResNet-50 8); more → "
+                                    "422 `model_too_expensive`")
+    max_model_activation_bytes: int = Field(2 * 1024**3, gt=0, description="bytes of all the tensors a model computes "
+                                            "for one image at its input size; more → 422 `model_too_expensive`")
     probe_memory_bytes: int = Field(8 * 1024 ** 3, gt=0, description="address-space cap (`RLIMIT_AS`) of the "
                                     "process that analyses an upload")
     probe_time_limit_s: float = Field(180.0, gt=0, description="wall-clock limit of one model analysis; "
@@ -119,10 +124,33 @@ class Settings(BaseSettings):
                                      "served; more get 503 `busy` with Retry-After")
     max_queue_wait_ms: float = Field(2000, gt=0, description="the longest a forward view waits for a place before "
                                      "it gets 503 `busy` with Retry-After (ms)")
+    forward_time_limit_s: float = Field(30.0, gt=0, description="the longest one ONNX Runtime run of a forward view "
+                                        "may take (s); it is then stopped and the request gets 503 "
+                                        "`forward_timeout` with Retry-After")
 
     # Per-key limits on uploaded models.
     max_models_per_key: int = Field(20, gt=0, description="uploaded models one key may hold; more → 429")
     max_model_bytes_per_key: int = Field(2 * 1024**3, gt=0, description="bytes of models one key may hold; more → 413")
+
+    # Per-key quotas and fairness: what one key may hold and use of what every key shares (service/tenants.py,
+    # core/stores/usage.py). The byte quotas keep one key to about an eighth of the compose file's 4 GB Redis.
+    quota_image_bytes: int = Field(512 * 1024**2, gt=0, description="bytes of uploaded images (and their cached "
+                                   "previews) one key may hold in Redis; more → 429 `quota_exceeded`")
+    quota_job_bytes: int = Field(512 * 1024**2, gt=0, description="bytes of job inputs and artifacts one key may "
+                                 "hold in Redis; a submission while they are over → 429 `quota_exceeded`")
+    max_dataset_bytes_per_key: int = Field(8 * 1024**3, gt=0, description="bytes of dataset images one key may "
+                                           "store; an upload that would pass it → 429 `quota_exceeded`")
+    max_holds_per_key: int = Field(16, gt=0, description="event streams and `?wait=` holds one key may have open "
+                                   "at once in one API process (each holds a Redis connection); more → 429 "
+                                   "`too_many_holds` with Retry-After")
+    rate_limit_per_s: float = Field(100.0, ge=0, description="requests per second one key may make, on average "
+                                    "(a token bucket in Redis shared by every API process); more → 429 "
+                                    "`rate_limited` with Retry-After; 0: no limit. With no API keys: no limit")
+    rate_limit_burst: int = Field(400, gt=0, description="requests one key may make at once above the rate")
+    max_concurrent_previews: int = Field(2, gt=0, description="image previews (`GET /v1/images/{id}`) each API "
+                                         "process encodes at once (each is then cached with its image); more wait")
+    max_concurrent_dataset_decodes: int = Field(1, gt=0, description="dataset uploads each API process decodes at "
+                                                "once, in a worker thread; more wait")
 
     # API keys: with none configured the service is open, on 127.0.0.1 only (service/auth.py).
     api_keys: str = Field("", description="comma-separated `tenant:key` or bare keys; every `/v1` call then needs "
@@ -149,7 +177,8 @@ class Settings(BaseSettings):
     # Jobs (RQ queue on the same Redis) and their results.
     job_queue: str = Field("convscope", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="RQ queue name (the API and the "
                            "workers must agree)")
-    queue_max_length: int = Field(1000, ge=0, description="jobs waiting in the queue; more → 429")
+    queue_max_length: int = Field(1000, ge=0, description="jobs one key may have waiting in its queue (each key has "
+                                  "its own, served in turn); more → 429 `queue_full`")
     queue_retry_after_s: int = Field(5, gt=0, description="Retry-After (s) sent with a 429 for a full queue")
     artifact_ttl_s: int = Field(24 * 3600, gt=0, description="how long job records, results and artifacts are kept")
     job_time_limit_scale: float = Field(1.0, gt=0, description="multiplies every kind's time limit (slow machines: > 1)")

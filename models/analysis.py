@@ -1,6 +1,9 @@
 """What happens to an uploaded model before it is accepted (run inside `models.sandbox`'s child).
 
-1. Static checks (`models.validate`): nothing of the file runs before they pass.
+1. Static checks (`models.validate`): nothing of the file runs before they pass. Then every shape and branch
+   must follow from the input's shape (`models.data_dependence`, else 422 `data_dependent_shape`), and one image
+   at the nominal size must cost at most the limits' FLOPs and activation bytes (`models.cost`, from inferred
+   shapes, else 422 `model_too_expensive`); tensors whose shape inference leaves open are counted from the probe.
 2. Probe run on ONNX Runtime (CPU, unoptimised, every tensor an output) on a seeded random
    input at the nominal size: layer shapes, receptive fields, the class count. A batch of two is
    tried first; a model that runs only one image at a time gets `max_batch = 1`. The model's
@@ -23,7 +26,7 @@ import time
 import numpy as np
 import onnx
 
-from models import graph
+from models import cost, data_dependence, graph
 from models.validate import ImageInput, Limits, ModelRejected, check
 
 log = logging.getLogger(__name__)
@@ -62,7 +65,11 @@ def analyse(data: bytes, limits: Limits = Limits(), input_size: tuple[int, int] 
     started = time.perf_counter()
     model, image = check(data, limits)
     del data
+    origins = data_dependence.check(model, image.name)
     size = nominal_size(image, input_size, limits)
+    shapes = cost.shapes_at(model, image, size, origins)
+    estimate = cost.count(model, shapes)
+    cost.check_limits(estimate, limits, size)
     logits = graph.logits_name(model)
     x = np.random.default_rng(0).standard_normal((2, image.channels, *size)).astype(np.float32)
 
@@ -75,6 +82,10 @@ def analyse(data: bytes, limits: Limits = Limits(), input_size: tuple[int, int] 
                             "expects another size, give it as preprocess.input_size")
         raise
     values.setdefault(image.name, x)
+    if estimate.unknown:  # shapes inference left open are what the probe found at this size
+        shapes.update(cost.probe_shapes(values, len(x) if max_batch is None else 1, estimate.unknown))
+        estimate = cost.count(model, shapes)
+        cost.check_limits(estimate, limits, size)
     reference = values[logits]
     num_classes = class_count(reference, logits, len(x))
     layers = graph.layers(model, values)
@@ -108,7 +119,7 @@ def analyse(data: bytes, limits: Limits = Limits(), input_size: tuple[int, int] 
         "input": {"channels": image.channels, "height": size[0], "width": size[1], "dynamic_size": dynamic},
         "input_name": image.name, "logits_name": logits, "num_classes": num_classes,
         "layers": [layer.model_dump() for layer in layers], "max_batch": max_batch,
-        "checks": checks, "notes": notes,
+        "checks": checks, "notes": notes, "cost": estimate.record(),
     }
 
 

@@ -16,7 +16,8 @@ The rows of a batch are concatenated along the first axis, run with one `session
 ONNX Runtime computes each image of a batch alone (convolutions loop over the batch), so every request
 gets the numbers it would get alone. Requests in one batch that pass the very same array (the API's input
 cache hands every request for one image and model the same read-only tensor) are computed once.
-An error in a batch run is raised in every request of it.
+An error in a batch run is raised in every request of it. Each request's wait from its arrival until the batch
+that carries it starts to run is reported to `core.timing` (its `Server-Timing` queue, not its forward).
 No thread of its own: the batch runs on the thread of one of the requests waiting for it.
 """
 

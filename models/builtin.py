@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import onnx
 
-from core.model_record import Preprocess
+from core.model_record import ModelCost, Preprocess
 from core.stores.models import ModelStore
 
 BUILTIN_ID = "efficientnet-lite0"
@@ -112,11 +112,26 @@ def rename_by_module(model: onnx.ModelProto) -> None:
         value.name = renames.get(value.name, value.name)
 
 
+def builtin_cost(data: bytes, size: tuple[int, int]) -> ModelCost:
+    """The per-image cost of the built-in model's ONNX file at `size` (H, W), as an upload's analysis counts it
+    (`models.cost`)."""
+    from models import cost, data_dependence
+    from models.validate import check
+
+    model, image = check(data)
+    shapes = cost.shapes_at(model, image, size, data_dependence.check(model, image.name))
+    return ModelCost(**cost.count(model, shapes).record())
+
+
 def ensure_builtin(store: ModelStore, *, force: bool = False) -> None:
     """Export and register the built-in model unless the store has it already."""
     from models.register import register
 
-    if store.get(BUILTIN_ID) is not None and not force:
+    record = store.get(BUILTIN_ID)
+    if record is not None and not force:
+        if record.cost is None:  # recorded before costs were: counted from its file, our own (no sandbox needed)
+            size = (record.input.height, record.input.width)
+            store.put(record.model_copy(update={"cost": builtin_cost(store.read_blob(record.onnx_sha256), size)}))
         logging.getLogger(__name__).info("built-in model %s already in %s", BUILTIN_ID, store.root)
         return
     register(store, export_onnx(), model_id=BUILTIN_ID, name="EfficientNet-Lite0 (ImageNet-1k)",

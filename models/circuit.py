@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from core.errors import Invalid
 from core.model_record import ModelRecord
@@ -107,16 +106,20 @@ class WeightGraph:
 
     @classmethod
     def load(cls, path: Path, record: ModelRecord) -> WeightGraph:
-        model = onnx.load_model(str(path))
+        """The graph of a stored model, probed at its input size."""
         shape = (1, record.input.channels, record.input.height, record.input.width)
-        values = graph.probe_values(model, record.input_name, shape, ["CPUExecutionProvider"])
+        return cls.of(onnx.load_model(str(path)), record.input_name, shape, [layer.name for layer in record.layers or []])
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto, input_name: str, shape: tuple[int, ...], listed: list[str]) -> WeightGraph:
+        """The graph of `model` (one probe run on zeros of `shape`), whose listed layers are `listed`."""
+        values = graph.probe_values(model, input_name, shape, ["CPUExecutionProvider"])
         shapes = {name: tuple(v.shape) for name, v in values.items() if isinstance(v, np.ndarray)}
         small = {name: v for name, v in values.items()
                  if isinstance(v, np.ndarray) and v.size <= SMALL and v.dtype.kind in "iu"}
         del values
         constants = {name: np.asarray(v) for name, v in graph.constant_values(model).items()}
-        return cls(list(model.graph.node), constants, shapes, small, [layer.name for layer in record.layers or []],
-                   record.input_name)
+        return cls(list(model.graph.node), constants, shapes, small, list(listed), input_name)
 
     def nbytes(self) -> int:
         return sum(v.nbytes for v in self.constants.values())

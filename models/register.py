@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from core.model_record import InputSpec, Layer, ModelRecord, Preprocess
+from core.model_record import InputSpec, Layer, ModelCost, ModelRecord, Preprocess
 from core.stores.models import ModelStore
 from models.sandbox import SandboxLimits, analyse
 from models.validate import Limits, ModelRejected
@@ -91,4 +91,5 @@ def register(
         num_classes=num_classes, labels=labels, layers=[Layer(**layer) for layer in found["layers"]],
         onnx_sha256=digest, input_name=found["input_name"], logits_name=found["logits_name"],
         owner=owner, created_at=time.time(), size_bytes=len(data), max_batch=found["max_batch"],
+        cost=ModelCost(**found["cost"]),
     ))

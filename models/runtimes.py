@@ -35,6 +35,7 @@ from core.settings import Settings
 from core.stores.models import ModelStore
 from models import runtime
 from models.batching import DynamicBatcher, best_batch
+from models.deadline import Limited
 from models.sessions import FLOAT_BYTES, SessionCache, estimate_bytes, keep_freed_buffers
 from models.truncate import cut_before, truncate
 
@@ -55,11 +56,13 @@ class ModelRuntime:
     intra_threads: int | None = None  # None: settings.ort_intra_threads
     background: Executor | None = None  # measures batch sizes off the request path (the API); None: in the first run
     used: Callable[[str, str], None] | None = None  # told (model id, variant) at each run (`models.warm.RecentSessions`)
+    time_limit_s: float | None = None  # each run of `_runs` stops after this (`models.deadline`; the API); None: none
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _weights: dict = field(default_factory=dict)
     _uncut: set = field(default_factory=set)  # layers whose sub-graph could not be cut out (the probe serves them)
     _rows: dict = field(default_factory=dict)  # variant → images per run (`batch_rows`)
     _measuring: set = field(default_factory=set)  # variants whose batch size was handed to `background`
+    _cutting: set = field(default_factory=set)  # layers whose sub-graph session is being built in `background`
     _measuring_lock: threading.Lock = field(default_factory=threading.Lock)  # one measure at a time, not under _lock
 
     def _key(self, variant: str) -> tuple[str, str, str]:
@@ -78,8 +81,8 @@ class ModelRuntime:
         """The first output for the rows of `x`, in runs of at most `batch_rows` images, through the dynamic
         batcher (batches capped at that size) when there is one and the model takes batches."""
         step = self.batch_rows(variant, session, outputs, x)
-        if self.used is not None:
-            self.used(self.record.id, variant)
+        if self.time_limit_s:
+            session = Limited(session, self.time_limit_s)  # 503 `forward_timeout` past it
         if self.batcher is None or self.record.max_batch == 1:
             def run(rows: np.ndarray) -> list[np.ndarray]:
                 return session.run(outputs, {self.record.input_name: rows})
@@ -141,10 +144,10 @@ class ModelRuntime:
         blank image, as its first request would: for start-up and the background, off the request path."""
         if variant.startswith("upto:"):
             name = variant.removeprefix("upto:")
-            session, variant = self.upto(name)
+            session, variant = self.upto(name, now=True)
             outputs = [name]
         elif variant == "probe":
-            session, outputs = self.probe, [self.record.layers[0].name] if self.record.layers else []
+            session, outputs = self.probe, [self.record.layers[-1].name] if self.record.layers else []  # all of it
         else:
             session, outputs = self.plain, [self.record.logits_name]
         shape = self.record.input
@@ -178,17 +181,31 @@ class ModelRuntime:
     def logits(self, x: np.ndarray) -> np.ndarray:
         """N×C×H×W input → N×classes logits (one image per call for models with `max_batch` 1); only for a
         model with class scores (the routes refuse the others with 422 `no_class_scores`)."""
+        if self.used is not None:
+            self.used(self.record.id, "plain")
         return self._runs("plain", self.plain, [self.record.logits_name], x).reshape(len(x), -1)
 
     def layer(self, x: np.ndarray, name: str) -> np.ndarray:
         """N×C×H×W input → the layer's N×C'×H'×W' activations, from the layer's truncated session (the probe
         where the sub-graph could not be cut); one image per call for models with `max_batch` 1."""
         session, variant = self.upto(name)
+        if self.used is not None:
+            self.used(self.record.id, "probe" if name in self._uncut else f"upto:{name}")
         return self._runs(variant, session, [name], x)
 
-    def upto(self, name: str):
-        """(session, variant) that computes layer `name`: the sub-graph up to it, cached as `upto:<name>`."""
+    def upto(self, name: str, now: bool = False):
+        """(session, variant) that computes layer `name`: the sub-graph up to it, cached as `upto:<name>`. With a
+        `background` executor and the probe session held, a layer's first request is run on the probe (the same
+        numbers) while its sub-graph is built and measured in the background; `now` builds it here."""
         if name in self._uncut:
+            return self.probe, "probe"
+        if not now and self.background is not None and not self.sessions.held(self._key(f"upto:{name}")) \
+                and self.sessions.held(self._key("probe")):
+            with self._lock:
+                first = name not in self._cutting
+                self._cutting.add(name)
+            if first:
+                self.background.submit(self._cut_later, name)
             return self.probe, "probe"
         layers = [layer.name for layer in self.record.layers or []]
         position = layers.index(name) if name in layers else len(layers) - 1
@@ -209,6 +226,15 @@ class ModelRuntime:
                                                                     "why": str(exc)}})
             self._uncut.add(name)
             return self.probe, "probe"
+
+    def _cut_later(self, name: str) -> None:
+        try:
+            self.warm(f"upto:{name}")
+        except Exception:  # the next request of the layer meets the same error, and answers it
+            log.exception("layer session not built", extra={"fields": {"model": self.record.id, "layer": name}})
+        finally:
+            with self._lock:
+                self._cutting.discard(name)
 
     def from_layer(self, name: str, activations: np.ndarray, x: np.ndarray) -> np.ndarray:
         """N×c×h×w activations of layer `name` → N×classes logits: the graph cut before the layer
@@ -302,12 +328,13 @@ class Runtimes:
     session that arrive together are batched (`models.batching`; the API); `intra_threads` overrides
     `ort_intra_threads` (workers give their sessions their own thread share). With `background`, batch sizes are
     measured on a thread of its own, off the request path (the API; `models.warm` warms sessions there too), and
-    `used(model id, variant)` is told of every run."""
+    `used(model id, variant)` is told of every run. With `time_limit_s`, each forward run stops after that long
+    with 503 `forward_timeout` (`models.deadline`; the API)."""
 
     def __init__(self, store: ModelStore, settings: Settings, budget_bytes: int | None = None, *,
                  batch_rows: int = 1, batch_wait_s: float = 0.0, batch_instances: int = 1,
                  intra_threads: int | None = None, background: bool = False,
-                 used: Callable[[str, str], None] | None = None):
+                 used: Callable[[str, str], None] | None = None, time_limit_s: float | None = None):
         keep_freed_buffers()  # runs reuse warm memory (see models.sessions)
         self.store = store
         self.settings = settings
@@ -316,6 +343,7 @@ class Runtimes:
         self.intra_threads = intra_threads
         self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessions") if background else None
         self.used = used
+        self.time_limit_s = time_limit_s
         self._handles: dict[tuple[str, str], ModelRuntime] = {}
         self._lock = threading.Lock()
 
@@ -330,7 +358,8 @@ class Runtimes:
                     del self._handles[stale]
                 hit = self._handles[key] = ModelRuntime(record, self.settings, self.sessions,
                                                         lambda: self._file(record), self.batcher, self.intra_threads,
-                                                        self.background, self.used)
+                                                        self.background, self.used,
+                                                        time_limit_s=self.time_limit_s)
         return hit
 
     def _file(self, record: ModelRecord) -> Path:
@@ -350,6 +379,6 @@ class Runtimes:
         return self.sessions.stats()["sessions"]
 
     def close(self) -> None:
-        """Stop the background thread (what it runs now finishes; nothing queued starts)."""
+        """Stop the background thread: what it runs now finishes, nothing queued starts."""
         if self.background is not None:
-            self.background.shutdown(wait=False, cancel_futures=True)
+            self.background.shutdown(wait=True, cancel_futures=True)

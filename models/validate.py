@@ -32,6 +32,8 @@ class Limits:
     max_nodes: int = 5000
     max_input_pixels: int = 2048 * 2048
     max_constant_elements: int = 64 * 1024 * 1024
+    max_flops: int = 200 * 10**9  # per image at the model's input size (`models.cost`)
+    max_activation_bytes: int = 2 * 1024**3  # per image: every node output (`models.cost`)
 
 
 class ModelRejected(ValueError):

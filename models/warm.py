@@ -1,10 +1,13 @@
 """Sessions made ready before a request needs them, so that no user pays for a cold start.
 
-- At start, the built-in model's plain session is built, its batch size measured and the session run once before
-  `/readyz` says ready (`Warmer.ready`); `/healthz` answers meanwhile.
+- At start, the built-in model's plain session (predictions, occlusion) and probe session (every layer) are built,
+  their batch sizes measured and each run once before `/readyz` says ready (`Warmer.ready`); `/healthz` answers
+  meanwhile.
 - Then the sessions used most recently by any API process (`RecentSessions`, a short list in Redis) are warmed the
   same way, newest first, each only when it fits the session budget without evicting another.
-- A session first built by a request has its batch size measured after that request (`ModelRuntime.batch_rows`).
+- A session first built by a request has its batch size measured after that request (`ModelRuntime.batch_rows`),
+  and a layer's first activations run on a probe session already held while the layer's own sub-graph session is
+  built (`ModelRuntime.upto`).
 
 All of it runs on the runtimes' one background thread (`Runtimes.background`), one task per session, so a batch size
 a request left to measure waits behind at most the session being warmed, not the whole list.
@@ -70,10 +73,12 @@ class RecentSessions:
 
 
 class Warmer:
-    """Warms `first` (the built-in model's plain session) and then sets `ready`; then the `recent` sessions, each
-    when it fits the budget. Every session warmed goes into `warmed` as (model id, variant, seconds)."""
+    """Warms `first` (by default the built-in models' plain and probe sessions: predictions, and any layer's first
+    activations while its own session is built) and then sets `ready`; then the `recent`
+    sessions, each when it fits the budget. Every session warmed goes into `warmed` as (model id, variant, seconds)."""
 
-    def __init__(self, runtimes: Runtimes, store: ModelStore, recent: RecentSessions, first: list[tuple[str, str]]):
+    def __init__(self, runtimes: Runtimes, store: ModelStore, recent: RecentSessions,
+                 first: list[tuple[str, str]] | None = None):
         assert runtimes.background is not None, "warming runs on the runtimes' background thread"
         self.runtimes, self.store, self.recent, self.first = runtimes, store, recent, first
         self.ready = threading.Event()
@@ -84,12 +89,17 @@ class Warmer:
 
     def _start(self) -> None:
         try:
+            if self.first is None:
+                self.first = [(record.id, variant) for record in self.store.list() if record.source == "builtin"
+                              for variant in ("plain", "probe")]
             for model_id, variant in self.first:
                 self.warm(model_id, variant, within_budget=False)
+        except Exception:  # the store unreadable: /readyz says so, and the first request builds what it needs
+            log.warning("sessions not warmed", exc_info=True)
         finally:
             self.ready.set()
         for model_id, variant in self.recent.newest():
-            if (model_id, variant) not in self.first:
+            if (model_id, variant) not in (self.first or []):
                 self.runtimes.background.submit(self.warm, model_id, variant)
 
     def warm(self, model_id: str, variant: str, within_budget: bool = True) -> bool:

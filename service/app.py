@@ -21,7 +21,6 @@ from core.redis_client import connect, redis_errors_around
 from core.settings import Settings, get_settings
 from core.stores.images import ImageStore
 from core.stores.models import ModelStore
-from models.builtin import BUILTIN_ID
 from models.runtimes import Runtimes, run_slots
 from models.warm import RecentSessions, Warmer
 from service import docs_pages, explorer, openapi_docs
@@ -31,8 +30,9 @@ from service.cors import install_cors, parse_origins
 from service.hosts import LocalOnly, host_names
 from service.jobs import JobService, monitor
 from service.middleware import Admission, Observe
-from service.routes import access, health, images, job_events, jobs, models, units, views
+from service.routes import access, health, images, job_events, jobs, models, units, usage, views
 from service.routes import datasets as dataset_routes
+from service.tenants import Tenants
 
 log = logging.getLogger("convscope")
 
@@ -53,14 +53,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recent = RecentSessions(client, settings.redis_prefix, keep=settings.warm_sessions)
         runtimes = Runtimes(store, settings, batch_rows=settings.forward_batch_max,
                             batch_wait_s=settings.forward_batch_wait_ms / 1000, batch_instances=run_slots(settings),
-                            background=True, used=recent)
+                            background=True, used=recent, time_limit_s=settings.forward_time_limit_s)
         recent.submit = runtimes.background.submit
         # Sessions warm on a background thread: /healthz answers at once, /readyz once the built-in model's is warm.
-        warmer = Warmer(runtimes, store, recent, first=[(BUILTIN_ID, "plain")])
+        warmer = Warmer(runtimes, store, recent)
         warmer.start()
         app.state.ctx = AppContext(settings=settings, redis=client, models=store,
                                    images=ImageStore(client, settings.redis_prefix, settings.image_ttl_s,
-                                                     settings.image_lease_s),
+                                                     settings.image_lease_s, quota_bytes=settings.quota_image_bytes),
                                    runtimes=runtimes, inputs=InputCache(), warmer=warmer)
         log.info("convscope API ready", extra={"fields": {"storage": store.storage.url,
                                                          "data_dir": str(settings.data_dir)}})
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             log.info("API keys configured", extra={"fields": {"tenants": sorted({k.tenant for k in app.state.auth.keys})}})
         app.state.jobs = JobService(settings, client, app.state.ctx.images)
+        app.state.tenants.connect(app.state.jobs.store.aclient)  # the per-key rate limit, on the asyncio client
         watcher = asyncio.create_task(monitor(app.state.jobs, settings.job_monitor_interval_s))
         yield
         watcher.cancel()
@@ -80,9 +81,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="convscope", version="1.0.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Shows what a convolutional network sees and learns.")
     app.state.auth = Authenticator(parse_keys(settings.api_keys, settings.api_keys_file))
+    app.state.tenants = Tenants(settings)  # per-key rate limit and holds (service/tenants.py)
     # Routes are matched in the order included: the forward views, the calls made most often, first (about 30 µs
     # less routing a request than after the images and models routes).
-    for router in (views.router, images.router, models.router, units.router, jobs.router):
+    for router in (views.router, images.router, models.router, units.router, jobs.router, usage.router):
         app.include_router(router, dependencies=[Depends(require_key)])
     app.include_router(health.router)
     app.include_router(access.router)  # public: whether a key is needed, asked before any keyed call
@@ -136,4 +138,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def install_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(Observe, admission=Admission(settings.max_concurrent_requests, settings.max_queued_requests,
-                                                   settings.max_queue_wait_ms / 1000))
+                                                   settings.max_queue_wait_ms / 1000, body_bytes=settings.max_body_bytes))

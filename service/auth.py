@@ -84,9 +84,11 @@ class Authenticator:
 
 
 async def require_key(request: Request) -> str | None:
-    """Router dependency for `/v1`: authenticate and remember the caller's tenant."""
+    """Router dependency for `/v1`: authenticate, take one of the key's requests (`service.tenants`: 429
+    `rate_limited` past its rate) and remember the caller's tenant."""
     credentials: HTTPAuthorizationCredentials | None = await bearer(request)
     tenant = request.app.state.auth.tenant(credentials.credentials if credentials else None)
+    await request.app.state.tenants.admit(tenant)
     current_owner.set(tenant)
     request.state.owner = tenant
     return tenant

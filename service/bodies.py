@@ -48,6 +48,7 @@ JSON, MULTIPART = "application/json", "multipart/form-data"
 FILE_PARTS = tuple(sorted({read.name for kind in KINDS.values() for read in kind.reads if read.source is Source.IMAGE}))
 FORM_SLACK = 1024 * 1024  # bytes of multipart framing and text parts allowed on top of a file's own limit
 OFF_LOOP_BYTES = 8 * 1024 * 1024  # multipart bodies declared larger than this are parsed in a worker thread
+OFF_LOOP_JSON_BYTES = 256 * 1024  # JSON bodies larger than this (an inline base64 image) are parsed in one too
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,8 @@ async def read_request(request: Request, model: type[M], limit: int) -> tuple[M,
     """Parse the spec (JSON body, or multipart part `spec`) and collect file parts: (spec, {part: bytes})."""
     rules = BodyRules(max_bytes=limit, hint="application/json or multipart/form-data", media=(JSON, MULTIPART))
     async with received(request, rules) as body:
+        if body.media == JSON and len(body.raw) > OFF_LOOP_JSON_BYTES:  # tens of ms or more: not on the loop
+            return await run_in_threadpool(lambda: validate(model, parse_json(body.raw))), {}
         if body.media == JSON:
             return validate(model, parse_json(body.raw or b"{}")), {}
         return await _spec_and_files(body.form, model)

@@ -72,6 +72,17 @@ class JobError(BaseModel):
     message: str
 
 
+class JobTiming(BaseModel):
+    """Where a job's time went, in milliseconds; null where the job has not got that far."""
+
+    queued: float | None = Field(None, description="from submission until a worker claimed it")
+    started: float | None = Field(None, description="from the claim until the method began: network and inputs loaded")
+    method: float | None = Field(None, description="the method itself")
+    scoring: float | None = Field(None, description="the map's faithfulness scores (`evaluate`); 0 without")
+    stored: float | None = Field(None, description="the artifacts encoded and stored, until the job ended")
+    total: float | None = Field(None, description="from submission until the job ended")
+
+
 class Job(BaseModel):
     """A queued computation and, once it has ended, its outcome."""
 
@@ -92,6 +103,8 @@ class Job(BaseModel):
     cached: bool = False
     error: JobError | None = None
     result: JobResult | None = None
+    timing: JobTiming | None = Field(None, description="where its time went so far (ms): the split a load test "
+                                     "needs besides the end-to-end time; the worker's stages once it has finished")
     events_token: str | None = Field(None, description="opens this job's event stream without the API key, for "
                                      "`EventSource`: `GET /v1/jobs/{id}/events?token=<events_token>`; valid for this "
                                      "job only, for CONVSCOPE_EVENTS_TOKEN_TTL_S seconds (default 600) from when this "

@@ -2,7 +2,8 @@
 
 Torch-free. A submitted spec is checked completely before anything is queued (params against the
 kind's model, then against the model record; the image is decoded under the usual limits), the
-image file is kept in Redis by content hash, and RQ gets `run_job(job_id, attempt)`.
+image file is kept in Redis by content hash, and RQ gets `run_job(job_id, attempt)` on the owner's own queue
+(`queueing.tenant_queue`: workers serve the keys' queues in turn, and `queue_max_length` holds per key).
 A spec identical to an earlier finished one — same model file, same image bytes, same params,
 same owner — is answered at once from that job's stored result (`cached: true`).
 """
@@ -25,15 +26,16 @@ from core.jobs import queueing
 from core.jobs.record import JobRecord, JobSpec
 from core.jobs.status import JobStatus, media_type
 from core.jobs.store import JobStore
-from core.jobs.supervisor import check_job, end_lost_jobs, time_limit
+from core.jobs.supervisor import check_job, end_lost_jobs, home_queue, time_limit
 from core.kinds.registry import KINDS
 from core.model_record import ModelRecord
 from core.redis_client import redis_errors
 from core.settings import Settings
 from core.stores.images import ImageStore
+from core.stores.usage import JOB_BYTES
 from service.events_token import EventsTokens
 from service.job_inputs import ACCEPTORS, Submission
-from service.job_schemas import ArtifactRef, Job, JobError, JobResult, Progress
+from service.job_schemas import ArtifactRef, Job, JobError, JobResult, JobTiming, Progress
 from service.metrics import JOB_SECONDS, QUEUE_DEPTH
 
 log = logging.getLogger("convscope.jobs")
@@ -53,12 +55,28 @@ def view(record: JobRecord, events_token: str | None = None) -> Job:
             ArtifactRef(name=name, media_type=media_type(name), url=f"/v1/jobs/{record.id}/artifacts/{name}")
             for name in record.result.artifacts])
     error = JobError(**record.error.model_dump()) if record.error is not None else None
-    return Job(id=record.id, kind=record.spec.kind, model=record.spec.model, status=record.status,
+    return Job(timing=timing_of(record), id=record.id, kind=record.spec.kind, model=record.spec.model, status=record.status,
                params=record.spec.params, inputs=dict(record.spec.inputs),
                progress=Progress(**record.progress.model_dump()),
                created_at=_when(record.created_at), started_at=_when(record.started_at),
                ended_at=_when(record.ended_at), cached=record.cached, error=error, result=result,
                events_token=events_token)
+
+
+def timing_of(record: JobRecord) -> JobTiming:
+    """The record's time split in ms (`JobTiming`): queued from its times; the worker's stages once finished."""
+    def ms(seconds: float | None) -> float | None:
+        return None if seconds is None else round(seconds * 1000, 1)
+
+    queued = record.started_at - record.created_at if record.started_at is not None else None
+    total = record.ended_at - record.created_at if record.ended_at is not None else None
+    stages = record.stages
+    if stages is None or record.started_at is None or record.ended_at is None:
+        return JobTiming(queued=ms(queued), total=ms(total))
+    ran = record.ended_at - record.started_at
+    stored = max(0.0, ran - stages.inputs - stages.method - stages.scoring)  # encoding, and storing until the end
+    return JobTiming(queued=ms(queued), started=ms(stages.inputs), method=ms(stages.method),
+                     scoring=ms(stages.scoring), stored=ms(stored), total=ms(total))
 
 
 class JobService:
@@ -70,12 +88,17 @@ class JobService:
                                                socket_timeout=KEEPALIVE_S + 10, health_check_interval=15)
         self.store = JobStore(client, settings.redis_prefix, settings.artifact_ttl_s, aclient=aclient)
         self.queue = queueing.queue(client, settings.job_queue)
+        self._queues = {settings.job_queue: self.queue}
         self.images = image_store
         self.tokens = EventsTokens(settings, client)
         self._ended_cursor: str | None = None
 
     async def close(self) -> None:
         await self.store.close_async()
+
+    def queue_of(self, owner: str | None):
+        """The RQ queue `owner`'s jobs wait in (one per key, so that workers can serve the keys in turn)."""
+        return self.queue_of_name(queueing.tenant_queue(self.settings.job_queue, owner))
 
     # Submitting.
     def submit(self, request, record: ModelRecord, files: dict[str, bytes], owner: str | None) -> Job:
@@ -90,31 +113,53 @@ class JobService:
         spec = JobSpec(kind=kind.name, model=record.id, model_sha256=record.onnx_sha256,
                        inputs={name: given.ref for name, given in accepted.items()},
                        params=params.model_dump(mode="json"), owner=owner, retry=request.retry,
-                       queue=self.settings.job_queue,
+                       queue=queueing.tenant_queue(self.settings.job_queue, owner),
                        time_limit_s=time_limit(kind.name, self.settings.job_time_limit_scale)).sealed()
         job_id = uuid.uuid4().hex
+        queue = self.queue_of(owner)
+        usage, quota = self.store.usage, self.settings.quota_job_bytes
+        usage.check(owner, JOB_BYTES, quota)  # inputs and artifacts the key holds (core/stores/usage.py)
         with redis_errors():
             with self.store.client.pipeline(transaction=False) as pipe:  # one round trip
                 self.store.files.cached(spec.digest, pipe=pipe)
-                pipe.llen(self.queue.key)
+                pipe.llen(queue.key)
                 source_id, depth = pipe.execute()
             hit = self._from_cache(job_id, spec, source_id.decode() if source_id else None)
             if hit is not None:
                 return hit
-            QUEUE_DEPTH.set(depth)
             if depth >= self.settings.queue_max_length:
-                raise Overloaded(f"the job queue is full ({depth} jobs waiting); retry later", code="queue_full",
-                                 retry_after=self.settings.queue_retry_after_s)
-            with self.store.client.pipeline() as pipe:  # inputs, record and queue entry: one atomic round trip
+                raise Overloaded(f"this key's job queue is full ({depth} jobs waiting); retry later", code="queue_full",
+                                 retry_after=self.settings.queue_retry_after_s,
+                                 details={"queued": depth, "limit": self.settings.queue_max_length})
+            charged = []  # input files, charged to the key before they are written; refunded if that fails
+            try:
+                for given in accepted.values():
+                    if given.blob is not None:
+                        usage.charge(owner, JOB_BYTES, f"in:{given.ref}", len(given.blob) + len(given.decoded or b""),
+                                     self.settings.artifact_ttl_s, quota)
+                        charged.append(f"in:{given.ref}")
+                created = self._enqueue(job_id, spec, accepted, queue)
+            except BaseException:
+                for item in charged:
+                    usage.refund(owner, JOB_BYTES, item)
+                raise
+            return self._owned(created)
+
+    def _enqueue(self, job_id: str, spec: JobSpec, accepted: dict, queue) -> JobRecord:
+        """Inputs, record and queue entry: one atomic round trip."""
+        with redis_errors():
+            with self.store.client.pipeline() as pipe:
                 pipe.multi()  # explicitly, as RQ expects of a pipeline it is given
                 for given in accepted.values():
                     if given.blob is not None:
                         self.store.files.put_input(given.ref, given.blob, given.decoded, pipe=pipe)
                 created = self.store.records.create(job_id, spec, listed_max=self.settings.jobs_listed_max, pipe=pipe)
-                queueing.enqueue(self.queue, job_id, 1, time_limit_s=spec.time_limit_s,
+                queueing.enqueue(queue, job_id, 1, time_limit_s=spec.time_limit_s,
                                  ttl_s=self.settings.artifact_ttl_s, pipe=pipe)
+                if queue is not self.queue:
+                    pipe.sadd(self.store.keys.queues(self.settings.job_queue), queue.name)
                 pipe.execute()
-            return self._owned(created)
+        return created
 
     def _owned(self, record: JobRecord) -> Job:
         """The owner's view of a job: the record and a fresh events token."""
@@ -130,6 +175,7 @@ class JobService:
                                            listed_max=self.settings.jobs_listed_max, extra={
             "cached": "1", "result": source.result, "progress": source.progress, "started_at": now, "ended_at": now})
         self.store.events.append(job_id, "end", {"status": JobStatus.FINISHED})
+        self.store.files.charge_artifacts(job_id, spec.owner)  # the copy counts against the key's quota too
         return self._owned(record)
 
     # Reading.
@@ -195,7 +241,7 @@ class JobService:
         with redis_errors():
             changed, before = records.transition(job_id, (JobStatus.QUEUED,), JobStatus.CANCELED)
             if changed:
-                queueing.remove_queued(self.queue, job_id, record.attempt)
+                queueing.remove_queued(home_queue(self.store, record.spec, self.queue), job_id, record.attempt)
             elif before == JobStatus.STARTED:
                 records.request_cancel(job_id)
             elif before in (JobStatus.FINISHED, JobStatus.FAILED):
@@ -249,7 +295,7 @@ class JobService:
         durations of jobs that ended."""
         end_lost_jobs(self.store, self.queue, scale=self.settings.job_time_limit_scale,
                       stray_after_s=self.settings.worker_heartbeat_ttl_s)
-        QUEUE_DEPTH.set(self.queue.count)
+        QUEUE_DEPTH.set(self.queued_total())
         if self._ended_cursor is None:
             self._ended_cursor = self.store.workers.ended_cursor()
             return
@@ -257,6 +303,22 @@ class JobService:
         for kind, status, seconds in ended:
             if status == JobStatus.FINISHED:
                 JOB_SECONDS.labels(kind).observe(seconds)
+
+
+    def queued_total(self) -> int:
+        """Jobs waiting in every key's queue."""
+        names = queueing.queue_names(self.store.client, self.store.keys.queues(self.settings.job_queue),
+                                     self.settings.job_queue)
+        with self.store.client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.llen(self.queue_of_name(name).key)
+            return sum(pipe.execute())
+
+    def queue_of_name(self, name: str):
+        """The RQ queue named `name`, made once."""
+        if name not in self._queues:
+            self._queues[name] = queueing.queue(self.store.client, name)
+        return self._queues[name]
 
 
 def _sse(event: str, data: str, event_id: str | None = None) -> str:

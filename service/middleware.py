@@ -3,7 +3,8 @@
 Forward views (`POST /v1/models/{id}/predict|activations|occlusion`) are admitted by `Admission`: up to
 `max_concurrent_requests` run at once and up to `max_queued_requests` more wait their turn, first come
 first served, for at most `max_queue_wait_ms`. A request that finds the queue full, or whose wait runs out,
-gets 503 `busy` with `Retry-After`. Waiting is cheap (no thread, no body read), and the requests that run
+gets 503 `busy` with `Retry-After`. A request asks for its place once its body has arrived (a slow upload holds
+none). Waiting is cheap (no thread), and the requests that run
 together share batches (`models.batching`), so a short queue turns a burst into throughput instead of errors.
 
 Plain ASGI rather than Starlette's `BaseHTTPMiddleware`, which runs every request's app in a task of its
@@ -33,10 +34,11 @@ TIMED = re.compile(r"^/v1/models/[^/]+/(predict|activations|occlusion|layers/.+/
 
 
 class Admission:
-    """At most `running` admitted at once, at most `queued` waiting (FIFO), each for at most `wait_s`."""
+    """At most `running` admitted at once, at most `queued` waiting (FIFO), each for at most `wait_s`; a request
+    waits for its place only once its body has arrived (up to `body_bytes`; `arrived`)."""
 
-    def __init__(self, running: int, queued: int, wait_s: float):
-        self.running, self.queued, self.wait_s = running, queued, wait_s
+    def __init__(self, running: int, queued: int, wait_s: float, body_bytes: int = 64 * 1024 * 1024):
+        self.running, self.queued, self.wait_s, self.body_bytes = running, queued, wait_s, body_bytes
         self.active = 0
         self._waiting: deque[asyncio.Future] = deque()
         self.shed = 0
@@ -64,6 +66,24 @@ class Admission:
                 raise
             self.shed += 1
             return False
+
+    async def arrived(self, receive: Receive) -> Receive:
+        """Read the request's body before it asks for a place, so that a client sending slowly holds none, and
+        give back a `receive` that replays it. At most `body_bytes` are kept: past that the rest streams on to
+        the route, which refuses the body (413) as it reads."""
+        messages: list[Message] = []
+        size = 0
+        while size <= self.body_bytes:
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        return replay
 
     def leave(self) -> None:
         """A request admitted is done: its place goes to the oldest waiting one, if any."""
@@ -107,6 +127,8 @@ class Observe:
             await send(message)
 
         heavy = scope["method"] == "POST" and HEAVY.match(scope["path"]) is not None
+        if heavy:  # the body first: a slow upload holds no forward slot
+            receive = await self.admission.arrived(receive)
         try:
             if not heavy:
                 await self.app(scope, receive, send_with_id)

@@ -50,7 +50,9 @@ def limits(settings: Settings) -> tuple[Limits, SandboxLimits]:
     return (Limits(max_bytes=settings.max_model_bytes, min_opset=settings.model_min_opset,
                    max_opset=settings.model_max_opset, max_nodes=settings.max_model_nodes,
                    max_input_pixels=settings.max_model_input_pixels,
-                   max_constant_elements=settings.max_model_constant_elements),
+                   max_constant_elements=settings.max_model_constant_elements,
+                   max_flops=int(settings.max_model_gflops * 1e9),
+                   max_activation_bytes=settings.max_model_activation_bytes),
             SandboxLimits(memory_bytes=settings.probe_memory_bytes, time_s=settings.probe_time_limit_s,
                           threads=settings.probe_threads))
 

@@ -59,7 +59,7 @@ def test_a_new_image_is_decoded_and_a_known_one_is_not(client):
 
 
 def test_filters_and_errors_of_a_forward_view_carry_it_too(client, image_id):
-    filters = client.get("/v1/models/efficientnet-lite0/layers/_blocks.2/filters")
+    filters = client.get("/v1/models/efficientnet-lite0/layers/_bn0/filters")
     assert filters.status_code == 200
     assert set(phases_of(filters.headers["server-timing"])) == {"queue", "decode", "forward", "encode"}
     refused = client.post("/v1/models/efficientnet-lite0/activations", json={"image": {"id": image_id}, "layer": "x"})

@@ -16,7 +16,7 @@ from core import encoding
 from core.errors import Invalid, NotFound
 from core.jobs.events import JobEvents
 from core.jobs.files import JobFiles
-from core.jobs.record import JobOutcome, JobSpec
+from core.jobs.record import JobOutcome, JobSpec, JobStages
 from core.jobs.units import RedisUnitCache, unit_key
 from core.kinds.kind import Engine, Kind, Source
 from core.kinds.params import Params, Workload
@@ -109,6 +109,12 @@ class Stages:
 
     def ms(self) -> dict[str, float]:
         return {f"{name}_ms": round(s * 1000, 1) for name, s in self.seconds.items()}
+
+    def record(self) -> JobStages:
+        """The split the job record keeps (`JobStages`)."""
+        get = self.seconds.get
+        return JobStages(inputs=get("inputs", 0.0), method=get("method", 0.0), scoring=get("scores", 0.0),
+                         encode=get("encode", 0.0))
 
 
 def compute(ctx: WorkerContext, job_id: str, spec: JobSpec, kind: Kind, plan: Plan, progress: Progress,

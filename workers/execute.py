@@ -28,7 +28,7 @@ import torch
 from rq.timeouts import JobTimeoutException
 
 from core.errors import ConvscopeError
-from core.jobs.record import JobFailure, JobOutcome, JobProgress
+from core.jobs.record import JobFailure, JobOutcome, JobProgress, JobStages
 from core.jobs.records import JobRecords
 from core.jobs.status import JobStatus
 from core.jobs.supervisor import DEADLINE_GRACE_S, time_limit
@@ -133,9 +133,10 @@ def run_job(job_id: str, attempt: int) -> str:
         return _fail(ctx, job_id, attempt, fields, "internal", f"the {kind.name} method failed "
                      f"({exc.__class__.__name__}); the worker's log has the details")
     status = _end(ctx, job_id, attempt, JobStatus.FINISHED, {**fields, **stages.ms()}, artifacts=artifacts,
-                  result=outcome, progress=JobProgress(step=total, total=total))
+                  result=outcome, progress=JobProgress(step=total, total=total), stages=stages.record())
     if status == JobStatus.FINISHED:
         ctx.store.files.remember(spec.digest, job_id)  # after the `end` event: the result cache can wait
+        ctx.store.files.charge_artifacts(job_id, spec.owner)  # against the key's quota (core/stores/usage.py)
     return status
 
 
@@ -145,11 +146,11 @@ def _fail(ctx: WorkerContext, job_id: str, attempt: int, fields: dict, code: str
 
 def _end(ctx: WorkerContext, job_id: str, attempt: int, status: JobStatus, fields: dict, *,
          artifacts: dict[str, bytes] | None = None, result: JobOutcome | None = None,
-         progress: JobProgress | None = None, error: JobFailure | None = None) -> str:
+         progress: JobProgress | None = None, error: JobFailure | None = None, stages: JobStages | None = None) -> str:
     """End the job: artifacts stored and status changed in one round trip (`JobRecords.finish`) where there are
     artifacts, else one transition."""
-    values = {name: value for name, value in (("result", result), ("progress", progress), ("error", error))
-              if value is not None}
+    values = {name: value for name, value in (("result", result), ("progress", progress), ("error", error),
+                                              ("stages", stages)) if value is not None}
     if artifacts is not None:
         changed, before = ctx.store.records.finish(job_id, attempt, status, artifacts, **values)
     else:

@@ -3,7 +3,8 @@
 Loads torch once, keeps recently used networks (LRU), and runs jobs from the RQ queue in its own
 process — an RQ `SimpleWorker`, which never forks, so a CUDA context survives from job to job.
 Device: CUDA when torch sees a GPU, else CPU. Any number of workers, on any machines that reach
-the same Redis, may serve one queue.
+the same Redis, may serve one queue. Each API key's jobs wait in a queue of their own, and a worker takes
+from those queues in turn (`core.jobs.queueing`), finding a new key's queue within `DISCOVER_EVERY_S`.
 
 A heartbeat thread refreshes `P worker:<name>` (the job it runs) every `worker_heartbeat_s` and
 looks for other workers' lost jobs every `job_monitor_interval_s` (see `core.jobs.supervisor`).
@@ -112,13 +113,44 @@ class Heartbeat(threading.Thread):
 
 
 PUBSUB_WAKE_S = 1.0
+DISCOVER_EVERY_S = 1  # an idle worker re-reads the tenant queues this often (whole seconds: RQ's BLPOP timeout)
 
 
 class ConvscopeWorker(SimpleWorker):
-    """An RQ SimpleWorker (no fork) that tells its heartbeat which job it is running, and whose command channel's
-    listener wakes every `PUBSUB_WAKE_S`."""
+    """An RQ SimpleWorker (no fork) that tells its heartbeat which job it is running, whose command channel's
+    listener wakes every `PUBSUB_WAKE_S`, and that serves every tenant's queue in turn (`queueing.FairOrder`),
+    re-reading the set of them before each dequeue."""
 
     liveness: Heartbeat
+    registry_key: str | None = None  # `P queues:<base>`, the tenant queues (None: only the queues given)
+
+    def serve_tenants(self, base: str, registry_key: str) -> None:
+        """Serve `base` and every tenant queue registered in `registry_key`."""
+        self.base_queue, self.registry_key = base, registry_key
+        self.fair, self._queue_objects = queueing.FairOrder(), {}
+
+    def discover_queues(self) -> None:
+        """Listen to the base queue and every tenant queue, in round-robin order after the one served last."""
+        names = self.fair.order(queueing.queue_names(self.connection, self.registry_key, self.base_queue))
+        for name in names:
+            if name not in self._queue_objects:
+                self._queue_objects[name] = queueing.queue(self.connection, name)
+        self.queues = [self._queue_objects[name] for name in sorted(names)]
+        self._ordered_queues = [self._queue_objects[name] for name in names]
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        """RQ's dequeue, in slices of `DISCOVER_EVERY_S` with the queues re-read before each, so that a tenant
+        that submits its first job while this worker waits is served within a second."""
+        if self.registry_key is None:
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        while True:
+            self.discover_queues()
+            result = super().dequeue_job_and_maintain_ttl(DISCOVER_EVERY_S, max_idle_time=DISCOVER_EVERY_S)
+            if result is not None:
+                self.fair.served(result[1].name)
+                return result
+            if self._stop_requested:
+                return None
 
     def subscribe(self):
         """RQ's own, but its listener thread sleeps 1 s, not RQ's 60: once unsubscribed, that thread waits out its
@@ -192,6 +224,7 @@ def serve(settings: Settings, name: str) -> None:
                                      name=f"{name}.{uuid.uuid4().hex[:4]}", serializer=JSONSerializer,
                                      job_class=queueing.SafeJob, worker_ttl=60, maintenance_interval=60)
             worker.liveness = heartbeat
+            worker.serve_tenants(settings.job_queue, store.keys.queues(settings.job_queue))
             try:
                 worker.work(logging_level=settings.log_level)
             except redis.RedisError as exc:

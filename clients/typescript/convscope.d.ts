@@ -53,9 +53,30 @@ export interface paths {
         };
         /**
          * Readyz
-         * @description 200 when Redis answers and the model store is readable; else 503 with the reason.
+         * @description 200 when Redis answers, the model store is readable and the built-in model's session is warm (built, its batch
+         *     size measured, run once); else 503 with the reasons.
          */
         get: operations["getReadiness"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/auth": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Auth Status
+         * @description Whether API keys are on, and whether this request's key is accepted; never 401.
+         */
+        get: operations["getAuth"];
         put?: never;
         post?: never;
         delete?: never;
@@ -114,6 +135,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/datasets/{dataset_id}/images/{index}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Dataset Image
+         * @description One of the caller's dataset images as PNG (decoded, orientation applied, RGB), as jobs read it: the image
+         *     that `{"dataset": id, "index": n}` names and that job results (`image_index`) point to. 404
+         *     `dataset_image_not_found` for an index past the last image.
+         */
+        get: operations["getDatasetImage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/images": {
         parameters: {
             query?: never;
@@ -125,7 +168,8 @@ export interface paths {
         put?: never;
         /**
          * Upload Image
-         * @description Keep an image (multipart part `file`); the id is derived from its bytes.
+         * @description Keep an image (multipart part `file`); the id is derived from its bytes. The key's images count against its
+         *     `quota_image_bytes` (429 `quota_exceeded` past it; `GET /v1/usage`).
          */
         post: operations["uploadImage"];
         delete?: never;
@@ -143,7 +187,7 @@ export interface paths {
         };
         /**
          * Get Image
-         * @description The stored image as PNG (decoded, orientation applied, RGB).
+         * @description The stored image as PNG (decoded, orientation applied, RGB): made once, then kept as long as the image.
          */
         get: operations["getImage"];
         put?: never;
@@ -169,7 +213,8 @@ export interface paths {
         put?: never;
         /**
          * Submit
-         * @description Queue a job of any kind (202 + `Location`); with `?wait=`, an ended job comes back with 200.
+         * @description Queue a job of any kind (202 + `Location`); with `?wait=`, an ended job comes back with 200. A wait holds a
+         *     Redis connection: a key may hold `max_holds_per_key` (with its event streams); more → 429 `too_many_holds`.
          */
         post: operations["submitJob"];
         delete?: never;
@@ -232,7 +277,8 @@ export interface paths {
         };
         /**
          * Job Events
-         * @description Follow a job as server-sent events; reconnecting with `Last-Event-ID` resumes where it left off.
+         * @description Follow a job as server-sent events; reconnecting with `Last-Event-ID` resumes where it left off. A key may
+         *     follow `max_holds_per_key` streams (and `?wait=`s) at once; more → 429 `too_many_holds`.
          */
         get: operations["getJobEvents"];
         put?: never;
@@ -252,7 +298,7 @@ export interface paths {
         };
         /**
          * List Models
-         * @description Every model the caller can use (without layer lists).
+         * @description Every model the caller can use (without layer lists): built-in models first, then uploads, newest first.
          */
         get: operations["listModels"];
         put?: never;
@@ -284,7 +330,9 @@ export interface paths {
         post?: never;
         /**
          * Delete Model
-         * @description Delete an uploaded model (its file goes when no other model uses it); built-in models stay.
+         * @description Delete an uploaded model (its file goes when no other model uses it); built-in models stay. A model
+         *     uploaded while the service was open belongs to no key: once keys are on, only an operator tenant
+         *     (`CONVSCOPE_OPERATOR_TENANTS`) may delete it, not every key that can see it.
          */
         delete: operations["deleteModel"];
         options?: never;
@@ -325,6 +373,29 @@ export interface paths {
          *     per input-channel slice) or the raw O×I×kh×kw array as npy.
          */
         get: operations["getFilters"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/models/{model}/layers/{layer}/units/{channel}/circuit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Unit Circuit
+         * @description The `k` units of the previous layer (or of the branches feeding it) with the largest expanded weights into
+         *     the unit at the centre of the layer's grid: for adjacent convolutions the kernel slice itself; through ReLUs,
+         *     pooling and BatchNorm the gradient of the unit with ReLUs taken as the identity. PNG: the windows as a grid,
+         *     red positive, blue negative.
+         */
+        get: operations["getCircuit"];
         put?: never;
         post?: never;
         delete?: never;
@@ -377,6 +448,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Usage
+         * @description What the caller's key holds against its limits: bytes in Redis, models, datasets, jobs, open streams.
+         */
+        get: operations["getUsage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -391,7 +482,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description Ablation-CAM (Desai & Ramaswamy 2020): channel weights from the logit's drop when each channel is zeroed, forward passes only. (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -662,7 +753,7 @@ export interface components {
              * @description omit when the image comes as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * Layer
              * @description a `name` from the model's layer list
@@ -695,7 +786,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description A targeted fooling image within an L-inf budget (Szegedy et al. 2014; Goodfellow et al. 2015). (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -759,6 +850,203 @@ export interface components {
             name: string;
             /** Url */
             url: string;
+        };
+        /** AuthStatus */
+        AuthStatus: {
+            /**
+             * Key
+             * @description the key this request carried: `not_needed` when the service is open (a key sent is ignored), `missing` when none was sent, else whether it is accepted
+             * @enum {string}
+             */
+            key: "not_needed" | "missing" | "valid" | "invalid";
+            /**
+             * Keys Required
+             * @description whether every other `/v1` call needs `Authorization: Bearer <key>`
+             */
+            keys_required: boolean;
+            /**
+             * Tenant
+             * @description the tenant a valid key belongs to
+             */
+            tenant?: string | null;
+        };
+        /**
+         * CaricatureJob
+         * @description A caricature: the image that most amplifies what a layer sees in a photo (Microscope, Lucid).
+         */
+        CaricatureJob: {
+            /**
+             * Image
+             * @description the image to explain or start from; omit when sent as multipart part `image`
+             * @default null
+             */
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
+            /**
+             * @description A caricature: the image that most amplifies what a layer sees in a photo (Microscope, Lucid). (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            kind: "caricature";
+            /**
+             * Model
+             * @description a model id from `GET /v1/models`
+             */
+            model: string;
+            /** @description the kind's parameters; omitted ones take their defaults, shown filled in on the returned Job */
+            params?: components["schemas"]["CaricatureParams"];
+            /**
+             * Retry
+             * @description run the job once more if the worker running it dies (input errors and timeouts are never retried)
+             * @default false
+             */
+            retry: boolean;
+        };
+        /**
+         * CaricatureParams
+         * @description A caricature (Microscope's; Lucid's `render_caricature`): an image whose activations at `layer` are as
+         *     similar as possible to the photo's, dot × cosine^`cossim_pow`, made from noise with the photo beside it in
+         *     every step's batch, so the two pass through the same random transforms.
+         */
+        CaricatureParams: {
+            /**
+             * Blur Every
+             * @description pixel images: blur every N steps (Yosinski et al. 2015)
+             * @default 0
+             */
+            blur_every: number;
+            /**
+             * Blur Sigma
+             * @description initial blur σ in pixels, decaying to 0
+             * @default 0
+             */
+            blur_sigma: number;
+            /**
+             * Clip Norm Pct
+             * @description pixel images: reset the lowest-norm N% of pixels
+             * @default 0
+             */
+            clip_norm_pct: number;
+            /**
+             * Cossim Pow
+             * @description objective: dot(image's, photo's activations) × cos^this
+             * @default 1
+             */
+            cossim_pow: number;
+            /**
+             * L2
+             * @description weight of the L2 penalty on pixels (0–1 scale) from grey
+             * @default 0
+             */
+            l2: number;
+            /**
+             * Layer
+             * @description default: a layer two thirds deep
+             * @default null
+             */
+            layer: string | null;
+            /**
+             * Lr
+             * @description Adam learning rate on the image parameters
+             * @default 0.05
+             */
+            lr: number;
+            /**
+             * Parameterisation
+             * @description fourier: decorrelated-colour Fourier image (Olah et al. 2017); pixel: plain pixels
+             * @default fourier
+             * @enum {string}
+             */
+            parameterisation: "fourier" | "pixel";
+            /**
+             * Preview Every
+             * @description steps between preview events (0: none)
+             * @default 16
+             */
+            preview_every: number;
+            /**
+             * Seed
+             * @default 0
+             */
+            seed: number;
+            /**
+             * Size
+             * @description output side in pixels (square; the photo is resized to it); default the model's input size
+             * @default null
+             */
+            size: number | null;
+            /**
+             * Steps
+             * @default 128
+             */
+            steps: number;
+            /**
+             * Transforms
+             * @description robustness transforms strength (pad, jitter, scale, rotate); 0 turns them off
+             * @default 1
+             */
+            transforms: number;
+            /**
+             * Tv
+             * @description weight of total variation TV^β (Mahendran & Vedaldi 2015)
+             * @default 0
+             */
+            tv: number;
+            /**
+             * Tv Beta
+             * @default 2
+             */
+            tv_beta: number;
+        };
+        /** CircuitInput */
+        CircuitInput: {
+            /** Channel */
+            channel: number;
+            /**
+             * Layer
+             * @description the source layer (a `name` of the layer list, or the model's input)
+             */
+            layer: string;
+            /**
+             * Norm
+             * @description the L2 norm of the window: what the inputs are ranked by
+             */
+            norm: number;
+            /**
+             * Origin
+             * @description [y, x] of the window's top-left on the source layer's grid (it may lie past the edge; weights there are 0)
+             */
+            origin: number[];
+            /**
+             * Weight
+             * @description the sum of the window (a 1×1 window's value itself)
+             */
+            weight: number;
+            /**
+             * Weights
+             * @description the signed kh×kw window of expanded weights on the source grid
+             */
+            weights: number[][];
+        };
+        /** CircuitResponse */
+        CircuitResponse: {
+            /** Channel */
+            channel: number;
+            /**
+             * Inputs
+             * @description the k strongest input units, by norm, strongest first
+             */
+            inputs: components["schemas"]["CircuitInput"][];
+            /** Layer */
+            layer: string;
+            /**
+             * Position
+             * @description [y, x]: the unit's centre on its layer's grid, where the gradient is read
+             */
+            position: number[];
+            /**
+             * Sources
+             * @description the layers whose units feed this one
+             */
+            sources: string[];
         };
         /**
          * ClassModelJob
@@ -883,7 +1171,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description Attribution methods on one image, ranked by deletion and insertion scores (Petsiuk et al. 2018). (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -977,6 +1265,11 @@ export interface components {
             /** Id */
             id: string;
             /**
+             * Name
+             * @description the `name` part, else the uploaded file's name (the archive's; with several images, the first one's and how many more)
+             */
+            name: string | null;
+            /**
              * Rejected
              * @description members that are not images convscope reads, or were refused (absolute paths, `..`, links, devices, too large)
              */
@@ -1019,6 +1312,11 @@ export interface components {
             /** Images */
             images: components["schemas"]["DatasetImage"][];
             /**
+             * Name
+             * @description display name: as given at upload (`name` part, else the file name); null for datasets stored before names were kept
+             */
+            name: string | null;
+            /**
              * Rejected
              * @description members of the upload that were not kept, as at its creation
              */
@@ -1052,6 +1350,11 @@ export interface components {
             expires_at: string;
             /** Id */
             id: string;
+            /**
+             * Name
+             * @description display name: as given at upload (`name` part, else the file name); null for datasets stored before names were kept
+             */
+            name: string | null;
         };
         /**
          * DeconvnetJob
@@ -1063,7 +1366,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description Deconvnet projection (Zeiler & Fergus 2014) of a class logit or one unit. (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -1168,7 +1471,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description DeepDream (Mordvintsev et al. 2015): amplify what a layer sees, octave by octave. (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -1262,7 +1565,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description Eigen-CAM (Muhammad & Yeasin 2020): a layer's first principal component; no target, forward only. (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -1554,7 +1857,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description Grad-CAM (Selvaraju et al. 2017) at a layer's grid. (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -1644,7 +1947,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description Grad-CAM++ (Chattopadhay et al. 2018): positive gradients weighted per position, at a layer's grid. (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -1736,7 +2039,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description Guided backpropagation (Springenberg et al. 2015) of a class logit or one unit. (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -1838,6 +2141,22 @@ export interface components {
             detail?: components["schemas"]["ValidationError"][];
         };
         /**
+         * Held
+         * @description One quota: how much the key holds now, and the most it may.
+         */
+        Held: {
+            /**
+             * Held
+             * @description held now (bytes, or a count)
+             */
+            held: number;
+            /**
+             * Limit
+             * @description the most the key may hold; past it, 429 `quota_exceeded` (or the code named)
+             */
+            limit: number;
+        };
+        /**
          * HirescamJob
          * @description HiResCAM (Draelos & Carin 2020): gradient times activation at each position of a layer's grid.
          */
@@ -1847,7 +2166,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description HiResCAM (Draelos & Carin 2020): gradient times activation at each position of a layer's grid. (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -1945,6 +2264,23 @@ export interface components {
             /** Id */
             id: string;
         };
+        /**
+         * ImageInDataset
+         * @description Image `index` of one of the caller's datasets (`GET /v1/datasets/{id}` lists them; job results name them by
+         *     `image_index`).
+         */
+        ImageInDataset: {
+            /**
+             * Dataset
+             * @description a dataset id from `POST /v1/datasets`
+             */
+            dataset: string;
+            /**
+             * Index
+             * @description the image's `index` in the dataset
+             */
+            index: number;
+        };
         /** ImageInfo */
         ImageInfo: {
             /** Format */
@@ -1980,7 +2316,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description Integrated gradients (Sundararajan et al. 2017) from a baseline image. (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -2084,7 +2420,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description An image reconstructed from its features at a layer (Mahendran & Vedaldi 2015). (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -2209,6 +2545,13 @@ export interface components {
             events_token?: string | null;
             /** Id */
             id: string;
+            /**
+             * Inputs
+             * @description what the job read, by input name: an image (`image`, `style_image`) as the SHA-256 of its file, whose first 32 hex digits are the id `POST /v1/images` gives that file (however the job named it); `dataset` as the dataset id
+             */
+            inputs?: {
+                [key: string]: string;
+            };
             /** Kind */
             kind: string;
             /** Model */
@@ -2222,6 +2565,8 @@ export interface components {
             /** Started At */
             started_at?: string | null;
             status: components["schemas"]["JobStatus"];
+            /** @description where its time went so far (ms): the split a load test needs besides the end-to-end time; the worker's stages once it has finished */
+            timing?: components["schemas"]["JobTiming"] | null;
         };
         /** JobError */
         JobError: {
@@ -2239,7 +2584,7 @@ export interface components {
          * JobRequest
          * @description `POST /v1/jobs`: one of the kinds, chosen by `kind` (JSON, or multipart with a `spec` part).
          */
-        JobRequest: components["schemas"]["SaliencyJob"] | components["schemas"]["GuidedBackpropJob"] | components["schemas"]["DeconvnetJob"] | components["schemas"]["GradcamJob"] | components["schemas"]["GradcamPlusPlusJob"] | components["schemas"]["XgradcamJob"] | components["schemas"]["LayercamJob"] | components["schemas"]["HirescamJob"] | components["schemas"]["EigencamJob"] | components["schemas"]["ScorecamJob"] | components["schemas"]["AblationcamJob"] | components["schemas"]["SmoothgradJob"] | components["schemas"]["IntegratedGradientsJob"] | components["schemas"]["LrpJob"] | components["schemas"]["RiseJob"] | components["schemas"]["KernelShapJob"] | components["schemas"]["SanityCheckJob"] | components["schemas"]["CompareJob"] | components["schemas"]["ClassModelJob"] | components["schemas"]["FeatureVisJob"] | components["schemas"]["InversionJob"] | components["schemas"]["DeepdreamJob"] | components["schemas"]["AdversarialJob"] | components["schemas"]["TextureJob"] | components["schemas"]["StyleTransferJob"] | components["schemas"]["TopActivationsJob"] | components["schemas"]["EmbeddingJob"] | components["schemas"]["NeighborsJob"] | components["schemas"]["UnitStatsJob"] | components["schemas"]["LayerAtlasJob"] | components["schemas"]["ActivationAtlasJob"];
+        JobRequest: components["schemas"]["SaliencyJob"] | components["schemas"]["GuidedBackpropJob"] | components["schemas"]["DeconvnetJob"] | components["schemas"]["GradcamJob"] | components["schemas"]["GradcamPlusPlusJob"] | components["schemas"]["XgradcamJob"] | components["schemas"]["LayercamJob"] | components["schemas"]["HirescamJob"] | components["schemas"]["EigencamJob"] | components["schemas"]["ScorecamJob"] | components["schemas"]["AblationcamJob"] | components["schemas"]["SmoothgradJob"] | components["schemas"]["IntegratedGradientsJob"] | components["schemas"]["LrpJob"] | components["schemas"]["RiseJob"] | components["schemas"]["KernelShapJob"] | components["schemas"]["SanityCheckJob"] | components["schemas"]["CompareJob"] | components["schemas"]["ClassModelJob"] | components["schemas"]["FeatureVisJob"] | components["schemas"]["InversionJob"] | components["schemas"]["DeepdreamJob"] | components["schemas"]["AdversarialJob"] | components["schemas"]["TextureJob"] | components["schemas"]["StyleTransferJob"] | components["schemas"]["CaricatureJob"] | components["schemas"]["TopActivationsJob"] | components["schemas"]["EmbeddingJob"] | components["schemas"]["NeighborsJob"] | components["schemas"]["UnitStatsJob"] | components["schemas"]["LayerAtlasJob"] | components["schemas"]["ActivationAtlasJob"] | components["schemas"]["NeuronGroupsJob"];
         /** JobResult */
         JobResult: {
             /** Artifacts */
@@ -2255,6 +2600,42 @@ export interface components {
          */
         JobStatus: "queued" | "started" | "finished" | "failed" | "canceled";
         /**
+         * JobTiming
+         * @description Where a job's time went, in milliseconds; null where the job has not got that far.
+         */
+        JobTiming: {
+            /**
+             * Method
+             * @description the method itself
+             */
+            method?: number | null;
+            /**
+             * Queued
+             * @description from submission until a worker claimed it
+             */
+            queued?: number | null;
+            /**
+             * Scoring
+             * @description the map's faithfulness scores (`evaluate`); 0 without
+             */
+            scoring?: number | null;
+            /**
+             * Started
+             * @description from the claim until the method began: network and inputs loaded
+             */
+            started?: number | null;
+            /**
+             * Stored
+             * @description the artifacts encoded and stored, until the job ended
+             */
+            stored?: number | null;
+            /**
+             * Total
+             * @description from submission until the job ended
+             */
+            total?: number | null;
+        };
+        /**
          * KernelShapJob
          * @description Kernel SHAP (Lundberg & Lee 2017) over SLIC superpixels, forward passes only.
          */
@@ -2264,7 +2645,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description Kernel SHAP (Lundberg & Lee 2017) over SLIC superpixels, forward passes only. (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -2543,7 +2924,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description Layer-CAM (Jiang et al. 2021): positive gradient times activation at each position of a layer's grid. (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -2634,7 +3015,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description Layer-wise relevance propagation (Bach et al. 2015) with zennit's composites, relevance at the input. (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -2730,10 +3111,33 @@ export interface components {
             target: number | string | null;
         };
         /**
+         * ModelCost
+         * @description What one image costs the model at its input size (`input`), from the shapes of its tensors (`models.cost`).
+         */
+        ModelCost: {
+            /**
+             * Activation Bytes
+             * @description bytes of every tensor the graph computes for one image (weights excepted): an upper bound of a forward pass's memory
+             */
+            activation_bytes: number;
+            /**
+             * Flops
+             * @description floating-point operations an image: 2 × macs, plus one an output element of every other node
+             */
+            flops: number;
+            /**
+             * Macs
+             * @description multiply-accumulates of its Conv, Gemm and MatMul nodes (what papers call a CNN's FLOPs)
+             */
+            macs: number;
+        };
+        /**
          * ModelInfo
          * @description What clients see of a model.
          */
         ModelInfo: {
+            /** @description what one image costs at the input size; null for a model recorded before costs were */
+            cost?: components["schemas"]["ModelCost"] | null;
             /** Id */
             id: string;
             input: components["schemas"]["InputSpec"];
@@ -2754,6 +3158,11 @@ export interface components {
              * @enum {string}
              */
             source: "builtin" | "upload";
+            /**
+             * Uploaded At
+             * @description when it was uploaded (tells apart two uploads under one name); null for built-in models
+             */
+            uploaded_at?: string | null;
         };
         /** ModelList */
         ModelList: {
@@ -2775,7 +3184,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description Nearest neighbours of an image among a dataset's images in CNN-code space. (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -2827,6 +3236,158 @@ export interface components {
              */
             pool: "mean" | "max";
         };
+        /**
+         * NeuronGroupsJob
+         * @description Neuron groups (Olah et al. 2018): NMF of a layer's activations on an image; each group's map over the image, top channels, share and feature visualization.
+         */
+        NeuronGroupsJob: {
+            /**
+             * Image
+             * @description the image to explain or start from; omit when sent as multipart part `image`
+             * @default null
+             */
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
+            /**
+             * @description Neuron groups (Olah et al. 2018): NMF of a layer's activations on an image; each group's map over the image, top channels, share and feature visualization. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            kind: "neuron_groups";
+            /**
+             * Model
+             * @description a model id from `GET /v1/models`
+             */
+            model: string;
+            /** @description the kind's parameters; omitted ones take their defaults, shown filled in on the returned Job */
+            params?: components["schemas"]["NeuronGroupsParams"];
+            /**
+             * Retry
+             * @description run the job once more if the worker running it dies (input errors and timeouts are never retried)
+             * @default false
+             */
+            retry: boolean;
+        };
+        /**
+         * NeuronGroupsParams
+         * @description Neuron groups (Olah et al., "The Building Blocks of Interpretability", Distill 2018): the layer's
+         *     activations on one image (positions × channels, the negative part set to 0) factorised by NMF into `groups`
+         *     factors; each group's spatial map over the image, its top channels, its share of the activations, and a
+         *     feature visualization of its channel direction (the atlas icons' objective, at the centre of the grid).
+         */
+        NeuronGroupsParams: {
+            /**
+             * Batch
+             * @description icons optimised at once; default from the worker's settings (and its GPU's free memory)
+             * @default null
+             */
+            batch: number | null;
+            /**
+             * Blur Every
+             * @description pixel images: blur every N steps (Yosinski et al. 2015)
+             * @default 0
+             */
+            blur_every: number;
+            /**
+             * Blur Sigma
+             * @description initial blur σ in pixels, decaying to 0
+             * @default 0
+             */
+            blur_sigma: number;
+            /**
+             * Clip Norm Pct
+             * @description pixel images: reset the lowest-norm N% of pixels
+             * @default 0
+             */
+            clip_norm_pct: number;
+            /**
+             * Cossim Pow
+             * @description icon objective: dot(activation, group direction) × cos^this
+             * @default 3
+             */
+            cossim_pow: number;
+            /**
+             * Groups
+             * @description NMF components (neuron groups)
+             * @default 6
+             */
+            groups: number;
+            /**
+             * L2
+             * @description weight of the L2 penalty on pixels (0–1 scale) from grey
+             * @default 0
+             */
+            l2: number;
+            /**
+             * Layer
+             * @description a spatial layer (default: a rectified layer two thirds deep)
+             * @default null
+             */
+            layer: string | null;
+            /**
+             * Lr
+             * @description Adam learning rate on the image parameters
+             * @default 0.05
+             */
+            lr: number;
+            /**
+             * Max Iter
+             * @description NMF iterations at most (scikit-learn's coordinate descent, tolerance 1e-4)
+             * @default 1000
+             */
+            max_iter: number;
+            /**
+             * Parameterisation
+             * @description fourier: decorrelated-colour Fourier image (Olah et al. 2017); pixel: plain pixels
+             * @default fourier
+             * @enum {string}
+             */
+            parameterisation: "fourier" | "pixel";
+            /**
+             * Preview Every
+             * @description a preview of the atlas comes after every batch of icons; with N > 0 also every N steps within a batch
+             * @default 0
+             */
+            preview_every: number;
+            /**
+             * Seed
+             * @default 0
+             */
+            seed: number;
+            /**
+             * Size
+             * @description side of each icon in pixels (square)
+             * @default 64
+             */
+            size: number;
+            /**
+             * Steps
+             * @description optimisation steps of every icon; each step is one forward and one backward pass for a whole batch of icons
+             * @default 128
+             */
+            steps: number;
+            /**
+             * Top Channels
+             * @description channels listed per group, by weight
+             * @default 8
+             */
+            top_channels: number;
+            /**
+             * Transforms
+             * @description robustness transforms of the icons (off by default: the objective reads the centre position, which jitter moves)
+             * @default 0
+             */
+            transforms: number;
+            /**
+             * Tv
+             * @description weight of total variation TV^β (Mahendran & Vedaldi 2015)
+             * @default 0
+             */
+            tv: number;
+            /**
+             * Tv Beta
+             * @default 2
+             */
+            tv_beta: number;
+        };
         /** OcclusionRequest */
         OcclusionRequest: {
             /**
@@ -2850,7 +3411,7 @@ export interface components {
              * @description omit when the image comes as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * Patch
              * @description side of the occluding square, input pixels
@@ -2892,7 +3453,7 @@ export interface components {
              * @description omit when the image comes as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * Top K
              * @description how many classes to return
@@ -3007,7 +3568,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description RISE (Petsiuk et al. 2018): the target's probability under random masks, forward passes only. (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -3117,7 +3678,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description Gradient of the class logit with respect to the input (Simonyan et al. 2014). (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -3201,7 +3762,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description Cascading weight randomisation (Adebayo et al. 2018): does a method's map depend on the model? (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -3272,7 +3833,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description Score-CAM (Wang et al. 2020): channel weights from the target's logit on channel-masked images, forward passes only. (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -3363,7 +3924,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description SmoothGrad (Smilkov et al. 2017): gradients averaged over noisy copies. (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -3459,7 +4020,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description Style transfer: content of one image, Gram matrices of another (Gatys et al. 2016). (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -3483,7 +4044,7 @@ export interface components {
              * @description the image whose style (Gram matrices) is copied; omit when sent as multipart part `style_image`
              * @default null
              */
-            style_image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            style_image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
         };
         /**
          * StyleTransferParams
@@ -3601,7 +4162,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description Texture synthesis by Gram-matrix matching (Gatys et al. 2015). (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -3806,6 +4367,43 @@ export interface components {
              */
             layer: string | null;
         };
+        /**
+         * Usage
+         * @description The caller's key against its quotas (settings `quota_*`, `max_*_per_key`, `queue_max_length`).
+         */
+        Usage: {
+            /** @description bytes of dataset images */
+            dataset_bytes: components["schemas"]["Held"];
+            /** @description datasets (429 `dataset_quota`) */
+            datasets: components["schemas"]["Held"];
+            /** @description event streams and `?wait=` holds open in the API process that answered (429 `too_many_holds`) */
+            holds: components["schemas"]["Held"];
+            /** @description uploaded images and their cached previews, in Redis */
+            image_bytes: components["schemas"]["Held"];
+            /** @description job input files and artifacts, in Redis */
+            job_bytes: components["schemas"]["Held"];
+            /** @description bytes of uploaded models (413 `model_quota_bytes`) */
+            model_bytes: components["schemas"]["Held"];
+            /** @description uploaded models (429 `model_quota`) */
+            models: components["schemas"]["Held"];
+            /** @description jobs waiting in the key's queue (429 `queue_full`) */
+            queued_jobs: components["schemas"]["Held"];
+            /**
+             * Rate Limit Per S
+             * @description requests a second the key may make on average (429 `rate_limited`); null: no limit
+             */
+            rate_limit_per_s: number | null;
+            /**
+             * Running Jobs
+             * @description the key's jobs running now (workers serve the keys' queues in turn)
+             */
+            running_jobs: number;
+            /**
+             * Tenant
+             * @description the key's tenant (null when the service is open)
+             */
+            tenant: string | null;
+        };
         /** ValidationError */
         ValidationError: {
             /** Context */
@@ -3829,7 +4427,7 @@ export interface components {
              * @description the image to explain or start from; omit when sent as multipart part `image`
              * @default null
              */
-            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | null;
+            image: components["schemas"]["ImageById"] | components["schemas"]["ImageByData"] | components["schemas"]["ImageInDataset"] | null;
             /**
              * @description XGrad-CAM (Fu et al. 2020): channel weights from activation-weighted gradients, at a layer's grid. (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -3959,6 +4557,13 @@ export interface operations {
                     "text/plain": unknown;
                 };
             };
+            /** @description CONVSCOPE_METRICS_TOKEN is set and this request does not carry it */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
         };
     };
     getReadiness: {
@@ -3979,12 +4584,32 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Redis or the model store is unavailable */
+            /** @description Redis or the model store is unavailable, or the service is warming up */
             503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+        };
+    };
+    getAuth: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthStatus"];
+                };
             };
         };
     };
@@ -4025,6 +4650,8 @@ export interface operations {
                     file?: string;
                     /** @description images, one part each */
                     files?: string[];
+                    /** @description display name (default: the uploaded file's name) */
+                    name?: string;
                 };
             };
         };
@@ -4172,6 +4799,51 @@ export interface operations {
             };
         };
     };
+    getDatasetImage: {
+        parameters: {
+            query?: {
+                /** @description longest side of a thumbnail, pixels (never enlarged); omitted: the image at its own size */
+                size?: number | null;
+            };
+            header?: never;
+            path: {
+                dataset_id: string;
+                /** @description the image's `index` in the dataset */
+                index: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/png": unknown;
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
     uploadImage: {
         parameters: {
             query?: never;
@@ -4217,6 +4889,15 @@ export interface operations {
             };
             /** @description Unsupported Media Type */
             415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4652,6 +5333,15 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Service Unavailable */
             503: {
                 headers: {
@@ -4988,6 +5678,65 @@ export interface operations {
             };
         };
     };
+    getCircuit: {
+        parameters: {
+            query?: {
+                /** @description how many input units to return */
+                k?: number;
+                /** @description an earlier layer to read the weights from (default: the previous layer, or the branches feeding this one) */
+                source?: string | null;
+                format?: "json" | "png";
+            };
+            header?: never;
+            path: {
+                model: string;
+                layer: string;
+                /** @description the unit's channel in the layer */
+                channel: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CircuitResponse"];
+                    "image/png": unknown;
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
     getOcclusion: {
         parameters: {
             query?: never;
@@ -5144,6 +5893,44 @@ export interface operations {
             };
             /** @description Unprocessable Entity */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    getUsage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Usage"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -10,6 +10,7 @@ import redis
 from core.jobs.events import JobEvents
 from core.jobs.keys import JobKeys, in_pipeline, text
 from core.jobs.status import media_type
+from core.stores.usage import JOB_BYTES, NO_LIMIT, UsageLedger
 
 DECODED_TTL_S = 600  # decoded pixels are a shortcut for a job about to run, not a second copy kept for a day
 
@@ -17,8 +18,10 @@ DECODED_TTL_S = 600  # decoded pixels are a shortcut for a job about to run, not
 class JobFiles:
     """Inputs, artifacts and the result cache."""
 
-    def __init__(self, client: redis.Redis, keys: JobKeys, ttl_s: int, events: JobEvents):
+    def __init__(self, client: redis.Redis, keys: JobKeys, ttl_s: int, events: JobEvents,
+                 usage: UsageLedger | None = None):
         self.client, self.keys, self.ttl_s, self.events = client, keys, ttl_s, events
+        self.usage = usage or UsageLedger(client, keys.prefix)
 
     # Inputs.
     def put_input(self, sha256: str, data: bytes, decoded: bytes | None = None, pipe=None) -> None:
@@ -56,6 +59,13 @@ class JobFiles:
                 self.events.append(job_id, "artifact", {"name": name, "media_type": media_type(name),
                                                         "url": f"/v1/jobs/{job_id}/artifacts/{name}"}, pipe)
             pipe.execute()
+
+    def charge_artifacts(self, job_id: str, owner: str | None) -> None:
+        """Charge what a job's artifacts take in Redis (its own count of the hash, exact) to the owner's job-bytes
+        account; never refused: the job was admitted when it was submitted, and the next submission is judged."""
+        size = self.client.memory_usage(self.keys.artifacts(job_id), samples=0)
+        if size:
+            self.usage.charge(owner, JOB_BYTES, f"art:{job_id}", size, self.ttl_s, NO_LIMIT)
 
     def artifact(self, job_id: str, name: str) -> bytes | None:
         return self.client.hget(self.keys.artifacts(job_id), name)

@@ -18,6 +18,8 @@ Keys (all under the settings' prefix `P`):
     P workers               set: names of workers that published their cache figures
     P workerstats:<name>    JSON of a worker's cache figures (networks, sessions, blobs), heartbeat TTL
     P lock:<name>           a short-lived lock, e.g. `modelblob:<sha256>` around adding and deleting a model file
+    P queues:<queue>        set: the per-tenant RQ queues (`<queue>:<tenant>`) of base queue <queue>, read by workers
+                            between jobs to find new tenants (`core.jobs.queueing`)
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ class JobKeys:
 
     def lock(self, name: str) -> str:
         return f"{self.prefix}lock:{name}"
+
+    def queues(self, base: str) -> str:
+        return f"{self.prefix}queues:{base}"
 
 
 @contextmanager

@@ -5,9 +5,17 @@ RQ's JSON serializer is used everywhere, and `SafeJob` refuses to import any fun
 worker's entry point, so whoever can write to Redis cannot make a worker call arbitrary code.
 The RQ job id is `<job id>-<attempt>`, so a re-queued attempt never collides with the RQ
 bookkeeping of the attempt that was lost.
+
+Fairness between tenants: every API key has a queue of its own, `<base>:<tenant>` (`tenant_queue`; with no keys
+there is one tenant and jobs go to `<base>` itself). Submitting adds the tenant's queue to the set
+`P queues:<base>`, and a worker re-reads that set before every dequeue and takes from the queues in turn, starting
+after the one it served last (`FairOrder`): a key with 500 jobs waiting and a key with one each get the next free
+worker alternately, so the one job waits for at most one job's run of every worker, not for the 500.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import redis
 from rq import Queue
@@ -41,6 +49,36 @@ class SafeJob(RQJob):
 
 def queue(client: redis.Redis, name: str) -> Queue:
     return Queue(name, connection=client, serializer=JSONSerializer, job_class=SafeJob)
+
+
+def tenant_queue(base: str, owner: str | None) -> str:
+    """The name of the queue a tenant's jobs wait in: `<base>:<tenant>` (tenant names have no `:`, base names
+    none either), or `<base>` itself for the open service's one tenant."""
+    return base if owner is None else f"{base}:{owner}"
+
+
+def queue_names(client: redis.Redis, registry_key: str, base: str) -> list[str]:
+    """`base` and every tenant queue registered under it (`P queues:<base>`), sorted."""
+    tenants = {name.decode() if isinstance(name, bytes) else name for name in client.smembers(registry_key)}
+    return [base, *sorted(tenants - {base})]
+
+
+@dataclass
+class FairOrder:
+    """Round robin over a set of queues that grows while workers run: the queues in name order, starting after
+    the one served last (so a queue that appeared in the meantime gets its turn in its place, not at the end)."""
+
+    last: str | None = None
+
+    def order(self, names: list[str]) -> list[str]:
+        names = sorted(names)
+        if self.last is None:
+            return names
+        after = next((i for i, name in enumerate(names) if name > self.last), 0)
+        return names[after:] + names[:after]
+
+    def served(self, name: str) -> None:
+        self.last = name
 
 
 def rq_job_id(job_id: str, attempt: int) -> str:

@@ -66,6 +66,17 @@ class JobOutcome(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
 
 
+class JobStages(BaseModel):
+    """Where a finished attempt's time went in its worker, in seconds: `inputs` (from the claim to the method: the
+    network and the inputs loaded), `method`, `scoring` (a map's faithfulness scores; 0 without) and `encode`
+    (the artifacts encoded; their storing is the rest of the attempt, until `ended_at`)."""
+
+    inputs: float = 0.0
+    method: float = 0.0
+    scoring: float = 0.0
+    encode: float = 0.0
+
+
 class JobRecord(BaseModel):
     """A job as stored: its spec and what has happened to it. Times are Unix seconds."""
 
@@ -87,6 +98,7 @@ class JobRecord(BaseModel):
     result: JobOutcome | None = None
     ready: list[str] = Field(default_factory=list)  # artifacts readable before the job ends
     stray_at: float | None = None  # first seen queued yet neither waiting in a queue nor held by a worker
+    stages: JobStages | None = None  # a finished attempt's split, written with its ending
 
     @property
     def ended(self) -> bool:
@@ -112,4 +124,4 @@ class JobRecord(BaseModel):
                    ended_at=number("ended_at"), deadline=number("deadline"),
                    worker=worker if worker and worker != "-" else None, cached=fields.get("cached") == "1",
                    cancel_requested="cancel" in fields, error=parsed("error"), result=parsed("result"),
-                   ready=parsed("ready") or [], stray_at=number("stray_at"))
+                   ready=parsed("ready") or [], stray_at=number("stray_at"), stages=parsed("stages"))

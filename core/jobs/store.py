@@ -12,6 +12,7 @@ from core.jobs.files import JobFiles
 from core.jobs.keys import JobKeys
 from core.jobs.records import JobRecords
 from core.jobs.workers import WorkerBoard
+from core.stores.usage import UsageLedger
 
 
 class JobStore:
@@ -20,8 +21,9 @@ class JobStore:
     def __init__(self, client: redis.Redis, prefix: str, ttl_s: int, aclient: redis.asyncio.Redis | None = None):
         self.client, self.aclient, self.ttl_s = client, aclient, ttl_s
         self.keys = JobKeys(prefix)
+        self.usage = UsageLedger(client, prefix)  # what each key holds, against its quotas
         self.events = JobEvents(client, self.keys, ttl_s, aclient)
-        self.files = JobFiles(client, self.keys, ttl_s, self.events)
+        self.files = JobFiles(client, self.keys, ttl_s, self.events, self.usage)
         self.records = JobRecords(client, self.keys, ttl_s, self.events, self.files, aclient)
         self.workers = WorkerBoard(client, self.keys)
 

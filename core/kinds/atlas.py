@@ -97,10 +97,54 @@ class ActivationAtlasParams(AtlasRenderParams):
         return pass_steps(work.images, work.batch) + 1 + self.grid * self.grid
 
 
+def rectified_layer(record: ModelRecord) -> str:
+    """A rectified layer (ReLU, Clip) about two thirds deep, else any layer there: non-negative activations,
+    what NMF factorises without losing a negative part."""
+    layers = record.layers or []
+    if not layers:
+        raise ValueError(f"model {record.id!r} lists no spatial layer")
+    rectified = [layer.name for layer in layers[: len(layers) * 2 // 3 + 1] if layer.op in ("Relu", "Clip")]
+    return rectified[-1] if rectified else layers[len(layers) * 2 // 3].name
+
+
+class NeuronGroupsParams(AtlasRenderParams):
+    """Neuron groups (Olah et al., "The Building Blocks of Interpretability", Distill 2018): the layer's
+    activations on one image (positions × channels, the negative part set to 0) factorised by NMF into `groups`
+    factors; each group's spatial map over the image, its top channels, its share of the activations, and a
+    feature visualization of its channel direction (the atlas icons' objective, at the centre of the grid)."""
+
+    layer: str | None = Field(None, min_length=1, max_length=512, description="a spatial layer (default: a "
+                                                                              "rectified layer two thirds deep)")
+    groups: int = Field(6, ge=1, le=32, description="NMF components (neuron groups)",
+                        json_schema_extra={"x-units-panel": True})  # the explorer shows the kind in its Units panel
+    top_channels: int = Field(8, ge=1, le=256, description="channels listed per group, by weight")
+    max_iter: int = Field(1000, ge=10, le=10000, description="NMF iterations at most (scikit-learn's coordinate "
+                                                            "descent, tolerance 1e-4)")
+    transforms: int = Field(0, ge=0, le=3, description="robustness transforms of the icons (off by default: the "
+                                                        "objective reads the centre position, which jitter moves)")
+    cossim_pow: float = Field(3.0, ge=0, le=8, description="icon objective: dot(activation, group direction) × "
+                                                           "cos^this")
+
+    def resolve(self, record: ModelRecord) -> Params:
+        layer = self.layer or rectified_layer(record)
+        channels, height, width = spatial_layer(record, layer).shape
+        if self.groups > min(channels, height * width):
+            raise ValueError(f"layer {layer!r} has {channels} channels at {height}×{width} positions; NMF gives at "
+                             f"most {min(channels, height * width)} groups there")
+        return self.model_copy(update={"layer": layer})
+
+    def total_steps(self, work: Workload) -> int:
+        """The factorisation, then one step per group's icon."""
+        return 1 + self.groups
+
+
 KINDS = (
     Kind("layer_atlas", LayerAtlasParams, 3600, "Every channel of a layer: feature visualization, diversity variants, "
          "top dataset patches, statistics.", Family.ATLAS, reads=(SOME_DATASET,), returns=Output),
     Kind("activation_atlas", ActivationAtlasParams, 3600, "Activation atlas (Carter et al. 2019): a layer's "
          "activations over a dataset mapped to 2-D, each cell's mean direction feature-visualized.", Family.ATLAS,
          reads=(DATASET,), returns=Output),
+    Kind("neuron_groups", NeuronGroupsParams, 1800, "Neuron groups (Olah et al. 2018): NMF of a layer's activations "
+         "on an image; each group's map over the image, top channels, share and feature visualization.",
+         Family.ATLAS, returns=Output),
 )

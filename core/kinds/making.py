@@ -198,6 +198,26 @@ class StyleTransferParams(TextureParams):
         return self.model_copy(update={"content_layer": content, "style_layers": style})
 
 
+class CaricatureParams(RenderParams):
+    """A caricature (Microscope's; Lucid's `render_caricature`): an image whose activations at `layer` are as
+    similar as possible to the photo's, dot × cosine^`cossim_pow`, made from noise with the photo beside it in
+    every step's batch, so the two pass through the same random transforms."""
+
+    layer: str | None = Field(None, min_length=1, max_length=512, description="default: a layer two thirds deep")
+    size: int | None = Field(None, ge=32, le=512, description="output side in pixels (square; the photo is resized "
+                                                              "to it); default the model's input size")
+    steps: int = Field(128, ge=1, le=2000)
+    cossim_pow: float = Field(1.0, ge=0, le=8, description="objective: dot(image's, photo's activations) × cos^this")
+
+    def resolve(self, record: ModelRecord) -> Params:
+        layer = self.layer or _middle_layer(record)
+        spatial_layer(record, layer)
+        fixed = (record.input.height, record.input.width)
+        if self.size is not None and not record.input.dynamic_size and (self.size, self.size) != fixed:
+            raise ValueError(f"the model's input is fixed at {fixed[0]}×{fixed[1]}; size {self.size} cannot be used")
+        return self.model_copy(update={"layer": layer})
+
+
 def image_maker(name: str, params: type[Params], time_limit_s: int, summary: str,
                 reads: tuple[Input, ...] = (IMAGE,)) -> Kind:
     """A kind that makes images (a `Made`) by gradient ascent on the worker's network."""
@@ -220,4 +240,6 @@ KINDS = (
     image_maker("style_transfer", StyleTransferParams, 1200,
                 "Style transfer: content of one image, Gram matrices of another (Gatys et al. 2016).",
                 reads=(IMAGE, STYLE_IMAGE)),
+    image_maker("caricature", CaricatureParams, 900,
+                "A caricature: the image that most amplifies what a layer sees in a photo (Microscope, Lucid)."),
 )

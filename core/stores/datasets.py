@@ -35,6 +35,7 @@ from core.settings import Settings
 from core.stores import archives
 from core.stores.blobs import Blobs
 from core.stores.storage import LocalStorage, Missing, Storage, open_storage
+from core.stores.usage import Refused
 
 log = logging.getLogger("convscope.datasets")
 _ID = re.compile(r"^[0-9a-f]{32}$")
@@ -187,6 +188,11 @@ class DatasetStore:
         """How many live datasets `owner` holds."""
         return sum(1 for meta in self._metas() if meta.get("owner") == owner and not self._expired(meta))
 
+    def bytes_held_by(self, owner: str | None) -> int:
+        """Bytes of image files in `owner`'s live datasets (as their `meta.json` says; 0 for older ones)."""
+        return sum(int(meta.get("bytes", 0)) for meta in self._metas()
+                   if meta.get("owner") == owner and not self._expired(meta))
+
     def _metas(self) -> Iterator[dict]:
         ids = [name for name in self.storage.children("datasets") if _ID.match(name)]
         for gone in set(self._metas_seen) - set(ids):
@@ -231,8 +237,10 @@ class DatasetStore:
                              f"some to expire", code="dataset_quota", retry_after=3600)
         dataset_id = uuid.uuid4().hex
         prefix = f"datasets/{dataset_id}"
+        stored = _Stored(self.bytes_held_by(owner), settings.max_dataset_bytes_per_key)
         try:
-            entries, rejected = _ingest(uploads, lambda file, data: self.storage.put(f"{prefix}/{file}", data), settings)
+            entries, rejected = _ingest(uploads, lambda file, data: self.storage.put(f"{prefix}/{file}", stored(data)),
+                                        settings)
             if not entries:
                 raise Invalid("the upload holds no image convscope can read", code="empty_dataset",
                               details={"rejected": rejected[:100]})
@@ -240,13 +248,26 @@ class DatasetStore:
             self.storage.put(f"{prefix}/manifest.json", _json({"images": [e.__dict__ for e in entries],
                                                                 "rejected": rejected}))
             self.storage.put(f"{prefix}/meta.json", _json({"owner": owner, "name": name, "created_at": now,
-                                                           "count": len(entries)}))
+                                                           "count": len(entries), "bytes": stored.added}))
         except BaseException:
             self.storage.delete_prefix(prefix)
             raise
         log.info("dataset stored", extra={"fields": {"dataset": dataset_id, "images": len(entries),
                                                      "rejected": len(rejected)}})
         return Dataset(dataset_id, owner, now, entries, rejected, self._read_image, name), rejected
+
+
+class _Stored:
+    """Counts the bytes an upload stores, against the key's `max_dataset_bytes_per_key` (with what it holds)."""
+
+    def __init__(self, held: int, limit: int):
+        self.held, self.limit, self.added = held, limit, 0
+
+    def __call__(self, data: bytes) -> bytes:
+        if self.held + self.added + len(data) > self.limit:
+            raise Refused("dataset_bytes", self.held + self.added, len(data), self.limit).error()
+        self.added += len(data)
+        return data
 
 
 def upload_name(uploads: list[Upload]) -> str | None:

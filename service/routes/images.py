@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -25,9 +27,10 @@ def upload_rules(s: Settings) -> BodyRules:
 
 
 @router.post("", operation_id="uploadImage", status_code=201, response_model=ImageInfo,
-             responses=errors(400, 413, 415, 503), openapi_extra=multipart_body(file_part("file", required=True)))
+             responses=errors(400, 413, 415, 429, 503), openapi_extra=multipart_body(file_part("file", required=True)))
 async def upload_image(request: Request, ctx: AppContext = Depends(context)) -> ImageInfo:
-    """Keep an image (multipart part `file`); the id is derived from its bytes."""
+    """Keep an image (multipart part `file`); the id is derived from its bytes. The key's images count against its
+    `quota_image_bytes` (429 `quota_exceeded` past it; `GET /v1/usage`)."""
     s = ctx.settings
     async with received(request, upload_rules(s)) as body:
         part = body.form.get("file")
@@ -47,9 +50,24 @@ async def upload_image(request: Request, ctx: AppContext = Depends(context)) -> 
 
 @router.get("/{image_id}", operation_id="getImage", response_class=Response,
             responses={**media_response("image/png"), **errors(404)})
-def get_image(image_id: str, ctx: AppContext = Depends(context)) -> Response:
-    """The stored image as PNG (decoded, orientation applied, RGB)."""
+def get_image(image_id: str, request: Request, ctx: AppContext = Depends(context)) -> Response:
+    """The stored image as PNG (decoded, orientation applied, RGB): made once, then kept as long as the image."""
     s = ctx.settings
-    data = ctx.images.get(current_owner.get(), image_id)
-    decoded = images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
-    return Response(encoding.png(decoded), media_type="image/png")
+
+    def make(data: bytes) -> bytes:  # up to 40 MP decoded and encoded: a few at once per process (a thread each)
+        with preview_slots(request.app, s.max_concurrent_previews):
+            decoded = images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
+            return encoding.png(decoded)
+
+    return Response(ctx.images.preview(current_owner.get(), image_id, make), media_type="image/png")
+
+
+def preview_slots(app, count: int) -> threading.BoundedSemaphore:
+    """The process's cap on previews encoded at once (made on first use)."""
+    with _MAKING_SLOTS:
+        if getattr(app.state, "preview_slots", None) is None:
+            app.state.preview_slots = threading.BoundedSemaphore(count)
+        return app.state.preview_slots
+
+
+_MAKING_SLOTS = threading.Lock()

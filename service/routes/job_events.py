@@ -15,6 +15,7 @@ from service.auth import current_owner, require_key
 from service.jobs import JobService
 from service.openapi_docs import errors, media_response
 from service.routes.jobs import jobs
+from service.tenants import HeldStream
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 TOKEN_DOC = ("the Job's `events_token`, in place of the `Authorization` header (for `EventSource`, which cannot "
@@ -27,6 +28,7 @@ async def events_owner(job_id: str, request: Request,
     if token is None:
         return await require_key(request)
     tenant = await run_in_threadpool(request.app.state.jobs.tokens.verify, token, job_id)
+    await request.app.state.tenants.admit(tenant)
     current_owner.set(tenant)
     request.state.owner = tenant
     return tenant
@@ -35,11 +37,13 @@ async def events_owner(job_id: str, request: Request,
 @router.get("/{job_id}/events", operation_id="getJobEvents", response_class=StreamingResponse, responses={
     **media_response("text/event-stream", description="`progress`, `preview` and `artifact` events (`{name, "
                      "media_type, url}`: a file readable before the job ends), then one `end` whose data is the Job"),
-    **errors(401, 404, 503)})
+    **errors(401, 404, 429, 503)})
 async def job_events(job_id: str, request: Request, owner: str | None = Depends(events_owner),
                      service: JobService = Depends(jobs)) -> StreamingResponse:
-    """Follow a job as server-sent events; reconnecting with `Last-Event-ID` resumes where it left off."""
+    """Follow a job as server-sent events; reconnecting with `Last-Event-ID` resumes where it left off. A key may
+    follow `max_holds_per_key` streams (and `?wait=`s) at once; more → 429 `too_many_holds`."""
     await run_in_threadpool(service.record, job_id, owner)
-    return StreamingResponse(service.events(job_id, request.headers.get("last-event-id")),
-                             media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    tenants = request.app.state.tenants
+    tenants.take(owner)
+    return HeldStream(tenants, owner, service.events(job_id, request.headers.get("last-event-id")),
+                      media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -36,16 +38,18 @@ SUBMIT_DOC = json_or_multipart(JobRequest, files=("image", "style_image"))
 async def submit(request: Request, response: Response,
                  wait: float = Query(0, ge=0, le=MAX_WAIT_S, description="seconds to hold the answer until the job ends"),
                  ctx: AppContext = Depends(context), service: JobService = Depends(jobs)):
-    """Queue a job of any kind (202 + `Location`); with `?wait=`, an ended job comes back with 200."""
+    """Queue a job of any kind (202 + `Location`); with `?wait=`, an ended job comes back with 200. A wait holds a
+    Redis connection: a key may hold `max_holds_per_key` (with its event streams); more → 429 `too_many_holds`."""
     body, files = await read_request(request, JobRequest, ctx.settings.max_body_bytes)
     job_request = body.root
     record = ctx.model(job_request.model)
-    job = await run_in_threadpool(service.submit, job_request, record, files, owner(request))
-    if wait and job.status not in ENDED:
-        record = await service.wait(job.id, wait)
-        if record is None:  # gone while we waited (Redis was emptied)
-            raise NotFound(f"job {job.id} no longer exists", code="job_not_found")
-        job = view(record, job.events_token)
+    with request.app.state.tenants.hold(owner(request)) if wait else nullcontext():  # taken before the job is queued
+        job = await run_in_threadpool(service.submit, job_request, record, files, owner(request))
+        if wait and job.status not in ENDED:
+            ended = await service.wait(job.id, wait)
+            if ended is None:  # gone while we waited (Redis was emptied)
+                raise NotFound(f"job {job.id} no longer exists", code="job_not_found")
+            job = view(ended, job.events_token)
     status = 200 if job.status in ENDED else 202
     return JSONResponse(job.model_dump(mode="json"), status_code=status, headers={"Location": f"/v1/jobs/{job.id}"})
 

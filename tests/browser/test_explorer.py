@@ -157,7 +157,7 @@ def test_layers_panel_grid_channel_and_receptive_field(explorer, live):
     rf = info["receptive_field"]
     x0, y0 = rf["start"] + x * rf["stride"], rf["start"] + y * rf["stride"]
     expect(page.locator("#unit-info")).to_contain_text(
-        f"unit ({y}, {x})")
+        f"unit at (row {y}, column {x})")
     expect(page.locator("#unit-info")).to_contain_text(f"x {x0}…{x0 + rf['size'] - 1}, y {y0}…{y0 + rf['size'] - 1}")
     shot(page, "layers")
 
@@ -454,7 +454,7 @@ def test_datasets_panel_upload_top_embedding_neighbours_stats(explorer, live, tm
     tip = page.locator("#embedding-tip")
     expect(tip).to_be_visible()
     expect(tip.locator("img")).to_have_count(1)
-    assert tip.locator("img").evaluate("i => i.naturalWidth") > 0
+    expect(tip.locator("img")).not_to_have_js_property("naturalWidth", 0)  # fetched from the API as it is hovered
     shot(page, "datasets")
 
 

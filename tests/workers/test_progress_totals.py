@@ -40,6 +40,8 @@ CASES = [  # (kind, params): several totals per kind where the params change how
     ("feature_vis", {"layer": "relu2", "channel": 1, "size": 32, "steps": 4}),
     ("layer_atlas", {"layer": "relu2", "channels": [0, 1, 2], "size": 32, "steps": 2, "batch": 2}),
     ("layer_atlas", {"layer": "relu1", "size": 32, "steps": 1, "diversity": 2}),
+    ("neuron_groups", {"layer": "relu2", "groups": 3, "size": 32, "steps": 2, "batch": 2}),
+    ("caricature", {"layer": "relu2", "steps": 3, "preview_every": 1}),
     ("feature_vis", {"layer": "relu1", "channel": 0, "position": [3, 4], "size": 32, "steps": 3,
                      "parameterisation": "pixel"}),
     ("inversion", {"steps": 4}),

@@ -10,9 +10,10 @@ import * as attributions from "./panels/attributions.js";
 import * as making from "./panels/making.js";
 import * as datasets from "./panels/datasets.js";
 import * as atlas from "./panels/atlas.js";
+import * as units from "./panels/units.js";
 import * as jobs from "./panels/jobs.js";
 
-const PANELS = { models, image, layers, occlusion, attributions, making, datasets, atlas, jobs };
+const PANELS = { models, image, layers, occlusion, attributions, making, datasets, atlas, units, jobs };
 const $ = (id) => document.getElementById(id);
 const globalError = $("global-error");
 

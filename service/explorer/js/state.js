@@ -52,6 +52,7 @@ export const state = {
     if (params.evaluate) return "attribution";
     if (state.reads(kind, "dataset")) return "dataset";
     if (params.method_params) return "trust";
+    if (params.groups?.["x-units-panel"]) return "units"; // neuron_groups: the Units panel, not an image made
     return "making";
   },
   kindsOf(family) {

@@ -147,3 +147,16 @@ def diversity(layer: str, groups: list[list[int]], channels: torch.Tensor, weigh
                 total = total + weight * scale * (block.sum() - block.diagonal().sum()) / len(group)
         return -total
     return Objective(value, (layer,), f"diversity({layer})")
+
+
+def dot_compare(layer: str, cossim_pow: float = 1.0) -> Objective:
+    """Lucid's caricature objective: every image after the first (the reference, a photo) maximises the dot
+    product of its activations at `layer` with the reference's, weighted by their cosine similarity to the power
+    `cossim_pow` (clamped at 0.1 from below, as `direction_each`); the reference itself is not moved."""
+    def value(o, logits):
+        acts = o[layer].flatten(1)
+        reference, images = acts[:1].detach(), acts[1:]
+        dot = (images * reference).sum(1)
+        cos = dot / (images.norm(dim=1) * reference.norm() + 1e-8)
+        return (dot * cos.clamp(min=0.1) ** cossim_pow).sum()
+    return Objective(value, (layer,), f"{layer}:caricature")

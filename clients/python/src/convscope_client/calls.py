@@ -86,6 +86,10 @@ def auth() -> Call:
     return Call("GET", "/v1/auth", _model(m.AuthStatus))
 
 
+def usage() -> Call:
+    return Call("GET", "/v1/usage", _model(m.Usage))
+
+
 # Models
 def models() -> Call:
     return Call("GET", "/v1/models", _model(m.ModelList, "models"))
@@ -116,9 +120,11 @@ def filters(model_id: str, layer: str, format: Literal["png", "npy"] = "png") ->
     return Call("GET", _path("/v1/models/{}/layers/{}/filters", model_id, layer), _content, params={"format": format})
 
 
-def circuit(model_id: str, layer: str, channel: int, k: int = 8, format: Literal["json", "png"] = "json") -> Call:
+def circuit(model_id: str, layer: str, channel: int, k: int = 8, source: str | None = None,
+            format: Literal["json", "png"] = "json") -> Call:
+    """The `k` source units with the largest expanded weights into the unit; `source`: an earlier layer to read."""
     return Call("GET", _path("/v1/models/{}/layers/{}/units/{}/circuit", model_id, layer, channel), _view(m.Circuit),
-                params={"k": k, "format": format})
+                params=_query(k=k, source=source, format=format))
 
 
 # Forward views
@@ -151,14 +157,14 @@ def image(image_id: str) -> Call:
     return Call("GET", _path("/v1/images/{}", image_id), _content)
 
 
-def upload_dataset(source: str | Path | Iterable[str | Path]) -> Call:
-    """An archive (.zip, .tar, .tar.gz ...), a folder (its files), or a list of image files."""
+def upload_dataset(source: str | Path | Iterable[str | Path], name: str | None = None) -> Call:
+    """An archive (.zip, .tar, .tar.gz ...), a folder (its files), or a list of image files; `name` to show."""
     if isinstance(source, (str, Path)) and str(source).lower().endswith(ARCHIVES):
         files: Any = {"file": _file(source)}
     else:
         paths = sorted(p for p in Path(source).iterdir() if p.is_file()) if isinstance(source, (str, Path)) else source
         files = [("files", _file(path)) for path in paths]
-    return Call("POST", "/v1/datasets", _model(m.DatasetCreated), body={"files": files})
+    return Call("POST", "/v1/datasets", _model(m.DatasetCreated), body={"files": files, "data": _query(name=name)})
 
 
 def datasets() -> Call:

@@ -28,18 +28,21 @@ from convscope_client.errors import ConvscopeError
 
 EXIT_API, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
 IMAGE_ID = re.compile(r"[A-Za-z0-9_-]{8,128}")
+DATASET_IMAGE = re.compile(r"([A-Za-z0-9_-]{1,128}):(\d+)")
 
 
 class UsageError(Exception):
     pass
 
 
-def image_argument(value: str) -> str | Path:
-    """A file when one exists at `value`, else an image id (a word with no path in it)."""
+def image_argument(value: str) -> str | Path | tuple[str, int]:
+    """A file when one exists at `value`; else an image id (a word with no path in it) or `DATASET_ID:INDEX`."""
     if os.path.isfile(value):
         return Path(value)
     if IMAGE_ID.fullmatch(value):
         return value
+    if found := DATASET_IMAGE.fullmatch(value):
+        return found[1], int(found[2])
     raise UsageError(f"no such file: {value}")
 
 
@@ -173,7 +176,7 @@ def cmd_dataset(client: Client, args: argparse.Namespace) -> Any:
 
 
 def cmd_upload_dataset(client: Client, args: argparse.Namespace) -> Any:
-    return client.upload_dataset(args.paths[0] if len(args.paths) == 1 else [Path(p) for p in args.paths])
+    return client.upload_dataset(args.paths[0] if len(args.paths) == 1 else [Path(p) for p in args.paths], args.name)
 
 
 def cmd_delete_dataset(client: Client, args: argparse.Namespace) -> Any:
@@ -196,7 +199,7 @@ def lines(value: Any) -> list[str]:
         error = f"\t{value.error.code}: {value.error.message}" if value.error else ""
         return [f"{value.id}\t{value.kind}\t{value.status}\t{value.progress.step}/{value.progress.total}{error}"]
     if isinstance(value, (m.DatasetSummary, m.DatasetCreated)):
-        return [f"{value.id}\t{value.count}"]
+        return [f"{value.id}\t{value.count}\t{value.name}"]
     if isinstance(value, m.ImageInfo):
         return [f"{value.id}\t{value.width}x{value.height}\t{value.format}"]
     if isinstance(value, BaseModel):
@@ -212,9 +215,11 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     top.add_argument("--json", action="store_true", help="print one JSON document (machine output)")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)  # --json after the command too; SUPPRESS keeps the top's value
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
 
     def command(name: str, handler, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
+        p = sub.add_parser(name, help=help, description=help, parents=[common])
         p.set_defaults(handler=handler)
         return p
 
@@ -227,7 +232,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preprocess", type=json.loads, help="JSON: mean, std, scale, color, resize, crop")
     command("delete-model", cmd_delete_model, "delete an uploaded model").add_argument("model")
 
-    p = command("predict", cmd_predict, "top-k classes of an image (a file or an uploaded image id)")
+    p = command("predict", cmd_predict, "top-k classes of an image (a file, an uploaded image id, or DATASET_ID:INDEX)")
     p.add_argument("model")
     p.add_argument("image")
     p.add_argument("--top-k", type=int, default=5)
@@ -269,8 +274,9 @@ def parser() -> argparse.ArgumentParser:
     command("upload-image", cmd_upload_image, "upload an image; prints its id").add_argument("file")
     command("datasets", cmd_datasets, "your datasets")
     command("dataset", cmd_dataset, "one dataset with its images").add_argument("dataset")
-    command("upload-dataset", cmd_upload_dataset, "upload an archive, a folder or image files").add_argument(
-        "paths", nargs="+")
+    p = command("upload-dataset", cmd_upload_dataset, "upload an archive, a folder or image files; prints its id")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--name", help="display name (default: the file's)")
     command("delete-dataset", cmd_delete_dataset, "delete a dataset").add_argument("dataset")
     return top
 

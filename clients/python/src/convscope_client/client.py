@@ -90,6 +90,9 @@ class Client(_Base):
     def auth(self) -> m.AuthStatus:
         return self._do(calls.auth())
 
+    def usage(self) -> m.Usage:
+        return self._do(calls.usage())
+
     # Models
     def models(self) -> list[m.ModelInfo]:
         return self._do(calls.models())
@@ -107,8 +110,9 @@ class Client(_Base):
     def filters(self, model: str, layer: str, format: str = "png") -> bytes:
         return self._do(calls.filters(model, layer, format))
 
-    def circuit(self, model: str, layer: str, channel: int, k: int = 8, format: str = "json") -> m.Circuit | bytes:
-        return self._do(calls.circuit(model, layer, channel, k, format))
+    def circuit(self, model: str, layer: str, channel: int, k: int = 8, source: str | None = None,
+                format: str = "json") -> m.Circuit | bytes:
+        return self._do(calls.circuit(model, layer, channel, k, source, format))
 
     # Forward views
     def predict(self, model: str, image: ImageInput, top_k: int = 5) -> list[m.Prediction]:
@@ -128,8 +132,8 @@ class Client(_Base):
     def image(self, image_id: str) -> bytes:
         return self._do(calls.image(image_id))
 
-    def upload_dataset(self, source: Any) -> m.DatasetCreated:
-        return self._do(calls.upload_dataset(source))
+    def upload_dataset(self, source: Any, name: str | None = None) -> m.DatasetCreated:
+        return self._do(calls.upload_dataset(source, name))
 
     def datasets(self) -> list[m.DatasetSummary]:
         return self._do(calls.datasets())
@@ -166,10 +170,12 @@ class Client(_Base):
         """The job's events as they come, until its `end` (or until the stream closes)."""
         response = send(self.http, calls.events(job_id, last_event_id), self.policy, stream=True,
                         timeout=self.events_timeout)
-        with response:
+        try:
             parser = SSEParser()
             for line in response.iter_lines():
                 yield from parser.feed(line)
+        finally:
+            response.close()
 
     def wait(self, job_id: str, on_progress: ProgressCallback | None = None) -> m.Job:
         """Follow the job's events to its end: the finished Job, or `JobFailed` when it failed or was canceled."""
@@ -189,7 +195,10 @@ class Client(_Base):
             on_progress: ProgressCallback | None = None, **spec: Any) -> m.Job:
         """`submit` (same arguments) and `wait`: the finished Job; `JobFailed` (a ConvscopeError) when it fails."""
         job = self.submit(kind, model, image, **spec)
-        return self._ended(job) if job.ended else self.wait(job.id, on_progress)
+        if not job.ended:
+            return self.wait(job.id, on_progress)
+        Follower(on_progress).progress(job.progress.step, job.progress.total)  # answered from the result cache
+        return self._ended(job)
 
 
 class AsyncClient(_Base):
@@ -227,6 +236,9 @@ class AsyncClient(_Base):
     async def auth(self) -> m.AuthStatus:
         return await self._do(calls.auth())
 
+    async def usage(self) -> m.Usage:
+        return await self._do(calls.usage())
+
     # Models
     async def models(self) -> list[m.ModelInfo]:
         return await self._do(calls.models())
@@ -244,9 +256,9 @@ class AsyncClient(_Base):
     async def filters(self, model: str, layer: str, format: str = "png") -> bytes:
         return await self._do(calls.filters(model, layer, format))
 
-    async def circuit(self, model: str, layer: str, channel: int, k: int = 8,
+    async def circuit(self, model: str, layer: str, channel: int, k: int = 8, source: str | None = None,
                       format: str = "json") -> m.Circuit | bytes:
-        return await self._do(calls.circuit(model, layer, channel, k, format))
+        return await self._do(calls.circuit(model, layer, channel, k, source, format))
 
     # Forward views
     async def predict(self, model: str, image: ImageInput, top_k: int = 5) -> list[m.Prediction]:
@@ -267,8 +279,8 @@ class AsyncClient(_Base):
     async def image(self, image_id: str) -> bytes:
         return await self._do(calls.image(image_id))
 
-    async def upload_dataset(self, source: Any) -> m.DatasetCreated:
-        return await self._do(calls.upload_dataset(source))
+    async def upload_dataset(self, source: Any, name: str | None = None) -> m.DatasetCreated:
+        return await self._do(calls.upload_dataset(source, name))
 
     async def datasets(self) -> list[m.DatasetSummary]:
         return await self._do(calls.datasets())
@@ -329,4 +341,7 @@ class AsyncClient(_Base):
     async def run(self, kind: str, model: str, image: ImageInput | None = None, *,
                   on_progress: ProgressCallback | None = None, **spec: Any) -> m.AsyncJob:
         job = await self.submit(kind, model, image, **spec)
-        return self._ended(job) if job.ended else await self.wait(job.id, on_progress)
+        if not job.ended:
+            return await self.wait(job.id, on_progress)
+        Follower(on_progress).progress(job.progress.step, job.progress.total)
+        return self._ended(job)

@@ -55,6 +55,14 @@ class Layer(BaseModel):
     receptive_field: ReceptiveField
 
 
+class ModelCost(BaseModel):
+    """What one image costs at the model's input size."""
+
+    macs: int  # multiply-accumulates of its Conv, Gemm and MatMul nodes
+    flops: int
+    activation_bytes: int  # every tensor the graph computes for one image: a bound of a forward pass's memory
+
+
 class ModelInfo(BaseModel):
     id: str
     name: str
@@ -64,6 +72,8 @@ class ModelInfo(BaseModel):
     num_classes: int | None
     labels: list[str] | None = None
     layers: list[Layer] | None = None  # only from `model(id)`
+    uploaded_at: datetime | None = None  # None for built-in models
+    cost: ModelCost | None = None
 
 
 class ModelList(BaseModel):
@@ -71,17 +81,22 @@ class ModelList(BaseModel):
 
 
 class CircuitInput(BaseModel):
-    """A unit of the previous layer and its expanded weight window into the asked unit."""
+    """A unit of a source layer and its expanded weight window into the asked unit."""
 
     layer: str
     channel: int
+    origin: list[int]  # [y, x] of the window's top-left on the source layer's grid
     weight: float  # the window's sum
-    norm: float  # the window's L2 norm
+    norm: float  # the window's L2 norm, what inputs are ranked by
     weights: list[list[float]]  # kh × kw, signed
 
 
 class Circuit(BaseModel):
-    inputs: list[CircuitInput]
+    layer: str
+    channel: int
+    position: list[int]  # [y, x]: the unit's centre on its layer's grid
+    sources: list[str]  # the layers feeding it
+    inputs: list[CircuitInput]  # strongest first
 
 
 # Forward views
@@ -134,6 +149,7 @@ class Rejected(BaseModel):
 
 class DatasetCreated(BaseModel):
     id: str
+    name: str | None
     count: int
     rejected: list[Rejected]
 
@@ -147,6 +163,7 @@ class DatasetImage(BaseModel):
 
 class DatasetSummary(BaseModel):
     id: str
+    name: str | None
     count: int
     created_at: datetime
     expires_at: datetime
@@ -166,6 +183,29 @@ class AuthStatus(BaseModel):
     keys_required: bool
     key: Literal["not_needed", "missing", "valid", "invalid"]
     tenant: str | None = None
+
+
+class Held(BaseModel):
+    """One quota: how much the key holds now (bytes or a count), and the most it may."""
+
+    held: int
+    limit: int
+
+
+class Usage(BaseModel):
+    """What the caller's key holds against its limits."""
+
+    tenant: str | None
+    models: Held
+    model_bytes: Held
+    datasets: Held
+    dataset_bytes: Held
+    image_bytes: Held
+    job_bytes: Held
+    queued_jobs: Held
+    holds: Held
+    running_jobs: int
+    rate_limit_per_s: float | None
 
 
 # Jobs
@@ -190,6 +230,17 @@ class JobResult(BaseModel):
     metrics: dict[str, Any]
 
 
+class JobTiming(BaseModel):
+    """Where a job's time went, milliseconds; None where it has not got that far."""
+
+    queued: float | None = None  # submission until a worker claimed it
+    started: float | None = None  # claim until the method began
+    method: float | None = None
+    scoring: float | None = None  # faithfulness scores (`evaluate`)
+    stored: float | None = None  # artifacts encoded and stored
+    total: float | None = None  # submission until the end
+
+
 class Job(BaseModel):
     """A job as the service reports it; `artifact`, `array` and `image` read its files."""
 
@@ -206,6 +257,8 @@ class Job(BaseModel):
     events_token: str | None = None
     error: JobError | None = None
     result: JobResult | None = None
+    inputs: dict[str, Any] = {}  # what it read, by input name (an image as the SHA-256 of its file)
+    timing: JobTiming | None = None
     _client: Any = PrivateAttr(None)
 
     @property

@@ -7,6 +7,7 @@ import { state } from "../state.js";
 import { h, clear, field, errorBox, paramsForm, table, fmt } from "../ui.js";
 import { jobCard, showCard } from "../job_card.js";
 import { datasetLabel, datasetThumb } from "./datasets.js";
+import { unitCircuit } from "./units.js";
 
 export function mount(root) {
   const errors = errorBox();
@@ -122,7 +123,7 @@ export function mount(root) {
           table([{ label: "", value: (t) => datasetThumb(datasetId, t.image_index, t.name, 48) },
             { label: "image", value: (t) => t.name }, { label: "activation", value: (t) => fmt(t.activation, 3) },
             { label: "box", value: (t) => t.box.join(", ") }], entry.top)) : null),
-      h("div", { class: "actions" }, deconv, dream), results);
+      h("div", { class: "actions" }, deconv, dream), results, unitCircuit(job.params.layer, c));
     unit.scrollIntoView({ block: "nearest" });
   }
 

@@ -3,20 +3,49 @@
 import { api, parseNpy } from "../api.js";
 import { state, showPanel } from "../state.js";
 import { h, clear, field, errorBox, busy, table, fmt } from "../ui.js";
-import { blend, drawBox, gridCell, inputCanvas, mapCanvas, receptiveBox } from "../viz.js";
+import { blend, colour, drawBox, gridCell, inputCanvas, mapCanvas, receptiveBox } from "../viz.js";
 
 const SHOWN = 256; // channels drawn at first; the rest on request
+// What an op name means here, where the graph's own word misleads: ONNX writes ReLU6 as Clip, and an exporter folds
+// a BatchNorm into the convolution before it (the built-in model names such a Conv after its BatchNorm: `_bn0`).
+const OP_HINTS = {
+  Clip: "Clip(0, 6) = ReLU6: a ReLU capped at 6",
+  Conv: "a convolution; one named …_bn has its BatchNorm folded into its weights, so its output is already normalised",
+};
+
+// The colour scale of the grid: inferno from 0 (or the lowest value, when negative) to the highest value of each
+// tile, or of the whole layer. From 0, not from the tile's own lowest: a channel that is 6 everywhere (ReLU6
+// saturated) is bright, not a stretched picture of tiny differences.
+function legend(scale, lo, hi) {
+  const bar = h("canvas", { width: 120, height: 10, class: "legend-bar", "aria-hidden": "true" });
+  const ctx = bar.getContext("2d");
+  for (let x = 0; x < 120; x++) {
+    const [r, g, b] = colour(x / 119, "inferno");
+    ctx.fillStyle = `rgb(${r},${g},${b})`;
+    ctx.fillRect(x, 0, 1, 10);
+  }
+  const ends = scale === "layer" ? [fmt(lo, 3), fmt(hi, 3)] : ["0", "its max"];
+  return h("div", { class: "colour-legend", id: "layer-legend" },
+    h("span", {}, ends[0]), bar, h("span", {}, ends[1]),
+    h("span", { class: "notice" }, scale === "layer" ? " one scale for every channel of the layer" :
+      " each channel scaled to its own max: compare shapes, not brightness, between tiles"),
+    h("span", { class: "dead-key" }, h("span", { class: "swatch" }), " dead: grey, dashed"));
+}
 
 export function mount(root) {
   const errors = errorBox();
   const filter = h("input", { type: "search", id: "layer-filter", placeholder: "filter by name or op" });
   const spatialOnly = h("input", { type: "checkbox", id: "layer-spatial", checked: true });
-  const list = h("div", { class: "scroll", id: "layer-list" });
+  const list = h("div", { class: "scroll reflow", id: "layer-list" });
   const grid = h("div", { class: "channels", id: "channel-grid", role: "group", "aria-label": "channels" });
   const gridInfo = h("p", { class: "notice", "aria-live": "polite" });
   const enlarged = h("div", { id: "channel-view" });
   const filtersButton = h("button", { type: "button", class: "secondary", id: "show-filters" }, "Show this layer's filters");
   const filtersView = h("div", { id: "filters-view" });
+  const scale = h("select", { id: "layer-scale" }, h("option", { value: "channel" }, "each channel to its own max"),
+    h("option", { value: "layer" }, "one scale for the layer"));
+  const legendBox = h("div", {});
+  scale.addEventListener("change", () => maps && drawGrid(grid.childElementCount));
   let maps = null; // {shape:[C,H,W], data}
   let stats = null;
 
@@ -28,7 +57,7 @@ export function mount(root) {
       (!q || l.name.toLowerCase().includes(q) || l.op.toLowerCase().includes(q)));
     const t = table([
       { label: "Layer", value: (l) => h("code", {}, l.name) },
-      { label: "Op", value: (l) => l.op },
+      { label: "Op", value: (l) => OP_HINTS[l.op] ? h("abbr", { title: OP_HINTS[l.op] }, l.op === "Clip" ? "Clip (ReLU6)" : l.op) : l.op },
       { label: "Shape C×H×W", value: (l) => l.shape.join("×") },
       { label: "Receptive field", value: (l) => l.receptive_field ? `${l.receptive_field.size} px, stride ${l.receptive_field.stride}` : "—" },
     ], layers);
@@ -75,17 +104,30 @@ export function mount(root) {
     const dead = new Set(stats.dead_channels);
     const shown = Math.min(channels, limit);
     const buttons = [];
+    // lo..hi of values start..end (lo at most 0); a range of one value is drawn as its low end (all 0: black).
+    const range = (start, end) => {
+      let [lo, hi] = [0, -Infinity];
+      for (let i = start; i < end; i++) {
+        const v = maps.data[i];
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+      }
+      return { lo, hi: hi > lo ? hi : lo + 1 };
+    };
+    const layerRange = range(0, channels * rows * cols);
+    clear(legendBox, legend(scale.value, layerRange.lo, layerRange.hi));
     for (let c = 0; c < shown; c++) {
+      const scaled = scale.value === "layer" ? layerRange : range(c * rows * cols, (c + 1) * rows * cols);
       const button = h("button", { type: "button", class: dead.has(c) ? "dead" : "", "data-channel": c, "aria-pressed": "false",
         "aria-label": `channel ${c}${dead.has(c) ? " (dead)" : ""}, max ${fmt(stats.max[c])}` },
-      mapCanvas(maps.data, rows, cols, { offset: c * rows * cols, map: "inferno" }), h("span", {}, c));
+      mapCanvas(maps.data, rows, cols, { offset: c * rows * cols, map: "inferno", ...scaled }), h("span", {}, c));
       button.addEventListener("click", () => state.set("channel", c));
       buttons.push(button);
     }
     clear(grid, buttons);
     const more = channels > shown ? h("button", { type: "button", class: "secondary" }, `show all ${channels}`) : null;
     if (more) more.addEventListener("click", () => drawGrid(channels));
-    clear(gridInfo, `${channels} channels of ${rows}×${cols}; ${dead.size} dead (never positive on this image), marked red. ` +
+    clear(gridInfo, `${channels} channels of ${rows}×${cols}; ${dead.size} dead (never positive on this image), drawn grey with a dashed border. ` +
       "Click a channel to enlarge it.", more ? " " : "", more);
     if (state.get("channel") !== null && state.get("channel") < channels) showChannel(state.get("channel"));
   }
@@ -110,7 +152,7 @@ export function mount(root) {
       if (!layer.receptive_field) return;
       const box = receptiveBox(layer.receptive_field, y, x);
       drawBox(overlay, box);
-      unitInfo.textContent = `unit (${y}, ${x}) = ${fmt(value, 4)}: sees input pixels x ${box[0]}…${box[2] - 1}, y ${box[1]}…${box[3] - 1} ` +
+      unitInfo.textContent = `unit at (row ${y}, column ${x}) = ${fmt(value, 4)}: sees input pixels x ${box[0]}…${box[2] - 1}, y ${box[1]}…${box[3] - 1} ` +
         `(${layer.receptive_field.size} px field, stride ${layer.receptive_field.stride})`;
     });
     const featureVis = h("button", { type: "button", class: "secondary", id: "channel-feature-vis" }, "Feature visualization of this channel");
@@ -141,11 +183,12 @@ export function mount(root) {
   spatialOnly.addEventListener("change", renderList);
   root.append(
     h("h2", {}, "Layers"),
-    h("p", { class: "intro" }, "What each layer computes on the current image. Receptive fields are in the model's input pixels."),
+    h("p", { class: "intro" }, "What each layer computes on the current image. Receptive fields are in the model's input pixels. " +
+      "Clip is ReLU6 (a ReLU capped at 6); a Conv named …_bn has its BatchNorm folded into its weights by the export."),
     h("div", { class: "row" },
       h("div", { class: "card grow" }, h("div", { class: "actions" }, field("Filter", filter),
         h("label", {}, spatialOnly, " spatial layers only")), list),
-      h("div", { class: "card grow" }, h("h3", {}, "Activations"), gridInfo, grid, errors,
+      h("div", { class: "card grow" }, h("h3", {}, "Activations"), field("colour scale", scale), legendBox, gridInfo, grid, errors,
         h("div", { class: "actions" }, filtersButton), filtersView)),
     h("div", { class: "card" }, enlarged));
   state.on("model", renderList);

@@ -1,12 +1,12 @@
 // 1. Models: the list, one model's details, upload (ONNX + labels + preprocessing) and delete.
 import { api } from "../api.js";
 import { state } from "../state.js";
-import { h, clear, field, errorBox, busy, table } from "../ui.js";
+import { h, clear, field, errorBox, busy, table, when } from "../ui.js";
 
 const PREPROCESS_EXAMPLE = '{"mean":[0.485,0.456,0.406],"std":[0.229,0.224,0.225],"resize":256,"crop":true}';
 
 export function mount(root) {
-  const list = h("div", { class: "scroll", id: "models-list" });
+  const list = h("div", { class: "scroll reflow", id: "models-list" });
   const details = h("div", { id: "model-details" });
   const listErrors = errorBox();
 
@@ -52,9 +52,8 @@ export function mount(root) {
       const { models } = await api.models();
       const current = state.get("model")?.id;
       const rows = table([
-        { label: "Name", value: (m) => m.name },
-        { label: "Id", value: (m) => h("code", {}, m.id) },
-        { label: "Source", value: (m) => m.source },
+        { label: "Name", value: (m) => [m.name, h("br"), h("code", {}, m.id)] },
+        { label: "Uploaded", value: (m) => m.source === "upload" ? h("time", { datetime: m.uploaded_at }, when(m.uploaded_at)) : "built in" },
         { label: "Input", value: (m) => `${m.input.channels}×${m.input.height}×${m.input.width}${m.input.dynamic_size ? " (any size)" : ""}` },
         { label: "Classes", value: (m) => m.num_classes ?? "none (backbone)" },
         { label: "", value: (m) => m.source === "upload" ? deleteButton(m) : "" },

@@ -1,0 +1,271 @@
+"""A perf_analyzer-style sweep of the forward views, next to the bare ONNX Runtime ceiling measured in the same run.
+
+For predict, activations (JSON statistics of a middle layer) and occlusion (patch 112, stride 56: ten forward passes,
+so that 32 clients finish within a window), at each concurrency of `--levels` (1, 2, 4, 8, 16, 32): closed-loop
+clients on keep-alive HTTP/1.1 connections (each sends its next request when the last is answered) for a warm-up,
+then a window of `--seconds`; the requests that end in the window count: requests/s, p50/p90/p95/p99 latency, and
+the server's own split read from each answer's `Server-Timing` (`queue`, and `compute` = decode + forward + encode,
+medians), so that waiting is told from computing and server time from the client and network.
+
+The ceiling: the API's forward runs at once (`forward_batch_instances`; one per core), each run back to back in bare
+ONNX Runtime with the API's thread settings and batch size (no HTTP, JSON or Python around them), in this process,
+before and after the sweep (their mean is the ceiling; both are printed, since a shared machine drifts). For
+occlusion, images/s over its passes. Each level's requests/s is given as a fraction of it; the one-client p50 also
+against one bare forward (what a request costs at the least).
+
+Without `--url`, the service is started as `scripts/run.sh` starts it (`python -m service.cli serve`, with the data
+dir already set up; no workers, the sweep needs none) on a spare port, under a Redis key prefix of its own deleted
+at the end. From that cold start it also measures: the time until `/readyz` is 200, the first predict after it (a new
+image) against warm predicts of new images, the first activations of a layer against warm ones, and 32 clients of
+predict started at once on the barely used server (the start-of-load tail: p99 over p50).
+
+Writes its figures to bench/RESULTS.md (`bench/results.py`: date, command, commit and machine) unless `--no-record`.
+
+Usage: python -m bench.serve [--url http://127.0.0.1:8000] [--seconds 5] [--warmup 1] [--levels 1,2,4,8,16,32]
+                             [--views predict,activations,occlusion] [--no-record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import results  # noqa: E402
+from bench.cleanup import delete_run  # noqa: E402
+from bench.forward import _post, ceiling, free_port, variants  # noqa: E402
+from bench.timing import Lean, median_s  # noqa: E402
+from core import preprocessing  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from core.stores.models import ModelStore  # noqa: E402
+from models import forward, runtimes  # noqa: E402
+from models.builtin import BUILTIN_ID  # noqa: E402
+
+OCCLUSION = {"patch": 112, "stride": 56, "format": "json"}
+
+
+def server_timing(header: str | None) -> dict[str, float]:
+    """`queue;dur=0.2, decode;dur=0.5, …` → {phase: ms}."""
+    phases = {}
+    for part in (header or "").split(","):
+        name, _, rest = part.strip().partition(";dur=")
+        if rest:
+            phases[name] = float(rest)
+    return phases
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+async def sweep_level(port: int, path: str, body: bytes, clients: int, seconds: float, warmup: float) -> dict:
+    """`clients` closed-loop clients for `warmup` + `seconds`; figures of the requests that ended in the window."""
+    begin = time.perf_counter() + warmup
+    end = begin + seconds
+    done: list[tuple[float, float, int, dict]] = []  # (start, end, status, server phases)
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while (start := time.perf_counter()) < end:
+                status, headers = await _post(reader, writer, path, body)
+                done.append((start, time.perf_counter(), status, server_timing(headers.get("server-timing"))))
+                if status in (429, 503):
+                    await asyncio.sleep(float(headers.get("retry-after", 1)))
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    window = [d for d in done if begin <= d[1] <= end]
+    ok = [d for d in window if d[2] == 200]
+    latency = [(e - s) * 1000 for s, e, _, _ in ok]
+    queue = [p.get("queue", 0.0) for *_, p in ok]
+    compute = [p.get("decode", 0.0) + p.get("forward", 0.0) + p.get("encode", 0.0) for *_, p in ok]
+    return {"clients": clients, "rps": len(ok) / seconds, "ok": len(ok), "errors": len(window) - len(ok),
+            "p50": pct(latency, 50), "p90": pct(latency, 90), "p95": pct(latency, 95), "p99": pct(latency, 99),
+            "queue": pct(queue, 50), "compute": pct(compute, 50)}
+
+
+class Bare:
+    """The views' work in bare ONNX Runtime in this process: the API's thread count and batch sizes, no batcher."""
+
+    def __init__(self, settings: Settings, layer: str):
+        store = ModelStore(settings.data_dir)
+        self.record = store.get(BUILTIN_ID)
+        self.rt = runtimes.Runtimes(store, settings).get(self.record)
+        self.layer = layer
+        import skimage.data
+        from PIL import Image
+
+        self.photo = Image.fromarray(skimage.data.chelsea())
+        self.x = preprocessing.to_tensor(preprocessing.fit(self.photo, self.record), self.record)
+        self.target = int(np.argmax(self.rt.logits(self.x)[0]))
+        self.passes = len(forward.occlusion_positions(224, OCCLUSION["patch"], OCCLUSION["stride"])) ** 2 + 1
+        self.rows = {"predict": self.rt.measure("plain", self.rt.plain, [self.record.logits_name], self.x)}
+        session, variant = self.rt.upto(layer)
+        self.rows["activations"] = self.rt.measure(variant, session, [layer], self.x)
+        self.rows["occlusion"] = self.rows["predict"]
+
+    def one(self, view: str) -> float:
+        """ms of one request's forward work, bare (median of 10)."""
+        calls = {"predict": lambda: self.rt.logits(self.x), "activations": lambda: self.rt.layer(self.x, self.layer),
+                 "occlusion": lambda: forward.occlusion(self.rt, self.x, self.target, OCCLUSION["patch"],
+                                                        OCCLUSION["stride"], "mean", 32)}
+        return 1000 * median_s(calls[view], 10 if view != "occlusion" else 3)
+
+    def ceiling(self, view: str, seconds: float = 3.0) -> float:
+        """Requests/s at most: the API's runs at once, back to back (for occlusion, images/s over its passes)."""
+        slots = runtimes.run_slots(self.rt.settings)
+        xs = np.repeat(self.x, self.rows[view], axis=0)
+        if view == "activations":
+            return ceiling(lambda: len(self.rt.layer(xs, self.layer)), slots, seconds)
+        images = ceiling(lambda: len(self.rt.logits(xs)), slots, seconds)
+        return images / self.passes if view == "occlusion" else images
+
+
+def start_server(settings: Settings) -> tuple[subprocess.Popen, int, dict, float]:
+    """The API as scripts/run.sh serves it, on a spare port and a key prefix of its own; (process, port, env, start)."""
+    port = free_port()
+    env = {**os.environ, "CONVSCOPE_PORT": str(port), "CONVSCOPE_LOG_LEVEL": "WARNING",
+           "CONVSCOPE_REDIS_PREFIX": f"bench-serve-{port}:"}
+    started = time.perf_counter()
+    server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env)
+    return server, port, env, started
+
+
+def wait_until(client: httpx.Client, path: str, seconds: float = 300) -> tuple[float, float]:
+    """Seconds until `path` answers (any status), then until it is 200."""
+    start, answered = time.perf_counter(), None
+    while time.perf_counter() - start < seconds:
+        try:
+            if client.get(path).status_code == 200:
+                return (answered or time.perf_counter()) - start, time.perf_counter() - start
+            answered = answered or time.perf_counter()
+        except httpx.TransportError:
+            pass
+        time.sleep(0.02)
+    raise TimeoutError(f"{path} not 200 after {seconds} s")
+
+
+def cold_start(lean: Lean, client: httpx.Client, photo, layer: str, url: str, lines: list[str]) -> None:
+    """First predict (a new image) and first activations of a layer, each against the median of 5 warm ones."""
+    def upload(data: bytes) -> str:
+        return client.post("/v1/images", files={"file": ("v.png", data, "image/png")}).json()["id"]
+
+    fresh = [upload(v) for v in variants(photo, 7, 3)]
+
+    def timed(view: str, body: dict) -> tuple[float, dict]:
+        start = time.perf_counter()
+        status, _ = lean.post(f"{url}/{view}", body)
+        took = (time.perf_counter() - start) * 1000
+        assert status == 200, status
+        return took, {}
+
+    first_predict, _ = timed("predict", {"image": {"id": fresh[0]}})
+    first_layer, _ = timed("activations", {"image": {"id": fresh[0]}, "layer": layer, "format": "png"})
+    warm_predict = statistics.median(timed("predict", {"image": {"id": i}})[0] for i in fresh[1:6])
+    warm_layer = statistics.median(timed("activations", {"image": {"id": fresh[0]}, "layer": layer, "format": "png"})[0]
+                                   for _ in range(5))
+    lines.append(f"first predict after ready (new image) {first_predict:.1f} ms, warm (new images, median of 5) "
+                 f"{warm_predict:.1f} ms: {first_predict / warm_predict:.2f}×")
+    lines.append(f"first activations PNG of {layer} {first_layer:.1f} ms, warm (median of 5) {warm_layer:.1f} ms: "
+                 f"{first_layer / warm_layer:.2f}×")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", default=None, help="a running service (else one is started, and its cold start timed)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measurement window per level")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of load before each window")
+    parser.add_argument("--levels", default="1,2,4,8,16,32")
+    parser.add_argument("--views", default="predict,activations,occlusion")
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    levels = [int(n) for n in args.levels.split(",")]
+    views = args.views.split(",")
+    settings = Settings()
+    names = [layer.name for layer in ModelStore(settings.data_dir).get(BUILTIN_ID).layers]
+    layer = names[len(names) // 2]
+    load_before = os.getloadavg()
+    bare = Bare(settings, layer)
+    ceilings = {view: [bare.ceiling(view)] for view in views}
+    one = {view: bare.one(view) for view in views}
+    lines: list[str] = []
+    server = env = None
+    try:
+        if args.url is None:
+            server, port, env, _ = start_server(settings)
+            base = f"http://127.0.0.1:{port}"
+        else:
+            base, port = args.url.rstrip("/"), int(args.url.rsplit(":", 1)[1].strip("/"))
+        with httpx.Client(base_url=base, timeout=120) as client:
+            if server is not None:
+                alive, ready = wait_until(client, "/readyz")
+                lines.append(f"cold start: /healthz answered and /readyz 503 after {alive:.2f} s, /readyz 200 after "
+                             f"{ready:.2f} s (process start to ready; the built-in model's session built and measured)")
+            buf = io.BytesIO()
+            bare.photo.save(buf, format="PNG")
+            image_id = client.post("/v1/images", files={"file": ("c.png", buf.getvalue(), "image/png")}).json()["id"]
+            url = f"/v1/models/{BUILTIN_ID}"
+            lean = Lean(port)
+            bodies = {"predict": {"image": {"id": image_id}},
+                      "activations": {"image": {"id": image_id}, "layer": layer, "format": "json"},
+                      "occlusion": {"image": {"id": image_id}, **OCCLUSION}}
+            if server is not None:
+                cold_start(lean, client, bare.photo, layer, url, lines)
+                tail = asyncio.run(sweep_level(port, f"{url}/predict", json.dumps(bodies["predict"]).encode(), 32,
+                                               args.seconds, 0.0))
+                lines.append(f"32 clients of predict from a barely used server, no warm-up, {args.seconds:g} s: "
+                             f"{tail['rps']:.1f} req/s, p50 {tail['p50']:.0f} ms, p99 {tail['p99']:.0f} ms, "
+                             f"p99/p50 {tail['p99'] / tail['p50']:.2f}, errors {tail['errors']}")
+            table = {view: [asyncio.run(sweep_level(port, f"{url}/{view}", json.dumps(bodies[view]).encode(), n,
+                                                    args.seconds, args.warmup)) for n in levels] for view in views}
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait()
+            delete_run(settings.redis_url, env["CONVSCOPE_REDIS_PREFIX"])
+    for view in views:
+        ceilings[view].append(bare.ceiling(view))
+    load_after = os.getloadavg()
+
+    head = (f"built-in model {BUILTIN_ID} 224×224, ONNX Runtime CPU, intra threads "
+            f"{runtimes.ort_threads(settings.ort_intra_threads)}, runs at once {runtimes.run_slots(settings)}; "
+            f"activations: JSON of {layer}; occlusion: patch {OCCLUSION['patch']} stride {OCCLUSION['stride']} "
+            f"({bare.passes} passes); windows of {args.seconds:g} s after {args.warmup:g} s of warm-up; load average "
+            f"before {load_before[0]:.2f}, after {load_after[0]:.2f} (other work on this machine)")
+    out = [head, *lines, ""]
+    out.append(f"{'view':12} {'clients':>7} {'req/s':>7} {'× ceil':>7} {'p50':>7} {'p90':>7} {'p95':>7} {'p99':>7} "
+               f"{'p99/p50':>7} {'queue':>7} {'compute':>7} {'errors':>6}")
+    for view in views:
+        most = statistics.mean(ceilings[view])
+        for row in table[view]:
+            out.append(f"{view:12} {row['clients']:>7} {row['rps']:7.1f} {row['rps'] / most:7.2f} {row['p50']:7.1f} "
+                       f"{row['p90']:7.1f} {row['p95']:7.1f} {row['p99']:7.1f} {row['p99'] / row['p50']:7.2f} "
+                       f"{row['queue']:7.1f} {row['compute']:7.1f} {row['errors']:>6}")
+        first = table[view][0]
+        out.append(f"{view:12} bare ORT: one request's forward {one[view]:.1f} ms (1 client p50 {first['p50']:.1f} ms, "
+                   f"{first['p50'] / one[view]:.2f}×); ceiling {most:.1f} req/s (before {ceilings[view][0]:.1f}, "
+                   f"after {ceilings[view][1]:.1f}; {bare.rows[view]} images per run)")
+    out.append("latency ms at the client; queue and compute: medians of the server's Server-Timing (compute = decode "
+               "+ forward + encode); × ceil: req/s over the bare-ORT ceiling")
+    print("\n".join(out))
+    if not args.no_record:
+        results.record("Forward views under load: bench/serve.py", out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""A time limit on ONNX Runtime runs: `RunOptions.terminate`, set by one watchdog thread when a run's time is up.
+
+ONNX Runtime checks `terminate` between ops and ends the run with an error; the session is not harmed, and the next
+run (with its own `RunOptions`) goes on as usual. One daemon thread keeps the deadlines of the runs under way in a
+heap, so a run costs a heap push and pop, not a thread of its own.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from contextlib import contextmanager
+
+import numpy as np
+
+from core.errors import Unavailable
+
+RETRY_AFTER_S = 5
+
+
+class ForwardTimeout(Unavailable):
+    """503 `forward_timeout`: a forward run took longer than its limit and was stopped."""
+
+    code = "forward_timeout"
+
+
+class Watchdog:
+    """Sets `terminate` on the `RunOptions` of runs past their deadline (`time.monotonic` seconds)."""
+
+    def __init__(self):
+        self._heap: list[tuple[float, int, object]] = []
+        self._cond = threading.Condition()
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def limit(self, seconds: float):
+        """`RunOptions` for one run that the watchdog terminates after `seconds`."""
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        entry = (time.monotonic() + seconds, next(self._ids), options)
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="forward-watchdog", daemon=True)
+                self._thread.start()
+            heapq.heappush(self._heap, entry)
+            self._cond.notify()
+        try:
+            yield options
+        finally:
+            with self._cond:
+                try:
+                    self._heap.remove(entry)
+                    heapq.heapify(self._heap)
+                except ValueError:  # the watchdog took it: the run was terminated
+                    pass
+
+    def _watch(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                deadline, _, options = self._heap[0]
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                heapq.heappop(self._heap)
+            options.terminate = True
+
+
+WATCHDOG = Watchdog()
+
+
+class Limited:
+    """A session whose `run` stops after `seconds` with `ForwardTimeout`; anything else it passes to the session
+    (so the batcher and callers see a session)."""
+
+    def __init__(self, session, seconds: float, watchdog: Watchdog = WATCHDOG):
+        self.session, self.seconds, self.watchdog = session, seconds, watchdog
+
+    def run(self, outputs, feeds, run_options=None) -> list[np.ndarray]:
+        with self.watchdog.limit(self.seconds) as options:
+            try:
+                return self.session.run(outputs, feeds, options)
+            except Exception as exc:
+                if not options.terminate:
+                    raise
+                raise ForwardTimeout(f"the model's forward pass took longer than {self.seconds:g} s and was "
+                                     "stopped; try a smaller input or a lighter model", retry_after=RETRY_AFTER_S,
+                                     details={"limit_s": self.seconds}) from exc
+
+    def __getattr__(self, name: str):
+        return getattr(self.session, name)

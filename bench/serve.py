@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from bench import results  # noqa: E402
 from bench.cleanup import delete_run  # noqa: E402
 from bench.forward import _post, ceiling, free_port, variants  # noqa: E402
-from bench.timing import Lean, median_s  # noqa: E402
+from bench.timing import median_s  # noqa: E402
 from core import preprocessing  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.stores.models import ModelStore  # noqa: E402
@@ -160,29 +160,41 @@ def wait_until(client: httpx.Client, path: str, seconds: float = 300) -> tuple[f
     raise TimeoutError(f"{path} not 200 after {seconds} s")
 
 
-def cold_start(lean: Lean, client: httpx.Client, photo, layer: str, url: str, lines: list[str]) -> None:
+def one_request(port: int, path: str, body: dict) -> tuple[float, dict]:
+    """(ms at the client, Server-Timing phases) of one POST on a fresh keep-alive connection."""
+    async def call():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            start = time.perf_counter()
+            status, headers = await _post(reader, writer, path, json.dumps(body).encode())
+            took = (time.perf_counter() - start) * 1000
+        finally:
+            writer.close()
+        assert status == 200, status
+        return took, server_timing(headers.get("server-timing"))
+    return asyncio.run(call())
+
+
+def cold_start(port: int, client: httpx.Client, photo, layer: str, url: str, lines: list[str]) -> None:
     """First predict (a new image) and first activations of a layer, each against the median of 5 warm ones."""
     def upload(data: bytes) -> str:
         return client.post("/v1/images", files={"file": ("v.png", data, "image/png")}).json()["id"]
 
+    def split(phases: dict) -> str:
+        return ", ".join(f"{name} {ms:.1f}" for name, ms in phases.items())
+
     fresh = [upload(v) for v in variants(photo, 7, 3)]
-
-    def timed(view: str, body: dict) -> tuple[float, dict]:
-        start = time.perf_counter()
-        status, _ = lean.post(f"{url}/{view}", body)
-        took = (time.perf_counter() - start) * 1000
-        assert status == 200, status
-        return took, {}
-
-    first_predict, _ = timed("predict", {"image": {"id": fresh[0]}})
-    first_layer, _ = timed("activations", {"image": {"id": fresh[0]}, "layer": layer, "format": "png"})
-    warm_predict = statistics.median(timed("predict", {"image": {"id": i}})[0] for i in fresh[1:6])
-    warm_layer = statistics.median(timed("activations", {"image": {"id": fresh[0]}, "layer": layer, "format": "png"})[0]
-                                   for _ in range(5))
-    lines.append(f"first predict after ready (new image) {first_predict:.1f} ms, warm (new images, median of 5) "
-                 f"{warm_predict:.1f} ms: {first_predict / warm_predict:.2f}×")
-    lines.append(f"first activations PNG of {layer} {first_layer:.1f} ms, warm (median of 5) {warm_layer:.1f} ms: "
-                 f"{first_layer / warm_layer:.2f}×")
+    activations = {"image": {"id": fresh[0]}, "layer": layer, "format": "png"}
+    first_predict = one_request(port, f"{url}/predict", {"image": {"id": fresh[0]}})
+    first_layer = one_request(port, f"{url}/activations", activations)
+    warm_predicts = [one_request(port, f"{url}/predict", {"image": {"id": i}}) for i in fresh[1:6]]
+    warm_layers = [one_request(port, f"{url}/activations", activations) for _ in range(5)]
+    warm_predict = statistics.median(ms for ms, _ in warm_predicts)
+    warm_layer = statistics.median(ms for ms, _ in warm_layers)
+    lines.append(f"first predict after ready (new image) {first_predict[0]:.1f} ms [{split(first_predict[1])}], warm "
+                 f"(new images, median of 5) {warm_predict:.1f} ms: {first_predict[0] / warm_predict:.2f}×")
+    lines.append(f"first activations PNG of {layer} {first_layer[0]:.1f} ms [{split(first_layer[1])}], warm (median "
+                 f"of 5) {warm_layer:.1f} ms [last: {split(warm_layers[-1][1])}]: {first_layer[0] / warm_layer:.2f}×")
 
 
 def main() -> None:
@@ -220,12 +232,11 @@ def main() -> None:
             bare.photo.save(buf, format="PNG")
             image_id = client.post("/v1/images", files={"file": ("c.png", buf.getvalue(), "image/png")}).json()["id"]
             url = f"/v1/models/{BUILTIN_ID}"
-            lean = Lean(port)
             bodies = {"predict": {"image": {"id": image_id}},
                       "activations": {"image": {"id": image_id}, "layer": layer, "format": "json"},
                       "occlusion": {"image": {"id": image_id}, **OCCLUSION}}
             if server is not None:
-                cold_start(lean, client, bare.photo, layer, url, lines)
+                cold_start(port, client, bare.photo, layer, url, lines)
                 tail = asyncio.run(sweep_level(port, f"{url}/predict", json.dumps(bodies["predict"]).encode(), 32,
                                                args.seconds, 0.0))
                 lines.append(f"32 clients of predict from a barely used server, no warm-up, {args.seconds:g} s: "

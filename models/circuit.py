@@ -190,6 +190,17 @@ class WeightGraph:
                 counts[name] = counts.get(name, 0) + 1
         return counts
 
+    @cached_property
+    def _producer(self) -> dict[str, onnx.NodeProto]:
+        return {o: node for node in self.nodes for o in node.output}
+
+    def _constant(self, name: str) -> np.ndarray | None:
+        """A constant input (weights, a scale), also when given through `Identity` or `Cast` of one."""
+        while name not in self.constants and name in self._producer and self._producer[name].op_type in ("Identity", "Cast"):
+            name = self._producer[name].input[0]
+        value = self.constants.get(name)
+        return None if value is None else np.asarray(value, np.float32)
+
     def _data(self, name: str) -> bool:
         """A tensor that carries the image (4-D, not a constant)."""
         return name not in self.constants and len(self.shapes.get(name, ())) == 4
@@ -228,7 +239,10 @@ class WeightGraph:
         if op == "Conv":
             return [(node.input[0], self._conv(node, g))]
         if op == "BatchNormalization":
-            scale, _, _, var = (self.constants[n] for n in node.input[1:5])
+            scale, _, _, var = (self._constant(n) for n in node.input[1:5])
+            if scale is None or var is None:
+                raise CircuitUnsupported(f"the statistics of BatchNormalization {node.name or node.output[0]!r} "
+                                         "are not constants")
             factor = scale / np.sqrt(var + float(_attrs(node).get("epsilon", 1e-5)))
             return [(node.input[0], Window(g.values * factor[:, None, None].astype(np.float32), g.top, g.left))]
         if op in ("Add", "Sum", "Sub"):
@@ -238,7 +252,7 @@ class WeightGraph:
                                              f"{list(self.shapes[name])}: not a sum of feature maps")
             return [(name, g if op != "Sub" or name == node.input[0] else Window(-g.values, g.top, g.left))
                     for name in data]
-        if op in ("Mul", "Div") and len(data) == 1:
+        if op in ("Mul", "Div") and len(data) == 1 and (op == "Mul" or node.input[0] == data[0]):
             return [(data[0], self._scaled(node, g, data[0]))]
         if op in ("AveragePool", "MaxPool"):
             return [(node.input[0], self._pool(node, g))]
@@ -254,10 +268,9 @@ class WeightGraph:
     def _conv(self, node: onnx.NodeProto, g: Window) -> Window:
         """The transpose of a convolution on a window: input[i, y·s − p + u·d] += W[o, i, u] · g[o, y]."""
         attrs = _attrs(node)
-        weights = self.constants.get(node.input[1])
+        weights = self._constant(node.input[1])
         if weights is None:
             raise CircuitUnsupported(f"the weights of Conv {node.name or node.output[0]!r} are not constants")
-        weights = np.asarray(weights, np.float32)
         out_ch, in_per_group, kh, kw = weights.shape
         groups = int(attrs.get("group", 1))
         (sy, sx), (dy, dx) = attrs.get("strides", [1, 1]), attrs.get("dilations", [1, 1])
@@ -292,11 +305,10 @@ class WeightGraph:
 
     def _scaled(self, node: onnx.NodeProto, g: Window, data: str) -> Window:
         other = next(n for n in node.input if n != data)
-        factor = self.constants.get(other)
+        factor = self._constant(other)
         if factor is None:
             raise CircuitUnsupported(f"{node.op_type} {node.name or node.output[0]!r} multiplies two feature maps "
                                      "(a gate): not linear")
-        factor = np.asarray(factor, np.float32)
         if node.op_type == "Div":
             factor = 1.0 / factor
         if factor.size == 1:

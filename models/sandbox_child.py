@@ -1,9 +1,10 @@
 """The child side of the analysis sandbox (`python -m models.sandbox_child`, started by `models.sandbox`).
 
-It caps its own address space and CPU time before importing anything heavy, reads the model from
-stdin, runs `models.analysis.analyse` (the probe, the torch twin, the equivalence check) and writes
-one JSON line to its original stdout. Only this process ever imports torch for an upload: the API
-process that starts it does not.
+It caps its own address space and CPU time and isolates itself (`models.isolation`: no network, nobody where it
+can) before importing anything heavy, reads the model from stdin, runs `models.analysis.analyse` (the probe, the
+torch twin, the equivalence check) and writes one JSON line to its original stdout, with what isolation the
+platform gave. Only this process ever imports torch for an upload: the API process that starts it does not.
+With `"check": true` in its config it reads no model and reports what it can reach instead (`check`).
 """
 
 from __future__ import annotations
@@ -12,36 +13,30 @@ import json
 import logging
 import os
 import resource
-import signal
+import socket
 import sys
+import sysconfig
 
-from models.validate import Limits, ModelRejected
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this process when the API that started it dies (no orphaned analyses)."""
-    parent = os.getppid()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before the call
-        os._exit(1)
+from models.isolation import isolate  # standard library only: nothing of numpy, onnx or torch before isolating
 
 
 def _child(config: dict) -> int:
-    """Child side: cap resources, read the model from stdin, write one JSON line to the real stdout."""
-    _die_with_parent()
+    """Child side: cap resources, isolate, read the model from stdin, write one JSON line to the real stdout."""
     memory = int(config["memory_bytes"])
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     cpu = int(config["time_s"] * max(config["threads"], 1)) + 10
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    paths = sysconfig.get_paths()
+    isolation = isolate([paths["stdlib"], paths["platstdlib"], paths["purelib"], paths["platlib"], os.getcwd()])
     result_fd = os.dup(1)
     os.dup2(2, 1)  # anything a library prints goes to stderr, never into the result
     logging.basicConfig(level="INFO", stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    if config.get("check"):
+        return _reply(result_fd, {"ok": True, "check": check(), "isolation": isolation.as_dict()})
     data = sys.stdin.buffer.read()
+    from models.validate import Limits, ModelRejected
+
     try:
         from models.analysis import analyse as run_analysis  # after the limits are set
 
@@ -61,9 +56,25 @@ def _child(config: dict) -> int:
         else:
             reply = {"ok": False, "error": {"code": "analysis_failed",
                                             "message": f"the model could not be analysed: {text}"}}
-    with os.fdopen(result_fd, "w") as out:
+    reply["isolation"] = isolation.as_dict()
+    return _reply(result_fd, reply)
+
+
+def _reply(fd: int, reply: dict) -> int:
+    with os.fdopen(fd, "w") as out:
         out.write(json.dumps(reply) + "\n")
     return 0
+
+
+def check(host: str = "127.0.0.1", port: int = 6379) -> dict:
+    """What this process sees once isolated: its user, its environment's names, and whether it can open a TCP
+    connection to `host:port` (the default Redis)."""
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            reached = "connected"
+    except OSError as exc:
+        reached = f"refused: {exc}"
+    return {"uid": os.getuid(), "environment": sorted(os.environ), f"tcp {host}:{port}": reached}
 
 
 if __name__ == "__main__":

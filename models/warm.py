@@ -78,9 +78,10 @@ class Warmer:
     sessions, each when it fits the budget. Every session warmed goes into `warmed` as (model id, variant, seconds)."""
 
     def __init__(self, runtimes: Runtimes, store: ModelStore, recent: RecentSessions,
-                 first: list[tuple[str, str]] | None = None):
+                 first: list[tuple[str, str]] | None = None, prepare: Callable[[], object] | None = None):
         assert runtimes.background is not None, "warming runs on the runtimes' background thread"
         self.runtimes, self.store, self.recent, self.first = runtimes, store, recent, first
+        self.prepare = prepare  # anything else a first request would pay for (imports, tables), run first
         self.ready = threading.Event()
         self.warmed: list[tuple[str, str, float]] = []
 
@@ -89,6 +90,8 @@ class Warmer:
 
     def _start(self) -> None:
         try:
+            if self.prepare is not None:
+                self.prepare()
             if self.first is None:
                 self.first = [(record.id, variant) for record in self.store.list() if record.source == "builtin"
                               for variant in ("plain", "probe")]

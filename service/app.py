@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core import logs
+from core import logs, render
 from core.errors import ConvscopeError, error_body
 from core.images import InputCache
 from core.jobs.store import JobStore
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                             background=True, used=recent, time_limit_s=settings.forward_time_limit_s)
         recent.submit = runtimes.background.submit
         # Sessions warm on a background thread: /healthz answers at once, /readyz once the built-in model's is warm.
-        warmer = Warmer(runtimes, store, recent)
+        warmer = Warmer(runtimes, store, recent, prepare=first_request_imports)
         warmer.start()
         app.state.ctx = AppContext(settings=settings, redis=client, models=store,
                                    images=ImageStore(client, settings.redis_prefix, settings.image_ttl_s,
@@ -100,6 +100,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_cors(app, settings.cors_origins, keyed=not app.state.auth.open)  # last: the outermost middleware
     app.openapi = lambda: openapi_schema(app)
     return app
+
+
+def first_request_imports() -> None:
+    """What the first forward views would otherwise pay on the event loop: matplotlib's import (0.3 s) behind the
+    colour maps their requests are checked against."""
+    for name in ("inferno", "jet"):
+        render.lut(name)
 
 
 def openapi_schema(app: FastAPI) -> dict:

@@ -30,7 +30,8 @@ from service.metrics import LATENCY, REQUESTS
 log = logging.getLogger("convscope")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 HEAVY = re.compile(r"^/v1/models/[^/]+/(predict|activations|occlusion)$")
-TIMED = re.compile(r"^/v1/models/[^/]+/(predict|activations|occlusion|layers/.+/(filters|units/\d+/circuit))$")  # answer with Server-Timing
+# Answered with Server-Timing: the forward views, filters and circuits.
+TIMED = re.compile(r"^/v1/models/[^/]+/(predict|activations|occlusion|layers/.+/(filters|units/\d+/circuit))$")
 
 
 class Admission:

@@ -12,12 +12,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from models import graph
-from models.circuit import WeightGraph
+from models.circuit import CircuitUnsupported, WeightGraph
 from models.twin import build_twin
-from tests.onnx_builders import sum_branches_model
+from tests.onnx_builders import conv_weights as onnx_conv_weights
+from tests.onnx_builders import stack_model, sum_branches_model
 
 RECTIFIERS = (torch.nn.ReLU, torch.nn.ReLU6, torch.nn.Hardtanh, torch.nn.LeakyReLU)
 
@@ -171,3 +172,51 @@ def test_png_json_and_refusals(client):
                               ("/v1/models/nope/layers/x/units/0/circuit", 404, "model_not_found")]:
         answer = client.get(url)
         assert answer.status_code == status and answer.json()["error"]["code"] == code, (url, answer.text)
+
+
+def crafted(nodes, inits) -> tuple[onnx.ModelProto, list[str]]:
+    model = onnx.load_model_from_string(stack_model(nodes, inits, size=12, channels=3))
+    values = graph.probe_values(model, "x", (1, 3, 12, 12), ["CPUExecutionProvider"])
+    return model, [layer.name for layer in graph.layers(model, values)]
+
+
+def test_batchnorm_concat_average_pool_and_strides_against_autograd():
+    rng = np.random.default_rng(5)
+    bn = [numpy_helper.from_array(v.astype(np.float32), name) for v, name in
+          [(rng.uniform(0.5, 1.5, 4), "gamma"), (rng.uniform(-0.2, 0.2, 4), "beta"), (rng.uniform(-0.5, 0.5, 4), "mean"),
+           (rng.uniform(0.5, 2, 4), "var")]]
+    inits = [onnx_conv_weights("w1", 4, 3, 3), onnx_conv_weights("w2", 3, 4, 1, seed=1),
+             onnx_conv_weights("w3", 5, 7, 3, seed=2), *bn]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c1", "gamma", "beta", "mean", "var"], ["bn"]),
+             helper.make_node("Relu", ["bn"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["branch"]),
+             helper.make_node("AveragePool", ["r"], ["pooled"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                              count_include_pad=1),
+             helper.make_node("Concat", ["branch", "pooled"], ["cat"], axis=1),
+             helper.make_node("Conv", ["cat", "w3"], ["out"], pads=[1, 1, 1, 1], strides=[2, 2])]
+    model, listed = crafted(nodes, inits)
+    weights = WeightGraph.of(model, "x", (1, 3, 12, 12), listed)
+    twin = build_twin(model, "x", "out", listed)
+    x = torch.from_numpy(np.random.default_rng(2).standard_normal((1, 3, 12, 12)).astype(np.float32))
+    assert weights.plan("out").sources == ["cat"] and weights.plan("cat").sources == ["r"]  # both branches read r
+    for layer, source in (("out", "x"), ("out", "r"), ("cat", None), ("out", None)):
+        for channel in range(5):
+            windows = weights.expanded(layer, channel, source)
+            expected = jacobian(twin, layer, channel, list(windows), x.clone(), "x")
+            for name, window in windows.items():
+                np.testing.assert_allclose(placed(window, weights.shapes[name]), expected[name], rtol=1e-5,
+                                           atol=1e-5 * np.abs(expected[name]).max())
+
+
+def test_a_gate_is_refused_with_422():
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["c1"], ["s"]),
+             helper.make_node("Mul", ["c1", "s"], ["gated"]),
+             helper.make_node("Conv", ["gated", "w2"], ["out"])]
+    model, listed = crafted(nodes, [onnx_conv_weights("w1", 4, 3, 3), onnx_conv_weights("w2", 3, 4, 1)])
+    weights = WeightGraph.of(model, "x", (1, 3, 12, 12), listed)
+    assert weights.expanded("out", 0)  # from `gated`: the Conv next to it
+    with pytest.raises(CircuitUnsupported) as refused:
+        weights.expanded("out", 0, source="c1")
+    assert refused.value.status == 422 and refused.value.code == "circuit_unsupported"

@@ -187,3 +187,24 @@ def test_builtin_models_have_no_upload_date(keyed):
     builtin = next(m for m in models if m["id"] == MODEL)
     assert builtin["uploaded_at"] is None
     assert client.get(f"/v1/models/{MODEL}", headers=ALICE).json()["uploaded_at"] is None
+
+
+def test_two_uploads_under_one_name_tell_apart_by_date_newest_first(keyed):
+    from tests.onnx_builders import ClassicNet, export, seeded
+
+    client, _ = keyed
+    onnx = export(seeded(ClassicNet(classes=4), size=64), opset=13, size=64)
+    made = []
+    for _ in range(2):
+        r = client.post("/v1/models", headers=ALICE, files={"file": ("tiny.onnx", onnx)}, data={"name": "twin"})
+        assert r.status_code == 201, r.text
+        made.append(r.json())
+    first, second = (datetime.fromisoformat(m["uploaded_at"]) for m in made)
+    assert first < second
+    models = client.get("/v1/models", headers=ALICE).json()["models"]
+    assert models[0]["source"] == "builtin"
+    uploads = [m for m in models if m["source"] == "upload"]
+    assert [m["id"] for m in uploads][:2] == [made[1]["id"], made[0]["id"]]
+    assert [m["uploaded_at"] for m in uploads][:2] == [made[1]["uploaded_at"], made[0]["uploaded_at"]]
+    for m in made:
+        client.delete(f"/v1/models/{m['id']}", headers=ALICE)

@@ -48,7 +48,8 @@ def test_units_panel_groups_legend_and_circuit(explorer, live):
     assert inputs.evaluate_all("all => all.map((f) => Number(f.dataset.channel))") == [i["channel"] for i in circuit["inputs"]]
     expect(inputs.first.locator("canvas.weight-grid")).to_be_visible()
     window = circuit["inputs"][0]["weights"]
-    assert inputs.first.locator("canvas").evaluate("c => [c.width, c.height]") == [12 * len(window[0]), 12 * len(window)]
+    width, height = inputs.first.locator("canvas").evaluate("c => [c.width, c.height]")
+    assert width * len(window) == height * len(window[0]) and min(width, height) >= 12
 
     page.click("#circuit-icons")
     icons = page.locator('#circuit-view article.job')

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import venv
 from pathlib import Path
@@ -27,7 +28,7 @@ def client_venv(tmp_path_factory) -> Path:
     python = home / "bin" / "python"
     # A copy of the source: pip's build writes into the source tree (build/, *.egg-info), which is shared.
     source = tmp_path_factory.mktemp("client-source") / "python"
-    subprocess.run(["cp", "-r", str(CLIENT), str(source)], check=True)
+    shutil.copytree(CLIENT, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     installed = subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
                                 "--progress-bar", "off", f"{source}[arrays,cli]"], capture_output=True, text=True,
                                timeout=300)

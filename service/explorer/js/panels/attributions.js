@@ -64,6 +64,7 @@ export function mount(root) {
       if (!specs.length) throw { code: "no_method", message: "tick at least one method" };
       clear(results);
       for (const s of specs) results.append(attributionCard(s));
+      results.firstElementChild?.scrollIntoView({ block: "nearest" });
     } catch (error) {
       errors.show(error);
     }

@@ -5,7 +5,7 @@
 import { api } from "../api.js";
 import { state } from "../state.js";
 import { h, clear, field, errorBox, paramsForm } from "../ui.js";
-import { jobCard } from "../job_card.js";
+import { jobCard, showCard } from "../job_card.js";
 
 const SAMPLES = ["chelsea", "coffee", "astronaut", "rocket"];
 
@@ -73,7 +73,7 @@ export function mount(root) {
           body.append(h("img", { src: await api.artifact(job.id, "perturbation.png"), class: "picture", alt: "the perturbation, amplified" }));
         }
       } });
-      results.prepend(card);
+      showCard(results, card);
     } catch (error) {
       errors.show(error);
     }

@@ -8,7 +8,7 @@ import { state } from "../state.js";
 import { h, clear, field, errorBox, paramsForm, busy, fmt } from "../ui.js";
 import { jobCard, showCard } from "../job_card.js";
 
-const CELL = 12; // pixels per weight in a window
+const WINDOW = 48; // pixels a weight window spans at least (its longer side); each weight at least 12 px
 
 // A unit's circuit as JSON: GET /v1/models/{model}/layers/{layer}/units/{channel}/circuit.
 export const circuitOf = (model, layer, channel, k = 8) =>
@@ -18,13 +18,14 @@ export const circuitOf = (model, layer, channel, k = 8) =>
 export function weightGrid(weights, peak) {
   const rows = weights.length;
   const cols = weights[0]?.length || 0;
-  const canvas = h("canvas", { width: cols * CELL, height: rows * CELL, class: "weight-grid" });
+  const cell = Math.max(12, Math.floor(WINDOW / Math.max(rows, cols, 1)));
+  const canvas = h("canvas", { width: cols * cell, height: rows * cell, class: "weight-grid" });
   const ctx = canvas.getContext("2d");
   weights.forEach((row, y) => row.forEach((w, x) => {
     const t = Math.min(Math.abs(w) / (peak || 1), 1);
     const fade = Math.round(255 * (1 - t));
     ctx.fillStyle = w >= 0 ? `rgb(255,${fade},${fade})` : `rgb(${fade},${fade},255)`;
-    ctx.fillRect(x * CELL, y * CELL, CELL, CELL);
+    ctx.fillRect(x * cell, y * cell, cell, cell);
   }));
   canvas.setAttribute("role", "img");
   canvas.setAttribute("aria-label", `${rows}×${cols} weights, sum ${fmt(weights.flat().reduce((a, b) => a + b, 0), 3)}`);
@@ -165,8 +166,9 @@ export function mount(root) {
       }))));
     };
     const legend = h("ul", { class: "groups-legend", id: "groups-legend" }, groups.map((group) => {
-      const item = h("button", { type: "button", "aria-pressed": "false", dataset: { group: group.group } },
-        h("span", { class: "group-swatch", style: `background:${group.color}` }),
+      const swatch = h("span", { class: "group-swatch" });
+      swatch.style.background = group.color; // through the CSSOM: the page's CSP allows no style attributes
+      const item = h("button", { type: "button", "aria-pressed": "false", dataset: { group: group.group } }, swatch,
         `group ${group.group} · ${fmt(100 * group.share, 1)} % · channels ${group.channels.slice(0, 3).join(", ")}`);
       item.addEventListener("click", () => open(group));
       return h("li", {}, item);

@@ -77,12 +77,27 @@ def ref(model: type[BaseModel]) -> dict:
 
 def add_components(schema: dict) -> dict:
     """Add the schemas of every model named by `ref` (and the models they use) to an OpenAPI document."""
+    _validation_errors_as_error_shape(schema)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for name, model in sorted(_REFERENCED.items()):
         body = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(body.pop("$defs", {}))
         components[name] = body
+    if "HTTPValidationError" not in str(schema["paths"]):
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
     return schema
+
+
+def _validation_errors_as_error_shape(schema: dict) -> None:
+    """FastAPI documents a 422 of its own shape (`HTTPValidationError`) on every route with parameters; this
+    service answers every 422 with the one error shape (`service.app`'s validation handler), so say that."""
+    error_shape = {"application/json": {"schema": ref(ErrorResponse)}}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            invalid = operation.get("responses", {}).get("422")
+            if invalid is not None and "HTTPValidationError" in str(invalid.get("content")):
+                invalid["content"] = error_shape
 
 
 def _form(parts: list[Part] | tuple[Part, ...]) -> dict:

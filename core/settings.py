@@ -124,9 +124,9 @@ class Settings(BaseSettings):
                                      "served; more get 503 `busy` with Retry-After")
     max_queue_wait_ms: float = Field(2000, gt=0, description="the longest a forward view waits for a place before "
                                      "it gets 503 `busy` with Retry-After (ms)")
-    forward_time_limit_s: float = Field(30.0, gt=0, description="the longest one ONNX Runtime run of a forward view "
-                                        "may take (s); it is then stopped and the request gets 503 "
-                                        "`forward_timeout` with Retry-After")
+    forward_time_limit_s: float = Field(30.0, gt=0, description="the longest a forward view's ONNX Runtime runs may "
+                                        "take together (s); they are then stopped (between two ops) and the request "
+                                        "gets 503 `forward_timeout` with Retry-After")
 
     # Per-key limits on uploaded models.
     max_models_per_key: int = Field(20, gt=0, description="uploaded models one key may hold; more → 429")

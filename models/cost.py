@@ -129,12 +129,18 @@ def check_limits(cost: Cost, limits: Limits, size: tuple[int, int]) -> None:
 
 
 def _light_copy(model: onnx.ModelProto, image: ImageInput, size: tuple[int, int]):
-    """The graph with the image input fixed at 1×C×H×W and weights larger than `FOLD_ELEMENTS` given as typed
-    inputs without data (inference needs their shapes, not their bytes); returns it and the small constants."""
+    """The graph with the image input fixed at 1×C×H×W and weights (initializers or Constant nodes) larger than
+    `FOLD_ELEMENTS` given as typed inputs without data (inference needs their shapes, not their bytes; each round
+    copies the graph); returns it and the small constants."""
     light = onnx.ModelProto(ir_version=max(model.ir_version, 4))  # IR 4: weights need not be listed as inputs
     light.opset_import.extend(model.opset_import)
     graph = light.graph
-    graph.node.extend(model.graph.node)  # with their attributes and subgraphs
+    for node in model.graph.node:  # with their attributes and subgraphs; weights in Constant nodes as typed inputs
+        value = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
+        if node.op_type == "Constant" and value is not None and math.prod(value.dims) > FOLD_ELEMENTS:
+            graph.input.append(helper.make_tensor_value_info(node.output[0], value.data_type, list(value.dims)))
+        else:
+            graph.node.append(node)
     graph.output.extend(helper.make_tensor_value_info(o.name, o.type.tensor_type.elem_type, None)
                         for o in model.graph.output)  # declared output shapes are not trusted
     known: dict[str, np.ndarray] = {}

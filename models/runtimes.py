@@ -12,8 +12,11 @@ byte-bounded `models.sessions.SessionCache`:
 
 In the API, runs go through a `models.batching.DynamicBatcher` (one per `Runtimes`): predictions, occlusion
 chunks and activations of the same layer that arrive together run as one batch. A model whose file fixes
-the batch at one image (`max_batch` 1) is run one image at a time, never batched. What is computed on these
-sessions (predictions, activations, occlusion) is `models.forward`.
+the batch at one image (`max_batch` 1) is run one image at a time, never batched. The API also gives its runtimes a
+`background` thread: a new session's batch size is measured there after its first run, a layer's first request runs
+on the probe session (when one is held) while the layer's own session is built there, and `models.warm` warms
+sessions there at start. What is computed on these sessions (predictions, activations, occlusion) is
+`models.forward`.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class ModelRuntime:
     intra_threads: int | None = None  # None: settings.ort_intra_threads
     background: Executor | None = None  # measures batch sizes off the request path (the API); None: in the first run
     used: Callable[[str, str], None] | None = None  # told (model id, variant) at each run (`models.warm.RecentSessions`)
-    time_limit_s: float | None = None  # each run of `_runs` stops after this (`models.deadline`; the API); None: none
+    time_limit_s: float | None = None  # runs of `_runs` stop after this (`models.deadline`; the API); None: no limit
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _weights: dict = field(default_factory=dict)
     _uncut: set = field(default_factory=set)  # layers whose sub-graph could not be cut out (the probe serves them)
@@ -328,8 +331,8 @@ class Runtimes:
     session that arrive together are batched (`models.batching`; the API); `intra_threads` overrides
     `ort_intra_threads` (workers give their sessions their own thread share). With `background`, batch sizes are
     measured on a thread of its own, off the request path (the API; `models.warm` warms sessions there too), and
-    `used(model id, variant)` is told of every run. With `time_limit_s`, each forward run stops after that long
-    with 503 `forward_timeout` (`models.deadline`; the API)."""
+    `used(model id, variant)` is told of every run. With `time_limit_s`, forward runs (a request's together, within
+    `models.deadline.request`) stop after that long with 503 `forward_timeout` (the API)."""
 
     def __init__(self, store: ModelStore, settings: Settings, budget_bytes: int | None = None, *,
                  batch_rows: int = 1, batch_wait_s: float = 0.0, batch_instances: int = 1,

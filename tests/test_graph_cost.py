@@ -268,3 +268,24 @@ def test_slow_forward_ends_in_forward_timeout_and_the_next_predict_answers(cost_
         assert predict(client, BUILTIN_ID, "bob").status_code == 200
         assert predict(client, BUILTIN_ID, "alice").status_code == 200
         assert client.get("/healthz").status_code == 200
+
+
+def test_a_request_shares_one_deadline_over_its_runs():
+    """Each run alone fits the limit (3 × one run's time); five in one request do not, and end in
+    `forward_timeout`; the session then runs as before."""
+    import onnxruntime as ort
+
+    from models.deadline import ForwardTimeout, Limited, request
+
+    data = slow(convs=10, size=64)
+    one = forward_seconds(data, 64)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    limited = Limited(session, 3 * one)
+    x = {"x": np.zeros((1, 3, 64, 64), np.float32)}
+    for _ in range(5):
+        limited.run(None, x)
+    with request(), pytest.raises(ForwardTimeout) as caught:
+        for _ in range(5):
+            limited.run(None, x)
+    assert caught.value.status == 503 and caught.value.code == "forward_timeout" and caught.value.retry_after
+    assert session.run(None, x)[0].shape == (1, 64)

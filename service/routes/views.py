@@ -14,7 +14,7 @@ from core import encoding, images, preprocessing, render, timing
 from core.errors import Invalid
 from core.model_record import ModelRecord
 from core.stores.datasets import DatasetStore
-from models import forward, runtimes
+from models import deadline, forward, runtimes
 from service.auth import current_owner
 from service.bodies import read_request, resolve_image
 from service.context import AppContext, context
@@ -88,12 +88,14 @@ async def _spec(request: Request, ctx: AppContext, model: type):
 
 async def in_pool(work):
     """`work()` on the thread pool (no ONNX Runtime on the event loop); the wait for a thread is the request's
-    queue time (`core.timing`; the thread inherits the request's context, its phases included)."""
+    queue time (`core.timing`; the thread inherits the request's context, its phases included). Its forward runs
+    share one time limit (`models.deadline`)."""
     asked = time.perf_counter()
 
     def timed():
         timing.wait(time.perf_counter() - asked)
-        return work()
+        with deadline.request():
+            return work()
     return await run_in_threadpool(timed)
 
 

@@ -10,7 +10,7 @@ import { jobCard, showCard, specOf } from "../job_card.js";
 // The dataset kinds this panel shows (the Jobs panel's "open" hands it a finished one).
 export const DATASET_VIEWS = ["top_activations", "embedding", "neighbors", "unit_stats"];
 
-export const THUMB = 96; // pixels: the longest side of the thumbnails shown in tables and tooltips
+const THUMB = 96; // pixels: the longest side of the thumbnails shown in tables and tooltips
 const thumbs = new Map(); // "id/index/size" → Promise of an object URL, fetched once (a dataset never changes)
 
 // A dataset image as an object URL (`size`: a thumbnail's longest side in pixels; omitted: the image itself).
@@ -32,7 +32,7 @@ export function datasetThumb(id, index, name, size = THUMB) {
   return img;
 }
 
-// "holiday.zip · 5 images · 6 Dec 2026, 14:02 · expires 7 Dec, 14:02" (a dataset stored before names: its id's start).
+// "holiday.zip · 5 images · 6 Dec 2026, 14:02" (upload time; a dataset stored before names: its id's start).
 export const datasetLabel = (d) => `${d.name || `dataset ${d.id.slice(0, 8)}`} · ${d.count} image${d.count === 1 ? "" : "s"} · ` +
   `${when(d.created_at)}`;
 

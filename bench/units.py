@@ -15,6 +15,7 @@ target is ≤ 50 ms warm. Usage: python -m bench.units [--steps 16] [--size 48]
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -132,8 +133,11 @@ def main() -> None:
     prefix = f"bench-units-{uuid.uuid4().hex[:8]}:"
     settings = Settings(redis_prefix=prefix, data_dir=ROOT / "var", ort_intra_threads=1)
     store = ModelStore(settings.data_dir)
+    before = os.getloadavg()
     try:
         lines = circuits(settings) + groups(store, settings, args.steps, args.size)
+        lines.append(f"load average (1, 5, 15 min) before {' '.join(f'{v:.2f}' for v in before)}, after "
+                     f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}: the machine's other work, shared with these figures")
     finally:
         import redis
 

@@ -4,7 +4,8 @@ Each step is taken where the platform allows it and reported either way (`Isolat
 what a given machine gives:
 
     network     its own empty network namespace (`unshare(CLONE_NEWNET)`: no interface but a loopback that is
-                down; needs root or CAP_SYS_ADMIN), and in any case a seccomp filter that refuses `socket()` for
+                down; needs root or CAP_SYS_ADMIN, or unprivileged user namespaces, which Docker's default seccomp
+                profile forbids), and in any case a seccomp filter that refuses `socket()` for
                 every family but AF_UNIX, and `io_uring_setup` (x86-64 and arm64; needs no privilege)
     user        `nobody`/`nogroup` with no supplementary groups when started as root: the model store's files
                 (mode 0600) and everything else only root may touch are out of reach. Skipped where nobody could
@@ -25,7 +26,7 @@ import signal
 import struct
 from dataclasses import asdict, dataclass
 
-CLONE_NEWNET = 0x40000000
+CLONE_NEWNET, CLONE_NEWUSER = 0x40000000, 0x10000000
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 AF_UNIX, EACCES = 1, 13
 # (AUDIT_ARCH_*, socket, io_uring_setup, seccomp) of the architectures the filter knows
@@ -62,9 +63,14 @@ def isolate(needed: list[str]) -> Isolation:
 
 
 def _own_network(libc) -> str:
+    """A network namespace of its own; without privileges, inside a user namespace of its own where the kernel
+    lets unprivileged users make one (file access stays that of the same user)."""
     if libc.unshare(CLONE_NEWNET) == 0:
         return "own empty namespace"
-    return f"skipped: unshare(CLONE_NEWNET) refused ({os.strerror(ctypes.get_errno())})"
+    refused = os.strerror(ctypes.get_errno())
+    if os.geteuid() != 0 and libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0:
+        return "own empty namespace (in a user namespace)"
+    return f"skipped: unshare(CLONE_NEWNET) refused ({refused})"
 
 
 def _drop_to_nobody(needed: list[str]) -> str:

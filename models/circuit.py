@@ -135,7 +135,6 @@ class WeightGraph:
         return self.plans[key]
 
     def _plan(self, layer: str, source: str | None) -> Plan:
-        producer = {o: node for node in self.nodes for o in node.output}
         listed = set(self.listed) | {self.input_name}
         if source is not None and source not in listed:
             raise Invalid(f"the model has no layer {source!r}", code="unknown_layer")
@@ -149,8 +148,8 @@ class WeightGraph:
             if (name, weighted) in seen:
                 continue
             seen.add((name, weighted))
-            node = producer.get(name)
-            if name != layer and self._is_source(name, weighted, node, source, listed):
+            node = self._producer.get(name)
+            if name != layer and self._is_source(name, weighted, source, listed):
                 if name not in sources:
                     sources.append(name)
                 continue
@@ -174,7 +173,7 @@ class WeightGraph:
                 found.update(o for o in node.output if o)
         return found
 
-    def _is_source(self, name: str, weighted: bool, node, source: str | None, listed: set[str]) -> bool:
+    def _is_source(self, name: str, weighted: bool, source: str | None, listed: set[str]) -> bool:
         if source is not None:
             return name == source
         if name not in listed:

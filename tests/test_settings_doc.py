@@ -12,8 +12,9 @@ from scripts import settings_table
 
 ROOT = Path(__file__).resolve().parent.parent
 REGENERATE = "run `.venv/bin/python -m scripts.settings_table` and commit docs/configuration.md"
-# Read by scripts, not by the service: scripts/run.sh (workers to start) and the browser tests (chromium's path).
-NOT_SETTINGS = {"CONVSCOPE_WORKERS", "CONVSCOPE_CHROMIUM"}
+# Read by scripts, not by the service: scripts/run.sh (workers to start), the browser tests (chromium's path) and
+# the command-line client (clients/python: the service's URL and the key it sends).
+NOT_SETTINGS = {"CONVSCOPE_WORKERS", "CONVSCOPE_CHROMIUM", "CONVSCOPE_URL", "CONVSCOPE_API_KEY"}
 
 
 def pages() -> list[Path]:

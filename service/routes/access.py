@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
@@ -29,10 +29,11 @@ class AuthStatus(BaseModel):
 
 
 @router.get("/auth", operation_id="getAuth", response_model=AuthStatus)
-async def auth_status(request: Request,
-                      credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> AuthStatus:
-    """Whether API keys are on, and whether this request's key is accepted; never 401."""
+async def auth_status(request: Request) -> AuthStatus:
+    """Whether API keys are on, and whether this request's key (`Authorization: Bearer <key>`, optional) is
+    accepted; never 401."""
     authenticator = request.app.state.auth
+    credentials: HTTPAuthorizationCredentials | None = await bearer(request)
     if authenticator.open:
         return AuthStatus(keys_required=False, key="not_needed")
     if credentials is None:

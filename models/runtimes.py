@@ -59,6 +59,7 @@ class ModelRuntime:
     intra_threads: int | None = None  # None: settings.ort_intra_threads
     background: Executor | None = None  # measures batch sizes off the request path (the API); None: in the first run
     used: Callable[[str, str], None] | None = None  # told (model id, variant) at each run (`models.warm.RecentSessions`)
+    closing: threading.Event | None = None  # set when the process stops: background work ends at its next step
     time_limit_s: float | None = None  # runs of `_runs` stop after this (`models.deadline`; the API); None: no limit
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _weights: dict = field(default_factory=dict)
@@ -117,8 +118,15 @@ class ModelRuntime:
             first = variant not in self._measuring
             self._measuring.add(variant)
         if first:
-            self.background.submit(self._measure_later, variant, session, outputs, x[:1].copy())
+            self._later(self._measure_later, variant, session, outputs, x[:1].copy())
         return limit
+
+    def _later(self, fn: Callable, *args) -> None:
+        """`fn(*args)` on the background thread; nothing once the process is stopping."""
+        try:
+            self.background.submit(fn, *args)
+        except RuntimeError:  # shut down (`Runtimes.close`)
+            pass
 
     def measure(self, variant: str, session, outputs: list[str], x: np.ndarray) -> int:
         """The batch size of the session `variant`, measured now unless known (`models.batching.best_batch`)."""
@@ -133,6 +141,8 @@ class ModelRuntime:
         return rows
 
     def _measure_later(self, variant: str, session, outputs: list[str], x: np.ndarray) -> None:
+        if self.closing is not None and self.closing.is_set():
+            return
         try:
             self.measure(variant, session, outputs, x)
         except Exception:  # not retried: the session's runs stay untuned, and still run
@@ -142,9 +152,10 @@ class ModelRuntime:
         """Images per run found for the session `variant`, None while not measured."""
         return self._rows.get(variant)
 
-    def warm(self, variant: str) -> None:
+    def warm(self, variant: str) -> bool:
         """Build the session `variant` (`plain`, `probe` or `upto:<layer>`), measure its batch size and run it once on a
-        blank image, as its first request would: for start-up and the background, off the request path."""
+        blank image, as its first request would: for start-up and the background, off the request path. False when
+        the process began to stop first (`closing`)."""
         if variant.startswith("upto:"):
             name = variant.removeprefix("upto:")
             session, variant = self.upto(name, now=True)
@@ -153,11 +164,14 @@ class ModelRuntime:
             session, outputs = self.probe, [self.record.layers[-1].name] if self.record.layers else []  # all of it
         else:
             session, outputs = self.plain, [self.record.logits_name]
+        if self.closing is not None and self.closing.is_set():
+            return False
         shape = self.record.input
         x = np.zeros((1, shape.channels, shape.height, shape.width), np.float32)
         if self.record.max_batch != 1 and self.settings.forward_batch_tune:
             self.measure(variant, session, outputs, x)
         session.run(outputs, {self.record.input_name: x})  # not `_runs`: a warm-up is not a use
+        return True
 
     def variant_bytes(self, variant: str) -> int:
         """Estimated bytes of the session `variant` (what the session cache weighs it)."""
@@ -208,7 +222,7 @@ class ModelRuntime:
                 first = name not in self._cutting
                 self._cutting.add(name)
             if first:
-                self.background.submit(self._cut_later, name)
+                self._later(self._cut_later, name)
             return self.probe, "probe"
         layers = [layer.name for layer in self.record.layers or []]
         position = layers.index(name) if name in layers else len(layers) - 1
@@ -345,6 +359,7 @@ class Runtimes:
         self.batcher = DynamicBatcher(batch_rows, batch_wait_s, batch_instances) if batch_rows > 1 else None
         self.intra_threads = intra_threads
         self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessions") if background else None
+        self.closing = threading.Event()
         self.used = used
         self.time_limit_s = time_limit_s
         self._handles: dict[tuple[str, str], ModelRuntime] = {}
@@ -361,7 +376,7 @@ class Runtimes:
                     del self._handles[stale]
                 hit = self._handles[key] = ModelRuntime(record, self.settings, self.sessions,
                                                         lambda: self._file(record), self.batcher, self.intra_threads,
-                                                        self.background, self.used,
+                                                        self.background, self.used, self.closing,
                                                         time_limit_s=self.time_limit_s)
         return hit
 
@@ -382,6 +397,8 @@ class Runtimes:
         return self.sessions.stats()["sessions"]
 
     def close(self) -> None:
-        """Stop the background thread: what it runs now finishes, nothing queued starts."""
+        """Stop the background thread: what it runs now ends at its next step (a session built or measured), nothing
+        queued starts."""
+        self.closing.set()
         if self.background is not None:
             self.background.shutdown(wait=True, cancel_futures=True)

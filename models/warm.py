@@ -49,8 +49,11 @@ class RecentSessions:
         self._written[(model_id, variant)] = now
         if self.submit is None:
             self._write(model_id, variant)
-        else:
+            return
+        try:
             self.submit(self._write, model_id, variant)
+        except RuntimeError:  # the background thread has stopped: the process is stopping
+            pass
 
     def _write(self, model_id: str, variant: str) -> None:
         try:
@@ -96,13 +99,15 @@ class Warmer:
                 self.first = [(record.id, variant) for record in self.store.list() if record.source == "builtin"
                               for variant in ("plain", "probe")]
             for model_id, variant in self.first:
+                if self.runtimes.closing.is_set():
+                    break
                 self.warm(model_id, variant, within_budget=False)
         except Exception:  # the store unreadable: /readyz says so, and the first request builds what it needs
             log.warning("sessions not warmed", exc_info=True)
         finally:
             self.ready.set()
         for model_id, variant in self.recent.newest():
-            if (model_id, variant) not in (self.first or []):
+            if (model_id, variant) not in (self.first or []) and not self.runtimes.closing.is_set():
                 self.runtimes.background.submit(self.warm, model_id, variant)
 
     def warm(self, model_id: str, variant: str, within_budget: bool = True) -> bool:
@@ -122,7 +127,8 @@ class Warmer:
             return False
         start = time.perf_counter()
         try:
-            rt.warm(variant)
+            if not rt.warm(variant):
+                return False
         except Exception:
             log.warning("session not warmed", exc_info=True, extra={"fields": {"model": model_id, "session": variant}})
             return False

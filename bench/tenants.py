@@ -1,6 +1,6 @@
 """One key floods, another key works: what the second key sees, against the same key alone, in one run.
 
-    python -m bench.tenants [--seconds 20] [--no-record]
+    python -m bench.tenants [--seconds 20] [--worker-nice 0] [--flood-predicts 2] [--no-record]
 
 Starts its own API (uvicorn, keys `flood` and `calm`) and two workers (`python -m workers`) against the configured
 Redis, under a private key prefix and queue (deleted afterwards). Two phases of `--seconds` each:
@@ -8,7 +8,7 @@ Redis, under a private key prefix and queue (deleted afterwards). Two phases of 
 - alone: `calm` runs one closed-loop predict client (the built-in model, an uploaded image) and submits a fast job
   (saliency without its scores) every second;
 - flood: the same, while `flood` keeps 150 or more jobs of the same kind queued, holds as many event streams as it
-  may, and runs two closed-loop predict clients of its own.
+  may, and runs `--flood-predicts` closed-loop predict clients of its own (two).
 
 Reported for `calm`, both phases: predict latency p50/p99 (ms, client side), job wait p50/p99 (ms: the job's
 `timing.queued`, created → started), and the ratios flood ÷ alone (the target: predict p99 within 2×); for the flood,
@@ -110,13 +110,13 @@ class Phase:
 class Flood:
     """`flood`'s load: its queue kept full, its event streams held, two predict clients."""
 
-    def __init__(self, url: str, image: str, holds: int):
+    def __init__(self, url: str, image: str, holds: int, predicts: int):
         self.url, self.image, self.holds = url, image, holds
         self.stop = threading.Event()
         self.jobs: list[str] = []
         self.refused: dict[str, int] = {}
         self.threads = [threading.Thread(target=self._jobs)] + [threading.Thread(target=self._predicts)
-                                                                 for _ in range(2)]
+                                                                 for _ in range(predicts)]
 
     def start(self) -> None:
         for thread in self.threads:
@@ -178,12 +178,13 @@ class Flood:
                 * 1000 for j in done]
 
 
-def start(settings, token: str, logs: Path) -> tuple[list[subprocess.Popen], str]:
+def start(settings, token: str, logs: Path, nice: int) -> tuple[list[subprocess.Popen], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVSCOPE_")}
     env.update(CONVSCOPE_REDIS_URL=settings.redis_url, CONVSCOPE_REDIS_PREFIX=f"bench-ten-{token}:",
                CONVSCOPE_JOB_QUEUE=f"bench-ten-{token}", CONVSCOPE_DATA_DIR=str(settings.data_dir),
                CONVSCOPE_LOG_LEVEL="WARNING", CONVSCOPE_WORKER_WARM_UP="false",
-               CONVSCOPE_API_KEYS="flood:key-flood,calm:key-calm", PYTHONPATH=str(ROOT))
+               CONVSCOPE_API_KEYS="flood:key-flood,calm:key-calm", CONVSCOPE_WORKER_NICE=str(nice),
+               PYTHONPATH=str(ROOT))
     port = free_port()
     out = open(logs / "api.log", "wb")
     processes = [subprocess.Popen([sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory", "--host",
@@ -199,13 +200,15 @@ def start(settings, token: str, logs: Path) -> tuple[list[subprocess.Popen], str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--worker-nice", type=int, default=0, help="CONVSCOPE_WORKER_NICE of the two workers")
+    parser.add_argument("--flood-predicts", type=int, default=2, help="closed-loop predict clients of the flood")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     settings = get_settings()
     token = uuid.uuid4().hex[:8]
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-tenants-{token}"
     logs.mkdir(parents=True)
-    processes, url = start(settings, token, logs)
+    processes, url = start(settings, token, logs, args.worker_nice)
     targets = iter(range(10**6))
     try:
         with httpx.Client(base_url=url, timeout=60) as http:
@@ -229,7 +232,7 @@ def main() -> None:
             load_before = os.getloadavg()
             alone = Phase(url, images["calm"], args.seconds, targets)
             alone.run()
-            flood = Flood(url, images["flood"], holds)
+            flood = Flood(url, images["flood"], holds, args.flood_predicts)
             flood.start()
             time.sleep(3)  # its queue filled and its streams held
             crowded = Phase(url, images["calm"], args.seconds, targets)
@@ -249,7 +252,8 @@ def main() -> None:
                 process.kill()
         delete_run(settings.redis_url, f"bench-ten-{token}:", f"bench-ten-{token}")
 
-    lines = [f"built-in model {MODEL}; two workers; jobs: saliency without scores; {args.seconds:g} s a phase",
+    lines = [f"built-in model {MODEL}; two workers (niceness {args.worker_nice}); jobs: saliency without scores; "
+             f"{args.seconds:g} s a phase; the flood's predict clients: {args.flood_predicts}",
              f"load average (1 min) before: {load_before[0]:.2f}, at the end of the flood: {load_during[0]:.2f} "
              f"({os.cpu_count()} cores)"]
     for name, phase in (("alone", alone), ("flood", crowded)):

@@ -156,6 +156,8 @@ class ModelRuntime:
         """Build the session `variant` (`plain`, `probe` or `upto:<layer>`), measure its batch size and run it once on a
         blank image, as its first request would: for start-up and the background, off the request path. False when
         the process began to stop first (`closing`)."""
+        if self.closing is not None and self.closing.is_set():
+            return False
         if variant.startswith("upto:"):
             name = variant.removeprefix("upto:")
             session, variant = self.upto(name, now=True)

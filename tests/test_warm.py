@@ -107,3 +107,15 @@ def test_recent_sessions_are_warmed_only_within_the_budget(builtin_store, own_se
         assert not warmer.warm("no-such-model", "plain")
     finally:
         tiny.close()
+
+
+def test_a_stopping_process_warms_nothing_more_and_its_requests_still_run(builtin_store, builtin, own_settings):
+    import numpy as np
+
+    stopped = Runtimes(builtin_store, own_settings, background=True, used=lambda model, variant: None)
+    stopped.close()
+    rt = stopped.get(builtin)
+    assert rt.warm("plain") is False and stopped.count() == 0  # nothing built after close
+    x = np.zeros((1, 3, 224, 224), np.float32)
+    assert rt.logits(x).shape == (1, 1000)  # a request in flight still runs (its batch size left unmeasured)
+    assert rt.measured("plain") is None

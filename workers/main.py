@@ -199,6 +199,8 @@ def worker_name() -> str:
 def serve(settings: Settings, name: str) -> None:
     """Run jobs until asked to stop (SIGTERM/SIGINT: after the current job; twice: at once)."""
     keep_freed_buffers()  # torch's and ONNX Runtime's buffers stay warm from one step to the next (models.sessions)
+    if settings.worker_nice:  # jobs are background work: the API's forward views on this machine go first
+        os.nice(settings.worker_nice)
     torch.set_num_threads(settings.worker_torch_threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     client = connect(settings.redis_url)

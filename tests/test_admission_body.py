@@ -1,5 +1,6 @@
 """Issue 29: a forward view takes its admission place only once its body has arrived, so a client that sends its
-body slowly holds no place (`service.middleware.Observe` and `Admission.arrived`)."""
+body slowly holds no place (`service.middleware.Observe` and `Admission.arrived`); and keys share the places
+(`service.tenants.ForwardShare`)."""
 
 from __future__ import annotations
 
@@ -65,3 +66,37 @@ def test_a_body_over_the_buffer_limit_streams_on_to_the_route_whole():
         return await answer(Observe(route, admission), *request([b"z" * 1000] * 6, 0))
 
     assert run(scenario()) == (200, b"6000")
+
+
+def test_a_key_with_forward_views_in_flight_waits_for_its_share_while_another_key_has_one():
+    """ForwardShare (service/tenants.py): alone, a key runs all its views at once; with another key's view in flight,
+    its next view waits until its own have ended."""
+    from service.tenants import ForwardShare
+
+    async def scenario():
+        started: dict[str, float] = {}
+
+        async def slow_route(scope, receive, send):
+            started[scope["name"]] = asyncio.get_running_loop().time()
+            await asyncio.sleep(0.2)
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        share = ForwardShare(slow_route, share=1)
+
+        async def call(name: str, key: bytes, after_s: float):
+            await asyncio.sleep(after_s)
+            scope = {"type": "http", "method": "POST", "path": PATH, "name": name,
+                     "headers": [(b"authorization", b"Bearer " + key)]}
+            await answer(share, scope, None)
+
+        t0 = asyncio.get_running_loop().time()
+        await asyncio.gather(call("a1", b"a", 0), call("a2", b"a", 0), call("b1", b"b", 0.05), call("a3", b"a", 0.1))
+        alone = asyncio.get_running_loop().time()
+        await asyncio.gather(*(call(f"solo{i}", b"a", 0) for i in range(3)))
+        return {name: at - (alone if name.startswith("solo") else t0) for name, at in started.items()}
+
+    started = run(scenario())
+    assert started["a1"] < 0.05 and started["a2"] < 0.05 and 0.04 < started["b1"] < 0.1
+    assert started["a3"] >= 0.19  # waited for a1 and a2 while b1 was in flight
+    assert all(started[f"solo{i}"] < 0.05 for i in range(3))  # alone: nothing held back

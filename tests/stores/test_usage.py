@@ -87,3 +87,28 @@ def test_an_image_preview_is_made_once_kept_with_the_image_and_charged(prefix):
     with pytest.raises(Exception) as missing:
         store.preview("bob", "img1", make)
     assert getattr(missing.value, "code", None) == "image_not_found"
+
+
+def test_a_dataset_upload_past_the_keys_dataset_bytes_is_refused_and_leaves_nothing(tmp_path):
+    import io
+
+    import numpy as np
+
+    from core.settings import Settings
+    from core.stores.datasets import DatasetStore, Upload
+    from tests.conftest import encode
+
+    pngs = [encode(np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8)) for i in range(4)]
+    settings = Settings(data_dir=tmp_path, max_dataset_bytes_per_key=sum(map(len, pngs[:3])))
+    store = DatasetStore.open(settings)
+
+    def parts(images):
+        return [Upload(f"{i}.png", io.BytesIO(data), len(data), False) for i, data in enumerate(images)]
+
+    store.create(parts(pngs[:2]), "alice", settings)
+    assert store.bytes_held_by("alice") == len(pngs[0]) + len(pngs[1])
+    with pytest.raises(Overloaded) as refused:
+        store.create(parts(pngs[2:]), "alice", settings)
+    assert refused.value.code == "quota_exceeded" and refused.value.details["quota"] == "dataset_bytes"
+    assert store.held_by("alice") == 1  # the refused upload left no dataset
+    store.create(parts(pngs[2:]), "bob", settings)  # bob's bytes are his own

@@ -147,9 +147,9 @@ class Settings(BaseSettings):
                                     "(a token bucket in Redis shared by every API process); more → 429 "
                                     "`rate_limited` with Retry-After; 0: no limit. With no API keys: no limit")
     rate_limit_burst: int = Field(400, gt=0, description="requests one key may make at once above the rate")
-    forward_share_per_key: int = Field(1, gt=0, description="forward views one key runs at once while other keys "
-                                       "have some running or waiting (its others wait their turn); a key alone "
-                                       "runs as many as admission lets in")
+    forward_share_per_key: int = Field(4, gt=0, description="forward views one key runs at once while other keys "
+                                       "have some running or waiting (its others wait their turn; a few, so that "
+                                       "its requests still batch); a key alone runs as many as admission lets in")
     max_concurrent_previews: int = Field(2, gt=0, description="image previews (`GET /v1/images/{id}`) each API "
                                          "process encodes at once (each is then cached with its image); more wait")
     max_concurrent_dataset_decodes: int = Field(1, gt=0, description="dataset uploads each API process decodes at "

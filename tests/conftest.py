@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import threading
 import uuid
 from pathlib import Path
 
@@ -146,3 +148,24 @@ def lite0(builtin_store, builtin):
     from workers.networks import load_network
 
     return load_network(builtin, builtin_store, torch.device("cpu"))
+
+
+def run_async(coro, timeout: float = 120):
+    """`asyncio.run(coro)` in a thread of its own: a test before it (Playwright's sync API, session-long) may have
+    left an event loop running in this one, where `asyncio.run` refuses to start."""
+    out = {}
+
+    def main():
+        try:
+            out["result"] = asyncio.run(coro)
+        except BaseException as exc:  # re-raised in the test's thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=main)
+    thread.start()
+    thread.join(timeout)
+    if "error" in out:
+        raise out["error"]
+    assert "result" in out, f"the scenario did not finish in {timeout} s"
+    return out["result"]
+

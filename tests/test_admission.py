@@ -10,25 +10,11 @@ import time
 import pytest
 
 from service.middleware import Admission
+from tests.conftest import run_async
 
 
 def run(coro):
-    """asyncio.run in a thread of its own: another test (Playwright's sync API) may leave a loop running here."""
-    out = {}
-
-    def main():
-        try:
-            out["result"] = asyncio.run(coro)
-        except BaseException as exc:  # re-raised in the test's thread
-            out["error"] = exc
-
-    thread = threading.Thread(target=main)
-    thread.start()
-    thread.join(30)
-    if "error" in out:
-        raise out["error"]
-    assert "result" in out, "the scenario did not finish"
-    return out["result"]
+    return run_async(coro, timeout=30)
 
 
 def test_requests_past_the_running_limit_wait_their_turn_in_order():

@@ -23,7 +23,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -37,8 +36,8 @@ import httpx
 import pytest
 
 from core.settings import Settings
-from tests.conftest import BUILTIN_DATA, REDIS_URL, ROOT, clean_prefix, encode, sample
-from tests.jobs.conftest import Workers, delete_rq_keys, free_port, job_ids, stop_process, wait_api_ready
+from tests.conftest import BUILTIN_DATA, REDIS_URL, ROOT, encode, sample
+from tests.jobs.conftest import running_service
 
 MODEL = "efficientnet-lite0"
 SCREENSHOTS = ROOT / "docs" / "ui"
@@ -131,26 +130,12 @@ def live(builtin_store, origin_server, tmp_path_factory) -> Live:
     settings = Settings(redis_url=REDIS_URL, redis_prefix=f"test-ui-{token}:", job_queue=f"test-ui-{token}",
                         data_dir=BUILTIN_DATA, api_keys=f"explorer:{key}", cors_origins=origin_server.url)
     logs = tmp_path_factory.mktemp("live-logs")
-    workers = Workers(settings, logs)
-    port = free_port()
-    server_log = logs / "api.log"
-    env = workers.env(settings, CONVSCOPE_API_KEYS=settings.api_keys, CONVSCOPE_CORS_ORIGINS=settings.cors_origins)
-    with open(server_log, "wb") as out:
-        server = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
-                                   "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
-                                  cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        worker = workers.start(settings, wait=False, **WORKER_ENV)
-        url = f"http://127.0.0.1:{port}"
-        wait_api_ready(server, url, server_log, START_TIMEOUT_S)
-        workers.wait_ready(worker, settings, timeout=START_TIMEOUT_S)
-        yield Live(url=url, key=key, settings=settings, origin_url=origin_server.url, server_log=server_log,
-                   worker_log=logs / f"{worker.worker_name}.log", server=server, worker=worker)
-    finally:
-        stop_process(server)
-        workers.stop_all()
-        delete_rq_keys(settings.redis_url, {settings.job_queue} | job_ids(settings))
-        clean_prefix(settings.redis_prefix)
+    with running_service(settings, logs, timeout=START_TIMEOUT_S, worker_env=WORKER_ENV,
+                         CONVSCOPE_API_KEYS=settings.api_keys, CONVSCOPE_CORS_ORIGINS=settings.cors_origins) as service:
+        worker = service.workers.processes[0]
+        yield Live(url=service.url, key=key, settings=settings, origin_url=origin_server.url,
+                   server_log=service.server_log, worker_log=service.workers.log_dir / f"{worker.worker_name}.log",
+                   server=service.server, worker=worker)
 
 
 # The browser.

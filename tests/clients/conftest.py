@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from core.settings import Settings
-from tests.conftest import BUILTIN_DATA, REDIS_URL, ROOT, clean_prefix, encode, sample
-from tests.jobs.conftest import Workers, delete_rq_keys, free_port, job_ids, stop_process, wait_api_ready
+from tests.conftest import BUILTIN_DATA, REDIS_URL, encode, sample
+from tests.jobs.conftest import running_service
 
 MODEL = "efficientnet-lite0"
 START_TIMEOUT_S = 90
@@ -34,24 +32,8 @@ def service(builtin_store, tmp_path_factory) -> Service:
     settings = Settings(redis_url=REDIS_URL, redis_prefix=f"test-cl-{token}:", job_queue=f"test-cl-{token}",
                         data_dir=BUILTIN_DATA, api_keys=f"clients:{key}")
     logs = tmp_path_factory.mktemp("client-logs")
-    workers = Workers(settings, logs)
-    port = free_port()
-    env = workers.env(settings, CONVSCOPE_API_KEYS=settings.api_keys)
-    with open(logs / "api.log", "wb") as out:
-        server = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
-                                   "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
-                                  cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        worker = workers.start(settings, wait=False)
-        url = f"http://127.0.0.1:{port}"
-        wait_api_ready(server, url, logs / "api.log", START_TIMEOUT_S)
-        workers.wait_ready(worker, settings, timeout=START_TIMEOUT_S)
-        yield Service(url=url, key=key, log_dir=logs)
-    finally:
-        stop_process(server)
-        workers.stop_all()
-        delete_rq_keys(settings.redis_url, {settings.job_queue} | job_ids(settings))
-        clean_prefix(settings.redis_prefix)
+    with running_service(settings, logs, timeout=START_TIMEOUT_S, CONVSCOPE_API_KEYS=settings.api_keys) as service:
+        yield Service(url=service.url, key=key, log_dir=logs)
 
 
 @pytest.fixture(scope="session")

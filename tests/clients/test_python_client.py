@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 
 import pytest
@@ -10,7 +9,7 @@ from convscope_client import AsyncClient, Client, ConvscopeError, JobFailed
 from PIL import Image
 
 from tests.clients.conftest import MODEL
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_async
 
 FAST = {"evaluate": False}  # the Grad-CAM map alone: ROAD and deletion/insertion scoring would take most of the run
 
@@ -83,7 +82,7 @@ def test_the_async_client_does_the_same(service, cat_file):
                 await client.predict("no-such-model", cat_file)
             return top, job, seen, heatmap, unknown.value
 
-    top, job, seen, heatmap, unknown = asyncio.run(scenario())
+    top, job, seen, heatmap, unknown = run_async(scenario())
     assert len(top) == 2 and job.status == "finished" and job.params["target"] == top[1].index
     assert seen and seen[-1] == (job.progress.total, job.progress.total)
     assert is_png(heatmap) and unknown.status == 404

@@ -5,7 +5,6 @@ everything else in tests/clients/ runs against the real service."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import httpx
@@ -13,6 +12,8 @@ import pytest
 from convscope_client import ConvscopeError
 from convscope_client.calls import Call, predict
 from convscope_client.transport import RetryPolicy, retry_after_s, send, send_async
+
+from tests.conftest import run_async
 
 
 def answering(*responses: httpx.Response) -> tuple[list[httpx.Request], httpx.MockTransport]:
@@ -72,7 +73,7 @@ def test_the_async_transport_retries_the_same_way():
         async with httpx.AsyncClient(transport=transport, base_url="http://convscope") as http:
             return (await send_async(http, CALL, POLICY)).status_code
 
-    assert asyncio.run(go()) == 200 and len(seen) == 2
+    assert run_async(go()) == 200 and len(seen) == 2
 
 
 def test_an_error_that_is_not_the_api_shape_still_raises_with_its_status():

@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -21,7 +23,7 @@ import pytest
 import redis
 
 from core.settings import Settings
-from tests.conftest import ROOT, encode, sample
+from tests.conftest import ROOT, clean_prefix, encode, sample
 
 MODEL = "efficientnet-lite0"
 
@@ -121,6 +123,43 @@ def delete_rq_keys(redis_url: str, tokens: set[str]) -> None:
         stale = [m for m in client.smembers(members_key) if any(t in m.decode() for t in tokens)]
         if stale:
             client.srem(members_key, *stale)
+
+
+@dataclass
+class Running:
+    """A service started by `running_service`: its URL, the API process and the workers."""
+
+    url: str
+    server: subprocess.Popen
+    workers: Workers
+    server_log: Path
+
+
+@contextmanager
+def running_service(settings: Settings, log_dir: Path, workers: int = 1, timeout: float = 90,
+                    worker_env: dict | None = None, **api_env):
+    """The API (`uvicorn service.app:create_app` on a free port of 127.0.0.1) and `workers` workers as real
+    processes on `settings`' prefix and queue, ready (`/readyz` 200, every worker's heartbeat) before the block runs;
+    then stopped, and what they left in Redis (the prefix, RQ's keys of the queue and its jobs) deleted. `api_env`:
+    settings of the API's only, as `CONVSCOPE_*` variables (API keys, quotas); `worker_env`: the workers' only."""
+    pool = Workers(settings, log_dir)
+    port, server_log = free_port(), log_dir / "api.log"
+    with open(server_log, "wb") as out:
+        server = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
+                                   "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
+                                  cwd=ROOT, env=pool.env(settings, **api_env), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        started = [pool.start(settings, wait=False, **(worker_env or {})) for _ in range(workers)]
+        url = f"http://127.0.0.1:{port}"
+        wait_api_ready(server, url, server_log, timeout)
+        for worker in started:
+            pool.wait_ready(worker, settings, timeout=timeout)
+        yield Running(url, server, pool, server_log)
+    finally:
+        stop_process(server)
+        pool.stop_all()
+        delete_rq_keys(settings.redis_url, {settings.job_queue} | job_ids(settings))
+        clean_prefix(settings.redis_prefix)
 
 
 def job_ids(settings: Settings) -> set[str]:

@@ -7,8 +7,6 @@ with Retry-After, shared by two API processes."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import uuid
 from contextlib import ExitStack
@@ -19,8 +17,8 @@ import numpy as np
 import pytest
 
 from core.settings import Settings
-from tests.conftest import BUILTIN_DATA, REDIS_URL, ROOT, clean_prefix, encode, sample
-from tests.jobs.conftest import MODEL, Workers, delete_rq_keys, free_port, job_ids, stop_process, wait_api_ready
+from tests.conftest import BUILTIN_DATA, REDIS_URL, clean_prefix, encode, sample
+from tests.jobs.conftest import MODEL, running_service
 
 A, B, C = ({"Authorization": f"Bearer key-{name}"} for name in "abc")
 KEYS = "alice:key-a,bob:key-b,carol:key-c"
@@ -36,29 +34,10 @@ def service(builtin_store, tmp_path_factory):
     token = uuid.uuid4().hex[:8]
     settings = Settings(redis_url=REDIS_URL, redis_prefix=f"test-ten-{token}:", job_queue=f"test-ten-{token}",
                         data_dir=BUILTIN_DATA)
-    logs = tmp_path_factory.mktemp("tenant-logs")
-    workers = Workers(settings, logs)
-    port, server_log = free_port(), logs / "api.log"
-    env = workers.env(settings, CONVSCOPE_API_KEYS=KEYS, CONVSCOPE_QUOTA_IMAGE_BYTES=IMAGE_QUOTA,
-                      CONVSCOPE_MAX_HOLDS_PER_KEY=HOLDS)
-    with open(server_log, "wb") as out:
-        server = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
-                                   "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
-                                  cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(2):
-            workers.start(settings, wait=False)
-        url = f"http://127.0.0.1:{port}"
-        wait_api_ready(server, url, server_log)
-        for worker in workers.processes:
-            workers.wait_ready(worker, settings)
-        with httpx.Client(base_url=url, timeout=60) as http:
+    with running_service(settings, tmp_path_factory.mktemp("tenant-logs"), workers=2, CONVSCOPE_API_KEYS=KEYS,
+                         CONVSCOPE_QUOTA_IMAGE_BYTES=IMAGE_QUOTA, CONVSCOPE_MAX_HOLDS_PER_KEY=HOLDS) as service:
+        with httpx.Client(base_url=service.url, timeout=60) as http:
             yield http
-    finally:
-        stop_process(server)
-        workers.stop_all()
-        delete_rq_keys(settings.redis_url, {settings.job_queue} | job_ids(settings))
-        clean_prefix(settings.redis_prefix)
 
 
 def upload(http, headers: dict, image: bytes) -> httpx.Response:

@@ -5,8 +5,6 @@ within a second with 200 or 422, and neither process's peak memory (VmHWM, from 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,8 +14,8 @@ import numpy as np
 import pytest
 
 from core.settings import Settings
-from tests.conftest import BUILTIN_DATA, REDIS_URL, ROOT, clean_prefix, encode, sample
-from tests.jobs.conftest import MODEL, Workers, delete_rq_keys, free_port, job_ids, stop_process, wait_api_ready
+from tests.conftest import BUILTIN_DATA, REDIS_URL, encode, sample
+from tests.jobs.conftest import MODEL, running_service
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
 
@@ -44,25 +42,9 @@ def service(builtin_store, tmp_path_factory):
     token = uuid.uuid4().hex[:8]
     settings = Settings(redis_url=REDIS_URL, redis_prefix=f"test-thin-{token}:", job_queue=f"test-thin-{token}",
                         data_dir=BUILTIN_DATA)
-    logs = tmp_path_factory.mktemp("thin-logs")
-    workers = Workers(settings, logs)
-    port, server_log = free_port(), logs / "api.log"
-    with open(server_log, "wb") as out:
-        server = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
-                                   "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
-                                  cwd=ROOT, env=workers.env(settings), stdout=out, stderr=subprocess.STDOUT)
-    try:
-        worker = workers.start(settings, wait=False)
-        url = f"http://127.0.0.1:{port}"
-        wait_api_ready(server, url, server_log)
-        workers.wait_ready(worker, settings)
-        with httpx.Client(base_url=url, timeout=60) as http:
-            yield http, server, worker
-    finally:
-        stop_process(server)
-        workers.stop_all()
-        delete_rq_keys(settings.redis_url, {settings.job_queue} | job_ids(settings))
-        clean_prefix(settings.redis_prefix)
+    with running_service(settings, tmp_path_factory.mktemp("thin-logs")) as service:
+        with httpx.Client(base_url=service.url, timeout=60) as http:
+            yield http, service.server, service.workers.processes[0]
 
 
 def predict(http, image):

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import math
 import re
+import time
 from collections import Counter
 from contextlib import contextmanager
 
@@ -27,6 +28,7 @@ import redis
 from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from core import timing
 from core.errors import Overloaded
 from core.rate_limit import TokenBuckets
 from core.settings import Settings
@@ -133,7 +135,9 @@ class ForwardShare:
         if bucket is None or not FORWARD.match(scope["path"]):
             await self.app(scope, receive, send)
             return
+        start = time.perf_counter()
         await self._enter(bucket)
+        timing.wait(time.perf_counter() - start)  # its `Server-Timing` queue, like admission's line
         try:
             await self.app(scope, receive, send)
         finally:

@@ -50,3 +50,28 @@ def test_a_key_keeps_to_its_share_while_another_key_has_forward_views():
 def test_the_open_service_and_other_routes_pass_straight_through():
     assert measured(1, [(None, PREDICT)] * 4) == {"open": 4}
     assert measured(1, [("alice", "/v1/jobs")] * 3 + [("bob", PREDICT)]) == {"Bearer alice": 3, "Bearer bob": 1}
+
+
+def test_the_wait_for_a_share_is_the_requests_server_timing_queue():
+    """Alice's third predict waits for one of her first two while bob's is in: that wait is reported as queue."""
+    from core import timing
+
+    reported: list[float] = []
+
+    async def app(scope, receive, send):
+        await asyncio.sleep(0.2 if dict(scope["headers"])[b"authorization"] == b"Bearer bob" else 0.05)
+
+    async def one(layer, key):
+        phases = timing.Phases()
+        timing.current.set(phases)
+        await layer(scope(key), None, None)
+        if key == "alice":
+            reported.append(phases.seconds["queue"])
+
+    async def scenario():
+        layer = ForwardShare(app, 2)
+        await asyncio.gather(one(layer, "bob"), *(one(layer, "alice") for _ in range(3)))
+
+    run_async(scenario(), timeout=30)
+    assert max(sorted(reported)[:2]) < 0.005 and 0.03 < max(reported) < 0.2, reported
+

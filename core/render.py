@@ -90,7 +90,7 @@ def feature_grid(maps: np.ndarray, *, per: str = "channel", cmap: str = "inferno
 
 def feature_grid_png(maps: np.ndarray, *, per: str = "channel", cmap: str = "inferno") -> bytes:
     """`encoding.png(feature_grid(...))`, the same bytes, written from the grid's distinct rows: the zoomed grid
-    (4.4 MB for 1280 maps of 7×7) is never made, nor deflated."""
+    (megabytes for a layer of a thousand small maps) is never made, nor deflated."""
     rows, counts = _feature_indices(maps, per)
     return encoding.png_rows(rows, 3, palette=_grid_palette(cmap), counts=counts)
 

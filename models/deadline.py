@@ -2,7 +2,7 @@
 
 ONNX Runtime checks `terminate` between ops and ends the run with an error; the session is not harmed, and the next
 run (with its own `RunOptions`) goes on as usual. One daemon thread keeps the deadlines of the runs under way in a
-heap, so a run costs a heap push and pop (6.5 µs measured), not a thread of its own.
+heap, so a run costs a heap push and pop, not a thread of its own.
 
 Within `request()` (a forward view: its occlusion chunks, its target's prediction) the limit holds for all of the
 request's runs together, counted from its first; outside one, for each run.

@@ -103,8 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def first_request_imports() -> None:
-    """What the first forward views would otherwise pay on the event loop: matplotlib's import (0.3 s) behind the
-    colour maps their requests are checked against."""
+    """What the first forward views would otherwise pay on the event loop: matplotlib's import (a noticeable
+    fraction of a second, stalling every request in flight) behind the colour maps requests are checked against."""
     for name in ("inferno", "jet"):
         render.lut(name)
 

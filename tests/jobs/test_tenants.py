@@ -23,7 +23,7 @@ from tests.jobs.conftest import MODEL, running_service
 A, B, C = ({"Authorization": f"Bearer key-{name}"} for name in "abc")
 KEYS = "alice:key-a,bob:key-b,carol:key-c"
 HOLDS = 3
-IMAGE_QUOTA = 1_500_000  # bytes: seven of the 197 KB noise images below, not eight
+IMAGE_QUOTA = 1_500_000  # bytes: seven of the noise images below (each over 256·256·3 = 196,608 bytes), not eight
 BURST = 200
 FAST = {"evaluate": False}  # saliency without its faithfulness scores: one forward and backward pass
 
@@ -66,7 +66,7 @@ def seconds(stamp: str) -> float:
 
 
 def noise(seed: int) -> bytes:
-    """A 256×256 PNG of noise: about 197 KB that PNG cannot shrink."""
+    """A 256×256 PNG of noise, which PNG cannot shrink below its 256·256·3 bytes."""
     return encode(np.random.default_rng(seed).integers(0, 256, (256, 256, 3), dtype=np.uint8))
 
 

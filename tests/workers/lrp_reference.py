@@ -38,9 +38,10 @@ def builtin_canonizers(zennit) -> list:
     """What zennit needs to see the built-in as LRP does: BatchNorm merged into the convolution before it, and each
     residual `y + x` as a `Sum` module (zennit's ResNet canonizer, for `MBConvBlock`).
 
-    zennit 0.5.1's merge leaves the BatchNorm's eps, so its "identity" still divides by √(1 + eps): 0.05 % per
-    BatchNorm at Lite0's eps of 1e-3, about 1 % on the map. Later zennit makes the identity exact (var = eps = 0.5
-    since chr5tphr/zennit#240); the reference does the same, so that it explains the model itself."""
+    zennit 0.5.1's merge leaves the BatchNorm's eps, so its "identity" still divides by √(1 + eps): 1 − 1/√1.001
+    ≈ 0.05 % per BatchNorm at Lite0's eps of 1e-3, compounding over the network's BatchNorms. Later zennit makes
+    the identity exact (var = eps = 0.5 since chr5tphr/zennit#240); the reference does the same, so that it
+    explains the model itself."""
     from zennit.canonizers import AttributeCanonizer, SequentialMergeBatchNorm
     from zennit.layer import Sum
 

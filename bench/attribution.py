@@ -46,8 +46,6 @@ LIBRARY = {"gradcam": "GradCAM", "gradcam_plus_plus": "GradCAMPlusPlus", "xgradc
 TARGETS = {"scorecam": 0.5, "ablationcam": 0.5}  # the others: 1.0
 
 
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -84,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             def ours(params=params, spec=spec):
                 return method_of(spec)(Task(network, xt, params))
-        theirs = reference(kind, network, params, xt, target, grad_cam, ClassifierOutputTarget)
+        theirs = reference(kind, network, params, xt, target, grad_cam, ClassifierOutputTarget, settings)
         ours_s, theirs_s = median_s(ours, args.repeat), median_s(theirs, args.repeat)
         ratio, goal = ours_s / theirs_s, TARGETS.get(kind, 1.0)
         line = (f"{kind:<18} ours {ours_s * 1000:9.1f} ms  theirs {theirs_s * 1000:9.1f} ms  ratio {ratio:6.3g}× "
@@ -97,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
                        lines)
 
 
-def reference(kind: str, network, params, xt: torch.Tensor, target: int, grad_cam, output_target):
+def reference(kind: str, network, params, xt: torch.Tensor, target: int, grad_cam, output_target,
+              settings: Settings):
     """The library's call for `kind`, as a user of it would make it."""
     if kind == "lrp":
         import copy
@@ -112,7 +111,7 @@ def reference(kind: str, network, params, xt: torch.Tensor, target: int, grad_ca
     layer = network.layer_module(params.layer)
     cam = library(model=network.module, target_layers=[layer])
     if hasattr(cam, "batch_size"):
-        cam.batch_size = Settings().occlusion_batch  # Score-CAM's and Ablation-CAM's batch: the same as ours
+        cam.batch_size = settings.occlusion_batch  # Score-CAM's and Ablation-CAM's batch: the same as ours
     return lambda: cam(input_tensor=xt.clone().requires_grad_(), targets=[output_target(target)])
 
 

@@ -30,7 +30,6 @@ import io
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -44,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cleanup import delete_run  # noqa: E402
-from bench.timing import Lean, alternate_ms, median_s  # noqa: E402
+from bench.timing import Lean, alternate_ms, free_port, median_s, wait_ready  # noqa: E402
 from core import preprocessing  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.stores.models import ModelStore  # noqa: E402
@@ -72,12 +71,6 @@ async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
     await reader.readexactly(int(headers.get("content-length", 0)))
     return int(head[0].split()[1]), headers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def variants(photo, count: int, seed: int) -> list[bytes]:
@@ -223,15 +216,8 @@ def main() -> None:
     rows = []  # (what, ms, bare ms timed beside it)
     try:
         base = f"http://127.0.0.1:{port}"
+        wait_ready(base)
         with httpx.Client(base_url=base, timeout=120) as client:
-            for _ in range(300):
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
-
             def upload(data: bytes) -> str:
                 return client.post("/v1/images", files={"file": ("v.png", data, "image/png")}).json()["id"]
 

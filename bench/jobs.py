@@ -24,7 +24,6 @@ import argparse
 import io
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,6 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import numpy as np
 import torch
 from PIL import Image
@@ -42,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cleanup import delete_run  # noqa: E402
-from bench.timing import Lean, alternate_ms  # noqa: E402
+from bench.timing import Lean, alternate_ms, free_port, wait_ready  # noqa: E402
 from core import images, preprocessing  # noqa: E402
 from core.settings import get_settings  # noqa: E402
 from models.sessions import keep_freed_buffers  # noqa: E402
@@ -59,12 +57,6 @@ METHODS = {  # kind: params of the job (and of the direct and captum calls)
 
 
 SINGLE_PASS = ("saliency", "guided_backprop", "deconvnet", "gradcam")  # one forward and one backward
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def photo(i: int) -> bytes:
@@ -112,12 +104,12 @@ def start_service(env: dict, port: int, logs: Path) -> list[subprocess.Popen]:
                            stdout=open(logs / "api.log", "wb"), stderr=subprocess.STDOUT)
     worker = subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env={**env, "CONVSCOPE_LOG_LEVEL": "INFO"},
                               stdout=open(logs / "worker.log", "wb"), stderr=subprocess.STDOUT)
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}")
+    except TimeoutError:
+        for process in (api, worker):
+            process.terminate()
+        raise
     return [api, worker]
 
 

@@ -39,6 +39,12 @@ def machine() -> str:
     return f"{model}, {cores} cores, {gpu}, Python {platform.python_version()}, {platform.system()}"
 
 
+def load_average(all_three: bool = False) -> str:
+    """The machine's load average now, as the benches print it: the 1-minute figure, or with `all_three` the 1, 5 and
+    15-minute ones separated by spaces (two decimals each)."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg()[:3 if all_three else 1])
+
+
 def record(title: str, lines: list[str]) -> None:
     """Append one run's figures (`lines`, as printed) under a dated heading with the command that made them."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

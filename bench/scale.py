@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,17 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cleanup import delete_run  # noqa: E402
+from bench.timing import free_port, wait_ready  # noqa: E402
 from core.settings import get_settings  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 ZOO = OUT / "zoo"
 MIB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_bytes(pid: int) -> int:
@@ -171,13 +165,11 @@ class Service:
                                     env={**self.env, "CONVSCOPE_PORT": str(self.port)},
                                     stdout=open(OUT / f"scale-api-{token}.log", "wb"), stderr=subprocess.STDOUT)
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=600)
-        for _ in range(600):
-            try:
-                if self.client.get("/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        try:
+            wait_ready(f"http://127.0.0.1:{self.port}")
+        except TimeoutError:
+            self.close()
+            raise
 
     def start_worker(self) -> None:
         n = len(self.workers)

@@ -46,8 +46,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench import results  # noqa: E402
 from bench.cleanup import delete_run  # noqa: E402
-from bench.forward import _post, ceiling, free_port, variants  # noqa: E402
-from bench.timing import median_s  # noqa: E402
+from bench.forward import _post, ceiling, variants  # noqa: E402
+from bench.results import load_average  # noqa: E402
+from bench.timing import free_port, median_s, pct, wait_ready  # noqa: E402
 from core import preprocessing  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.stores.models import ModelStore  # noqa: E402
@@ -65,10 +66,6 @@ def server_timing(header: str | None) -> dict[str, float]:
         if rest:
             phases[name] = float(rest)
     return phases
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
 
 
 async def sweep_level(port: int, path: str, body: bytes, clients: int, seconds: float, warmup: float) -> dict:
@@ -136,28 +133,13 @@ class Bare:
         return images / self.passes if view == "occlusion" else images
 
 
-def start_server(settings: Settings) -> tuple[subprocess.Popen, int, dict, float]:
-    """The API as scripts/run.sh serves it, on a spare port and a key prefix of its own; (process, port, env, start)."""
+def start_server(settings: Settings) -> tuple[subprocess.Popen, int, dict]:
+    """The API as scripts/run.sh serves it, on a spare port and a key prefix of its own; (process, port, env)."""
     port = free_port()
     env = {**os.environ, "CONVSCOPE_PORT": str(port), "CONVSCOPE_LOG_LEVEL": "WARNING",
            "CONVSCOPE_REDIS_PREFIX": f"bench-serve-{port}:"}
-    started = time.perf_counter()
     server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env)
-    return server, port, env, started
-
-
-def wait_until(client: httpx.Client, path: str, seconds: float = 300) -> tuple[float, float]:
-    """Seconds until `path` answers (any status), then until it is 200."""
-    start, answered = time.perf_counter(), None
-    while time.perf_counter() - start < seconds:
-        try:
-            if client.get(path).status_code == 200:
-                return (answered or time.perf_counter()) - start, time.perf_counter() - start
-            answered = answered or time.perf_counter()
-        except httpx.TransportError:
-            pass
-        time.sleep(0.02)
-    raise TimeoutError(f"{path} not 200 after {seconds} s")
+    return server, port, env
 
 
 def one_request(port: int, path: str, body: dict) -> tuple[float, dict]:
@@ -211,7 +193,7 @@ def main() -> None:
     settings = Settings()
     names = [layer.name for layer in ModelStore(settings.data_dir).get(BUILTIN_ID).layers]
     layer = names[len(names) // 2]
-    load_before = os.getloadavg()
+    load_before = load_average()
     bare = Bare(settings, layer)
     ceilings = {view: [bare.ceiling(view)] for view in views}
     one = {view: bare.one(view) for view in views}
@@ -219,13 +201,13 @@ def main() -> None:
     server = env = None
     try:
         if args.url is None:
-            server, port, env, _ = start_server(settings)
+            server, port, env = start_server(settings)
             base = f"http://127.0.0.1:{port}"
         else:
             base, port = args.url.rstrip("/"), int(args.url.rsplit(":", 1)[1].strip("/"))
         with httpx.Client(base_url=base, timeout=120) as client:
             if server is not None:
-                alive, ready = wait_until(client, "/readyz")
+                alive, ready = wait_ready(base)
                 lines.append(f"cold start: /healthz answered and /readyz 503 after {alive:.2f} s, /readyz 200 after "
                              f"{ready:.2f} s (process start to ready; the built-in model's session built and measured)")
             buf = io.BytesIO()
@@ -251,13 +233,13 @@ def main() -> None:
             delete_run(settings.redis_url, env["CONVSCOPE_REDIS_PREFIX"])
     for view in views:
         ceilings[view].append(bare.ceiling(view))
-    load_after = os.getloadavg()
+    load_after = load_average()
 
     head = (f"built-in model {BUILTIN_ID} 224×224, ONNX Runtime CPU, intra threads "
             f"{runtimes.ort_threads(settings.ort_intra_threads)}, runs at once {runtimes.run_slots(settings)}; "
             f"activations: JSON of {layer}; occlusion: patch {OCCLUSION['patch']} stride {OCCLUSION['stride']} "
             f"({bare.passes} passes); windows of {args.seconds:g} s after {args.warmup:g} s of warm-up; load average "
-            f"before {load_before[0]:.2f}, after {load_after[0]:.2f} (other work on this machine)")
+            f"before {load_before}, after {load_after} (other work on this machine)")
     out = [head, *lines, ""]
     out.append(f"{'view':12} {'clients':>7} {'req/s':>7} {'× ceil':>7} {'p50':>7} {'p90':>7} {'p95':>7} {'p99':>7} "
                f"{'p99/p50':>7} {'queue':>7} {'compute':>7} {'errors':>6}")

@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench import results  # noqa: E402
 from bench.cleanup import delete_run  # noqa: E402
-from bench.forward import free_port  # noqa: E402
+from bench.results import load_average  # noqa: E402
+from bench.timing import free_port, pct, wait_ready  # noqa: E402
 from core.settings import get_settings  # noqa: E402
 
 MODEL = "efficientnet-lite0"
@@ -56,10 +57,6 @@ def photo(seed: int) -> bytes:
     out = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(out, format="PNG")
     return out.getvalue()
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
 
 
 class Phase:
@@ -212,14 +209,7 @@ def main() -> None:
     targets = iter(range(10**6))
     try:
         with httpx.Client(base_url=url, timeout=60) as http:
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                try:
-                    if http.get("/readyz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.3)
+            wait_ready(url)
             images = {}
             for name, headers, seed in (("calm", CALM, 1), ("flood", FLOOD, 2)):
                 images[name] = http.post("/v1/images", files={"file": ("p.png", photo(seed), "image/png")},
@@ -229,7 +219,7 @@ def main() -> None:
             assert all(w.status_code == 200 for w in warm), [w.text for w in warm]
             holds = http.get("/v1/usage", headers=FLOOD).json()["holds"]["limit"]
 
-            load_before = os.getloadavg()
+            load_before = load_average()
             alone = Phase(url, images["calm"], args.seconds, targets)
             alone.run()
             flood = Flood(url, images["flood"], holds, args.flood_predicts)
@@ -237,7 +227,7 @@ def main() -> None:
             time.sleep(3)  # its queue filled and its streams held
             crowded = Phase(url, images["calm"], args.seconds, targets)
             crowded.run()
-            load_during = os.getloadavg()
+            load_during = load_average()
             flood.end()
             waits = {"alone": alone.waits(http), "flood": crowded.waits(http)}
             runs = flood.runs(http)
@@ -254,7 +244,7 @@ def main() -> None:
 
     lines = [f"built-in model {MODEL}; two workers (niceness {args.worker_nice}); jobs: saliency without scores; "
              f"{args.seconds:g} s a phase; the flood's predict clients: {args.flood_predicts}",
-             f"load average (1 min) before: {load_before[0]:.2f}, at the end of the flood: {load_during[0]:.2f} "
+             f"load average (1 min) before: {load_before}, at the end of the flood: {load_during} "
              f"({os.cpu_count()} cores)"]
     for name, phase in (("alone", alone), ("flood", crowded)):
         lines.append(f"calm {name}: predict p50 {pct(phase.predicts, 50):.1f} ms, p99 {pct(phase.predicts, 99):.1f} ms "

@@ -1,6 +1,7 @@
 """Timing shared by the benchmarks: two calls timed alternately, so that load from elsewhere (or a shared
 VM's drifting speed) falls on both alike; and a lean HTTP client, so that the figures are the service's
-(on a 2-core machine the client shares the cores with the server, and httpx costs about 1 ms a request)."""
+(on a 2-core machine the client shares the cores with the server, and httpx costs about 1 ms a request). Also the
+small helpers every bench that starts its own service needs: a spare port, waiting for `/readyz`, percentiles."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import socket
 import statistics
 import time
 import uuid
+
+import httpx
+import numpy as np
 
 
 def alternate_ms(first, second, repeats: int, block: int = 1) -> tuple[float, float]:
@@ -128,3 +132,31 @@ def median_s(fn, repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def pct(values: list[float], q: float) -> float:
+    """The `q`th percentile of `values` (NaN when there are none)."""
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 (for a service the bench starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, timeout: float = 300) -> tuple[float, float]:
+    """Wait until `{url}/readyz` is 200: (seconds until it first answered, any status; seconds until it was 200).
+    TimeoutError when it is not 200 within `timeout` seconds."""
+    start, answered = time.perf_counter(), None
+    with httpx.Client(base_url=url, timeout=60) as client:
+        while time.perf_counter() - start < timeout:
+            try:
+                if client.get("/readyz").status_code == 200:
+                    return (answered or time.perf_counter()) - start, time.perf_counter() - start
+                answered = answered or time.perf_counter()
+            except httpx.TransportError:
+                pass
+            time.sleep(0.02)
+    raise TimeoutError(f"{url}/readyz not 200 after {timeout} s")

@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cleanup import delete_run  # noqa: E402
-from bench.jobs import direct_call, free_port, start_service  # noqa: E402
+from bench.jobs import direct_call, start_service  # noqa: E402
 from bench.results import record  # noqa: E402
-from bench.timing import Lean  # noqa: E402
+from bench.timing import Lean, free_port, median_s  # noqa: E402
 from core import images, preprocessing  # noqa: E402
 from core.settings import get_settings  # noqa: E402
 
@@ -96,14 +96,7 @@ def main() -> None:
         print(header)
         lines.append(header)
         for kind in args.kinds.split(","):
-            call = direct_call(kind, network, x, target, settings.attribution_batch)
-            for _ in range(3):
-                call()
-            direct = []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                call()
-                direct.append((time.perf_counter() - start) * 1000)
+            method = 1000 * median_s(direct_call(kind, network, x, target, settings.attribution_batch), args.repeats)
             walls, timings = [], []
             for i in range(args.repeats + 3):  # the first three warm the worker's network and the API's session
                 spec = {"kind": kind, "model": model, "params": {"evaluate": False, "target": target}}
@@ -116,7 +109,7 @@ def main() -> None:
                 if i >= 3:
                     walls.append(wall)
                     timings.append(job["timing"])
-            method, e2e = statistics.median(direct), statistics.median(walls)
+            e2e = statistics.median(walls)
             split = "  ".join(f"{statistics.median(t[name] for t in timings):6.1f}"
                               for name in ("queued", "started", "method", "stored", "total"))
             outside = statistics.median(w - t["total"] for w, t in zip(walls, timings, strict=True))

@@ -64,7 +64,8 @@ def map_first(jobs: int) -> tuple[list[float], list[float]]:
     import httpx
 
     from bench.cleanup import delete_run
-    from bench.jobs import free_port, photo, start_service
+    from bench.jobs import photo, start_service
+    from bench.timing import free_port
 
     token = uuid.uuid4().hex[:8]
     prefix, queue, port = f"bench-{token}:", f"bench-{token}", free_port()

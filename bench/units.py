@@ -15,7 +15,6 @@ target is ≤ 50 ms warm. Usage: python -m bench.units [--steps 16] [--size 48]
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -29,7 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.results import record
+from bench.cleanup import delete_run
+from bench.results import load_average, record
 from core.kinds.atlas import NeuronGroupsParams
 from core.methods import ImageInput
 from core.settings import Settings
@@ -133,17 +133,13 @@ def main() -> None:
     prefix = f"bench-units-{uuid.uuid4().hex[:8]}:"
     settings = Settings(redis_prefix=prefix, data_dir=ROOT / "var", ort_intra_threads=1)
     store = ModelStore(settings.data_dir)
-    before = os.getloadavg()
+    before = load_average(all_three=True)
     try:
         lines = circuits(settings) + groups(store, settings, args.steps, args.size)
-        lines.append(f"load average (1, 5, 15 min) before {' '.join(f'{v:.2f}' for v in before)}, after "
-                     f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}: the machine's other work, shared with these figures")
+        lines.append(f"load average (1, 5, 15 min) before {before}, after {load_average(all_three=True)}: the "
+                     "machine's other work, shared with these figures")
     finally:
-        import redis
-
-        client = redis.Redis.from_url(settings.redis_url)
-        for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            client.delete(key)
+        delete_run(settings.redis_url, prefix)
     record("bench/units.py: neuron groups and circuits on the built-in model", lines)
 
 

@@ -16,7 +16,6 @@ import argparse
 import io
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cleanup import delete_run  # noqa: E402
+from bench.timing import free_port, wait_ready  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.stores.models import ModelStore  # noqa: E402
 from models.builtin import BUILTIN_ID  # noqa: E402
@@ -200,7 +200,7 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="bench-upload-"))
     shutil.copytree(source.root, data_dir / "models")
     prefix = f"bench-upload-{uuid.uuid4().hex[:8]}:"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "CONVSCOPE_DATA_DIR": str(data_dir), "CONVSCOPE_REDIS_PREFIX": prefix,
            "CONVSCOPE_LOG_LEVEL": "WARNING"}
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
@@ -208,7 +208,7 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=600) as client:
-            _wait_ready(client)
+            wait_ready(base, timeout=20)
             image_id = _upload_photo(client)
             client.post(f"/v1/models/{BUILTIN_ID}/predict", json={"image": {"id": image_id}})  # warm the session
             print(f"machine: {os.cpu_count()} CPUs; API and sandbox each use 1 thread (settings)")
@@ -220,23 +220,6 @@ def main() -> None:
         server.wait()
         shutil.rmtree(data_dir, ignore_errors=True)
         delete_run(Settings().redis_url, prefix)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(client: httpx.Client) -> None:
-    for _ in range(200):
-        try:
-            if client.get("/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("the API did not become ready")
 
 
 def _upload_photo(client: httpx.Client) -> str:

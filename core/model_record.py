@@ -134,6 +134,14 @@ class ModelRecord(ModelInfo):
     def layer(self, name: str) -> Layer | None:
         return next((layer for layer in self.layers or [] if layer.name == name), None)
 
+    def require_layer(self, name: str) -> Layer:
+        """Layer `name`; 422 `unknown_layer` (with the first 50 layer names) when the model has none."""
+        found = self.layer(name)
+        if found is None:
+            raise Invalid(f"model {self.id!r} has no layer {name!r}", code="unknown_layer",
+                          details={"layers": [known.name for known in (self.layers or [])][:50]})
+        return found
+
     def label(self, index: int) -> str | None:
         return self.labels[index] if self.labels and 0 <= index < len(self.labels) else None
 

@@ -35,9 +35,6 @@ class Phases:
         self.seconds = dict.fromkeys(PHASES, 0.0)
         self._waited = 0.0  # total of `wait`, so a timed phase can leave out the waits inside it
 
-    def add(self, phase: str, seconds: float) -> None:
-        self.seconds[phase] += seconds
-
     def wait(self, seconds: float) -> None:
         """Time spent waiting (for a batch, a run slot) within whatever phase is being timed: counted as queue."""
         self.seconds["queue"] += seconds

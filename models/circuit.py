@@ -21,7 +21,6 @@ its outside part is zero, exactly as autograd would give it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -59,18 +58,14 @@ class Window:
     def clipped(self, height: int, width: int) -> Window:
         """Zero outside the grid 0 ≤ y < height, 0 ≤ x < width (what falls there is padding, not an input)."""
         _, h, w = self.values.shape
-        rows = np.arange(self.top, self.top + h)
-        cols = np.arange(self.left, self.left + w)
-        inside = ((rows >= 0) & (rows < height))[:, None] & ((cols >= 0) & (cols < width))[None, :]
+        inside = _inside(np.arange(self.top, self.top + h), np.arange(self.left, self.left + w), height, width)
         if inside.all():
             return self
         return Window(self.values * inside, self.top, self.left)
 
     def plus(self, other: Window) -> Window:
         """The sum of two windows of the same tensor, on the union of their boxes."""
-        top, left = min(self.top, other.top), min(self.left, other.left)
-        bottom = max(self.top + self.values.shape[1], other.top + other.values.shape[1])
-        right = max(self.left + self.values.shape[2], other.left + other.values.shape[2])
+        top, left, bottom, right = _union_box([self, other])
         out = np.zeros((self.values.shape[0], bottom - top, right - left), np.float32)
         for part in (self, other):
             y, x = part.top - top, part.left - left
@@ -78,15 +73,21 @@ class Window:
         return Window(out, top, left)
 
 
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+def _union_box(windows: list[Window]) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of the smallest box holding every window's box (bottom and right exclusive)."""
+    return (min(w.top for w in windows), min(w.left for w in windows),
+            max(w.top + w.values.shape[1] for w in windows), max(w.left + w.values.shape[2] for w in windows))
+
+
+def _inside(rows: np.ndarray, cols: np.ndarray, height: int, width: int) -> np.ndarray:
+    """len(rows)×len(cols) mask: True where (row, col) lies on the grid 0 ≤ y < height, 0 ≤ x < width."""
+    return ((rows >= 0) & (rows < height))[:, None] & ((cols >= 0) & (cols < width))[None, :]
 
 
 @dataclass
 class Plan:
     """The nodes between a layer and its sources, latest first, and the sources themselves."""
 
-    layer: str
     sources: list[str]
     nodes: list[onnx.NodeProto]
 
@@ -120,9 +121,6 @@ class WeightGraph:
         del values
         constants = {name: np.asarray(v) for name, v in graph.constant_values(model).items()}
         return cls(list(model.graph.node), constants, shapes, small, list(listed), input_name)
-
-    def nbytes(self) -> int:
-        return sum(v.nbytes for v in self.constants.values())
 
     # ---------------------------------------------------------------- which nodes, which sources
 
@@ -163,7 +161,7 @@ class WeightGraph:
             where = f"layer {source!r}" if source else "an earlier layer"
             raise Invalid(f"layer {layer!r} is not fed by {where}", code="no_circuit")
         nodes = [node for node in reversed(self.nodes) if id(node) in crossed]
-        return Plan(layer, [s for s in self.listed + [self.input_name] if s in sources], nodes)
+        return Plan([s for s in self.listed + [self.input_name] if s in sources], nodes)
 
     def _descendants(self, name: str) -> set[str]:
         """`name` and every tensor computed from it."""
@@ -195,10 +193,7 @@ class WeightGraph:
 
     def _constant(self, name: str) -> np.ndarray | None:
         """A constant input (weights, a scale), also when given through `Identity` or `Cast` of one."""
-        while name not in self.constants and name in self._producer and self._producer[name].op_type in ("Identity", "Cast"):
-            name = self._producer[name].input[0]
-        value = self.constants.get(name)
-        return None if value is None else np.asarray(value, np.float32)
+        return graph.constant_through_casts(name, self.constants, self._producer)
 
     def _data(self, name: str) -> bool:
         """A tensor that carries the image (4-D, not a constant)."""
@@ -242,7 +237,7 @@ class WeightGraph:
             if scale is None or var is None:
                 raise CircuitUnsupported(f"the statistics of BatchNormalization {node.name or node.output[0]!r} "
                                          "are not constants")
-            factor = scale / np.sqrt(var + float(_attrs(node).get("epsilon", 1e-5)))
+            factor = scale / np.sqrt(var + float(graph.node_attrs(node).get("epsilon", 1e-5)))
             return [(node.input[0], Window(g.values * factor[:, None, None].astype(np.float32), g.top, g.left))]
         if op in ("Add", "Sum", "Sub"):
             for name in data:
@@ -257,23 +252,23 @@ class WeightGraph:
             return [(node.input[0], self._pool(node, g))]
         if op == "Pad":
             return [(node.input[0], self._pad(node, g))]
-        if op == "Concat" and int(_attrs(node)["axis"]) in (1, -3):
+        if op == "Concat" and int(graph.node_attrs(node)["axis"]) in (1, -3):
             return self._concat(node, g)
-        if op == "Split" and int(_attrs(node).get("axis", 0)) in (1, -3):
+        if op == "Split" and int(graph.node_attrs(node).get("axis", 0)) in (1, -3):
             return [(node.input[0], self._split(node, outs))]
         raise CircuitUnsupported(f"op {op} ({node.name or node.output[0]!r}) is not linear with rectifiers taken as "
                                  "the identity; name a later `source` layer")
 
     def _conv(self, node: onnx.NodeProto, g: Window) -> Window:
         """The transpose of a convolution on a window: input[i, y·s − p + u·d] += W[o, i, u] · g[o, y]."""
-        attrs = _attrs(node)
+        attrs = graph.node_attrs(node)
         weights = self._constant(node.input[1])
         if weights is None:
             raise CircuitUnsupported(f"the weights of Conv {node.name or node.output[0]!r} are not constants")
         out_ch, in_per_group, kh, kw = weights.shape
         groups = int(attrs.get("group", 1))
         (sy, sx), (dy, dx) = attrs.get("strides", [1, 1]), attrs.get("dilations", [1, 1])
-        pad_top, pad_left = self._conv_pads(node, attrs, (kh, kw), (sy, sx), (dy, dx))
+        pad_top, pad_left = graph.window_pads(attrs, self.shapes.get(node.input[0], ())[2:], (kh, kw), (sy, sx), (dy, dx))
         values = g.values
         _, h, w = values.shape
         hin, win = (h - 1) * sy + (kh - 1) * dy + 1, (w - 1) * sx + (kw - 1) * dx + 1
@@ -285,22 +280,6 @@ class WeightGraph:
                 out[:, :, u * dy:u * dy + (h - 1) * sy + 1:sy, v * dx:v * dx + (w - 1) * sx + 1:sx] += np.einsum(
                     "goyx,goi->giyx", per_group, kernel[:, :, :, u, v])
         return Window(out.reshape(groups * in_per_group, hin, win), g.top * sy - pad_top, g.left * sx - pad_left)
-
-    def _conv_pads(self, node, attrs, kernel, strides, dilations) -> tuple[int, int]:
-        auto = attrs.get("auto_pad", b"NOTSET")
-        auto = auto.decode() if isinstance(auto, bytes) else auto
-        if auto in ("SAME_UPPER", "SAME_LOWER"):
-            pads = []
-            for axis in range(2):
-                n = self.shapes[node.input[0]][2 + axis]
-                k_eff = (kernel[axis] - 1) * dilations[axis] + 1
-                total = max((math.ceil(n / strides[axis]) - 1) * strides[axis] + k_eff - n, 0)
-                pads.append(total // 2 if auto == "SAME_UPPER" else total - total // 2)
-            return pads[0], pads[1]
-        if auto == "VALID":
-            return 0, 0
-        pads = attrs.get("pads", [0, 0, 0, 0])
-        return int(pads[0]), int(pads[1])
 
     def _scaled(self, node: onnx.NodeProto, g: Window, data: str) -> Window:
         other = next(n for n in node.input if n != data)
@@ -322,12 +301,12 @@ class WeightGraph:
         """Average pooling's transpose (max pooling taken as the average of its window): each output position
         spreads its gradient evenly over the inputs of its window that lie inside the grid (ONNX's default
         `count_include_pad` 0) or over the whole window (`count_include_pad` 1)."""
-        attrs = _attrs(node)
+        attrs = graph.node_attrs(node)
         kh, kw = attrs["kernel_shape"][-2:]
         sy, sx = attrs.get("strides", [1, 1])[-2:]
         dy, dx = attrs.get("dilations", [1, 1])[-2:]
-        pad_top, pad_left = self._conv_pads(node, attrs, (kh, kw), (sy, sx), (dy, dx))
         _, _, height, width = self.shapes[node.input[0]]
+        pad_top, pad_left = graph.window_pads(attrs, (height, width), (kh, kw), (sy, sx), (dy, dx))
         channels, h, w = g.values.shape
         out = np.zeros((channels, (h - 1) * sy + (kh - 1) * dy + 1, (w - 1) * sx + (kw - 1) * dx + 1), np.float32)
         top, left = g.top * sy - pad_top, g.left * sx - pad_left
@@ -336,27 +315,21 @@ class WeightGraph:
             for x in range(w):
                 rows = top + y * sy + np.arange(kh) * dy
                 cols = left + x * sx + np.arange(kw) * dx
-                inside = ((rows >= 0) & (rows < height))[:, None] & ((cols >= 0) & (cols < width))[None, :]
+                inside = _inside(rows, cols, height, width)
                 share = inside / (kh * kw if include_pad else max(int(inside.sum()), 1))
                 out[:, y * sy:y * sy + (kh - 1) * dy + 1:dy, x * sx:x * sx + (kw - 1) * dx + 1:dx] += \
                     g.values[:, y, x, None, None] * share
         return Window(out, top, left)
 
     def _pad(self, node: onnx.NodeProto, g: Window) -> Window:
-        attrs = _attrs(node)
+        attrs = graph.node_attrs(node)
         mode = attrs.get("mode", b"constant")
         mode = mode.decode() if isinstance(mode, bytes) else mode
-        pads = attrs.get("pads")
-        if pads is None:
-            pads = self.constants.get(node.input[1], self.small.get(node.input[1]))
-        if pads is None:
+        def value(name: str) -> np.ndarray | None:
+            return self.constants.get(name, self.small.get(name))
+        if attrs.get("pads") is None and value(node.input[1]) is None:
             raise CircuitUnsupported(f"the pad amounts of {node.name or node.output[0]!r} are unknown")
-        pads = [int(p) for p in np.asarray(pads).ravel()]
-        axes = list(range(len(pads) // 2))
-        if len(node.input) > 3 and node.input[3]:
-            axes = [int(a) % 4 for a in np.asarray(self.constants.get(node.input[3], self.small.get(node.input[3])))]
-        begin = dict(zip(axes, pads[:len(axes)]))
-        end = dict(zip(axes, pads[len(axes):]))
+        begin, end = graph.pad_amounts(node, attrs, value)
         if mode != "constant" or begin.get(0, 0) or begin.get(1, 0) or end.get(0, 0) or end.get(1, 0):
             raise CircuitUnsupported(f"Pad {node.name or node.output[0]!r} ({mode}) is not a zero border")
         return Window(g.values, g.top - begin.get(2, 0), g.left - begin.get(3, 0))
@@ -374,11 +347,7 @@ class WeightGraph:
         parts = []
         for name, window in zip(node.output, outs):
             parts.append((self.shapes[name][1], window))
-        known = [w for _, w in parts if w is not None]
-        top = min(w.top for w in known)
-        left = min(w.left for w in known)
-        bottom = max(w.top + w.values.shape[1] for w in known)
-        right = max(w.left + w.values.shape[2] for w in known)
+        top, left, bottom, right = _union_box([w for _, w in parts if w is not None])
         blocks = []
         for channels, window in parts:
             block = np.zeros((channels, bottom - top, right - left), np.float32)

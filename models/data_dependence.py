@@ -25,7 +25,6 @@ import onnx
 from models.validate import ModelRejected, default_opset
 
 CONSTANT, SHAPE, VALUES = 0, 1, 2
-ORIGIN = {CONSTANT: "constants", SHAPE: "the input's shape", VALUES: "the input's values"}
 
 # op → positions of the inputs whose values set the output's shape (or, for If, which branch runs).
 SHAPE_INPUTS: dict[str, tuple[int, ...]] = {

@@ -97,7 +97,7 @@ class Limited:
     def __init__(self, session, seconds: float, watchdog: Watchdog = WATCHDOG):
         self.session, self.seconds, self.watchdog = session, seconds, watchdog
 
-    def run(self, outputs, feeds, run_options=None) -> list[np.ndarray]:
+    def run(self, outputs, feeds) -> list[np.ndarray]:
         left = self.seconds
         shared = _REQUEST.get()
         if shared is not None:

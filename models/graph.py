@@ -115,8 +115,51 @@ def probe_values(model: onnx.ModelProto, input_name: str, shape: tuple[int, ...]
     return values
 
 
-def _attrs(node: onnx.NodeProto) -> dict:
+def node_attrs(node: onnx.NodeProto) -> dict:
+    """The node's attributes, name → Python value."""
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def window_pads(attrs: dict, size_in, kernel, strides, dilations, rank: int = 2) -> tuple[int, int]:
+    """Padding before the two spatial axes of a Conv or pooling window (`kernel`, `strides`, `dilations`: those
+    axes'; `rank`: the window's axes): `auto_pad` SAME_UPPER / SAME_LOWER worked out from the input's (H, W)
+    `size_in`, VALID none, else the begin half of `pads` (its last two)."""
+    auto = attrs.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        pads = []
+        for axis in range(2):
+            n, s, k_eff = size_in[axis], strides[axis], (kernel[axis] - 1) * dilations[axis] + 1
+            total = max((math.ceil(n / s) - 1) * s + k_eff - n, 0)
+            pads.append(total // 2 if auto == "SAME_UPPER" else total - total // 2)
+        return pads[0], pads[1]
+    if auto == "VALID":
+        return 0, 0
+    pads = list(attrs.get("pads", [0] * (2 * rank)))[:rank][-2:]
+    return int(pads[0]), int(pads[1])
+
+
+def pad_amounts(node: onnx.NodeProto, attrs: dict, value) -> tuple[dict[int, int], dict[int, int]]:
+    """(axis → padding before, axis → padding after) of a `Pad` node: from its `pads` attribute (opset < 11) or
+    its inputs, whose values `value(name)` gives (the pad amounts, and the axes they apply to when given)."""
+    pads = attrs.get("pads")
+    if pads is None:
+        pads = value(node.input[1])
+    pads = [int(p) for p in np.asarray(pads).ravel()]
+    axes = list(range(len(pads) // 2))
+    if len(node.input) > 3 and node.input[3]:
+        axes = [int(a) % 4 for a in np.asarray(value(node.input[3]))]
+    return dict(zip(axes, pads[:len(axes)])), dict(zip(axes, pads[len(axes):]))
+
+
+def constant_through_casts(name: str, values: dict[str, np.ndarray],
+                           producer: dict[str, onnx.NodeProto]) -> np.ndarray | None:
+    """The constant `name` as float32, also when given through `Identity` or `Cast` of one; None if not a constant
+    (`values`: the constants, `producer`: tensor → the node that makes it)."""
+    while name not in values and name in producer and producer[name].op_type in ("Identity", "Cast"):
+        name = producer[name].input[0]
+    value = values.get(name)
+    return None if value is None else np.asarray(value, np.float32)
 
 
 class _Walker:
@@ -140,8 +183,8 @@ class _Walker:
 
     def visit(self, node: onnx.NodeProto) -> None:
         if node.op_type == "Constant":
-            if "value" in _attrs(node):
-                self.constants[node.output[0]] = numpy_helper.to_array(_attrs(node)["value"])
+            if "value" in node_attrs(node):
+                self.constants[node.output[0]] = numpy_helper.to_array(node_attrs(node)["value"])
             return
         if node.op_type in METADATA:
             return
@@ -149,7 +192,7 @@ class _Walker:
         inputs = [self.fields[i] for i in names if i in self.fields]
         if not inputs:
             return
-        attrs = _attrs(node)
+        attrs = node_attrs(node)
         first = self.values.get(node.input[0])
         spatial_in = first is None or first.ndim == 4
         if node.op_type in WINDOWED and spatial_in:
@@ -174,31 +217,11 @@ class _Walker:
         kernel = attrs["kernel_shape"][-2:]
         strides = list(attrs.get("strides", [1] * rank))[-2:]
         dilations = list(attrs.get("dilations", [1] * rank))[-2:]
-        pads = list(attrs.get("pads", [0] * (2 * rank)))[:rank][-2:]
-        size_in = self.spatial(node.input[0])
-        out = []
-        for axis in range(2):
-            pad = pads[axis]
-            auto = attrs.get("auto_pad", b"NOTSET")
-            auto = auto.decode() if isinstance(auto, bytes) else auto
-            if auto in ("SAME_UPPER", "SAME_LOWER"):
-                n, s, k_eff = size_in[axis], strides[axis], (kernel[axis] - 1) * dilations[axis] + 1
-                total = max((math.ceil(n / s) - 1) * s + k_eff - n, 0)
-                pad = total // 2 if auto == "SAME_UPPER" else total - total // 2
-            elif auto == "VALID":
-                pad = 0
-            out.append(fin[axis].windowed(kernel[axis], strides[axis], dilations[axis], pad))
-        return tuple(out)
+        pads = window_pads(attrs, self.spatial(node.input[0]), kernel, strides, dilations, rank)
+        return tuple(fin[axis].windowed(kernel[axis], strides[axis], dilations[axis], pads[axis]) for axis in range(2))
 
     def _pad(self, node, attrs, fin):
-        pads = attrs.get("pads")
-        if pads is None:
-            pads = self.value(node.input[1])
-        pads = [int(p) for p in np.asarray(pads).ravel()]
-        axes = list(range(len(pads) // 2))
-        if len(node.input) > 3 and node.input[3]:
-            axes = [int(a) % 4 for a in self.value(node.input[3])]
-        begin = dict(zip(axes, pads[: len(axes)]))
+        begin, _ = pad_amounts(node, attrs, self.value)
         return (fin[0].shifted(-begin.get(2, 0)), fin[1].shifted(-begin.get(3, 0)))
 
     def _slice(self, node, attrs, fin):
@@ -251,8 +274,8 @@ def constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Initializers and the outputs of `Constant` nodes (weights are sometimes given as nodes)."""
     values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     for node in model.graph.node:
-        if node.op_type == "Constant" and "value" in _attrs(node):
-            values[node.output[0]] = numpy_helper.to_array(_attrs(node)["value"])
+        if node.op_type == "Constant" and "value" in node_attrs(node):
+            values[node.output[0]] = numpy_helper.to_array(node_attrs(node)["value"])
     return values
 
 
@@ -263,12 +286,7 @@ def conv_weights(model: onnx.ModelProto, tensor: str) -> np.ndarray | None:
     node = producer.get(tensor)
     if node is None or node.op_type != "Conv":
         return None
-    values = constant_values(model)
-    name = node.input[1]
-    while name not in values and name in producer and producer[name].op_type in ("Identity", "Cast"):
-        name = producer[name].input[0]
-    weights = values.get(name)
-    return None if weights is None else np.asarray(weights, np.float32)
+    return constant_through_casts(node.input[1], constant_values(model), producer)
 
 
 def _outer_names(node: onnx.NodeProto) -> list[str]:

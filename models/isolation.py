@@ -85,7 +85,13 @@ def _drop_to_nobody(needed: list[str]) -> str:
 
     try:
         user = pwd.getpwnam("nobody")
-        group = next((grp.getgrnam(n).gr_gid for n in ("nogroup", "nobody") if _has_group(n)), user.pw_gid)
+        group = user.pw_gid
+        for name in ("nogroup", "nobody"):
+            try:
+                group = grp.getgrnam(name).gr_gid
+                break
+            except KeyError:  # not on this system: the next name, else nobody's own group
+                continue
         os.setgroups([])
         os.setgid(group)
         os.setuid(user.pw_uid)
@@ -105,16 +111,6 @@ def _open_to_others(folder: str) -> bool:
             if not os.stat(path).st_mode & 0o001:
                 return False
     except OSError:
-        return False
-    return True
-
-
-def _has_group(name: str) -> bool:
-    import grp
-
-    try:
-        grp.getgrnam(name)
-    except KeyError:
         return False
     return True
 

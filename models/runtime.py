@@ -11,12 +11,14 @@ outputs are added to a file by rewriting only the graph's output list (`with_out
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import logging
 import mmap
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
@@ -71,11 +73,18 @@ def session_from_file(path: Path, *, extra_outputs: list[str] = (), intra_thread
     chosen = _provider_options(providers(provider_setting))
     if not extra_outputs:
         return ort.InferenceSession(str(path), options, providers=chosen)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", prefix="convscope-outputs-")
+    with scratch_onnx("convscope-outputs-") as tmp:
+        with_outputs(Path(path), list(extra_outputs), tmp)
+        return ort.InferenceSession(str(tmp), options, providers=chosen)
+
+
+@contextlib.contextmanager
+def scratch_onnx(prefix: str) -> Iterator[Path]:
+    """The path of a new empty temporary `.onnx` file named `<prefix>…`, deleted when the block ends."""
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", prefix=prefix)
     os.close(fd)
     try:
-        with_outputs(Path(path), list(extra_outputs), Path(tmp))
-        return ort.InferenceSession(tmp, options, providers=chosen)
+        yield Path(tmp)
     finally:
         os.unlink(tmp)
 

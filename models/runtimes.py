@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -39,7 +38,7 @@ from core.stores.models import ModelStore
 from models import runtime
 from models.batching import DynamicBatcher, best_batch
 from models.deadline import Limited
-from models.sessions import FLOAT_BYTES, SessionCache, estimate_bytes, keep_freed_buffers
+from models.sessions import SessionCache, estimate_bytes, keep_freed_buffers, upto_bytes
 from models.truncate import cut_before, truncate
 
 log = logging.getLogger("convscope.forward")
@@ -71,6 +70,15 @@ class ModelRuntime:
 
     def _key(self, variant: str) -> tuple[str, str, str]:
         return (self.record.id, self.record.onnx_sha256, variant)
+
+    def held(self, variant: str) -> bool:
+        """Whether the session `variant` is in the session cache now."""
+        return self.sessions.held(self._key(variant))
+
+    def _position(self, name: str) -> int:
+        """Index of layer `name` in the layer list; the last layer's for a name not listed."""
+        names = [layer.name for layer in self.record.layers or []]
+        return names.index(name) if name in names else len(names) - 1
 
     def _threads(self) -> int:
         return ort_threads(self.settings.ort_intra_threads if self.intra_threads is None else self.intra_threads)
@@ -178,9 +186,7 @@ class ModelRuntime:
     def variant_bytes(self, variant: str) -> int:
         """Estimated bytes of the session `variant` (what the session cache weighs it)."""
         if variant.startswith("upto:"):
-            names = [layer.name for layer in self.record.layers or []]
-            name = variant.removeprefix("upto:")
-            return upto_bytes(self.record, names.index(name) if name in names else len(names) - 1)
+            return upto_bytes(self.record, self._position(variant.removeprefix("upto:")))
         return estimate_bytes(self.record, probe=variant == "probe")
 
     @property
@@ -190,12 +196,12 @@ class ModelRuntime:
             if self.record.logits_name not in {o.name for o in session.get_outputs()}:
                 session = self._build([self.record.logits_name])  # the input of a trailing Softmax
             return session
-        return self.sessions.get(self._key("plain"), build, lambda: estimate_bytes(self.record, probe=False))
+        return self.sessions.get(self._key("plain"), build, lambda: self.variant_bytes("plain"))
 
     @property
     def probe(self):
         return self.sessions.get(self._key("probe"), lambda: self._build([layer.name for layer in self.record.layers or []]),
-                                 lambda: estimate_bytes(self.record, probe=True), probe=True)
+                                 lambda: self.variant_bytes("probe"), probe=True)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """N×C×H×W input → N×classes logits (one image per call for models with `max_batch` 1); only for a
@@ -218,8 +224,7 @@ class ModelRuntime:
         numbers) while its sub-graph is built and measured in the background; `now` builds it here."""
         if name in self._uncut:
             return self.probe, "probe"
-        if not now and self.background is not None and not self.sessions.held(self._key(f"upto:{name}")) \
-                and self.sessions.held(self._key("probe")):
+        if not now and self.background is not None and not self.held(f"upto:{name}") and self.held("probe"):
             with self._lock:
                 first = name not in self._cutting
                 self._cutting.add(name)
@@ -227,18 +232,14 @@ class ModelRuntime:
                 self._later(self._cut_later, name)
             return self.probe, "probe"
         layers = [layer.name for layer in self.record.layers or []]
-        position = layers.index(name) if name in layers else len(layers) - 1
+        position = self._position(name)
 
         def build():
-            fd, tmp = tempfile.mkstemp(suffix=".onnx", prefix="convscope-upto-")
-            os.close(fd)
-            try:
-                truncate(self.file(), name, Path(tmp), probe_outputs=layers[:position])
-                return self._build(path=Path(tmp))
-            finally:
-                os.unlink(tmp)
+            with runtime.scratch_onnx("convscope-upto-") as tmp:
+                truncate(self.file(), name, tmp, probe_outputs=layers[:position])
+                return self._build(path=tmp)
         try:
-            return self.sessions.get(self._key(f"upto:{name}"), build, lambda: upto_bytes(self.record, position),
+            return self.sessions.get(self._key(f"upto:{name}"), build, lambda: self.variant_bytes(f"upto:{name}"),
                                      probe=True), f"upto:{name}"
         except ValueError as exc:  # e.g. a layer no node makes: the probe has every layer
             log.info("layer served by the probe", extra={"fields": {"model": self.record.id, "layer": name,
@@ -271,13 +272,9 @@ class ModelRuntime:
 
     def _cut_before(self, name: str):
         layer = self.record.layer(name)
-        fd, tmp = tempfile.mkstemp(suffix=".onnx", prefix="convscope-from-")
-        os.close(fd)
-        try:
-            inputs = cut_before(self.file(), name, self.record.logits_name, Path(tmp), list(layer.shape))
-            return self._build(path=Path(tmp)), inputs  # one entry of the session cache
-        finally:
-            os.unlink(tmp)
+        with runtime.scratch_onnx("convscope-from-") as tmp:
+            inputs = cut_before(self.file(), name, self.record.logits_name, tmp, list(layer.shape))
+            return self._build(path=tmp), inputs  # one entry of the session cache
 
     def conv_weights(self, name: str) -> np.ndarray | None:
         """Weights of the convolution producing layer `name` (None when it is not a Conv); the ONNX
@@ -298,25 +295,6 @@ class ModelRuntime:
 
         return self.sessions.get(self._key("circuit"), lambda: WeightGraph.load(self.file(), self.record),
                                  lambda: int(self.record.size_bytes or 0), probe=True)
-
-
-def upto_bytes(record: ModelRecord, position: int) -> int:
-    """Estimated bytes of the session up to the layer at `position` of the layer list: its share of the weights
-    (layers up to it over all layers, of the file's size) and, as for a plain session, the two largest layer
-    outputs up to it (one image; ONNX Runtime reuses buffers between the others)."""
-    layers = record.layers or []
-    if not layers:
-        return estimate_bytes(record, probe=True)
-    share = (position + 1) / len(layers)
-    sizes = sorted((_elements(layer.shape) * FLOAT_BYTES for layer in layers[:position + 1]), reverse=True)
-    return int(share * (record.size_bytes or 0)) + sum(sizes[:2])
-
-
-def _elements(shape) -> int:
-    n = 1
-    for d in shape or []:
-        n *= max(int(d or 1), 1)
-    return n
 
 
 def ort_threads(setting: int) -> int:

@@ -51,6 +51,18 @@ def estimate_bytes(record: ModelRecord, probe: bool) -> int:
     return int(record.size_bytes or 0) + held
 
 
+def upto_bytes(record: ModelRecord, position: int) -> int:
+    """Estimated bytes of the session up to the layer at `position` of the layer list: its share of the weights
+    (layers up to it over all layers, of the file's size) and, as for a plain session, the two largest layer
+    outputs up to it (one image; ONNX Runtime reuses buffers between the others)."""
+    layers = record.layers or []
+    if not layers:
+        return estimate_bytes(record, probe=True)
+    share = (position + 1) / len(layers)
+    sizes = sorted((_elements(layer.shape) * FLOAT_BYTES for layer in layers[:position + 1]), reverse=True)
+    return int(share * (record.size_bytes or 0)) + sum(sizes[:2])
+
+
 def _elements(shape) -> int:
     n = 1
     for d in shape or []:

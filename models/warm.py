@@ -120,8 +120,7 @@ class Warmer:
         if record is None:
             return False
         rt = self.runtimes.get(record)
-        key = (record.id, record.onnx_sha256, variant)
-        if within_budget and not self.runtimes.sessions.held(key) and not self.runtimes.sessions.fits(
+        if within_budget and not rt.held(variant) and not self.runtimes.sessions.fits(
                 rt.variant_bytes(variant)):
             log.info("session not warmed: over the budget", extra={"fields": {"model": model_id, "session": variant}})
             return False

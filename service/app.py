@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
@@ -82,6 +83,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Shows what a convolutional network sees and learns.")
     app.state.auth = Authenticator(parse_keys(settings.api_keys, settings.api_keys_file))
     app.state.tenants = Tenants(settings)  # per-key rate limit and holds (service/tenants.py)
+    # The process's caps on work done at once: model uploads analysed, image previews encoded (each a thread), and
+    # dataset uploads decoded (each in a pool thread; the rest wait on the event loop without one).
+    app.state.upload_slots = threading.BoundedSemaphore(settings.max_concurrent_uploads)
+    app.state.preview_slots = threading.BoundedSemaphore(settings.max_concurrent_previews)
+    app.state.dataset_slots = asyncio.Semaphore(settings.max_concurrent_dataset_decodes)
     # Routes are matched in the order included: the forward views, the calls made most often, first (about 30 µs
     # less routing a request than after the images and models routes).
     for router in (views.router, images.router, models.router, units.router, jobs.router, usage.router):
@@ -94,10 +100,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(job_events.router)  # the API key, or the job's events token (service/events_token.py)
     install_error_handlers(app)
     install_middleware(app, settings)
+    origins = parse_origins(settings.cors_origins, keyed=not app.state.auth.open)
     if app.state.auth.open:  # no keys: answer only this machine's host names and pages (service/hosts.py)
-        app.add_middleware(LocalOnly, hosts=host_names(settings.allowed_hosts),
-                           origins=frozenset(parse_origins(settings.cors_origins, keyed=False)))
-    install_cors(app, settings.cors_origins, keyed=not app.state.auth.open)  # last: the outermost middleware
+        app.add_middleware(LocalOnly, hosts=host_names(settings.allowed_hosts), origins=frozenset(origins))
+    install_cors(app, origins)  # last: the outermost middleware
     app.openapi = lambda: openapi_schema(app)
     return app
 

@@ -87,7 +87,12 @@ async def require_key(request: Request) -> str | None:
     """Router dependency for `/v1`: authenticate, take one of the key's requests (`service.tenants`: 429
     `rate_limited` past its rate) and remember the caller's tenant."""
     credentials: HTTPAuthorizationCredentials | None = await bearer(request)
-    tenant = request.app.state.auth.tenant(credentials.credentials if credentials else None)
+    return await enter_as(request, request.app.state.auth.tenant(credentials.credentials if credentials else None))
+
+
+async def enter_as(request: Request, tenant: str | None) -> str | None:
+    """The request is `tenant`'s: take one of the key's requests (429 `rate_limited` past its rate) and remember
+    the caller's tenant for the rest of the request."""
     await request.app.state.tenants.admit(tenant)
     current_owner.set(tenant)
     request.state.owner = tenant

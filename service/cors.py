@@ -34,11 +34,9 @@ def parse_origins(spec: str, keyed: bool) -> list[str]:
     return origins
 
 
-def install_cors(app: FastAPI, spec: str, keyed: bool) -> list[str]:
-    """Add the middleware when origins are configured (call last, so it is the outermost); returns them."""
-    origins = parse_origins(spec, keyed)
+def install_cors(app: FastAPI, origins: list[str]) -> None:
+    """Add the middleware when origins are configured (`parse_origins`; call last, so it is the outermost)."""
     if origins:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=ALLOWED_HEADERS, expose_headers=EXPOSED_HEADERS, allow_credentials=False,
                            max_age=PREFLIGHT_MAX_AGE_S)
-    return origins

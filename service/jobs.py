@@ -26,7 +26,7 @@ from core.jobs import queueing
 from core.jobs.record import JobRecord, JobSpec
 from core.jobs.status import JobStatus, media_type
 from core.jobs.store import JobStore
-from core.jobs.supervisor import check_job, end_lost_jobs, home_queue, time_limit
+from core.jobs.supervisor import check_job, end_lost_jobs, time_limit
 from core.kinds.registry import KINDS
 from core.model_record import ModelRecord
 from core.redis_client import redis_errors
@@ -116,7 +116,7 @@ class JobService:
                        queue=queueing.tenant_queue(self.settings.job_queue, owner),
                        time_limit_s=time_limit(kind.name, self.settings.job_time_limit_scale)).sealed()
         job_id = uuid.uuid4().hex
-        queue = self.queue_of(owner)
+        queue = self.queue_of_name(spec.queue)
         usage, quota = self.store.usage, self.settings.quota_job_bytes
         usage.check(owner, JOB_BYTES, quota)  # inputs and artifacts the key holds (core/stores/usage.py)
         with redis_errors():
@@ -241,7 +241,8 @@ class JobService:
         with redis_errors():
             changed, before = records.transition(job_id, (JobStatus.QUEUED,), JobStatus.CANCELED)
             if changed:
-                queueing.remove_queued(home_queue(self.store, record.spec, self.queue), job_id, record.attempt)
+                queueing.remove_queued(self.queue_of_name(record.spec.queue or self.settings.job_queue), job_id,
+                                       record.attempt)
             elif before == JobStatus.STARTED:
                 records.request_cancel(job_id)
             elif before in (JobStatus.FINISHED, JobStatus.FAILED):

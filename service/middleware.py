@@ -159,4 +159,4 @@ class Observe:
             return await self.admission.enter()
         finally:
             if phases is not None:
-                phases.add("queue", time.perf_counter() - start)
+                phases.wait(time.perf_counter() - start)

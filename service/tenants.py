@@ -19,7 +19,6 @@ import asyncio
 import hashlib
 import logging
 import math
-import re
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from core import timing
 from core.errors import Overloaded
 from core.rate_limit import TokenBuckets
 from core.settings import Settings
+from service.middleware import HEAVY
 
 log = logging.getLogger("convscope.tenants")
 HOLD_RETRY_AFTER_S = 5
@@ -115,9 +115,6 @@ class HeldStream(StreamingResponse):
             self._release()
 
 
-FORWARD = re.compile(r"^/v1/models/[^/]+/(predict|activations|occlusion)$")
-
-
 class ForwardShare:
     """ASGI layer inside admission (`service.middleware.Observe`): the forward views of each API key in flight, and a
     key at its share waits while another key has one running or waiting. Work-conserving: a key alone is never held
@@ -132,7 +129,7 @@ class ForwardShare:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         bucket = _bucket(scope) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if bucket is None or not FORWARD.match(scope["path"]):
+        if bucket is None or not HEAVY.match(scope["path"]):
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()

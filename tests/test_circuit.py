@@ -203,6 +203,7 @@ def test_batchnorm_concat_average_pool_and_strides_against_autograd():
     for layer, source in (("out", "x"), ("out", "r"), ("cat", None), ("out", None)):
         for channel in range(5):
             windows = weights.expanded(layer, channel, source)
+            assert windows
             expected = jacobian(twin, layer, channel, list(windows), x.clone(), "x")
             for name, window in windows.items():
                 np.testing.assert_allclose(placed(window, weights.shapes[name]), expected[name], rtol=1e-5,

@@ -20,6 +20,7 @@ from PIL import Image
 from core.jobs.store import JobStore
 from core.settings import Settings
 from tests.conftest import REDIS_URL, clean_prefix, encode, sample
+from tests.jobs.conftest import delete_rq_keys, job_ids
 from tests.test_datasets import data_dir
 
 ALICE, BOB = {"Authorization": "Bearer key-a"}, {"Authorization": "Bearer key-b"}
@@ -36,9 +37,8 @@ def keyed(tmp_path_factory):
                         job_queue=f"test-dsi-{uuid.uuid4().hex[:8]}")
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client, settings
+    delete_rq_keys(REDIS_URL, {settings.job_queue} | job_ids(settings))
     clean_prefix(settings.redis_prefix)
-    queue = f"rq:queue:{settings.job_queue}"
-    redis.Redis.from_url(REDIS_URL).delete(queue)
 
 
 def photo(name: str, width: int, height: int) -> bytes:

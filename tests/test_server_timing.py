@@ -80,9 +80,23 @@ def test_a_wait_inside_a_phase_counts_as_queue_not_in_that_phase():
 
 
 def test_outside_a_timed_request_nothing_is_recorded():
+    """A request's `Phases` that is not the current one gets nothing from `timing.timed` and `timing.wait`; made
+    current, the same calls are recorded (the wait as queue, left out of the timed phase)."""
+    phases = timing.Phases()
+    assert timing.current.get() is None
     with timing.timed("decode"):
         timing.wait(1.0)
+        time.sleep(0.01)
+    assert phases.seconds == dict.fromkeys(timing.PHASES, 0.0)
     assert timing.current.get() is None
+    token = timing.current.set(phases)
+    try:
+        with timing.timed("decode"):
+            time.sleep(0.02)
+            timing.wait(0.01)  # half of the sleep was a wait
+    finally:
+        timing.current.reset(token)
+    assert phases.seconds["queue"] == 0.01 and phases.seconds["decode"] >= 0.009
 
 
 class GatedSession:

@@ -157,7 +157,7 @@ def compute(ctx: WorkerContext, job_id: str, spec: JobSpec, kind: Kind, plan: Pl
     if isinstance(out, Attribution):
         faithfulness.ranking(out, image.x)
         files = map_artifacts(out, image, early)
-        if prestore is not None and faithfulness.scored(params):  # readable now, while its scores are computed
+        if prestore is not None and params.scored():  # readable now, while its scores are computed
             prestore.publish(files)  # (unscored, the ending stores it a moment later: no extra round trip)
         stages.mark("encode")
         out = faithfulness.score(out, image.x, params, record, classify, batch=s.occlusion_batch,

@@ -16,7 +16,7 @@ from pydantic import Field
 from core.kinds.dataset import load_steps, pass_steps, umap_available
 from core.kinds.kind import DATASET, SOME_DATASET, Family, Kind
 from core.kinds.making import RenderParams
-from core.kinds.params import Params, Workload, spatial_layer
+from core.kinds.params import Params, Workload, middle_layer, spatial_layer
 from core.methods import Output
 from core.model_record import ModelRecord
 
@@ -104,7 +104,7 @@ def rectified_layer(record: ModelRecord) -> str:
     if not layers:
         raise ValueError(f"model {record.id!r} lists no spatial layer")
     rectified = [layer.name for layer in layers[: len(layers) * 2 // 3 + 1] if layer.op in ("Relu", "Clip")]
-    return rectified[-1] if rectified else layers[len(layers) * 2 // 3].name
+    return rectified[-1] if rectified else middle_layer(record)
 
 
 class NeuronGroupsParams(AtlasRenderParams):

@@ -93,12 +93,15 @@ class AblationcamParams(ChannelPassesParams):
     when it is zeroed. Forward passes of the graph after the layer only, one per channel."""
 
 
+LrpComposite = Literal["epsilon_plus_flat", "epsilon_plus", "epsilon_gamma_box", "epsilon_alpha2_beta1_flat"]
+
+
 class LrpParams(AttributionParams):
     """Layer-wise relevance propagation (Bach et al. 2015; Montavon et al. 2019), with zennit's composites: the
     target's one-hot output relevance passed down layer by layer by each layer type's rule, BatchNorm merged into
     the convolution before it and residual additions split in proportion to their inputs first."""
 
-    composite: Literal["epsilon_plus_flat", "epsilon_plus", "epsilon_gamma_box", "epsilon_alpha2_beta1_flat"] = Field(
+    composite: LrpComposite = Field(
         "epsilon_plus_flat", description="the rules by layer, as zennit names them: epsilon_plus (ε for dense "
         "layers, z⁺ for convolutions), epsilon_plus_flat (the same, flat in the first layer), epsilon_gamma_box (γ "
         "for convolutions, z^B with the input's bounds in the first layer), epsilon_alpha2_beta1_flat (α2β1 for "

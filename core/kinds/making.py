@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from core.kinds.kind import IMAGE, STYLE_IMAGE, Family, Input, Kind
-from core.kinds.params import Params, Target, Workload, spatial_layer
+from core.kinds.params import Params, Target, Workload, middle_layer, spatial_layer
 from core.methods import Made
 from core.model_record import ModelRecord
 
@@ -52,12 +52,6 @@ def _layer_channel(record: ModelRecord, layer: str, channel: int | None) -> None
         raise ValueError(f"layer {layer!r} has {shape[0]} channels; channel {channel} is out of range")
 
 
-def _middle_layer(record: ModelRecord) -> str:
-    if not record.layers:
-        raise ValueError(f"model {record.id!r} has no spatial layer")
-    return record.layers[len(record.layers) * 2 // 3].name
-
-
 class ClassModelParams(SizedRenderParams):
     """Class model visualisation (Simonyan et al. 2014) with Yosinski et al. (2015)'s regularisers:
     an image maximising the class logit."""
@@ -95,7 +89,7 @@ class InversionParams(RenderParams):
     tv: float = Field(0.5, ge=0, description="weight of TV^β")
 
     def resolve(self, record: ModelRecord) -> Params:
-        layer = self.layer or _middle_layer(record)
+        layer = self.layer or middle_layer(record)
         spatial_layer(record, layer)
         return self.model_copy(update={"layer": layer})
 
@@ -120,7 +114,7 @@ class DeepdreamParams(Params):
         return self.octaves * self.steps
 
     def resolve(self, record: ModelRecord) -> Params:
-        layer = self.layer or _middle_layer(record)
+        layer = self.layer or middle_layer(record)
         _layer_channel(record, layer, self.channel)
         return self.model_copy(update={"layer": layer})
 
@@ -190,7 +184,7 @@ class StyleTransferParams(TextureParams):
         return self
 
     def resolve(self, record: ModelRecord) -> Params:
-        content = self.content_layer or _middle_layer(record)
+        content = self.content_layer or middle_layer(record)
         spatial_layer(record, content)
         style = self.style_layers or _default_style_layers(record)
         for name in style:
@@ -210,7 +204,7 @@ class CaricatureParams(RenderParams):
     cossim_pow: float = Field(1.0, ge=0, le=8, description="objective: dot(image's, photo's activations) × cos^this")
 
     def resolve(self, record: ModelRecord) -> Params:
-        layer = self.layer or _middle_layer(record)
+        layer = self.layer or middle_layer(record)
         spatial_layer(record, layer)
         fixed = (record.input.height, record.input.width)
         if self.size is not None and not record.input.dynamic_size and (self.size, self.size) != fixed:

@@ -68,6 +68,13 @@ def layer_or_last(record: ModelRecord, name: str | None) -> str:
     return name
 
 
+def middle_layer(record: ModelRecord) -> str:
+    """The model's spatial layer about two thirds deep (the default layer of the kinds that read one)."""
+    if not record.layers:
+        raise ValueError(f"model {record.id!r} has no spatial layer")
+    return record.layers[len(record.layers) * 2 // 3].name
+
+
 def channels(record: ModelRecord, name: str) -> int:
     """How many channels the record's layer `name` has."""
     return spatial_layer(record, name).shape[0]

@@ -171,10 +171,9 @@ class DatasetStore:
 
     def listed(self, owner: str | None) -> list[dict]:
         """`owner`'s live datasets from their small `meta.json` files, newest first: {id, name, count, created_at}."""
-        metas = [m for m in self._metas() if m.get("owner") == owner and not self._expired(m)]
         return [{"id": m["id"], "name": m.get("name"), "count": int(m.get("count", 0)),
                  "created_at": float(m["created_at"])}
-                for m in sorted(metas, key=lambda m: (-float(m["created_at"]), m["id"]))]
+                for m in sorted(self._live(owner), key=lambda m: (-float(m["created_at"]), m["id"]))]
 
     def delete(self, dataset_id: str, owner: str | None) -> None:
         """Remove `owner`'s dataset `dataset_id` and its files (404 when there is none for `owner`)."""
@@ -186,12 +185,15 @@ class DatasetStore:
 
     def held_by(self, owner: str | None) -> int:
         """How many live datasets `owner` holds."""
-        return sum(1 for meta in self._metas() if meta.get("owner") == owner and not self._expired(meta))
+        return len(self._live(owner))
 
     def bytes_held_by(self, owner: str | None) -> int:
         """Bytes of image files in `owner`'s live datasets (as their `meta.json` says; 0 for older ones)."""
-        return sum(int(meta.get("bytes", 0)) for meta in self._metas()
-                   if meta.get("owner") == owner and not self._expired(meta))
+        return _bytes(self._live(owner))
+
+    def _live(self, owner: str | None) -> list[dict]:
+        """The `meta.json` (with its `id`) of each of `owner`'s datasets that has not expired: one storage listing."""
+        return [meta for meta in self._metas() if meta.get("owner") == owner and not self._expired(meta)]
 
     def _metas(self) -> Iterator[dict]:
         ids = [name for name in self.storage.children("datasets") if _ID.match(name)]
@@ -232,12 +234,13 @@ class DatasetStore:
         uploads = list(uploads)
         name = archives.display_name(name.strip())[:MAX_NAME] if name and name.strip() else upload_name(uploads)
         self.sweep()
-        if self.held_by(owner) >= settings.max_datasets_per_key:
+        live = self._live(owner)
+        if len(live) >= settings.max_datasets_per_key:
             raise Overloaded(f"this key already holds {settings.max_datasets_per_key} datasets; delete one or wait for "
                              f"some to expire", code="dataset_quota", retry_after=3600)
         dataset_id = uuid.uuid4().hex
         prefix = f"datasets/{dataset_id}"
-        stored = _Stored(self.bytes_held_by(owner), settings.max_dataset_bytes_per_key)
+        stored = _Stored(_bytes(live), settings.max_dataset_bytes_per_key)
         try:
             entries, rejected = _ingest(uploads, lambda file, data: self.storage.put(f"{prefix}/{file}", stored(data)),
                                         settings)
@@ -278,6 +281,11 @@ def upload_name(uploads: list[Upload]) -> str | None:
         return None
     more = len(uploads) - 1
     return (names[0] if not more else f"{names[0]} and {more} more")[:MAX_NAME]
+
+
+def _bytes(metas: list[dict]) -> int:
+    """Bytes of image files in these datasets (as their `meta.json` says; 0 for older ones)."""
+    return sum(int(meta.get("bytes", 0)) for meta in metas)
 
 
 def _json(value: dict) -> bytes:

@@ -106,17 +106,11 @@ class UsageLedger:
         base = f"{self.prefix}usage:{owner or '_'}:{quota}"
         return [base, f"{base}:exp"]
 
-    def charge(self, owner: str | None, quota: str, item: str, size: int, ttl_s: float, limit: int,
-               pipe=None) -> None:
+    def charge(self, owner: str | None, quota: str, item: str, size: int, ttl_s: float, limit: int) -> None:
         """Charge `size` bytes of `item`, held for `ttl_s` from now, to `owner`; 429 `quota_exceeded` when that
-        would take the account past `limit` (`NO_LIMIT`: never refused, e.g. artifacts of a job already admitted).
-        With `pipe`, the charge is queued there and never refused (the caller checked first)."""
+        would take the account past `limit` (`NO_LIMIT`: never refused, e.g. artifacts of a job already admitted)."""
         now = time.time()
-        args = [repr(now), item, int(size), repr(now + ttl_s), int(limit) if pipe is None else NO_LIMIT,
-                int(ttl_s) + 60]
-        if pipe is not None:
-            self._charge(keys=self._keys(owner, quota), args=args, client=pipe)
-            return
+        args = [repr(now), item, int(size), repr(now + ttl_s), int(limit), int(ttl_s) + 60]
         with redis_errors():
             accepted, total = self._charge(keys=self._keys(owner, quota), args=args)
         if not accepted:

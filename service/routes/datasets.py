@@ -3,7 +3,6 @@ and each image of a dataset for its owner (PNG, or a thumbnail)."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -108,17 +107,10 @@ async def upload_dataset(request: Request, store: DatasetStore = Depends(dataset
     s = ctx.settings
     async with received(request, upload_rules(s)) as body:
         name = body.form.get("name")
-        async with decode_slots(request.app, s.max_concurrent_dataset_decodes):  # up to 10,000 decodes: a few at once
+        async with request.app.state.dataset_slots:  # up to 10,000 decodes: a few at once (`create_app`)
             dataset, rejected = await run_in_threadpool(store.create, uploads(body.form), current_owner.get(), s,
                                                         name if isinstance(name, str) else None)
     return DatasetCreated(id=dataset.id, name=dataset.name, count=dataset.count, rejected=rejected)
-
-
-def decode_slots(app, count: int) -> asyncio.Semaphore:
-    """The process's cap on dataset uploads decoded at once (each in a pool thread; the rest wait without one)."""
-    if getattr(app.state, "dataset_slots", None) is None:  # on the event loop: no race
-        app.state.dataset_slots = asyncio.Semaphore(count)
-    return app.state.dataset_slots
 
 
 @router.get("", operation_id="listDatasets", response_model=DatasetList)

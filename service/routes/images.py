@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -55,19 +53,8 @@ def get_image(image_id: str, request: Request, ctx: AppContext = Depends(context
     s = ctx.settings
 
     def make(data: bytes) -> bytes:  # up to 40 MP decoded and encoded: a few at once per process (a thread each)
-        with preview_slots(request.app, s.max_concurrent_previews):
+        with request.app.state.preview_slots:  # made by `create_app`: `max_concurrent_previews`
             decoded = images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
             return encoding.png(decoded)
 
     return Response(ctx.images.preview(current_owner.get(), image_id, make), media_type="image/png")
-
-
-def preview_slots(app, count: int) -> threading.BoundedSemaphore:
-    """The process's cap on previews encoded at once (made on first use)."""
-    with _MAKING_SLOTS:
-        if getattr(app.state, "preview_slots", None) is None:
-            app.state.preview_slots = threading.BoundedSemaphore(count)
-        return app.state.preview_slots
-
-
-_MAKING_SLOTS = threading.Lock()

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from service.auth import current_owner, require_key
+from service.auth import enter_as, require_key
 from service.jobs import JobService
 from service.openapi_docs import errors, media_response
 from service.routes.jobs import jobs
@@ -27,11 +27,7 @@ async def events_owner(job_id: str, request: Request,
     """The caller's tenant: from the events token when one is given, else from the API key."""
     if token is None:
         return await require_key(request)
-    tenant = await run_in_threadpool(request.app.state.jobs.tokens.verify, token, job_id)
-    await request.app.state.tenants.admit(tenant)
-    current_owner.set(tenant)
-    request.state.owner = tenant
-    return tenant
+    return await enter_as(request, await run_in_threadpool(request.app.state.jobs.tokens.verify, token, job_id))
 
 
 @router.get("/{job_id}/events", operation_id="getJobEvents", response_class=StreamingResponse, responses={

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -11,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from core import encoding, render, timing
 from core.errors import Forbidden, Invalid, Overloaded, TooLarge
-from core.model_record import ModelInfo
+from core.model_record import ModelInfo, ModelRecord
 from service import uploads
 from service.auth import current_owner, visible
 from service.context import AppContext, context
@@ -42,7 +41,7 @@ def list_models(ctx: AppContext = Depends(context)) -> ModelList:
 async def upload_model(request: Request, ctx: AppContext = Depends(context)) -> JSONResponse:
     """Upload an ONNX classifier. It is validated (static checks, then a probe run and a torch-twin
     check in a sandboxed process) before it is kept; a refusal is 422 with the reason."""
-    slots = _upload_slots(request, ctx.settings.max_concurrent_uploads)
+    slots = request.app.state.upload_slots  # made by `create_app`: `max_concurrent_uploads`
     if not slots.acquire(blocking=False):
         raise Overloaded("another model is being uploaded; retry in a little while", code="uploads_busy",
                          retry_after=10)
@@ -58,9 +57,14 @@ async def upload_model(request: Request, ctx: AppContext = Depends(context)) -> 
     return JSONResponse(info.model_dump(mode="json"), status_code=201, headers={"Location": f"/v1/models/{record.id}"})
 
 
+def uploaded_models(ctx: AppContext, owner: str | None) -> list[ModelRecord]:
+    """The models `owner` uploaded (what counts against its model quotas)."""
+    return [r for r in ctx.models.list() if r.source == "upload" and r.owner == owner]
+
+
 def check_quota(ctx: AppContext, owner: str | None, incoming: int) -> None:
     """Per-key limits on uploaded models: their number (429) and their bytes (413)."""
-    held = [r for r in ctx.models.list() if r.source == "upload" and r.owner == owner]
+    held = uploaded_models(ctx, owner)
     s = ctx.settings
     if len(held) >= s.max_models_per_key:
         raise Overloaded(f"this key already holds {len(held)} models (the limit is {s.max_models_per_key}); "
@@ -69,13 +73,6 @@ def check_quota(ctx: AppContext, owner: str | None, incoming: int) -> None:
     if incoming and used + incoming > s.max_model_bytes_per_key:
         raise TooLarge(f"this key's models would take {used + incoming} bytes; the limit is "
                        f"{s.max_model_bytes_per_key}; delete a model first", code="model_quota_bytes")
-
-
-def _upload_slots(request: Request, size: int) -> threading.BoundedSemaphore:
-    slots = getattr(request.app.state, "upload_slots", None)
-    if slots is None:
-        slots = request.app.state.upload_slots = threading.BoundedSemaphore(size)
-    return slots
 
 
 @router.delete("/{model}", operation_id="deleteModel", status_code=204, response_class=Response,
@@ -114,8 +111,7 @@ async def filters(
     """A convolution layer's weights: PNG tile grid (colour for 3-channel inputs, else one grey tile
     per input-channel slice) or the raw O×I×kh×kw array as npy."""
     record = ctx.model(model)
-    if record.layer(layer) is None:
-        raise Invalid(f"model {model!r} has no layer {layer!r}", code="unknown_layer")
+    record.require_layer(layer)
 
     def work() -> bytes:
         with timing.timed("forward"):  # Server-Timing: reading the weights (once per layer) is this view's forward

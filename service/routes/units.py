@@ -54,10 +54,7 @@ def unit_circuit(
     pooling and BatchNorm the gradient of the unit with ReLUs taken as the identity. PNG: the windows as a grid,
     red positive, blue negative."""
     record = ctx.model(model)
-    found = record.layer(layer)
-    if found is None:
-        raise Invalid(f"model {model!r} has no layer {layer!r}", code="unknown_layer",
-                      details={"layers": [known.name for known in (record.layers or [])][:50]})
+    found = record.require_layer(layer)
     if channel >= found.shape[0]:
         raise Invalid(f"layer {layer!r} has {found.shape[0]} channels; channel {channel} is out of range",
                       code="channel_out_of_range")

@@ -12,7 +12,9 @@ from service.auth import current_owner
 from service.context import AppContext, context
 from service.jobs import JobService
 from service.openapi_docs import errors
+from service.routes.datasets import dataset_store
 from service.routes.jobs import jobs
+from service.routes.models import uploaded_models
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"])
 
@@ -43,16 +45,15 @@ class Usage(BaseModel):
 
 
 @router.get("", operation_id="getUsage", response_model=Usage, responses=errors(401, 503))
-def get_usage(request: Request, ctx: AppContext = Depends(context), service: JobService = Depends(jobs)) -> Usage:
+def get_usage(request: Request, ctx: AppContext = Depends(context), service: JobService = Depends(jobs),
+              datasets: DatasetStore = Depends(dataset_store)) -> Usage:
     """What the caller's key holds against its limits: bytes in Redis, models, datasets, jobs, open streams."""
     s, owner = ctx.settings, current_owner.get()
     store = service.store
     with redis_errors():
         queued = store.client.llen(service.queue_of(owner).key)
-        running = sum(1 for record in map(store.records.get, store.records.started_ids())
-                      if record is not None and record.owner == owner)
-    models = [r for r in ctx.models.list() if r.source == "upload" and r.owner == owner]
-    datasets = DatasetStore.open(s)
+        running = store.records.owners(store.records.started_ids()).count(owner)
+    models = uploaded_models(ctx, owner)
     tenants = request.app.state.tenants
     return Usage(
         tenant=owner,

@@ -126,10 +126,7 @@ async def activations(model: str, request: Request, ctx: AppContext = Depends(co
     """A layer's feature maps: PNG grid, JSON statistics (`ActivationsResponse`) or raw C×H×W npy."""
     record = ctx.model(model)
     spec, files = await _spec(request, ctx, ActivationsRequest)
-    layer = record.layer(spec.layer)
-    if layer is None:
-        raise Invalid(f"model {model!r} has no layer {spec.layer!r}", code="unknown_layer",
-                      details={"layers": [known.name for known in (record.layers or [])][:50]})
+    layer = record.require_layer(spec.layer)
     channels = spec.channels if spec.channels is not None else list(range(layer.shape[0]))
     bad = [c for c in channels if not 0 <= c < layer.shape[0]]
     if bad or not channels:

@@ -6,8 +6,7 @@
 - `browser` (session): chromium from the system (`CONVSCOPE_CHROMIUM`, else `chromium` on PATH), headless.
 - `page` (per test): a fresh 1280×800 context and page that fail the test at teardown on any console error,
   uncaught page error, failed request or answer with status >= 400, except those the test declared with
-  `page.expect_failures(...)` (or dropped with `page.watch.forgive(...)`); an EventSource the page closes
-  (its stream aborted) is not a problem.
+  `page.expect_failures(...)`; an EventSource the page closes (its stream aborted) is not a problem.
 - `explorer` (per test): `page` opened on `/ui/` with the API key typed into the page's key field
   (`open_explorer(page, live, key=None)` does the same for a page of your own).
 - `shot(page, name)`: a screenshot saved as `docs/ui/<name>.png`.
@@ -213,16 +212,6 @@ class PageWatch:
             self.allowed.append(predicate)
         else:
             self.allowed.append(failure_matcher(url=predicate, status=status, text=text, kind=kind))
-
-    def forgive(self, predicate: Callable[[Problem], bool] | str | None = None, status: int | None = None,
-                *, text: str | None = None, kind: str | None = None) -> list[Problem]:
-        """Drop the problems recorded so far that match (same arguments as `expect_failures`); later ones
-        still count. Returns those dropped."""
-        matches = predicate if callable(predicate) else failure_matcher(url=predicate, status=status, text=text, kind=kind)
-        with self._lock:
-            dropped = [p for p in self.problems if matches(p)]
-            self.problems = [p for p in self.problems if not matches(p)]
-        return dropped
 
     def unexpected(self) -> list[Problem]:
         with self._lock:

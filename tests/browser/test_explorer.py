@@ -122,8 +122,9 @@ def test_image_panel_samples_files_and_predictions(explorer, live, tmp_path):
 
 def _image_id(live, name: str) -> str:
     """The id the service gives the explorer's bundled sample photo (ids are content hashes)."""
-    photo = live.client().get(f"/ui/samples/{name}.jpg").content
-    return live.client().post("/v1/images", files={"file": (f"{name}.jpg", photo, "image/jpeg")}).json()["id"]
+    with live.client() as http:
+        photo = http.get(f"/ui/samples/{name}.jpg").content
+        return http.post("/v1/images", files={"file": (f"{name}.jpg", photo, "image/jpeg")}).json()["id"]
 
 
 def test_layers_panel_grid_channel_and_receptive_field(explorer, live):

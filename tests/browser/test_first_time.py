@@ -14,9 +14,9 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import MODEL, shot
+from tests.browser.test_explorer import JOB_TIMEOUT_MS, _image_id, use_sample
 from tests.conftest import encode, sample
 
-JOB_TIMEOUT_MS = 180_000
 LAYER = "_blocks.5._relu1"
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera")
 
@@ -37,12 +37,6 @@ def in_viewport(page, locator) -> bool:
     box = locator.bounding_box()
     height = page.viewport_size["height"]
     return box is not None and 0 <= box["y"] < height and box["y"] + min(box["height"], 40) <= height
-
-
-def use_sample(page, name: str = "chelsea") -> None:
-    page.click("#tab-image")
-    page.click(f'[data-sample="{name}"]')
-    expect(page.locator("#predictions .bar").first).to_be_visible(timeout=30_000)
 
 
 def loaded(locator) -> None:
@@ -156,9 +150,8 @@ def test_the_atlas_deconvnet_card_explains_the_top_patch_image_itself(explorer, 
 def test_the_jobs_panel_says_what_each_job_was_and_reopens_a_gradcam(explorer, live):
     page = explorer
     use_sample(page, "rocket")
+    stored = _image_id(live, "rocket")
     with live.client() as http:
-        photo = http.get("/ui/samples/rocket.jpg").content
-        stored = http.post("/v1/images", files={"file": ("rocket.jpg", photo, "image/jpeg")}).json()["id"]
         gradcam = http.post("/v1/jobs?wait=60", json={"kind": "gradcam", "model": MODEL, "image": {"id": stored},
                                                       "params": {"layer": LAYER, "evaluate": False}}).json()
     assert gradcam["status"] == "finished", gradcam
@@ -188,9 +181,8 @@ def test_the_jobs_panel_says_what_each_job_was_and_reopens_a_gradcam(explorer, l
 
 def test_at_phone_width_no_panel_is_wider_than_the_window(explorer, live):
     page = explorer
+    stored = _image_id(live, "coffee")
     with live.client() as http:  # at least one job with artifacts in the Jobs table
-        photo = http.get("/ui/samples/coffee.jpg").content
-        stored = http.post("/v1/images", files={"file": ("coffee.jpg", photo, "image/jpeg")}).json()["id"]
         http.post("/v1/jobs?wait=60", json={"kind": "saliency", "model": MODEL, "image": {"id": stored},
                                             "params": {"evaluate": False}})
     page.set_viewport_size({"width": 420, "height": 900})
@@ -227,15 +219,9 @@ def test_layers_say_how_tiles_are_scaled_and_models_their_dates(explorer, live):
     page.locator("#layer-scale").select_option("layer")
     expect(legend).to_contain_text("one scale for every channel of the layer")
     stats = live.client().post(f"/v1/models/{MODEL}/activations", json={
-        "image": {"id": _sample_id(live)},
+        "image": {"id": _image_id(live, "chelsea")},
         "layer": LAYER, "format": "json"}).json()["stats"]
     top = max(stats["max"])  # the layer's highest value, as the page writes numbers (ReLU6: 6)
     expect(legend).to_contain_text(str(int(top)) if top == int(top) else f"{top:.3f}")
     page.click("#tab-models")
     expect(page.locator(f'#models-list tr[data-model="{MODEL}"] td[data-label=Uploaded]')).to_have_text("built in")
-
-
-def _sample_id(live, name: str = "chelsea") -> str:
-    with live.client() as http:
-        photo = http.get(f"/ui/samples/{name}.jpg").content
-        return http.post("/v1/images", files={"file": (f"{name}.jpg", photo, "image/jpeg")}).json()["id"]

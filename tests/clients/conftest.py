@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.settings import Settings
-from tests.conftest import BUILTIN_DATA, REDIS_URL, encode, sample
+from tests.conftest import BUILTIN_DATA, REDIS_URL, ROOT, encode, sample
 from tests.jobs.conftest import running_service
 
 MODEL = "efficientnet-lite0"
@@ -21,7 +21,6 @@ START_TIMEOUT_S = 90
 class Service:
     url: str
     key: str
-    log_dir: Path
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +32,7 @@ def service(builtin_store, tmp_path_factory) -> Service:
                         data_dir=BUILTIN_DATA, api_keys=f"clients:{key}")
     logs = tmp_path_factory.mktemp("client-logs")
     with running_service(settings, logs, timeout=START_TIMEOUT_S, CONVSCOPE_API_KEYS=settings.api_keys) as service:
-        yield Service(url=service.url, key=key, log_dir=logs)
+        yield Service(url=service.url, key=key)
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +41,9 @@ def cat_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("images") / "cat.jpg"
     path.write_bytes(encode(sample("chelsea"), "JPEG", quality=90))
     return path
+
+
+def readme_block(language: str) -> str:
+    """The README's "Clients" code block in `language`."""
+    section = (ROOT / "README.md").read_text().split("\n## Clients\n", 1)[1].split("\n## ", 1)[0]
+    return section.split(f"```{language}\n", 1)[1].split("```", 1)[0]

@@ -8,8 +8,8 @@ import pytest
 from convscope_client import AsyncClient, Client, ConvscopeError, JobFailed
 from PIL import Image
 
-from tests.clients.conftest import MODEL
-from tests.conftest import ROOT, run_async
+from tests.clients.conftest import MODEL, readme_block
+from tests.conftest import run_async
 
 FAST = {"evaluate": False}  # the Grad-CAM map alone: ROAD and deletion/insertion scoring would take most of the run
 
@@ -86,12 +86,6 @@ def test_the_async_client_does_the_same(service, cat_file):
     assert len(top) == 2 and job.status == "finished" and job.params["target"] == top[1].index
     assert seen and seen[-1] == (job.progress.total, job.progress.total)
     assert is_png(heatmap) and unknown.status == 404
-
-
-def readme_block(language: str) -> str:
-    """The README's "Clients" code block in `language`."""
-    section = (ROOT / "README.md").read_text().split("\n## Clients\n", 1)[1].split("\n## ", 1)[0]
-    return section.split(f"```{language}\n", 1)[1].split("```", 1)[0]
 
 
 def test_the_readme_example_runs(service, cat_file, tmp_path, capsys, monkeypatch):

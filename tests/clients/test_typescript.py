@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.clients.conftest import readme_block
 from tests.conftest import ROOT
 
 TYPESCRIPT = ROOT / "clients" / "typescript"
@@ -43,8 +44,7 @@ def test_the_typescript_types_are_current(toolchain):
 def test_the_examples_type_check(toolchain):
     """`example.ts`, and the README's TypeScript block with its two free names declared."""
     shutil.copy(TYPESCRIPT / "convscope.d.ts", toolchain / "convscope.d.ts")
-    section = (ROOT / "README.md").read_text().split("\n## Clients\n", 1)[1].split("\n## ", 1)[0]
-    block = section.split("```ts\n", 1)[1].split("```", 1)[0].replace("./clients/typescript/convscope", "./convscope")
+    block = readme_block("ts").replace("./clients/typescript/convscope", "./convscope")
     (toolchain / "readme.ts").write_text("declare const key: string, imageId: string;\n" + block)
     (toolchain / "tsconfig.readme.json").write_text(
         json.dumps({"extends": "./tsconfig.json", "files": ["convscope.d.ts", "readme.ts"]}))

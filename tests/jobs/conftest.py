@@ -222,6 +222,21 @@ def wait_for(client, job_id: str, statuses=("finished", "failed", "canceled"), t
     raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
 
 
+def finished(client, response, timeout: float = 180) -> dict:
+    """The job that `response` (to a submit) names, once it has finished (failing the test if it ended otherwise)."""
+    assert response.status_code in (200, 202), response.text
+    job = wait_for(client, response.json()["id"], timeout=timeout)
+    assert job["status"] == "finished", job
+    return job
+
+
+def artifact(client, job: dict, name: str) -> bytes:
+    """The bytes of one of a finished job's artifacts."""
+    response = client.get(f"/v1/jobs/{job['id']}/artifacts/{name}")
+    assert response.status_code == 200, (name, response.text)
+    return response.content
+
+
 def read_events(stream) -> list[dict]:
     """The server-sent events of a streamed response, as [{"event", "data" (parsed JSON)}]."""
     events, event = [], {}

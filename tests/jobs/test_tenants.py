@@ -115,7 +115,8 @@ def test_a_key_at_its_stream_limit_leaves_the_others_alone(service, flood):
         assert http.get("/v1/usage", headers=A).json()["holds"] == {"held": HOLDS, "limit": HOLDS}
         waited = http.post("/v1/jobs?wait=5", headers=A, json={"kind": "saliency", "model": MODEL,
                                                                 "image": {"id": cat}, "params": FAST})
-        assert waited.status_code in (404, 429)  # bob's image is not alice's (404), or her holds are full first
+        # Her holds are full: the wait's hold is taken before the job is looked at (bob's image would be 404).
+        assert waited.status_code == 429 and waited.json()["error"]["code"] == "too_many_holds"
 
         job = saliency(http, B, cat, 998)
         with http.stream("GET", f"/v1/jobs/{job['id']}/events", headers=B) as followed:

@@ -14,24 +14,11 @@ from core import preprocessing
 from core.settings import Settings
 from models.forward import softmax
 from models.runtimes import Runtimes
-from tests.jobs.conftest import submit, wait_for
+from tests.jobs.conftest import artifact, finished, submit, wait_for
 
 
 def npy(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
-
-
-def finished(client, response, timeout: float = 180) -> dict:
-    assert response.status_code in (200, 202), response.text
-    job = wait_for(client, response.json()["id"], timeout=timeout)
-    assert job["status"] == "finished", job
-    return job
-
-
-def artifact(client, job: dict, name: str) -> bytes:
-    response = client.get(f"/v1/jobs/{job['id']}/artifacts/{name}")
-    assert response.status_code == 200, response.text
-    return response.content
 
 
 @pytest.fixture(scope="module")

@@ -12,27 +12,14 @@ import pytest
 from PIL import Image
 from sklearn.decomposition import NMF
 
-from tests.jobs.conftest import MODEL, submit, wait_for
+from tests.jobs.conftest import MODEL, artifact, finished, submit
 
 LAYER = "_blocks.10._relu1"
 
 
-def finished(client, answer) -> dict:
-    assert answer.status_code in (200, 202), answer.text
-    job = wait_for(client, answer.json()["id"], timeout=240)
-    assert job["status"] == "finished", job
-    return job
-
-
-def artifact(client, job: dict, name: str) -> bytes:
-    answer = client.get(f"/v1/jobs/{job['id']}/artifacts/{name}")
-    assert answer.status_code == 200, (name, answer.text)
-    return answer.content
-
-
 def test_neuron_groups_job_factorises_the_activations_view(jobs_client, cat_png):
     job = finished(jobs_client, submit(jobs_client, "neuron_groups", cat_png,
-                                       {"layer": LAYER, "groups": 5, "steps": 2, "size": 32}))
+                                       {"layer": LAYER, "groups": 5, "steps": 2, "size": 32}), timeout=240)
     assert job["params"]["groups"] == 5 and job["params"]["seed"] == 0 and job["progress"] == {"step": 6, "total": 6}
     names = {a["name"] for a in job["result"]["artifacts"]}
     assert {"groups.json", "groups.png", "maps.npy", "factors.npy", "input.npy"} | {f"group_{g}.png" for g in range(5)} <= names
@@ -51,7 +38,7 @@ def test_neuron_groups_job_factorises_the_activations_view(jobs_client, cat_png)
 
 
 def test_caricature_job(jobs_client, cat_png):
-    job = finished(jobs_client, submit(jobs_client, "caricature", cat_png, {"steps": 40, "size": 96}))
+    job = finished(jobs_client, submit(jobs_client, "caricature", cat_png, {"steps": 40, "size": 96}), timeout=240)
     metrics = job["result"]["metrics"]
     assert job["params"]["layer"] and metrics["cosine"] > metrics["augmented_cosine"]
     assert Image.open(io.BytesIO(artifact(jobs_client, job, "image.png"))).size == (96, 96)

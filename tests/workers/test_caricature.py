@@ -15,15 +15,8 @@ from workers.methods.mechanics import transforms
 from workers.methods.mechanics.image_making import features, from_uint8
 from workers.methods.mechanics.parameterisations import ModelSpace
 from workers.methods.task import Task, TensorImage
-from workers.networks import load_network
 
 SIZE = 128
-
-
-@pytest.fixture(scope="module")
-def network(builtin, builtin_store):
-    torch.manual_seed(0)
-    return load_network(builtin, builtin_store, torch.device("cpu"))
 
 
 def acts(network, rgb: torch.Tensor, layer: str) -> torch.Tensor:
@@ -35,17 +28,17 @@ def cos(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("photo", ["chelsea", "coffee", "astronaut"])
-def test_a_caricature_is_closer_to_the_photo_than_its_augmented_copies(network, photo):
-    params = CaricatureParams(steps=48, size=SIZE, preview_every=16).resolve(network.record)
-    image = TensorImage.of(image_input(network.record, photo), "cpu")
+def test_a_caricature_is_closer_to_the_photo_than_its_augmented_copies(lite0, photo):
+    params = CaricatureParams(steps=48, size=SIZE, preview_every=16).resolve(lite0.record)
+    image = TensorImage.of(image_input(lite0.record, photo), "cpu")
     previews, steps = [], []
-    made = caricature.run(Task(network=network, x=image.x, params=params, inputs={"image": image},
+    made = caricature.run(Task(network=lite0, x=image.x, params=params, inputs={"image": image},
                                progress=lambda s, t: steps.append((s, t)), preview=lambda s, p: previews.append(p)))
     pixels = made.images["image.png"]
     assert pixels.shape == (SIZE, SIZE, 3) and steps[-1] == (48, 48) and len(previews) == 3
-    fitted = Image.fromarray(image_input(network.record, photo).fitted).resize((SIZE, SIZE), Image.BILINEAR)
-    reference = acts(network, from_uint8(np.asarray(fitted), torch.device("cpu")), params.layer)
-    found = cos(acts(network, from_uint8(pixels, torch.device("cpu")), params.layer), reference)
+    fitted = Image.fromarray(image_input(lite0.record, photo).fitted).resize((SIZE, SIZE), Image.BILINEAR)
+    reference = acts(lite0, from_uint8(np.asarray(fitted), torch.device("cpu")), params.layer)
+    found = cos(acts(lite0, from_uint8(pixels, torch.device("cpu")), params.layer), reference)
 
     generator = torch.Generator().manual_seed(99)
     photo_rgb = from_uint8(np.asarray(fitted), torch.device("cpu"))
@@ -55,7 +48,7 @@ def test_a_caricature_is_closer_to_the_photo_than_its_augmented_copies(network, 
         for transform in transforms.standard_transforms(1):
             view = transform(view, generator)
         view = torch.nn.functional.interpolate(view, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
-        copies.append(cos(acts(network, view, params.layer), reference))
+        copies.append(cos(acts(lite0, view, params.layer), reference))
     assert found > np.mean(copies), (found, copies)
     assert made.metrics["cosine"] == pytest.approx(found, abs=0.02)
     assert made.metrics["cosine"] > made.metrics["augmented_cosine"]

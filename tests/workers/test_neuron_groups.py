@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from sklearn.decomposition import NMF
 
 from core.kinds.atlas import NeuronGroupsParams
@@ -18,15 +17,8 @@ from tests.conftest import encode, sample
 from tests.workers.test_image_making import image_input
 from workers.methods.atlas import neuron_groups
 from workers.methods.task import Task, TensorImage
-from workers.networks import load_network
 
 FAST = {"steps": 3, "size": 32}
-
-
-@pytest.fixture(scope="module")
-def network(builtin, builtin_store):
-    torch.manual_seed(0)
-    return load_network(builtin, builtin_store, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +47,8 @@ def run(network, runtime, photo: str, **params):
 @pytest.mark.parametrize(("photo", "layer", "groups", "seed"), [("chelsea", "_blocks.10._relu1", 6, 0),
                                                                   ("coffee", "_blocks.5._relu0", 4, 7),
                                                                   ("astronaut", "_relu0", 3, 123)])
-def test_factors_are_scikit_learns_nmf_of_the_activations_view(client, network, runtime, photo, layer, groups, seed):
-    params, out, steps = run(network, runtime, photo, layer=layer, groups=groups, seed=seed)
+def test_factors_are_scikit_learns_nmf_of_the_activations_view(client, lite0, runtime, photo, layer, groups, seed):
+    params, out, steps = run(lite0, runtime, photo, layer=layer, groups=groups, seed=seed)
     acts = view_activations(client, photo, layer)
     matrix = np.maximum(acts.reshape(acts.shape[0], -1).T, 0)
     oracle = NMF(n_components=groups, init="nndsvd", random_state=seed, max_iter=params.max_iter)
@@ -80,9 +72,9 @@ def test_factors_are_scikit_learns_nmf_of_the_activations_view(client, network, 
     assert steps[-1] == (1 + groups, 1 + groups) == (params.total_steps(None),) * 2
 
 
-def test_groups_png_is_tinted_where_the_groups_are(network, runtime):
-    _, out, _ = run(network, runtime, "chelsea", layer="_blocks.10._relu1", groups=2)
-    photo = image_input(network.record, "chelsea").fitted.astype(int)
+def test_groups_png_is_tinted_where_the_groups_are(lite0, runtime):
+    _, out, _ = run(lite0, runtime, "chelsea", layer="_blocks.10._relu1", groups=2)
+    photo = image_input(lite0.record, "chelsea").fitted.astype(int)
     tinted = np.abs(out.pictures["groups"].astype(int) - photo).sum(axis=2)
     maps = out.arrays["maps"]
     strongest = np.unravel_index(maps.max(axis=0).argmax(), maps.shape[1:])

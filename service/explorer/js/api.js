@@ -110,6 +110,9 @@ export const api = {
   activations: (model, body) => call(`/v1/models/${enc(model)}/activations`, { method: "POST", json: body }),
   occlusion: (model, body) => call(`/v1/models/${enc(model)}/occlusion`, { method: "POST", json: body }),
   filters: (model, layer) => blobUrl(`/v1/models/${enc(model)}/layers/${enc(layer)}/filters`),
+  // A unit's circuit as JSON: the `k` units of the layer before with the largest expanded weights into it.
+  circuit: (model, layer, channel, k = 8) =>
+    getJson(`/v1/models/${enc(model)}/layers/${enc(layer)}/units/${channel}/circuit?k=${k}`),
   datasets: () => getJson("/v1/datasets"),
   dataset: (id) => getJson(`/v1/datasets/${enc(id)}`),
   uploadDataset: (form) => call("/v1/datasets", { method: "POST", form }).then((r) => r.json()),

@@ -22,7 +22,8 @@ from torch.nn import functional as F
 
 from core.methods import Output
 from workers.methods.mechanics import icons, objectives
-from workers.methods.mechanics.image_making import features, space_of, to_uint8
+from workers.methods.mechanics.attributions import TorchLayers
+from workers.methods.mechanics.image_making import space_of, to_uint8
 from workers.methods.task import Task
 
 # The legend's colours (Building Blocks' semantic dictionary draws each group in its own colour), RGB.
@@ -62,9 +63,8 @@ def run(task: Task) -> Output:
 def layer_activations(task: Task, layer: str) -> np.ndarray:
     """The layer's C×h×w activations on the image: ONNX Runtime's (what the activations view answers) when the
     runner gives the model, else the network's own."""
-    if task.model is not None:
-        return task.model.layer(task.x.detach().cpu().numpy(), layer)[0].astype(np.float32)
-    return features(task.network, task.x, [layer])[layer][0].float().cpu().numpy()
+    model = task.model or TorchLayers(task.network)
+    return model.layer(task.x.detach().cpu().numpy(), layer)[0].astype(np.float32)
 
 
 def positions(acts: np.ndarray) -> np.ndarray:

@@ -40,11 +40,11 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a @ b) / (a.norm() * b.norm() + 1e-8))
 
 
-def augmented_cosine(network, space, photo: torch.Tensor, layer: str, seed: int, copies: int = COPIES) -> float:
-    """Mean cosine between the photo's activations and those of `copies` copies of it under the standard random
-    transforms (resized back to the photo's size, RGB in [0, 1])."""
+def augmented_cosine(network, space, photo: torch.Tensor, reference: torch.Tensor, layer: str, seed: int,
+                     copies: int = COPIES) -> float:
+    """Mean cosine between the photo's activations at `layer` (`reference`) and those of `copies` copies of it
+    under the standard random transforms (resized back to the photo's size, RGB in [0, 1])."""
     generator = torch.Generator().manual_seed(seed)
-    reference = features(network, space(photo), [layer])[layer]
     found = []
     for _ in range(copies):
         view = photo
@@ -78,5 +78,5 @@ def run(task) -> Made:
     seen = features(network, space(photo), [params.layer])[params.layer]
     return Made({"image.png": pixels}, {
         "layer": params.layer, "objective": value, "cosine": cosine(made, seen),
-        "augmented_cosine": augmented_cosine(network, space, photo, params.layer, params.seed),
+        "augmented_cosine": augmented_cosine(network, space, photo, seen, params.layer, params.seed),
         "width": pixels.shape[1], "height": pixels.shape[0]})

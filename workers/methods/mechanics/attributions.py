@@ -10,7 +10,7 @@ from core.kinds.attribution import BY_NAME
 from core.kinds.kind import Engine
 from core.methods import Attribution, Classify, ForwardTask, LayerForward, Network, Progress, no_progress
 from workers.methods import method_of
-from workers.methods.mechanics.backprop import captured
+from workers.methods.mechanics.backprop import forward_until
 from workers.methods.task import Task
 
 
@@ -21,16 +21,19 @@ def method(kind: str):
 
 class TorchLayers:
     """`LayerForward` on a torch network (for a network that ONNX Runtime does not have, such as a randomised copy):
-    logits, a layer's activations (a forward hook), and the logits from given activations of a layer on (a
-    forward hook that replaces the layer's output)."""
+    logits, a layer's activations (a forward hook that ends the pass there), and the logits from given activations
+    of a layer on (a forward hook that replaces the layer's output)."""
 
     def __init__(self, network: Network):
         self.network = network
         self.device = next(network.module.parameters()).device
 
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+
     def _run(self, x: np.ndarray) -> torch.Tensor:
         with torch.no_grad():
-            return self.network.module(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+            return self.network.module(self._tensor(x))
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self._run(x).flatten(1).float().cpu().numpy()
@@ -39,12 +42,11 @@ class TorchLayers:
         return self._run(x).flatten(1).softmax(dim=1).float().cpu().numpy()
 
     def layer(self, x: np.ndarray, name: str) -> np.ndarray:
-        with captured(self.network.layer_module(name)) as box:
-            self._run(x)
-        return box["output"].float().cpu().numpy()
+        with torch.no_grad():
+            return forward_until(self.network, self._tensor(x), name).float().cpu().numpy()
 
     def from_layer(self, name: str, activations: np.ndarray, x: np.ndarray) -> np.ndarray:
-        replaced = torch.from_numpy(np.ascontiguousarray(activations)).to(self.device)
+        replaced = self._tensor(activations)
         handle = self.network.layer_module(name).register_forward_hook(lambda module, args, output: replaced)
         try:
             return self.logits(np.repeat(x[:1], len(activations), axis=0))

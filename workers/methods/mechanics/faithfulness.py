@@ -57,11 +57,6 @@ def metrics_of(table: dict) -> dict:
             "insertion_auc": table["insertion_auc"]}
 
 
-def scored(params) -> bool:
-    """Whether `score` will compute anything for maps made with `params` (it takes seconds when it does)."""
-    return bool(params.evaluate) and params.explains_class()
-
-
 def score(out: Attribution, x: np.ndarray, params, record: ModelRecord, classify: Classify, *, batch: int,
           progress: Progress = no_progress) -> Attribution:
     """`out` with the metrics of `METRICS` and table `evaluation`, for params with `evaluate` true. A map of a
@@ -69,7 +64,7 @@ def score(out: Attribution, x: np.ndarray, params, record: ModelRecord, classify
     ranking(out, x)
     if not params.evaluate:
         return out
-    if not scored(params):
+    if not params.explains_class():
         out.metrics.update(dict.fromkeys(METRICS))
         return out
     table = evaluate(x, out, int(out.metrics["target"]), classify, record, params, batch=batch, progress=progress)

@@ -15,12 +15,14 @@ rather than features (Montavon et al. 2019, "Layer-wise relevance propagation: a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
 from torch import Tensor
 
+from core.kinds.attribution import LrpComposite
 from workers.methods.mechanics.lrp_rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, ZBox, ZPlus
 
-COMPOSITES = ("epsilon_plus_flat", "epsilon_plus", "epsilon_gamma_box", "epsilon_alpha2_beta1_flat")
+COMPOSITES = get_args(LrpComposite)
 
 
 @dataclass(frozen=True)

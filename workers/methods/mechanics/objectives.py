@@ -108,6 +108,14 @@ def channel_each(layer: str, channels: torch.Tensor) -> Objective:
     return Objective(value, (layer,), f"{layer}:each")
 
 
+def _dot_cos(vecs: torch.Tensor, refs: torch.Tensor, cossim_pow: float) -> torch.Tensor:
+    """Σ over rows of dot(vec, ref) × cos(vec, ref)^`cossim_pow`, the cosine clamped at 0.1 from below, for N×D
+    `vecs` and N×D (or 1×D, shared) `refs`."""
+    dot = (vecs * refs).sum(1)
+    cos = dot / (vecs.norm(dim=1) * refs.norm(dim=1) + 1e-8)
+    return (dot * cos.clamp(min=0.1) ** cossim_pow).sum()
+
+
 def direction_each(layer: str, directions: torch.Tensor, cossim_pow: float = 1.0) -> Objective:
     """Image i maximises, at the centre of the layer's grid, the dot product of the activation vector with
     `directions[i]` weighted by their cosine similarity to the power `cossim_pow` (Carter et al. 2019's
@@ -115,10 +123,7 @@ def direction_each(layer: str, directions: torch.Tensor, cossim_pow: float = 1.0
     def value(o, logits):
         acts = o[layer]
         vec = acts[:, :, acts.shape[2] // 2, acts.shape[3] // 2]
-        d = directions.to(vec.device)
-        dot = (vec * d).sum(1)
-        cos = dot / (vec.norm(dim=1) * d.norm(dim=1) + 1e-8)
-        return (dot * cos.clamp(min=0.1) ** cossim_pow).sum()
+        return _dot_cos(vec, directions.to(vec.device), cossim_pow)
     return Objective(value, (layer,), f"{layer}:direction")
 
 
@@ -155,8 +160,5 @@ def dot_compare(layer: str, cossim_pow: float = 1.0) -> Objective:
     `cossim_pow` (clamped at 0.1 from below, as `direction_each`); the reference itself is not moved."""
     def value(o, logits):
         acts = o[layer].flatten(1)
-        reference, images = acts[:1].detach(), acts[1:]
-        dot = (images * reference).sum(1)
-        cos = dot / (images.norm(dim=1) * reference.norm() + 1e-8)
-        return (dot * cos.clamp(min=0.1) ** cossim_pow).sum()
+        return _dot_cos(acts[1:], acts[:1].detach(), cossim_pow)
     return Objective(value, (layer,), f"{layer}:caricature")

@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 
 from convscope_client import models as m
-from convscope_client.images import ImageInput, body_with_images, image_arg
+from convscope_client.images import ImageInput, body_with_images, file_part, image_arg
 
 Format = Literal["png", "json", "npy"]
 ARCHIVES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz")
@@ -64,11 +64,6 @@ def _query(**values: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-def _file(path: str | Path, media: str = "application/octet-stream") -> tuple[str, bytes, str]:
-    path = Path(path)
-    return path.name, path.read_bytes(), media
-
-
 # Service
 def health() -> Call:
     return Call("GET", "/healthz", lambda response: True)
@@ -102,10 +97,10 @@ def model(model_id: str) -> Call:
 def upload_model(path: str | Path, name: str | None = None, labels: str | Path | Iterable[str] | None = None,
                  preprocess: dict | None = None) -> Call:
     """`labels`: a text file (one label a line) or the labels themselves; `preprocess` as API.md writes it."""
-    files: dict[str, Any] = {"file": _file(path)}
+    files: dict[str, Any] = {"file": file_part(path)}
     if labels is not None:
         if isinstance(labels, (str, Path)):
-            files["labels"] = _file(labels, "text/plain")
+            files["labels"] = file_part(labels, "text/plain")
         else:
             files["labels"] = ("labels.txt", "\n".join(labels).encode(), "text/plain")
     data = _query(name=name, preprocess=json.dumps(preprocess) if preprocess is not None else None)
@@ -160,10 +155,10 @@ def image(image_id: str) -> Call:
 def upload_dataset(source: str | Path | Iterable[str | Path], name: str | None = None) -> Call:
     """An archive (.zip, .tar, .tar.gz ...), a folder (its files), or a list of image files; `name` to show."""
     if isinstance(source, (str, Path)) and str(source).lower().endswith(ARCHIVES):
-        files: Any = {"file": _file(source)}
+        files: Any = {"file": file_part(source)}
     else:
         paths = sorted(p for p in Path(source).iterdir() if p.is_file()) if isinstance(source, (str, Path)) else source
-        files = [("files", _file(path)) for path in paths]
+        files = [("files", file_part(path)) for path in paths]
     return Call("POST", "/v1/datasets", _model(m.DatasetCreated), body={"files": files, "data": _query(name=name)})
 
 

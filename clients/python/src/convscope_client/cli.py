@@ -122,16 +122,14 @@ def cmd_predict(client: Client, args: argparse.Namespace) -> Any:
 
 
 def cmd_activations(client: Client, args: argparse.Namespace) -> Any:
-    spec = {"channels": args.channels, "normalize": args.normalize}
     answer = client.activations(args.model, image_argument(args.image), args.layer, format=args.format,
-                                **{k: v for k, v in spec.items() if v is not None})
+                                channels=args.channels, normalize=args.normalize)  # None: left out of the body
     return answer if args.format == "json" else str(save(answer, Path(args.output or f"activations.{args.format}")))
 
 
 def cmd_occlusion(client: Client, args: argparse.Namespace) -> Any:
-    spec = {"target": args.target, "patch": args.patch, "stride": args.stride, "fill": args.fill}
-    answer = client.occlusion(args.model, image_argument(args.image), format=args.format,
-                              **{k: v for k, v in spec.items() if v is not None})
+    answer = client.occlusion(args.model, image_argument(args.image), format=args.format, target=args.target,
+                              patch=args.patch, stride=args.stride, fill=args.fill)  # None: left out of the body
     return answer if args.format == "json" else str(save(answer, Path(args.output or f"occlusion.{args.format}")))
 
 

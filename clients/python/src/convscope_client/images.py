@@ -20,11 +20,16 @@ ImageInput = Union[str, "os.PathLike[str]", bytes, tuple, dict, Any]  # Any: a P
 FilePart = tuple[str, bytes, str]  # (file name, bytes, media type), as httpx takes a file
 
 
+def file_part(path: str | os.PathLike[str], media: str = "application/octet-stream") -> FilePart:
+    """A file on disk as a file part: (its name, its bytes, `media`)."""
+    path = Path(path)
+    return path.name, path.read_bytes(), media
+
+
 def image_arg(image: ImageInput) -> tuple[dict | None, FilePart | None]:
     """(a JSON image reference, None) or (None, a file part) for one `image` argument."""
     if isinstance(image, os.PathLike) or (isinstance(image, str) and os.path.isfile(image)):
-        path = Path(image)
-        return None, (path.name, path.read_bytes(), "application/octet-stream")
+        return None, file_part(image)
     if isinstance(image, (bytes, bytearray, memoryview)):
         return None, ("image", bytes(image), "application/octet-stream")
     if isinstance(image, str):

@@ -46,9 +46,15 @@ def retry_after_s(value: str | None) -> float | None:
             return None
 
 
+def accepted(call: Call, response: httpx.Response) -> bool:
+    """Whether `response` is an answer to return (a success, or a status `call` accepts) rather than an error."""
+    return response.is_success or response.status_code in call.accept
+
+
 def checked(call: Call, response: httpx.Response) -> httpx.Response:
-    """The response, or its ConvscopeError when it is an error answer (read first when streamed)."""
-    if response.is_success or response.status_code in call.accept:
+    """The response, or its ConvscopeError when it is an error answer (read first when streamed; reading again
+    what `send_async` has read already is a no-op)."""
+    if accepted(call, response):
         return response
     response.read()
     raise ConvscopeError.from_response(response)
@@ -83,11 +89,10 @@ async def send_async(http: httpx.AsyncClient, call: Call, policy: RetryPolicy, s
         response = await http.send(request(http, call, timeout), stream=stream)
         wait = policy.wait_s(response, attempt)
         if wait is None:
-            if response.is_success or response.status_code in call.accept:
-                return response
-            await response.aread()
-            await response.aclose()
-            raise ConvscopeError.from_response(response)
+            if not accepted(call, response):
+                await response.aread()  # for checked() to raise with the body
+                await response.aclose()
+            return checked(call, response)
         await response.aclose()
         await asyncio.sleep(wait)
         attempt += 1

@@ -26,7 +26,18 @@ export function mount(root) {
   const refresh = h("button", { type: "button", id: "jobs-refresh" }, "Refresh");
   const list = h("div", { id: "jobs-list", class: "reflow" });
   let timer = null;
-  let datasetNames = new Map();
+  // Dataset id → name (null: unnamed, or gone), fetched once and kept between refreshes; fetched again when a
+  // dataset is made or deleted, the key changes, or a job names a dataset the map lacks. A promise, or null.
+  let datasetNames = null;
+
+  function names() {
+    datasetNames ||= api.datasets().then(({ datasets }) => new Map(datasets.map((d) => [d.id, d.name || null])))
+      .catch(() => {
+        datasetNames = null; // not kept: asked again at the next refresh
+        return new Map();
+      });
+    return datasetNames;
+  }
 
   function renderKinds() {
     const keep = kind.value;
@@ -34,7 +45,7 @@ export function mount(root) {
   }
 
   // The job's input in words: the current image by its name, another image by its id's start, a dataset by name.
-  function subject(job) {
+  function subject(job, named) {
     const bits = [h("code", {}, job.model)];
     const image = job.inputs?.image;
     if (image) {
@@ -42,7 +53,7 @@ export function mount(root) {
       bits.push(current && image.startsWith(current.id) ? `image ${current.name}` : `image ${image.slice(0, 8)}…`);
     }
     const dataset = job.inputs?.dataset;
-    if (dataset) bits.push(`dataset ${datasetNames.get(dataset) || `${dataset.slice(0, 8)}…`}`);
+    if (dataset) bits.push(`dataset ${named.get(dataset) || `${dataset.slice(0, 8)}…`}`);
     for (const name of MAIN_PARAMS) {
       const value = job.params?.[name];
       if (value !== undefined && value !== null) bits.push(`${name} ${Array.isArray(value) ? `[${value.join(", ")}]` : value}`);
@@ -60,12 +71,19 @@ export function mount(root) {
       const query = new URLSearchParams();
       if (status.value) query.set("status", status.value);
       if (kind.value) query.set("kind", kind.value);
-      const [{ jobs }, datasets] = await Promise.all([api.jobs(query.size ? `?${query}` : ""),
-        api.datasets().then((d) => d.datasets).catch(() => [])]);
-      datasetNames = new Map(datasets.filter((d) => d.name).map((d) => [d.id, d.name]));
+      const fresh = !datasetNames;
+      let [{ jobs }, named] = await Promise.all([api.jobs(query.size ? `?${query}` : ""), names()]);
+      const unknown = jobs.map((j) => j.inputs?.dataset).filter((id) => id && !named.has(id));
+      if (unknown.length) {
+        if (!fresh) {
+          datasetNames = null;
+          named = await names();
+        }
+        for (const id of unknown) if (!named.has(id)) named.set(id, null); // gone: not asked for again
+      }
       clear(list, jobs.length ? table([
         { label: "Created", value: (j) => h("time", { datetime: j.created_at }, when(j.created_at)) },
-        { label: "Job", value: (j) => [h("strong", {}, j.kind), h("br"), subject(j)] },
+        { label: "Job", value: (j) => [h("strong", {}, j.kind), h("br"), subject(j, named)] },
         { label: "Took", value: (j) => duration(j) },
         { label: "Status", value: (j) => [h("span", { class: "status", "data-status": j.status }, j.status + (j.cached ? " (cached)" : "")),
           ENDED.includes(j.status) ? null : h("progress", { max: Math.max(j.progress.total, 1), value: j.progress.step,
@@ -105,7 +123,11 @@ export function mount(root) {
     h("p", { class: "intro" }, "Your jobs, newest first (the list refreshes itself while some are running). " +
       "“Open” shows a finished result again in the panel that made it."),
     h("div", { class: "card" }, h("div", { class: "actions" }, field("status", status), field("kind", kind), refresh), errors, list));
-  state.on("key", load);
+  state.on("key", () => {
+    datasetNames = null;
+    load();
+  });
+  state.on("datasets-changed", () => (datasetNames = null));
   state.on("schema", renderKinds);
   mount.shown = load;
 }

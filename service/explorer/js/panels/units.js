@@ -3,16 +3,12 @@
 // its caricature, and a unit's circuit: the units of the layer before with the largest expanded weights into it,
 // each with its weight window coloured by sign and, on demand, its feature visualization (a `layer_atlas` job of
 // those channels: its unit cache keeps every icon made before, so only missing ones are made).
-import { api, getJson, enc } from "../api.js";
+import { api } from "../api.js";
 import { state } from "../state.js";
 import { h, clear, field, errorBox, paramsForm, busy, fmt } from "../ui.js";
 import { jobCard, showCard } from "../job_card.js";
 
 const WINDOW = 48; // pixels a weight window spans at least (its longer side); each weight at least 12 px
-
-// A unit's circuit as JSON: GET /v1/models/{model}/layers/{layer}/units/{channel}/circuit.
-export const circuitOf = (model, layer, channel, k = 8) =>
-  getJson(`/v1/models/${enc(model)}/layers/${enc(layer)}/units/${channel}/circuit?k=${k}`);
 
 // A signed kh×kw window on a canvas: red positive, blue negative, white zero, on the scale `peak`.
 export function weightGrid(weights, peak) {
@@ -40,7 +36,7 @@ export function unitCircuit(layer, channel, { k = 8, onOpen = null } = {}) {
   const box = h("div", { class: "circuit", id: "unit-circuit" }, h("p", { class: "notice" }, `loading the circuit of ${layer} · channel ${channel}…`));
   const model = state.get("model");
   if (!model) return box;
-  circuitOf(model.id, layer, channel, k).then((circuit) => {
+  api.circuit(model.id, layer, channel, k).then((circuit) => {
     const peak = Math.max(...circuit.inputs.map((i) => Math.max(...i.weights.flat().map(Math.abs))), 1e-12);
     const icons = new Map();
     const cards = circuit.inputs.map((input) => {

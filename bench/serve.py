@@ -48,7 +48,7 @@ from bench import results  # noqa: E402
 from bench.cleanup import delete_run  # noqa: E402
 from bench.forward import _post, ceiling, variants  # noqa: E402
 from bench.results import load_average  # noqa: E402
-from bench.timing import free_port, median_s, pct, wait_ready  # noqa: E402
+from bench.timing import free_port, median_s, pct, server_timing, wait_ready  # noqa: E402
 from core import preprocessing  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.stores.models import ModelStore  # noqa: E402
@@ -56,16 +56,6 @@ from models import forward, runtimes  # noqa: E402
 from models.builtin import BUILTIN_ID  # noqa: E402
 
 OCCLUSION = {"patch": 112, "stride": 56, "format": "json"}
-
-
-def server_timing(header: str | None) -> dict[str, float]:
-    """`queue;dur=0.2, decode;dur=0.5, …` → {phase: ms}."""
-    phases = {}
-    for part in (header or "").split(","):
-        name, _, rest = part.strip().partition(";dur=")
-        if rest:
-            phases[name] = float(rest)
-    return phases
 
 
 async def sweep_level(port: int, path: str, body: bytes, clients: int, seconds: float, warmup: float) -> dict:

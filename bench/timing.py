@@ -134,6 +134,16 @@ def median_s(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
+def server_timing(header: str | None) -> dict[str, float]:
+    """`queue;dur=0.2, decode;dur=0.5, …` → {phase: ms}."""
+    phases = {}
+    for part in (header or "").split(","):
+        name, _, rest = part.strip().partition(";dur=")
+        if rest:
+            phases[name] = float(rest)
+    return phases
+
+
 def pct(values: list[float], q: float) -> float:
     """The `q`th percentile of `values` (NaN when there are none)."""
     return float(np.percentile(values, q)) if values else float("nan")

@@ -147,9 +147,13 @@ class Settings(BaseSettings):
                                     "(a token bucket in Redis shared by every API process); more → 429 "
                                     "`rate_limited` with Retry-After; 0: no limit. With no API keys: no limit")
     rate_limit_burst: int = Field(400, gt=0, description="requests one key may make at once above the rate")
-    forward_share_per_key: int = Field(4, gt=0, description="forward views one key runs at once while other keys "
-                                       "have some running or waiting (its others wait their turn; a few, so that "
-                                       "its requests still batch); a key alone runs as many as admission lets in")
+    forward_share_per_key: int = Field(0, ge=0, description="forward views one key runs at once while other keys "
+                                       "have some in flight (0: the forward runs that go at once, one per core, split "
+                                       "evenly among those keys, at least one each); a key alone runs as many as "
+                                       "max_concurrent_requests lets in")
+    forward_share_linger_ms: float = Field(100.0, ge=0, le=5000, description="how long a key counts as in flight "
+                                           "after its last forward view ended (ms), so that a client sending one "
+                                           "request after another keeps its share between two of them")
     max_concurrent_previews: int = Field(2, gt=0, description="image previews (`GET /v1/images/{id}`) each API "
                                          "process encodes at once (each is then cached with its image); more wait")
     max_concurrent_dataset_decodes: int = Field(1, gt=0, description="dataset uploads each API process decodes at "

@@ -33,7 +33,7 @@ from service.jobs import JobService, monitor
 from service.middleware import Admission, Observe
 from service.routes import access, health, images, job_events, jobs, models, units, usage, views
 from service.routes import datasets as dataset_routes
-from service.tenants import ForwardShare, Tenants
+from service.tenants import Tenants
 
 log = logging.getLogger("convscope")
 
@@ -150,6 +150,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def install_middleware(app: FastAPI, settings: Settings) -> None:
-    app.add_middleware(ForwardShare, share=settings.forward_share_per_key)  # inside admission: keys share its places
-    app.add_middleware(Observe, admission=Admission(settings.max_concurrent_requests, settings.max_queued_requests,
-                                                   settings.max_queue_wait_ms / 1000, body_bytes=settings.max_body_bytes))
+    admission = Admission(settings.max_concurrent_requests, settings.max_queued_requests,
+                          settings.max_queue_wait_ms / 1000, body_bytes=settings.max_body_bytes,
+                          share=settings.forward_share_per_key, run_slots=run_slots(settings),
+                          linger_s=settings.forward_share_linger_ms / 1000)
+    app.add_middleware(Observe, admission=admission)

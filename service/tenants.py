@@ -6,32 +6,24 @@
 - Holds: an event stream or a `?wait=` keeps one of this process's Redis connections for up to a minute or the
   job's life; each key may keep `max_holds_per_key` at once, so one key cannot take the connection pool that
   every key's requests need. More get 429 `too_many_holds` with `Retry-After`.
-- The forward views' share (`ForwardShare`): while other keys have forward views running or waiting, a key runs at
-  most `forward_share_per_key` at once and its others wait; alone, a key runs as many as admission lets in.
 
-The job queues themselves are made fair by the workers (`core.jobs.queueing`), and what a key may store by its
-quotas (`core.stores.usage`).
+The forward views are shared between keys by their admission (`service.admission`), the job queues by the workers
+(`core.jobs.queueing`), and what a key may store is bounded by its quotas (`core.stores.usage`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
 import math
-import time
-from collections import Counter
 from contextlib import contextmanager
 
 import redis
 from starlette.responses import StreamingResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from core import timing
 from core.errors import Overloaded
 from core.rate_limit import TokenBuckets
 from core.settings import Settings
-from service.middleware import HEAVY
 
 log = logging.getLogger("convscope.tenants")
 HOLD_RETRY_AFTER_S = 5
@@ -113,58 +105,3 @@ class HeldStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self._release()
-
-
-class ForwardShare:
-    """ASGI layer inside admission (`service.middleware.Observe`): the forward views of each API key in flight, and a
-    key at its share waits while another key has one running or waiting. Work-conserving: a key alone is never held
-    back. Keys are told apart by a digest of the `Authorization` header (the route authenticates; a wrong key just
-    waits in a bucket of its own before its 401); requests without one (the open service) pass straight through."""
-
-    def __init__(self, app: ASGIApp, share: int):
-        self.app, self.share = app, share
-        self.running: Counter[str] = Counter()
-        self.waiting: Counter[str] = Counter()
-        self._changed: asyncio.Condition | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        bucket = _bucket(scope) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if bucket is None or not HEAVY.match(scope["path"]):
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        await self._enter(bucket)
-        timing.wait(time.perf_counter() - start)  # its `Server-Timing` queue, like admission's line
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            await self._leave(bucket)
-
-    def _others_active(self, bucket: str) -> bool:
-        return any(n for key, n in (self.running + self.waiting).items() if key != bucket)
-
-    async def _enter(self, bucket: str) -> None:
-        if self._changed is None:
-            self._changed = asyncio.Condition()
-        async with self._changed:
-            self.waiting[bucket] += 1
-            try:
-                await self._changed.wait_for(lambda: self.running[bucket] < self.share
-                                             or not self._others_active(bucket))
-            finally:
-                self.waiting[bucket] -= 1
-                if not self.waiting[bucket]:
-                    del self.waiting[bucket]
-            self.running[bucket] += 1
-
-    async def _leave(self, bucket: str) -> None:
-        async with self._changed:
-            self.running[bucket] -= 1
-            if not self.running[bucket]:
-                del self.running[bucket]
-            self._changed.notify_all()
-
-
-def _bucket(scope: Scope) -> str | None:
-    header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
-    return hashlib.sha256(header).hexdigest()[:16] if header else None

@@ -1,12 +1,13 @@
 """Issue 29: a forward view takes its admission place only once its body has arrived, so a client that sends its
 body slowly holds no place (`service.middleware.Observe` and `Admission.arrived`); and keys share the places
-(`service.tenants.ForwardShare`)."""
+(`service.admission`) over HTTP as they do in `Admission` alone."""
 
 from __future__ import annotations
 
 import asyncio
 
-from service.middleware import Admission, Observe
+from service.admission import Admission
+from service.middleware import Observe
 from tests.test_admission import run
 
 PATH = "/v1/models/m/predict"
@@ -69,10 +70,8 @@ def test_a_body_over_the_buffer_limit_streams_on_to_the_route_whole():
 
 
 def test_a_key_with_forward_views_in_flight_waits_for_its_share_while_another_key_has_one():
-    """ForwardShare (service/tenants.py): alone, a key runs all its views at once; with another key's view in flight,
-    its next view waits until its own have ended."""
-    from service.tenants import ForwardShare
-
+    """Through `Observe`, keys told apart by their `Authorization` header: alone, a key runs all its views at once;
+    with another key's view in flight, its next view waits until its own have ended (two run slots: one each)."""
     async def scenario():
         started: dict[str, float] = {}
 
@@ -82,13 +81,16 @@ def test_a_key_with_forward_views_in_flight_waits_for_its_share_while_another_ke
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b""})
 
-        share = ForwardShare(slow_route, share=1)
+        app = Observe(slow_route, Admission(running=8, queued=8, wait_s=5, run_slots=2, linger_s=0.05))
+
+        async def empty():
+            return {"type": "http.request", "body": b"", "more_body": False}
 
         async def call(name: str, key: bytes, after_s: float):
             await asyncio.sleep(after_s)
             scope = {"type": "http", "method": "POST", "path": PATH, "name": name,
                      "headers": [(b"authorization", b"Bearer " + key)]}
-            await answer(share, scope, None)
+            await answer(app, scope, empty)
 
         t0 = asyncio.get_running_loop().time()
         await asyncio.gather(call("a1", b"a", 0), call("a2", b"a", 0), call("b1", b"b", 0.05), call("a3", b"a", 0.1))

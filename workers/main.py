@@ -140,16 +140,23 @@ class ConvscopeWorker(SimpleWorker):
 
     def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
         """RQ's dequeue, in slices of `DISCOVER_EVERY_S` with the queues re-read before each, so that a tenant
-        that submits its first job while this worker waits is served within a second."""
+        that submits its first job while this worker waits is served within a second. RQ's own terms hold: with
+        no `timeout` (a burst) one look at every queue and no wait; with `max_idle_time`, None once idle that
+        long (s)."""
         if self.registry_key is None:
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        idle_since = time.monotonic()
         while True:
             self.discover_queues()
-            result = super().dequeue_job_and_maintain_ttl(DISCOVER_EVERY_S, max_idle_time=DISCOVER_EVERY_S)
+            if timeout is None:
+                result = super().dequeue_job_and_maintain_ttl(None, max_idle_time)
+            else:
+                result = super().dequeue_job_and_maintain_ttl(DISCOVER_EVERY_S, max_idle_time=DISCOVER_EVERY_S)
             if result is not None:
                 self.fair.served(result[1].name)
                 return result
-            if self._stop_requested:
+            idle = max_idle_time is not None and time.monotonic() - idle_since >= max_idle_time
+            if timeout is None or idle or self._stop_requested:
                 return None
 
     def subscribe(self):

@@ -186,6 +186,11 @@ class Settings(BaseSettings):
                            "workers must agree)")
     queue_max_length: int = Field(1000, ge=0, description="jobs one key may have waiting in its queue (each key has "
                                   "its own, served in turn); more → 429 `queue_full`")
+    max_running_jobs_per_key: int = Field(0, ge=0, description="jobs of one key that run at once on all the workers "
+                                          "together (0: no cap; the workers already take the keys' queues in turn); a "
+                                          "key at its cap waits while other keys' jobs run, even with workers idle. "
+                                          "Checked before each dequeue: workers taking at the same moment may each "
+                                          "start one more")
     queue_retry_after_s: int = Field(5, gt=0, description="Retry-After (s) sent with a 429 for a full queue")
     artifact_ttl_s: int = Field(24 * 3600, gt=0, description="how long job records, results and artifacts are kept")
     job_time_limit_scale: float = Field(1.0, gt=0, description="multiplies every kind's time limit (slow machines: > 1)")

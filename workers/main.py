@@ -124,17 +124,22 @@ class ConvscopeWorker(SimpleWorker):
     liveness: Heartbeat
     registry_key: str | None = None  # `P queues:<base>`, the tenant queues (None: only the queues given)
 
-    def serve_tenants(self, base: str, registry_key: str) -> None:
-        """Serve `base` and every tenant queue registered in `registry_key`."""
-        self.base_queue, self.registry_key = base, registry_key
+    def serve_tenants(self, base: str, registry_key: str, running_cap: int = 0) -> None:
+        """Serve `base` and every tenant queue registered in `registry_key`, skipping a tenant's queue while it has
+        `running_cap` jobs running (0: no cap)."""
+        self.base_queue, self.registry_key, self.running_cap = base, registry_key, running_cap
         self.fair, self._queue_objects = queueing.FairOrder(), {}
 
     def discover_queues(self) -> None:
-        """Listen to the base queue and every tenant queue, in round-robin order after the one served last."""
+        """Listen to the base queue and every tenant queue under its running cap, in round-robin order after the
+        one served last. A queue's running jobs are those in its RQ started registry (every worker's)."""
         names = self.fair.order(queueing.queue_names(self.connection, self.registry_key, self.base_queue))
         for name in names:
             if name not in self._queue_objects:
                 self._queue_objects[name] = queueing.queue(self.connection, name)
+        if self.running_cap:
+            names = [name for name in names if name == self.base_queue or self._queue_objects[name]
+                     .started_job_registry.get_job_count(cleanup=False) < self.running_cap]
         self.queues = [self._queue_objects[name] for name in sorted(names)]
         self._ordered_queues = [self._queue_objects[name] for name in names]
 
@@ -233,7 +238,8 @@ def serve(settings: Settings, name: str) -> None:
                                      name=f"{name}.{uuid.uuid4().hex[:4]}", serializer=JSONSerializer,
                                      job_class=queueing.SafeJob, worker_ttl=60, maintenance_interval=60)
             worker.liveness = heartbeat
-            worker.serve_tenants(settings.job_queue, store.keys.queues(settings.job_queue))
+            worker.serve_tenants(settings.job_queue, store.keys.queues(settings.job_queue),
+                                 settings.max_running_jobs_per_key)
             try:
                 worker.work(logging_level=settings.log_level)
             except redis.RedisError as exc:

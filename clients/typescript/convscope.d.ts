@@ -4381,6 +4381,11 @@ export interface components {
             image_bytes: components["schemas"]["Held"];
             /** @description job input files and artifacts, in Redis */
             job_bytes: components["schemas"]["Held"];
+            /**
+             * Max Running Jobs
+             * @description the most jobs of the key that run at once (more wait in its queue); null: no cap
+             */
+            max_running_jobs: number | null;
             /** @description bytes of uploaded models (413 `model_quota_bytes`) */
             model_bytes: components["schemas"]["Held"];
             /** @description uploaded models (429 `model_quota`) */

@@ -38,6 +38,8 @@ class Usage(BaseModel):
     dataset_bytes: Held = Field(description="bytes of dataset images")
     queued_jobs: Held = Field(description="jobs waiting in the key's queue (429 `queue_full`)")
     running_jobs: int = Field(description="the key's jobs running now (workers serve the keys' queues in turn)")
+    max_running_jobs: int | None = Field(description="the most jobs of the key that run at once (more wait in its "
+                                                     "queue); null: no cap")
     holds: Held = Field(description="event streams and `?wait=` holds open in the API process that answered "
                                     "(429 `too_many_holds`)")
     rate_limit_per_s: float | None = Field(description="requests a second the key may make on average (429 "
@@ -65,5 +67,6 @@ def get_usage(request: Request, ctx: AppContext = Depends(context), service: Job
         dataset_bytes=Held(held=datasets.bytes_held_by(owner), limit=s.max_dataset_bytes_per_key),
         queued_jobs=Held(held=queued, limit=s.queue_max_length),
         running_jobs=running,
+        max_running_jobs=s.max_running_jobs_per_key or None,
         holds=Held(held=tenants.held(owner), limit=s.max_holds_per_key),
         rate_limit_per_s=s.rate_limit_per_s if owner is not None and s.rate_limit_per_s > 0 else None)

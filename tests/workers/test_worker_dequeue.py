@@ -45,3 +45,30 @@ def test_a_burst_returns_at_once_an_idle_limit_ends_the_wait_and_a_new_tenant_qu
             queueing.queue(client, name).empty()
         client.delete(registry)
         worker.register_death()
+
+
+def test_a_tenant_queue_at_its_running_cap_is_skipped_until_one_of_its_jobs_ends(settings):
+    """With a cap of one, a tenant's queue whose started registry holds a job (running on some worker) is not
+    listened to; the base queue and the other tenants' queues are."""
+    client = connect(settings.redis_url)
+    base = f"dequeue-{uuid.uuid4().hex[:8]}"
+    registry = f"{base}:registry"
+    alice, bob = queueing.tenant_queue(base, "alice"), queueing.tenant_queue(base, "bob")
+    worker = worker_over_tenants(client, base, registry)
+    worker.serve_tenants(base, registry, running_cap=1)
+    client.sadd(registry, alice, bob)
+    started = queueing.queue(client, alice).started_job_registry
+    try:
+        worker.discover_queues()
+        assert {q.name for q in worker._ordered_queues} == {base, alice, bob}
+        client.zadd(started.key, {"a0:e0": time.time() + 60})  # what RQ keeps of an execution: id → expiry
+        assert started.get_job_count(cleanup=False) == 1
+        worker.discover_queues()
+        assert {q.name for q in worker._ordered_queues} == {base, bob}
+        queueing.enqueue(queueing.queue(client, alice), "a1", 1, time_limit_s=60, ttl_s=60)
+        assert worker.dequeue_job_and_maintain_ttl(None) is None  # alice's job waits for her running one
+    finally:
+        for name in (base, alice, bob):
+            queueing.queue(client, name).empty()
+        client.delete(registry, started.key)
+        worker.register_death()

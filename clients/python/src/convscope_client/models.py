@@ -205,6 +205,7 @@ class Usage(BaseModel):
     queued_jobs: Held
     holds: Held
     running_jobs: int
+    max_running_jobs: int | None
     rate_limit_per_s: float | None
 
 

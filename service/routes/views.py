@@ -128,10 +128,11 @@ async def activations(model: str, request: Request, ctx: AppContext = Depends(co
     spec, files = await _spec(request, ctx, ActivationsRequest)
     layer = record.require_layer(spec.layer)
     channels = spec.channels if spec.channels is not None else list(range(layer.shape[0]))
-    bad = [c for c in channels if not 0 <= c < layer.shape[0]]
-    if bad or not channels:
-        raise Invalid(f"channels must be in 0..{layer.shape[0] - 1}; got {bad[:10] or 'none'}",
-                      code="channel_out_of_range")
+    if spec.channels is not None:
+        bad = [c for c in channels if not 0 <= c < layer.shape[0]]
+        if bad or not channels:
+            raise Invalid(f"channels must be in 0..{layer.shape[0] - 1}; got {bad[:10] or 'none'}",
+                          code="channel_out_of_range")
     check_colormap(spec.colormap)
     fmt = choose_format(spec.format, request)
 
@@ -139,7 +140,9 @@ async def activations(model: str, request: Request, ctx: AppContext = Depends(co
         with timing.timed("decode"):
             x, _ = model_input(ctx, record, spec, files)
         with timing.timed("forward"):
-            maps = ctx.runtimes.get(record).layer(x, layer.name)[0][channels]
+            maps = ctx.runtimes.get(record).layer(x, layer.name)[0]
+            if spec.channels is not None:  # a copy of the channels asked for; all of them need none
+                maps = maps[channels]
         with timing.timed("encode"):
             return encode_maps(maps)
 

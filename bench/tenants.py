@@ -1,6 +1,6 @@
 """One key floods, another key works: what the second key sees, against the same key alone, in one run.
 
-    python -m bench.tenants [--seconds 20] [--worker-nice 0] [--flood-predicts 2] [--no-record]
+    python -m bench.tenants [--seconds 20] [--worker-nice N] [--flood-predicts 2] [--no-record]
 
 Starts its own API (uvicorn, keys `flood` and `calm`) and two workers (`python -m workers`) against the configured
 Redis, under a private key prefix and queue (deleted afterwards). Two phases of `--seconds` each:
@@ -220,7 +220,8 @@ def start(settings, token: str, logs: Path, nice: int) -> tuple[list[subprocess.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--worker-nice", type=int, default=0, help="CONVSCOPE_WORKER_NICE of the two workers")
+    parser.add_argument("--worker-nice", type=int, default=get_settings().worker_nice,
+                        help="CONVSCOPE_WORKER_NICE of the two workers (default: the setting's)")
     parser.add_argument("--flood-predicts", type=int, default=2, help="closed-loop predict clients of the flood")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()

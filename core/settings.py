@@ -201,9 +201,10 @@ class Settings(BaseSettings):
     worker_heartbeat_s: float = Field(1.0, gt=0, description="how often a worker says it is alive (s)")
     worker_heartbeat_ttl_s: int = Field(6, ge=2, description="a worker silent this long (s) is dead")
     job_monitor_interval_s: float = Field(2.0, gt=0, description="how often API and workers look for lost jobs (s)")
-    worker_nice: int = Field(0, ge=0, le=19, description="CPU niceness a worker takes at start (`os.nice`): on a "
-                             "machine that also runs the API, 10 lets the forward views of every key go before the "
-                             "jobs of a key that floods the queue (bench/tenants.py); 0: the API's priority")
+    worker_nice: int = Field(10, ge=0, le=19, description="CPU niceness a worker takes at start (`os.nice`): jobs "
+                             "are background work, so on a machine that also runs the API (scripts/run.sh, the "
+                             "compose file) every key's forward views go before a flood of jobs (bench/tenants.py); "
+                             "19 yields more, 0 gives jobs the API's priority; alone on a machine it changes nothing")
     worker_torch_threads: int = Field(1, ge=1, description="torch (and ONNX Runtime) intra-op threads per "
                                       "worker process; keep the API's and the workers' threads ≤ cores")
     worker_cached_networks: int = Field(4, ge=1, description="models each worker keeps loaded (LRU)")

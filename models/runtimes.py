@@ -15,7 +15,9 @@ chunks and activations of the same layer that arrive together run as one batch. 
 the batch at one image (`max_batch` 1) is run one image at a time, never batched. The API also gives its runtimes a
 `background` thread: a new session's batch size is measured there after its first run, a layer's first request runs
 on the probe session (when one is held) while the layer's own session is built there, and `models.warm` warms
-sessions there at start. What is computed on these sessions (predictions, activations, occlusion) is
+sessions there at start. Background work waits for a moment with no forward run in flight (`InFlight`, at most
+`BACKGROUND_PATIENCE_S`): started beside the run of the request that asked for it, a session build or a batch
+measurement would take the cores from that very run. What is computed on these sessions (predictions, activations, occlusion) is
 `models.forward`.
 """
 
@@ -24,8 +26,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +45,46 @@ from models.sessions import SessionCache, estimate_bytes, keep_freed_buffers, up
 from models.truncate import cut_before, truncate
 
 log = logging.getLogger("convscope.forward")
+BACKGROUND_PATIENCE_S = 2.0  # the longest background work waits for a moment with no forward run in flight
+
+
+class InFlight:
+    """The forward runs in flight in this process (nested calls count once each), so that background work can
+    wait for a moment with none."""
+
+    def __init__(self):
+        self._count = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        with self._changed:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._count -= 1
+                if not self._count:
+                    self._changed.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no run is in flight, at most `timeout` s; whether that moment came."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._count == 0, timeout)
+
+
+def when_quiet(background: Executor, in_flight: InFlight | None, fn: Callable, *args) -> None:
+    """`fn(*args)` on the `background` thread once no forward run is in flight (at most `BACKGROUND_PATIENCE_S`
+    later); nothing once the process is stopping."""
+    def quietly() -> None:
+        if in_flight is not None:
+            in_flight.wait_idle(BACKGROUND_PATIENCE_S)
+        fn(*args)
+    try:
+        background.submit(quietly)
+    except RuntimeError:  # shut down (`Runtimes.close`)
+        pass
 
 
 @dataclass
@@ -60,6 +103,7 @@ class ModelRuntime:
     used: Callable[[str, str], None] | None = None  # told (model id, variant) at each run (`models.warm.RecentSessions`)
     closing: threading.Event | None = None  # set when the process stops: background work ends at its next step
     time_limit_s: float | None = None  # runs of `_runs` stop after this (`models.deadline`; the API); None: no limit
+    in_flight: InFlight | None = None  # the process's runs, which background work lets go first (the API)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _weights: dict = field(default_factory=dict)
     _uncut: set = field(default_factory=set)  # layers whose sub-graph could not be cut out (the probe serves them)
@@ -89,9 +133,22 @@ class ModelRuntime:
                                          inter_threads=s.ort_inter_threads, provider_setting=s.ort_providers,
                                          allow_spinning=s.ort_allow_spinning)
 
+    @contextmanager
+    def _running(self) -> Iterator[None]:
+        """Counted as a run in flight (`InFlight`), from before it may hand work to the background thread."""
+        if self.in_flight is None:
+            yield
+        else:
+            with self.in_flight.running():
+                yield
+
     def _runs(self, variant: str, session, outputs: list[str], x: np.ndarray) -> np.ndarray:
         """The first output for the rows of `x`, in runs of at most `batch_rows` images, through the dynamic
         batcher (batches capped at that size) when there is one and the model takes batches."""
+        with self._running():
+            return self._runs_counted(variant, session, outputs, x)
+
+    def _runs_counted(self, variant: str, session, outputs: list[str], x: np.ndarray) -> np.ndarray:
         step = self.batch_rows(variant, session, outputs, x)
         if self.time_limit_s:
             session = Limited(session, self.time_limit_s)  # 503 `forward_timeout` past it
@@ -130,11 +187,7 @@ class ModelRuntime:
         return limit
 
     def _later(self, fn: Callable, *args) -> None:
-        """`fn(*args)` on the background thread; nothing once the process is stopping."""
-        try:
-            self.background.submit(fn, *args)
-        except RuntimeError:  # shut down (`Runtimes.close`)
-            pass
+        when_quiet(self.background, self.in_flight, fn, *args)
 
     def measure(self, variant: str, session, outputs: list[str], x: np.ndarray) -> int:
         """The batch size of the session `variant`, measured now unless known (`models.batching.best_batch`)."""
@@ -213,10 +266,11 @@ class ModelRuntime:
     def layer(self, x: np.ndarray, name: str) -> np.ndarray:
         """N×C×H×W input → the layer's N×C'×H'×W' activations, from the layer's truncated session (the probe
         where the sub-graph could not be cut); one image per call for models with `max_batch` 1."""
-        session, variant = self.upto(name)
-        if self.used is not None:
-            self.used(self.record.id, "probe" if name in self._uncut else f"upto:{name}")
-        return self._runs(variant, session, [name], x)
+        with self._running():  # before `upto`, which may hand the layer's session to the background thread
+            session, variant = self.upto(name)
+            if self.used is not None:
+                self.used(self.record.id, "probe" if name in self._uncut else f"upto:{name}")
+            return self._runs(variant, session, [name], x)
 
     def upto(self, name: str, now: bool = False):
         """(session, variant) that computes layer `name`: the sub-graph up to it, cached as `upto:<name>`. With a
@@ -339,6 +393,7 @@ class Runtimes:
         self.batcher = DynamicBatcher(batch_rows, batch_wait_s, batch_instances) if batch_rows > 1 else None
         self.intra_threads = intra_threads
         self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessions") if background else None
+        self.in_flight = InFlight() if background else None
         self.closing = threading.Event()
         self.used = used
         self.time_limit_s = time_limit_s
@@ -357,7 +412,7 @@ class Runtimes:
                 hit = self._handles[key] = ModelRuntime(record, self.settings, self.sessions,
                                                         lambda: self._file(record), self.batcher, self.intra_threads,
                                                         self.background, self.used, self.closing,
-                                                        time_limit_s=self.time_limit_s)
+                                                        time_limit_s=self.time_limit_s, in_flight=self.in_flight)
         return hit
 
     def _file(self, record: ModelRecord) -> Path:

@@ -10,7 +10,8 @@
   built (`ModelRuntime.upto`).
 
 All of it runs on the runtimes' one background thread (`Runtimes.background`), one task per session, so a batch size
-a request left to measure waits behind at most the session being warmed, not the whole list.
+a request left to measure waits behind at most the session being warmed, not the whole list; after start, each task
+first waits for a moment with no forward run in flight (`models.runtimes.when_quiet`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable
 import redis
 
 from core.stores.models import ModelStore
-from models.runtimes import Runtimes
+from models.runtimes import Runtimes, when_quiet
 
 log = logging.getLogger("convscope.forward")
 
@@ -108,7 +109,7 @@ class Warmer:
             self.ready.set()
         for model_id, variant in self.recent.newest():
             if (model_id, variant) not in (self.first or []) and not self.runtimes.closing.is_set():
-                self.runtimes.background.submit(self.warm, model_id, variant)
+                when_quiet(self.runtimes.background, self.runtimes.in_flight, self.warm, model_id, variant)
 
     def warm(self, model_id: str, variant: str, within_budget: bool = True) -> bool:
         """Build, measure and run the session once; False when the model is gone, the session would not fit the

@@ -470,6 +470,10 @@ def test_jobs_panel_lists_jobs_with_artifacts(explorer, live):
     row = page.locator(f'#jobs-list tr[data-job="{submitted["id"]}"]')
     expect(row).to_be_visible()
     expect(row).to_contain_text("finished")
+    usage = live.client().get("/v1/usage").json()  # what the key holds, as the panel says it
+    expect(page.locator("#jobs-usage")).to_contain_text(
+        f"jobs waiting {usage['queued_jobs']['held']} of {usage['queued_jobs']['limit']}")
+    expect(page.locator("#jobs-usage")).to_contain_text(f"models {usage['models']['held']} of {usage['models']['limit']}")
     with page.expect_download() as download:
         row.locator('a[data-artifact="heatmap.png"]').click()
     assert download.value.suggested_filename == "heatmap.png"

@@ -121,6 +121,7 @@ export const api = {
   submit: (spec) => postJson("/v1/jobs", spec),
   job: (id) => getJson(`/v1/jobs/${enc(id)}`),
   jobs: (query = "") => getJson(`/v1/jobs${query}`),
+  usage: () => getJson("/v1/usage"),
   cancel: (id) => call(`/v1/jobs/${enc(id)}`, { method: "DELETE" }).then((r) => r.json()),
   artifact: (job, name) => blobUrl(`/v1/jobs/${enc(job)}/artifacts/${enc(name)}`),
   artifactJson: (job, name) => getJson(`/v1/jobs/${enc(job)}/artifacts/${enc(name)}`),

@@ -1,6 +1,7 @@
 // 8. Jobs: the caller's jobs, newest first: when, what (kind, model, image or dataset, layer, channel, the main
 // params), how long it took, status and progress, its artifacts; "open" puts a finished result back into the
-// panel that made it (the panels listen for `open-job`).
+// panel that made it (the panels listen for `open-job`). Above them, what the key holds against its quotas
+// (`GET /v1/usage`), so that a 429 `quota_exceeded` is never the first a user hears of a limit.
 import { api } from "../api.js";
 import { state } from "../state.js";
 import { h, clear, field, errorBox, busy, table, when, fmt } from "../ui.js";
@@ -10,6 +11,30 @@ import { DATASET_VIEWS } from "./datasets.js";
 const STATUSES = ["", "queued", "started", "finished", "failed", "canceled"];
 const OPENS = { attribution: "Attributions", dataset: "Datasets" }; // families whose panels show an existing job
 const MAIN_PARAMS = ["layer", "channel", "target", "method", "steps", "k", "position"];
+
+// Bytes in words: "512 MiB", "3.4 GiB", "120 KiB".
+function size(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i += 1;
+  }
+  return `${Number.isInteger(n) ? n : fmt(n, 1)} ${units[i]}`;
+}
+
+// What the key holds, each against its limit, in one line.
+function usageLine(u) {
+  const of = (held, text = (x) => x) => `${text(held.held)} of ${text(held.limit)}`;
+  return [
+    `${u.tenant ? `Key “${u.tenant}”` : "This open service"}: jobs waiting ${of(u.queued_jobs)}, running ${u.running_jobs}` +
+      (u.max_running_jobs ? ` of ${u.max_running_jobs}` : ""),
+    `images ${of(u.image_bytes, size)}`,
+    `job files ${of(u.job_bytes, size)}`,
+    `models ${of(u.models)} (${of(u.model_bytes, size)})`,
+    `datasets ${of(u.datasets)} (${of(u.dataset_bytes, size)})`,
+  ].join(" · ");
+}
 
 // How long a job ran (or has been running): "4.2 s", "3 min 5 s"; queued: "—".
 function duration(job) {
@@ -25,6 +50,7 @@ export function mount(root) {
   const kind = h("select", { id: "jobs-kind" }, h("option", { value: "" }, "any kind"));
   const refresh = h("button", { type: "button", id: "jobs-refresh" }, "Refresh");
   const list = h("div", { id: "jobs-list", class: "reflow" });
+  const usage = h("p", { id: "jobs-usage", class: "notice" });
   let timer = null;
   // Dataset id → name (null: unnamed, or gone), fetched once and kept between refreshes; fetched again when a
   // dataset is made or deleted, the key changes, or a job names a dataset the map lacks. A promise, or null.
@@ -72,7 +98,9 @@ export function mount(root) {
       if (status.value) query.set("status", status.value);
       if (kind.value) query.set("kind", kind.value);
       const fresh = !datasetNames;
-      let [{ jobs }, named] = await Promise.all([api.jobs(query.size ? `?${query}` : ""), names()]);
+      let [{ jobs }, named, held] = await Promise.all([api.jobs(query.size ? `?${query}` : ""), names(),
+        api.usage().catch(() => null)]);
+      usage.textContent = held ? usageLine(held) : "";
       const unknown = jobs.map((j) => j.inputs?.dataset).filter((id) => id && !named.has(id));
       if (unknown.length) {
         if (!fresh) {
@@ -122,7 +150,8 @@ export function mount(root) {
     h("h2", {}, "Jobs"),
     h("p", { class: "intro" }, "Your jobs, newest first (the list refreshes itself while some are running). " +
       "“Open” shows a finished result again in the panel that made it."),
-    h("div", { class: "card" }, h("div", { class: "actions" }, field("status", status), field("kind", kind), refresh), errors, list));
+    h("div", { class: "card" }, h("div", { class: "actions" }, field("status", status), field("kind", kind), refresh), usage, errors,
+      list));
   state.on("key", () => {
     datasetNames = null;
     load();

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from core.methods import Network
-from workers.methods.mechanics.backprop import is_rectifier
+from workers.methods.mechanics.backprop import forwards_swapped, is_rectifier
 from workers.methods.mechanics.objectives import Objective
 from workers.methods.mechanics.parameterisations import ModelSpace, PixelImage
 from workers.methods.mechanics.transforms import Transform
@@ -165,17 +165,12 @@ class _RedirectedRectifier(torch.autograd.Function):
 @contextlib.contextmanager
 def redirected_rectifiers(module: nn.Module) -> Iterator[None]:
     """Give every ReLU / ReLU6 / Clip-at-0 module the redirected gradient; undone in `finally`."""
-    swapped = []
-    try:
-        for sub in module.modules():
-            if is_rectifier(sub) and not isinstance(sub, nn.LeakyReLU):
-                low, high = (sub.min_val, sub.max_val) if isinstance(sub, nn.Hardtanh) else (0.0, float("inf"))
-                sub.forward = lambda x, low=low, high=high: _RedirectedRectifier.apply(x, low, high)
-                swapped.append(sub)
+    def redirected(sub: nn.Module):
+        low, high = (sub.min_val, sub.max_val) if isinstance(sub, nn.Hardtanh) else (0.0, float("inf"))
+        return lambda x: _RedirectedRectifier.apply(x, low, high)
+    with forwards_swapped((sub, redirected(sub)) for sub in module.modules()
+                          if is_rectifier(sub) and not isinstance(sub, nn.LeakyReLU)):
         yield
-    finally:
-        for sub in swapped:
-            del sub.forward  # back to the class's own forward
 
 
 # ---------------------------------------------------------------- the loop

@@ -21,7 +21,7 @@ raises (cancellation, timeout, a bad layer).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -76,19 +76,29 @@ class _RectifierRule(torch.autograd.Function):
 
 
 @contextlib.contextmanager
-def backward_rule(model: nn.Module, rule: Rule) -> Iterator[None]:
-    """Inside the block, every rectifier module of `model` backpropagates by `rule`."""
-    swapped: list[nn.Module] = []
+def forwards_swapped(swaps: Iterable[tuple[nn.Module, Callable]]) -> Iterator[None]:
+    """Inside the block, each module's `forward` is the one paired with it; afterwards each has what it had before
+    (its class's own, or one already set on the instance), however the block ends. `swaps` may be a generator that
+    fails part way (a module without a rule): the swaps made until then are undone."""
+    done: list[tuple[nn.Module, object]] = []
     try:
-        if rule != "gradient":
-            for module in model.modules():
-                if is_rectifier(module):
-                    module.forward = _bound_rule(module, rule)
-                    swapped.append(module)
+        for module, forward in swaps:
+            done.append((module, module.__dict__.get("forward")))
+            module.forward = forward
         yield
     finally:
-        for module in swapped:
+        for module, before in reversed(done):
             del module.forward  # the class's own forward shows through again
+            if before is not None:
+                module.forward = before
+
+
+@contextlib.contextmanager
+def backward_rule(model: nn.Module, rule: Rule) -> Iterator[None]:
+    """Inside the block, every rectifier module of `model` backpropagates by `rule`."""
+    swaps = [] if rule == "gradient" else ((m, _bound_rule(m, rule)) for m in model.modules() if is_rectifier(m))
+    with forwards_swapped(swaps):
+        yield
 
 
 def _bound_rule(module: nn.Module, rule: str):

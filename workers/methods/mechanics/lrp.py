@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from core.errors import Invalid
+from workers.methods.mechanics.backprop import forwards_swapped
 from workers.methods.mechanics.lrp_composites import Composite
 from workers.methods.mechanics.lrp_layers import Role, linear_in_activations, name_of, role_of
 from workers.methods.mechanics.lrp_rules import Affine, Rule, norm
@@ -227,8 +228,8 @@ def relevance_rules(model: nn.Module, rules: Composite) -> Iterator[Callable[[Te
     """Inside the block, the yielded forward runs `model` so that backpropagating from its output propagates
     relevance by `rules` (raising 422 `unsupported_for_lrp` at an op without a rule)."""
     propagation = _Propagation(rules)
-    swapped: list[tuple[nn.Module, object]] = []
-    try:
+
+    def swaps() -> Iterator[tuple[nn.Module, Callable]]:
         for module in model.modules():
             role = role_of(module)
             if role is Role.UNSUPPORTED and (next(module.children(), None) is not None
@@ -236,14 +237,10 @@ def relevance_rules(model: nn.Module, rules: Composite) -> Iterator[Callable[[Te
                 continue  # a container (its children have roles), or a holder of constants that is never called
             forward = propagation.forward_of(module, role)
             if forward is not None:
-                swapped.append((module, module.__dict__.get("forward")))
-                module.forward = forward
+                yield module, forward
+
+    with forwards_swapped(swaps()):
         yield lambda x: propagation.run(model, x)
-    finally:
-        for module, before in reversed(swapped):
-            del module.forward
-            if before is not None:
-                module.forward = before
 
 
 def input_relevance(model: nn.Module, x: Tensor, target: int | None, rules: Composite) -> tuple[Tensor, dict]:

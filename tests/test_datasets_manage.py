@@ -91,3 +91,23 @@ def test_another_keys_dataset_cannot_be_deleted(keyed):
     for bad in ("0" * 32, "x", ".tmp-x", "..%2F..%2Fetc"):  # the last never reaches the route: plain 404
         response = client.delete(f"/v1/datasets/{bad}", headers=ALICE)
         assert response.status_code == 404 and response.json()["error"]["code"].endswith("not_found"), bad
+
+
+def test_a_key_stores_one_upload_at_a_time_and_another_key_is_not_held(keyed):
+    """While alice's upload lock is held (another API process storing her previous upload), her next upload is 429
+    `upload_in_progress` with Retry-After; bob's goes through; once the lock is free, hers does too."""
+    from core.redis_client import connect
+
+    client, settings = keyed
+    held = connect(settings.redis_url).lock(f"{settings.redis_prefix}lock:datasets:alice", timeout=60)
+    assert held.acquire(blocking=False)
+    try:
+        files = [("files", ("cat.png", small("chelsea", 32), "image/png"))]
+        refused = client.post("/v1/datasets", headers=ALICE, files=files)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "upload_in_progress" and refused.headers["retry-after"] == "10"
+        upload(client, BOB, "coffee")
+    finally:
+        held.release()
+    upload(client, ALICE, "chelsea")
+    assert [d["count"] for d in client.get("/v1/datasets", headers=ALICE).json()["datasets"]] == [1]

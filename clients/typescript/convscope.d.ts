@@ -102,6 +102,8 @@ export interface paths {
         /**
          * Upload Dataset
          * @description Keep a set of images: every member is re-validated as an image; refused ones are listed in `rejected`.
+         *     One upload per key is stored at a time (429 `upload_in_progress` meanwhile), so that what the key holds is
+         *     checked against its quotas with nothing of its own under way, on every API process.
          */
         post: operations["uploadDataset"];
         delete?: never;

@@ -3,8 +3,10 @@ and each image of a dataset for its owner (PNG, or a thumbnail)."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 
+import redis
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image
@@ -12,13 +14,16 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import FormData, UploadFile
 
 from core import encoding, images
-from core.errors import BadRequest
+from core.errors import BadRequest, Overloaded
+from core.redis_client import redis_errors
 from core.settings import Settings
 from core.stores.datasets import DatasetStore, Upload
 from service.auth import current_owner
 from service.bodies import BodyRules, received
 from service.context import AppContext, context
+from service.jobs import JobService
 from service.openapi_docs import errors, file_part, media_response, multipart_body, text_part
+from service.routes.jobs import jobs
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 THUMBNAIL_MIN, THUMBNAIL_MAX = 8, 2048  # pixels, `?size=` of a dataset image
@@ -102,15 +107,39 @@ def uploads(form: FormData) -> list[Upload]:
                  file_part("files", "images, one part each", many=True),
                  text_part("name", "display name (default: the uploaded file's name)")))
 async def upload_dataset(request: Request, store: DatasetStore = Depends(dataset_store),
-                         ctx: AppContext = Depends(context)) -> DatasetCreated:
-    """Keep a set of images: every member is re-validated as an image; refused ones are listed in `rejected`."""
-    s = ctx.settings
+                         ctx: AppContext = Depends(context), service: JobService = Depends(jobs)) -> DatasetCreated:
+    """Keep a set of images: every member is re-validated as an image; refused ones are listed in `rejected`.
+    One upload per key is stored at a time (429 `upload_in_progress` meanwhile), so that what the key holds is
+    checked against its quotas with nothing of its own under way, on every API process."""
+    s, owner = ctx.settings, current_owner.get()
     async with received(request, upload_rules(s)) as body:
         name = body.form.get("name")
+
+        def create():
+            with one_upload_per_key(service, owner):
+                return store.create(uploads(body.form), owner, s, name if isinstance(name, str) else None)
         async with request.app.state.dataset_slots:  # up to 10,000 decodes: a few at once (`create_app`)
-            dataset, rejected = await run_in_threadpool(store.create, uploads(body.form), current_owner.get(), s,
-                                                        name if isinstance(name, str) else None)
+            dataset, rejected = await run_in_threadpool(create)
     return DatasetCreated(id=dataset.id, name=dataset.name, count=dataset.count, rejected=rejected)
+
+
+UPLOAD_LOCK_S = 3600  # the longest a key's upload lock outlives an API process that died while storing
+
+
+@contextmanager
+def one_upload_per_key(service: JobService, owner: str | None):
+    """The key's dataset-upload lock in Redis (shared by every API process) while the block runs; 429
+    `upload_in_progress` when another upload of the key holds it."""
+    lock = service.store.lock(f"datasets:{owner or '_'}", timeout_s=UPLOAD_LOCK_S)
+    with redis_errors():
+        if not lock.acquire(blocking=False):
+            raise Overloaded("this key's previous dataset upload is still being stored; send this one when it is "
+                             "done", code="upload_in_progress", retry_after=10)
+    try:
+        yield
+    finally:
+        with redis_errors(), suppress(redis.exceptions.LockError):  # expired meanwhile: nothing left to release
+            lock.release()
 
 
 @router.get("", operation_id="listDatasets", response_model=DatasetList)

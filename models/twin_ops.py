@@ -283,4 +283,4 @@ def constant_attribute(node: onnx.NodeProto) -> torch.Tensor:
 def as_tensor(array: np.ndarray) -> torch.Tensor:
     if array.dtype == np.object_ or array.dtype.kind in "SU":
         raise Unsupported("string tensors are not supported")
-    return torch.from_numpy(np.ascontiguousarray(array).copy())
+    return torch.from_numpy(np.array(array, order="C", copy=True))  # not ascontiguousarray: it makes a scalar 1-d

@@ -206,3 +206,29 @@ def test_batch_one_reshape_head_and_constant_reshapes():
              helper.make_node("Gemm", ["v", "fc", "fc_b"], ["scores"], transB=1)]
     found = analysis.analyse(stack_model(nodes, inits, opset=9))
     assert found["max_batch"] == 1 and found["checks"][0]["agree"] and found["num_classes"] == 3
+
+
+def test_a_gather_whose_scalar_index_is_a_stored_initializer():
+    """`Shape` → `Gather` (index 0 stored as a 0-d initializer, not a `Constant` node) → `Unsqueeze` → `Concat` →
+    `Reshape`: the flatten of many exports. The index stays a scalar in the twin (it once became 1-d, and the
+    Concat failed on a batch of two), and the twin agrees with ONNX Runtime."""
+    from onnx import helper, numpy_helper
+
+    from tests.onnx_builders import conv_weights, stack_model
+
+    rng = np.random.default_rng(1)
+    inits = [conv_weights("w", 4, 3, 3), numpy_helper.from_array(np.array(0, np.int64), "zero"),
+             numpy_helper.from_array(np.array([-1], np.int64), "minus1"),
+             numpy_helper.from_array(np.array([0], np.int64), "first"),
+             numpy_helper.from_array(rng.standard_normal((3, 4 * 30 * 30)).astype(np.float32), "fc"),
+             numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "fc_b")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Shape", ["r"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "first"], ["n1"]),
+             helper.make_node("Concat", ["n1", "minus1"], ["flat"], axis=0),
+             helper.make_node("Reshape", ["r", "flat"], ["v"]),
+             helper.make_node("Gemm", ["v", "fc", "fc_b"], ["scores"], transB=1)]
+    found = analysis.analyse(stack_model(nodes, inits, opset=13))
+    assert found["num_classes"] == 3 and all(check["agree"] for check in found["checks"])

@@ -160,7 +160,8 @@ def get_dataset(dataset_id: str, store: DatasetStore = Depends(dataset_store)) -
 
 @router.get("/{dataset_id}/images/{index}", operation_id="getDatasetImage", response_class=Response,
             responses={**media_response("image/png"), **errors(404, 422)})
-def get_dataset_image(dataset_id: str, index: int = Path(ge=0, description="the image's `index` in the dataset"),
+def get_dataset_image(dataset_id: str, request: Request,
+                      index: int = Path(ge=0, description="the image's `index` in the dataset"),
                       size: int | None = Query(None, ge=THUMBNAIL_MIN, le=THUMBNAIL_MAX,
                                                description="longest side of a thumbnail, pixels (never enlarged); "
                                                            "omitted: the image at its own size"),
@@ -170,11 +171,13 @@ def get_dataset_image(dataset_id: str, index: int = Path(ge=0, description="the 
     `dataset_image_not_found` for an index past the last image."""
     s = ctx.settings
     _, data = store.get(dataset_id, current_owner.get()).image(index)
-    decoded = images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
-    if size is not None and max(decoded.size) > size:
-        decoded.thumbnail((size, size), Image.Resampling.LANCZOS)
+    with request.app.state.preview_slots:  # a decode and an encode, as an image preview: a few at once per process
+        decoded = images.decode(data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels)
+        if size is not None and max(decoded.size) > size:
+            decoded.thumbnail((size, size), Image.Resampling.LANCZOS)
+        png = encoding.png(decoded)
     # A dataset never changes (a new upload is a new id), so the browser may keep what it read, for its owner only.
-    return Response(encoding.png(decoded), media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.delete("/{dataset_id}", operation_id="deleteDataset", status_code=204, response_class=Response,

@@ -136,7 +136,7 @@ class Admission:
                 del self.lines[key]
             self._admit(key)
             turn.future.set_result(True)
-        if self.lines and self.ended and self._recheck is None:
+        if self.lines and self.active < self.running and self.ended and self._recheck is None:  # held by shares
             soonest = min(self.ended.values()) + self.linger_s - now
             self._recheck = asyncio.get_running_loop().call_later(max(0.0, soonest), self._rechecked)
 

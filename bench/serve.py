@@ -133,11 +133,12 @@ class Bare:
         return best
 
 
-def start_server(settings: Settings) -> tuple[subprocess.Popen, int, dict]:
-    """The API as scripts/run.sh serves it, on a spare port and a key prefix of its own; (process, port, env)."""
+def start_server(settings: Settings, **extra: str) -> tuple[subprocess.Popen, int, dict]:
+    """The API as scripts/run.sh serves it, on a spare port and a key prefix of its own, with the `extra` variables
+    (`CONVSCOPE_*` settings); (process, port, env)."""
     port = free_port()
     env = {**os.environ, "CONVSCOPE_PORT": str(port), "CONVSCOPE_LOG_LEVEL": "WARNING",
-           "CONVSCOPE_REDIS_PREFIX": f"bench-serve-{port}:"}
+           "CONVSCOPE_REDIS_PREFIX": f"bench-serve-{port}:", **extra}
     server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env)
     return server, port, env
 

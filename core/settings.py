@@ -119,7 +119,10 @@ class Settings(BaseSettings):
     max_labels_bytes: int = Field(2 * 1024 * 1024, gt=0, description="size of a labels file")
 
     # Load shedding.
-    max_concurrent_requests: int = Field(16, gt=0, description="forward views running at once; more wait in line")
+    max_concurrent_requests: int = Field(0, ge=0, description="forward views running at once; more wait in line "
+                                         "(0: as many as the forward runs that go at once, one per core; more let "
+                                         "batches form across requests, at the cost of threads that wait for their "
+                                         "batch and take the interpreter from the running ones: bench/admission.py)")
     max_queued_requests: int = Field(64, ge=0, description="forward views waiting for a place, first come first "
                                      "served; more get 503 `busy` with Retry-After")
     max_queue_wait_ms: float = Field(2000, gt=0, description="the longest a forward view waits for a place before "

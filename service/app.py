@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logs.setup(settings.log_level)
         # Forward views wait for their batch on a pool thread: room for every request let in, and the other routes.
         limiter = anyio.to_thread.current_default_thread_limiter()
-        limiter.total_tokens = max(limiter.total_tokens, settings.max_concurrent_requests + 16)
+        limiter.total_tokens = max(limiter.total_tokens, forward_views_at_once(settings) + 16)
         client = connect(settings.redis_url)
         # Uploads and deletes of the same bytes take one lock per digest in Redis, shared by every API process.
         locks = JobStore(client, settings.redis_prefix, settings.artifact_ttl_s)
@@ -149,8 +149,15 @@ def install_error_handlers(app: FastAPI) -> None:
                                        {"request_id": logs.request_id.get()}))
 
 
+def forward_views_at_once(settings: Settings) -> int:
+    """`max_concurrent_requests`, or by default the forward runs that go at once: each view admitted beyond them
+    waits for its batch on a thread of its own, and those threads take the interpreter from the running ones
+    (`bench/admission.py`); the others wait in admission's lines, which cost no thread."""
+    return settings.max_concurrent_requests or run_slots(settings)
+
+
 def install_middleware(app: FastAPI, settings: Settings) -> None:
-    admission = Admission(settings.max_concurrent_requests, settings.max_queued_requests,
+    admission = Admission(forward_views_at_once(settings), settings.max_queued_requests,
                           settings.max_queue_wait_ms / 1000, body_bytes=settings.max_body_bytes,
                           share=settings.forward_share_per_key, run_slots=run_slots(settings),
                           linger_s=settings.forward_share_linger_ms / 1000)

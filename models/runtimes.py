@@ -17,8 +17,8 @@ the batch at one image (`max_batch` 1) is run one image at a time, never batched
 on the probe session (when one is held) while the layer's own session is built there, and `models.warm` warms
 sessions there at start. Background work waits for a moment with no forward run in flight (`InFlight`, at most
 `BACKGROUND_PATIENCE_S`): started beside the run of the request that asked for it, a session build or a batch
-measurement would take the cores from that very run. What is computed on these sessions (predictions, activations, occlusion) is
-`models.forward`.
+measurement would take the cores from that very run. What is computed on these sessions (predictions, activations,
+occlusion) is `models.forward`.
 """
 
 from __future__ import annotations
@@ -74,12 +74,11 @@ class InFlight:
             return self._changed.wait_for(lambda: self._count == 0, timeout)
 
 
-def when_quiet(background: Executor, in_flight: InFlight | None, fn: Callable, *args) -> None:
+def when_quiet(background: Executor, in_flight: InFlight, fn: Callable, *args) -> None:
     """`fn(*args)` on the `background` thread once no forward run is in flight (at most `BACKGROUND_PATIENCE_S`
     later); nothing once the process is stopping."""
     def quietly() -> None:
-        if in_flight is not None:
-            in_flight.wait_idle(BACKGROUND_PATIENCE_S)
+        in_flight.wait_idle(BACKGROUND_PATIENCE_S)
         fn(*args)
     try:
         background.submit(quietly)
@@ -103,7 +102,7 @@ class ModelRuntime:
     used: Callable[[str, str], None] | None = None  # told (model id, variant) at each run (`models.warm.RecentSessions`)
     closing: threading.Event | None = None  # set when the process stops: background work ends at its next step
     time_limit_s: float | None = None  # runs of `_runs` stop after this (`models.deadline`; the API); None: no limit
-    in_flight: InFlight | None = None  # the process's runs, which background work lets go first (the API)
+    in_flight: InFlight = field(default_factory=InFlight)  # the process's runs, which background work lets go first
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _weights: dict = field(default_factory=dict)
     _uncut: set = field(default_factory=set)  # layers whose sub-graph could not be cut out (the probe serves them)
@@ -133,22 +132,14 @@ class ModelRuntime:
                                          inter_threads=s.ort_inter_threads, provider_setting=s.ort_providers,
                                          allow_spinning=s.ort_allow_spinning)
 
-    @contextmanager
-    def _running(self) -> Iterator[None]:
-        """Counted as a run in flight (`InFlight`), from before it may hand work to the background thread."""
-        if self.in_flight is None:
-            yield
-        else:
-            with self.in_flight.running():
-                yield
-
     def _runs(self, variant: str, session, outputs: list[str], x: np.ndarray) -> np.ndarray:
         """The first output for the rows of `x`, in runs of at most `batch_rows` images, through the dynamic
-        batcher (batches capped at that size) when there is one and the model takes batches."""
-        with self._running():
-            return self._runs_counted(variant, session, outputs, x)
+        batcher (batches capped at that size) when there is one and the model takes batches. Counted as a run in
+        flight (`InFlight`) from before it may hand a batch measurement to the background thread."""
+        with self.in_flight.running():
+            return self._batched_runs(variant, session, outputs, x)
 
-    def _runs_counted(self, variant: str, session, outputs: list[str], x: np.ndarray) -> np.ndarray:
+    def _batched_runs(self, variant: str, session, outputs: list[str], x: np.ndarray) -> np.ndarray:
         step = self.batch_rows(variant, session, outputs, x)
         if self.time_limit_s:
             session = Limited(session, self.time_limit_s)  # 503 `forward_timeout` past it
@@ -266,7 +257,7 @@ class ModelRuntime:
     def layer(self, x: np.ndarray, name: str) -> np.ndarray:
         """N×C×H×W input → the layer's N×C'×H'×W' activations, from the layer's truncated session (the probe
         where the sub-graph could not be cut); one image per call for models with `max_batch` 1."""
-        with self._running():  # before `upto`, which may hand the layer's session to the background thread
+        with self.in_flight.running():  # before `upto`, which may hand the layer's session to the background thread
             session, variant = self.upto(name)
             if self.used is not None:
                 self.used(self.record.id, "probe" if name in self._uncut else f"upto:{name}")
@@ -393,7 +384,7 @@ class Runtimes:
         self.batcher = DynamicBatcher(batch_rows, batch_wait_s, batch_instances) if batch_rows > 1 else None
         self.intra_threads = intra_threads
         self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessions") if background else None
-        self.in_flight = InFlight() if background else None
+        self.in_flight = InFlight()
         self.closing = threading.Event()
         self.used = used
         self.time_limit_s = time_limit_s

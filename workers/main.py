@@ -153,10 +153,8 @@ class ConvscopeWorker(SimpleWorker):
         idle_since = time.monotonic()
         while True:
             self.discover_queues()
-            if timeout is None:
-                result = super().dequeue_job_and_maintain_ttl(None, max_idle_time)
-            else:
-                result = super().dequeue_job_and_maintain_ttl(DISCOVER_EVERY_S, max_idle_time=DISCOVER_EVERY_S)
+            slice_s = None if timeout is None else DISCOVER_EVERY_S  # None: a burst's one look, no wait
+            result = super().dequeue_job_and_maintain_ttl(slice_s, max_idle_time=slice_s)
             if result is not None:
                 self.fair.served(result[1].name)
                 return result

@@ -98,6 +98,17 @@ export const when = (iso) => (iso ? new Date(iso).toLocaleString(undefined, { da
 export const fmt = (value, digits = 3) =>
   typeof value === "number" ? (Number.isInteger(value) ? String(value) : value.toFixed(digits)) : String(value);
 
+// Bytes in words: "512 MiB", "3.4 GiB", "120 KiB".
+export function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i += 1;
+  }
+  return `${fmt(n, 1)} ${units[i]}`;
+}
+
 export function metricsList(metrics = {}) {
   const entries = Object.entries(metrics || {});
   if (!entries.length) return null;

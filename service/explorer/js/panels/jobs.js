@@ -4,7 +4,7 @@
 // (`GET /v1/usage`), so that a 429 `quota_exceeded` is never the first a user hears of a limit.
 import { api } from "../api.js";
 import { state } from "../state.js";
-import { h, clear, field, errorBox, busy, table, when, fmt } from "../ui.js";
+import { h, clear, field, errorBox, busy, table, when, fmt, bytes } from "../ui.js";
 import { ENDED, artifactLinks } from "../job_card.js";
 import { DATASET_VIEWS } from "./datasets.js";
 
@@ -12,27 +12,16 @@ const STATUSES = ["", "queued", "started", "finished", "failed", "canceled"];
 const OPENS = { attribution: "Attributions", dataset: "Datasets" }; // families whose panels show an existing job
 const MAIN_PARAMS = ["layer", "channel", "target", "method", "steps", "k", "position"];
 
-// Bytes in words: "512 MiB", "3.4 GiB", "120 KiB".
-function size(n) {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i += 1;
-  }
-  return `${Number.isInteger(n) ? n : fmt(n, 1)} ${units[i]}`;
-}
-
 // What the key holds, each against its limit, in one line.
 function usageLine(u) {
   const of = (held, text = (x) => x) => `${text(held.held)} of ${text(held.limit)}`;
   return [
     `${u.tenant ? `Key “${u.tenant}”` : "This open service"}: jobs waiting ${of(u.queued_jobs)}, running ${u.running_jobs}` +
       (u.max_running_jobs ? ` of ${u.max_running_jobs}` : ""),
-    `images ${of(u.image_bytes, size)}`,
-    `job files ${of(u.job_bytes, size)}`,
-    `models ${of(u.models)} (${of(u.model_bytes, size)})`,
-    `datasets ${of(u.datasets)} (${of(u.dataset_bytes, size)})`,
+    `images ${of(u.image_bytes, bytes)}`,
+    `job files ${of(u.job_bytes, bytes)}`,
+    `models ${of(u.models)} (${of(u.model_bytes, bytes)})`,
+    `datasets ${of(u.datasets)} (${of(u.dataset_bytes, bytes)})`,
   ].join(" · ");
 }
 

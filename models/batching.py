@@ -18,11 +18,15 @@ gets the numbers it would get alone. Requests in one batch that pass the very sa
 cache hands every request for one image and model the same read-only tensor) are computed once.
 An error in a batch run is raised in every request of it. Each request's wait from its arrival until the batch
 that carries it starts to run is reported to `core.timing` (its `Server-Timing` queue, not its forward).
-No thread of its own: the batch runs on the thread of one of the requests waiting for it.
+No thread of its own: the batch runs on the thread of one of the requests waiting for it. While a batch runs with
+no other batch running and no request waiting or on its way (`coming`), `running_alone()` is true on its thread:
+a session may then run in ways that are faster alone but would take cores from runs side by side
+(`models.runtimes.Twins`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import statistics
 import threading
 import time
@@ -33,6 +37,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core import timing
+
+_ALONE: contextvars.ContextVar[bool] = contextvars.ContextVar("batch_runs_alone", default=False)
+
+
+def running_alone() -> bool:
+    """Whether the batch being run on this thread started with no other batch running and no request waiting or
+    coming."""
+    return _ALONE.get()
 
 
 @dataclass
@@ -73,13 +85,16 @@ class DynamicBatcher:
     its images one by one, the cores run batches side by side); `instances` also bounds the batches running
     at once over all keys."""
 
-    def __init__(self, max_rows: int, max_wait_s: float = 0.0, instances: int = 1):
+    def __init__(self, max_rows: int, max_wait_s: float = 0.0, instances: int = 1,
+                 coming: Callable[[], int] | None = None):
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
         self.instances = max(1, instances)
+        self.coming = coming  # requests on their way here, the caller's included (the API: forward views admitted)
         self._queues: dict[Hashable, _Queue] = {}
         self._cond = threading.Condition()
         self._slots = threading.Semaphore(self.instances)  # batches running at once, over every key
+        self._running = 0  # batches taken and not yet done, over every key
         self.figures = BatchFigures()
 
     def run(self, key: Hashable, session, outputs: list[str], input_name: str, x: np.ndarray,
@@ -101,17 +116,23 @@ class DynamicBatcher:
             mine.wake.wait()
         if not mine.done:  # it leads: the oldest waiting, so its batch holds it
             batch: list[_Request] = []
+            counted = False
             self._slots.acquire()
             try:
                 with self._cond:
                     batch = self._take(queue)
                     spare = self._next_leader(queue)
+                    alone = (not self._running and not any(q.waiting for q in self._queues.values())
+                             and (self.coming is None or self.coming() <= 1))
+                    self._running += 1
+                    counted = True
                 if spare is not None:
                     spare.wake.set()
-                self._run(batch, session, outputs, input_name)
+                self._run(batch, session, outputs, input_name, alone)
             finally:
                 self._slots.release()
                 with self._cond:
+                    self._running -= counted
                     self.figures.batches += 1
                     self.figures.rows += sum(len(r.x) for r in batch)
                     self.figures.requests += len(batch)
@@ -158,10 +179,11 @@ class DynamicBatcher:
             rows += len(request.x)
         return batch
 
-    def _run(self, batch: list[_Request], session, outputs: list[str], input_name: str) -> None:
+    def _run(self, batch: list[_Request], session, outputs: list[str], input_name: str, alone: bool) -> None:
         ran = time.monotonic()
         for request in batch:
             request.ran = ran
+        token = _ALONE.set(alone)
         try:
             distinct = list({id(r.x): r.x for r in batch}.values())  # the same array asked for twice: run it once
             x = distinct[0] if len(distinct) == 1 else np.concatenate(distinct)
@@ -177,6 +199,7 @@ class DynamicBatcher:
             for request in batch:
                 request.error = exc
         finally:
+            _ALONE.reset(token)
             for request in batch:
                 request.done = True
 

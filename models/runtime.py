@@ -55,6 +55,8 @@ def _options(intra_threads: int, inter_threads: int, allow_spinning: bool = True
     options.inter_op_num_threads = inter_threads
     if not allow_spinning:  # idle pool threads sleep instead of spinning: cores stay free for the process's Python
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    else:  # they spin between the ops of a run, not on after it: an idle session leaves the cores alone
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     options.log_severity_level = 3
     options.enable_cpu_mem_arena = False  # freed memory goes back to the allocator, not a per-session pool
     return options

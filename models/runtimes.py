@@ -39,7 +39,7 @@ from core.model_record import ModelRecord
 from core.settings import Settings
 from core.stores.models import ModelStore
 from models import runtime
-from models.batching import DynamicBatcher, best_batch
+from models.batching import DynamicBatcher, best_batch, running_alone
 from models.deadline import Limited
 from models.sessions import SessionCache, estimate_bytes, keep_freed_buffers, upto_bytes
 from models.truncate import cut_before, truncate
@@ -72,6 +72,23 @@ class InFlight:
         """Block until no run is in flight, at most `timeout` s; whether that moment came."""
         with self._changed:
             return self._changed.wait_for(lambda: self._count == 0, timeout)
+
+
+class Twins:
+    """One session built twice, the same graph and threads: `quick`'s intra-op pool threads spin between the ops of a
+    run (ONNX Runtime's default, stopped when the run ends), `quiet`'s sleep. A batch that runs alone
+    (`models.batching.running_alone`) takes `quick`: a waking thread per op is what a lone run waits for. Runs side by
+    side take `quiet`: a spinning thread would take a core from the other run and from the process's Python. Anything
+    else is `quiet`'s (outputs, providers), so callers see one session."""
+
+    def __init__(self, quiet, quick):
+        self.quiet, self.quick = quiet, quick
+
+    def run(self, outputs, feeds, options=None) -> list[np.ndarray]:
+        return (self.quick if running_alone() else self.quiet).run(outputs, feeds, options)
+
+    def __getattr__(self, name: str):
+        return getattr(self.quiet, name)
 
 
 def when_quiet(background: Executor, in_flight: InFlight, fn: Callable, *args) -> None:
@@ -126,11 +143,22 @@ class ModelRuntime:
     def _threads(self) -> int:
         return ort_threads(self.settings.ort_intra_threads if self.intra_threads is None else self.intra_threads)
 
-    def _build(self, extra_outputs: list[str] = (), path: Path | None = None):
+    def _build(self, extra_outputs: list[str] = (), path: Path | None = None, spinning: bool | None = None):
         s = self.settings
         return runtime.session_from_file(path or self.file(), extra_outputs=extra_outputs, intra_threads=self._threads(),
                                          inter_threads=s.ort_inter_threads, provider_setting=s.ort_providers,
-                                         allow_spinning=s.ort_allow_spinning)
+                                         allow_spinning=s.ort_allow_spinning if spinning is None else spinning)
+
+    def _twinned(self) -> bool:
+        """Whether the forward views' sessions come as `Twins`: batched runs (the API), a pool to spin (more than one
+        thread), and sessions that do not spin already."""
+        s = self.settings
+        return s.ort_spin_alone and not s.ort_allow_spinning and self.batcher is not None and self._threads() > 1
+
+    def _build_views(self, extra_outputs: list[str] = (), path: Path | None = None):
+        """A session of the forward views: `Twins` when `_twinned`, else one session."""
+        quiet = self._build(extra_outputs, path)
+        return Twins(quiet, self._build(extra_outputs, path, spinning=True)) if self._twinned() else quiet
 
     def _runs(self, variant: str, session, outputs: list[str], x: np.ndarray) -> np.ndarray:
         """The first output for the rows of `x`, in runs of at most `batch_rows` images, through the dynamic
@@ -224,21 +252,23 @@ class ModelRuntime:
         x = np.zeros((1, shape.channels, shape.height, shape.width), np.float32)
         if self.record.max_batch != 1 and self.settings.forward_batch_tune:
             self.measure(variant, session, outputs, x)
-        session.run(outputs, {self.record.input_name: x})  # not `_runs`: a warm-up is not a use
+        for each in (session.quiet, session.quick) if isinstance(session, Twins) else (session,):
+            each.run(outputs, {self.record.input_name: x})  # not `_runs`: a warm-up is not a use
         return True
 
     def variant_bytes(self, variant: str) -> int:
         """Estimated bytes of the session `variant` (what the session cache weighs it)."""
+        twice = 2 if variant != "probe" and self._twinned() else 1
         if variant.startswith("upto:"):
-            return upto_bytes(self.record, self._position(variant.removeprefix("upto:")))
-        return estimate_bytes(self.record, probe=variant == "probe")
+            return twice * upto_bytes(self.record, self._position(variant.removeprefix("upto:")))
+        return twice * estimate_bytes(self.record, probe=variant == "probe")
 
     @property
     def plain(self):
         def build():
-            session = self._build()
+            session = self._build_views()
             if self.record.logits_name not in {o.name for o in session.get_outputs()}:
-                session = self._build([self.record.logits_name])  # the input of a trailing Softmax
+                session = self._build_views([self.record.logits_name])  # the input of a trailing Softmax
             return session
         return self.sessions.get(self._key("plain"), build, lambda: self.variant_bytes("plain"))
 
@@ -282,7 +312,7 @@ class ModelRuntime:
         def build():
             with runtime.scratch_onnx("convscope-upto-") as tmp:
                 truncate(self.file(), name, tmp, probe_outputs=layers[:position])
-                return self._build(path=tmp)
+                return self._build_views(path=tmp)
         try:
             return self.sessions.get(self._key(f"upto:{name}"), build, lambda: self.variant_bytes(f"upto:{name}"),
                                      probe=True), f"upto:{name}"
@@ -371,17 +401,19 @@ class Runtimes:
     `ort_intra_threads` (workers give their sessions their own thread share). With `background`, batch sizes are
     measured on a thread of its own, off the request path (the API; `models.warm` warms sessions there too), and
     `used(model id, variant)` is told of every run. With `time_limit_s`, forward runs (a request's together, within
-    `models.deadline.request`) stop after that long with 503 `forward_timeout` (the API)."""
+    `models.deadline.request`) stop after that long with 503 `forward_timeout` (the API). `coming()` counts the
+    requests on their way to the batcher (the API: forward views admitted), so that a run knows whether it runs alone."""
 
     def __init__(self, store: ModelStore, settings: Settings, budget_bytes: int | None = None, *,
                  batch_rows: int = 1, batch_wait_s: float = 0.0, batch_instances: int = 1,
                  intra_threads: int | None = None, background: bool = False,
-                 used: Callable[[str, str], None] | None = None, time_limit_s: float | None = None):
+                 used: Callable[[str, str], None] | None = None, time_limit_s: float | None = None,
+                 coming: Callable[[], int] | None = None):
         keep_freed_buffers()  # runs reuse warm memory (see models.sessions)
         self.store = store
         self.settings = settings
         self.sessions = SessionCache(budget_bytes or settings.session_cache_bytes)
-        self.batcher = DynamicBatcher(batch_rows, batch_wait_s, batch_instances) if batch_rows > 1 else None
+        self.batcher = DynamicBatcher(batch_rows, batch_wait_s, batch_instances, coming) if batch_rows > 1 else None
         self.intra_threads = intra_threads
         self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessions") if background else None
         self.in_flight = InFlight()

@@ -64,6 +64,11 @@ class Admission:
     def waiting(self) -> int:
         return sum(len(line) for line in self.lines.values())
 
+    def coming(self) -> int:
+        """Views admitted, and one more when any waits: what a forward run beginning now may soon run beside. Safe
+        from any thread (two sizes read, nothing iterated)."""
+        return self.active + (1 if self.lines else 0)
+
     def share_of(self, key: str, now: float) -> int:
         """How many views `key` may run at once now: all of `running` alone, its share while other keys are in
         flight."""

@@ -54,7 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recent = RecentSessions(client, settings.redis_prefix, keep=settings.warm_sessions)
         runtimes = Runtimes(store, settings, batch_rows=settings.forward_batch_max,
                             batch_wait_s=settings.forward_batch_wait_ms / 1000, batch_instances=run_slots(settings),
-                            background=True, used=recent, time_limit_s=settings.forward_time_limit_s)
+                            background=True, used=recent, time_limit_s=settings.forward_time_limit_s,
+                            coming=lambda: app.state.admission.coming())
         recent.submit = runtimes.background.submit
         # Sessions warm on a background thread: /healthz answers at once, /readyz once the built-in model's is warm.
         warmer = Warmer(runtimes, store, recent, prepare=first_request_imports)
@@ -161,4 +162,5 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
                           settings.max_queue_wait_ms / 1000, body_bytes=settings.max_body_bytes,
                           share=settings.forward_share_per_key, run_slots=run_slots(settings),
                           linger_s=settings.forward_share_linger_ms / 1000)
+    app.state.admission = admission  # its views admitted tell a forward run whether it runs alone
     app.add_middleware(Observe, admission=admission)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from core.settings import Settings
-from models.batching import DynamicBatcher, best_batch
-from models.runtimes import Runtimes
+from models.batching import DynamicBatcher, best_batch, running_alone
+from models.runtimes import Runtimes, Twins
+from models.sessions import estimate_bytes
 
 
 def together(fn, inputs):
@@ -151,6 +152,67 @@ def test_the_api_sessions_take_the_cores_and_do_not_spin_by_default():
     assert Settings().ort_allow_spinning is False
     options = runtime._options(2, 1, allow_spinning=False)
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+class Alone:
+    """A session stand-in that records, per run, whether the batcher ran it alone; the first run waits for `go`."""
+
+    def __init__(self):
+        self.seen, self.started, self.go = [], threading.Event(), threading.Event()
+
+    def run(self, outputs, feeds):
+        self.seen.append((int(feeds["x"][0, 0]), running_alone()))
+        self.started.set()
+        self.go.wait(10)
+        return [feeds["x"]]
+
+
+def test_a_batch_runs_alone_only_with_no_other_running_waiting_or_coming():
+    session, one, two = Alone(), np.zeros((1, 1), np.float32), np.ones((1, 1), np.float32)
+    batcher = DynamicBatcher(max_rows=1, instances=2)
+    first = threading.Thread(target=batcher.run, args=("a", session, ["y"], "x", one))
+    first.start()
+    assert session.started.wait(10)
+    second = threading.Thread(target=batcher.run, args=("b", session, ["y"], "x", two))  # beside it, another key
+    second.start()
+    while len(session.seen) < 2 and second.is_alive():
+        second.join(0.01)
+    session.go.set()
+    first.join(10)
+    second.join(10)
+    assert session.seen == [(0, True), (1, False)] and not running_alone()
+
+    session, coming = Alone(), 2  # the API: another view admitted, on its way to the batcher
+    session.go.set()
+    batcher = DynamicBatcher(max_rows=1, instances=2, coming=lambda: coming)
+    batcher.run("a", session, ["y"], "x", one)
+    coming = 1
+    batcher.run("a", session, ["y"], "x", one)
+    assert session.seen == [(0, False), (0, True)]
+
+
+def test_twins_spin_for_a_lone_run_and_sleep_beside_others(builtin_store, builtin):
+    runtimes = Runtimes(builtin_store, Settings(ort_intra_threads=2, forward_batch_tune=False), batch_rows=4)
+    rt = runtimes.get(builtin)
+    twins = rt.plain
+    assert isinstance(twins, Twins) and rt.variant_bytes("plain") == 2 * estimate_bytes(builtin, probe=False)
+    quiet, quick = twins.quiet.get_session_options(), twins.quick.get_session_options()
+    assert quiet.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert quick.get_session_config_entry("session.force_spinning_stop") == "1"  # it spins in a run, not after it
+    with pytest.raises(RuntimeError):  # not set: ONNX Runtime's default, its pool threads spin between ops
+        quick.get_session_config_entry("session.intra_op.allow_spinning")
+    ran = []
+    for name in ("quiet", "quick"):
+        session = getattr(twins, name)
+        setattr(twins, name, type("Seen", (), {"run": lambda self, o, f, opt=None, n=name, s=session: ran.append(n)
+                                               or s.run(o, f, opt)})())
+    x = np.zeros((1, 3, 224, 224), np.float32)
+    rt.logits(x)  # alone: the twin that spins
+    assert ran == ["quick"]
+    assert not isinstance(Runtimes(builtin_store, Settings(ort_intra_threads=2)).get(builtin).plain, Twins)  # no batcher
+    assert not isinstance(Runtimes(builtin_store, Settings(ort_intra_threads=1), batch_rows=4).get(builtin).plain, Twins)
+    assert not isinstance(Runtimes(builtin_store, Settings(ort_intra_threads=2, ort_spin_alone=False), batch_rows=4)
+                          .get(builtin).plain, Twins)
 
 
 class Slow:

@@ -164,9 +164,10 @@ def one_request(port: int, path: str, body: dict) -> tuple[float, dict]:
 
 def cold_start(port: int, client: httpx.Client, photo, layer: str, url: str, bare_forward_ms: float,
                lines: list[str]) -> None:
-    """First predict (a new image) and first activations of a layer, each against warm ones; the warm activations
-    are timed once the layer's own sub-graph session is built and measured (in the background, `SETTLE_S`), as a
-    user calling it again finds it, and also stand against one bare forward of the whole model."""
+    """First predict (a new image) and first activations of a layer, each against warm ones; the warm ones are timed
+    once the layer's own sub-graph session is built and measured (in the background, `SETTLE_S`), as a user calling
+    again finds it (not beside that build), and the warm activations also stand against one bare forward of the
+    whole model."""
     def upload(data: bytes) -> str:
         return client.post("/v1/images", files={"file": ("v.png", data, "image/png")}).json()["id"]
 
@@ -177,8 +178,8 @@ def cold_start(port: int, client: httpx.Client, photo, layer: str, url: str, bar
     activations = {"image": {"id": fresh[0]}, "layer": layer, "format": "png"}
     first_predict = one_request(port, f"{url}/predict", {"image": {"id": fresh[0]}})
     first_layer = one_request(port, f"{url}/activations", activations)
+    time.sleep(SETTLE_S)  # not beside the layer's session being built
     warm_predicts = [one_request(port, f"{url}/predict", {"image": {"id": i}}) for i in fresh[1:6]]
-    time.sleep(SETTLE_S)
     warm_layers = [one_request(port, f"{url}/activations", activations) for _ in range(20)]
     warm_predict = statistics.median(ms for ms, _ in warm_predicts)
     warm_layer = statistics.median(ms for ms, _ in warm_layers)

@@ -151,9 +151,11 @@ class ModelRuntime:
 
     def _twinned(self) -> bool:
         """Whether the forward views' sessions come as `Twins`: batched runs (the API), a pool to spin (more than one
-        thread), and sessions that do not spin already."""
+        thread, on the CPU: on a GPU the twin would only hold a second copy of the weights in its memory), and
+        sessions that do not spin already."""
         s = self.settings
-        return s.ort_spin_alone and not s.ort_allow_spinning and self.batcher is not None and self._threads() > 1
+        return (s.ort_spin_alone and not s.ort_allow_spinning and self.batcher is not None and self._threads() > 1
+                and runtime.providers(s.ort_providers)[0] == "CPUExecutionProvider")
 
     def _build_views(self, extra_outputs: list[str] = (), path: Path | None = None):
         """A session of the forward views: `Twins` when `_twinned`, else one session."""
@@ -258,7 +260,7 @@ class ModelRuntime:
 
     def variant_bytes(self, variant: str) -> int:
         """Estimated bytes of the session `variant` (what the session cache weighs it)."""
-        twice = 2 if variant != "probe" and self._twinned() else 1
+        twice = 2 if self._twinned() else 1
         if variant.startswith("upto:"):
             return twice * upto_bytes(self.record, self._position(variant.removeprefix("upto:")))
         return twice * estimate_bytes(self.record, probe=variant == "probe")
@@ -274,7 +276,8 @@ class ModelRuntime:
 
     @property
     def probe(self):
-        return self.sessions.get(self._key("probe"), lambda: self._build([layer.name for layer in self.record.layers or []]),
+        return self.sessions.get(self._key("probe"),
+                                 lambda: self._build_views([layer.name for layer in self.record.layers or []]),
                                  lambda: self.variant_bytes("probe"), probe=True)
 
     def logits(self, x: np.ndarray) -> np.ndarray:

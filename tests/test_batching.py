@@ -196,6 +196,7 @@ def test_twins_spin_for_a_lone_run_and_sleep_beside_others(builtin_store, builti
     rt = runtimes.get(builtin)
     twins = rt.plain
     assert isinstance(twins, Twins) and rt.variant_bytes("plain") == 2 * estimate_bytes(builtin, probe=False)
+    assert isinstance(rt.probe, Twins)  # a layer's first activations run on it
     quiet, quick = twins.quiet.get_session_options(), twins.quick.get_session_options()
     assert quiet.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert quick.get_session_config_entry("session.force_spinning_stop") == "1"  # it spins in a run, not after it

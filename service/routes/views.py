@@ -86,15 +86,17 @@ async def _spec(request: Request, ctx: AppContext, model: type):
         return await read_request(request, model, ctx.settings.max_body_bytes)
 
 
-async def in_pool(work):
+async def in_pool(ctx: AppContext, work):
     """`work()` on the thread pool (no ONNX Runtime on the event loop); the wait for a thread is the request's
     queue time (`core.timing`; the thread inherits the request's context, its phases included). Its forward runs
-    share one time limit (`models.deadline`)."""
+    share one time limit (`models.deadline`). It counts as in flight from its decode to its encode, not only during
+    its forward runs: background session work (a layer's first request hands one over) starts after it, not beside
+    its encoding (`models.runtimes.InFlight`)."""
     asked = time.perf_counter()
 
     def timed():
         timing.wait(time.perf_counter() - asked)
-        with deadline.request():
+        with ctx.runtimes.in_flight.running(), deadline.request():
             return work()
     return await run_in_threadpool(timed)
 
@@ -116,7 +118,7 @@ async def predict(model: str, request: Request, ctx: AppContext = Depends(contex
         with timing.timed("encode"):
             return PredictResponse(predictions=predictions).model_dump_json().encode()
 
-    return Response(await in_pool(work), media_type="application/json")  # built once, not validated again
+    return Response(await in_pool(ctx, work), media_type="application/json")  # built once, not validated again
 
 
 @router.post("/{model}/activations", operation_id="getActivations", response_class=Response,
@@ -155,7 +157,7 @@ async def activations(model: str, request: Request, ctx: AppContext = Depends(co
             return body.model_dump_json().encode()
         return render.feature_grid_png(maps, per=spec.normalize, cmap=spec.colormap)
 
-    return Response(await in_pool(work), media_type=MEDIA[fmt])
+    return Response(await in_pool(ctx, work), media_type=MEDIA[fmt])
 
 
 @router.post("/{model}/occlusion", operation_id="getOcclusion", response_class=Response,
@@ -197,7 +199,7 @@ async def occlusion(model: str, request: Request, ctx: AppContext = Depends(cont
         heat = forward.occlusion_heat(prob_map, baseline, x.shape[2:], spec.patch, spec.stride)
         return encoding.png(render.overlay(fitted, heat, cmap=spec.colormap))
 
-    return Response(await in_pool(work), media_type=MEDIA[fmt])
+    return Response(await in_pool(ctx, work), media_type=MEDIA[fmt])
 
 
 def resolve_target(record: ModelRecord, target: int | str | None, rt: runtimes.ModelRuntime, x: np.ndarray) -> int:

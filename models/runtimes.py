@@ -10,6 +10,9 @@ byte-bounded `models.sessions.SessionCache`:
                     probe's, bit for bit. Evicted before plain sessions.
     probe           every layer as an output: the fallback for a layer whose sub-graph cannot be cut out
 
+In the API on a CPU, each of these is built twice (`Twins`): a run that goes alone takes the twin whose intra-op
+threads spin between ops, runs side by side the one whose threads sleep.
+
 In the API, runs go through a `models.batching.DynamicBatcher` (one per `Runtimes`): predictions, occlusion
 chunks and activations of the same layer that arrive together run as one batch. A model whose file fixes
 the batch at one image (`max_batch` 1) is run one image at a time, never batched. The API also gives its runtimes a

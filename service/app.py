@@ -8,6 +8,7 @@ import threading
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
+import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -111,9 +112,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def first_request_imports() -> None:
     """What the first forward views would otherwise pay on the event loop: matplotlib's import (a noticeable
-    fraction of a second, stalling every request in flight) behind the colour maps requests are checked against."""
+    fraction of a second, stalling every request in flight) behind the colour maps requests are checked against;
+    and what the first feature-map PNG would pay: the encoder's deflating threads and the grid's palette."""
     for name in ("inferno", "jet"):
         render.lut(name)
+    render.feature_grid_png(np.zeros((512, 14, 14), np.float32))  # large enough to deflate in parts
 
 
 def openapi_schema(app: FastAPI) -> dict:

@@ -191,7 +191,9 @@ def test_a_batch_runs_alone_only_with_no_other_running_waiting_or_coming():
     assert session.seen == [(0, False), (0, True)]
 
 
-def test_twins_spin_for_a_lone_run_and_sleep_beside_others(builtin_store, builtin):
+def test_twins_spin_for_a_lone_run_and_sleep_beside_others(builtin_store, builtin, monkeypatch):
+    from models import runtime
+
     runtimes = Runtimes(builtin_store, Settings(ort_intra_threads=2, forward_batch_tune=False), batch_rows=4)
     rt = runtimes.get(builtin)
     twins = rt.plain
@@ -208,8 +210,12 @@ def test_twins_spin_for_a_lone_run_and_sleep_beside_others(builtin_store, builti
         setattr(twins, name, type("Seen", (), {"run": lambda self, o, f, opt=None, n=name, s=session: ran.append(n)
                                                or s.run(o, f, opt)})())
     x = np.zeros((1, 3, 224, 224), np.float32)
-    rt.logits(x)  # alone: the twin that spins
-    assert ran == ["quick"]
+    busy = 0  # threads runnable besides the caller
+    monkeypatch.setattr(runtime, "runnable_elsewhere", lambda: busy)
+    rt.logits(x)  # alone on an idle machine: the twin that spins
+    busy = twins.spare_cores + 1  # another process (a worker's job) wants a core its pool threads would spin on
+    rt.logits(x)
+    assert ran == ["quick", "quiet"]
     assert not isinstance(Runtimes(builtin_store, Settings(ort_intra_threads=2)).get(builtin).plain, Twins)  # no batcher
     assert not isinstance(Runtimes(builtin_store, Settings(ort_intra_threads=1), batch_rows=4).get(builtin).plain, Twins)
     assert not isinstance(Runtimes(builtin_store, Settings(ort_intra_threads=2, ort_spin_alone=False), batch_rows=4)

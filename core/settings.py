@@ -74,8 +74,9 @@ class Settings(BaseSettings):
                                      "and everything else on a busy or shared one)")
     ort_spin_alone: bool = Field(True, description="build the API's forward-view sessions twice on a CPU, the twin's "
                                  "pool threads spinning between ops: a forward run with no other run in flight or "
-                                 "waiting takes the twin (lower latency alone), runs side by side the session that "
-                                 "sleeps (no core taken from the other run); they weigh twice in session_cache_bytes")
+                                 "waiting, and a core free for each pool thread, takes the twin (lower latency "
+                                 "alone); other runs take the session that sleeps (no core taken from another run "
+                                 "or process); they weigh twice in session_cache_bytes")
     ort_providers: str = Field("auto", description="'auto' (CUDA when a GPU is present), or a comma list")
     occlusion_batch: int = Field(32, gt=0, description="perturbed copies per ONNX Runtime call: occlusion, and in "
                                  "workers the deletion/insertion scores, RISE and Kernel SHAP (one progress step each)")

@@ -19,9 +19,10 @@ cache hands every request for one image and model the same read-only tensor) are
 An error in a batch run is raised in every request of it. Each request's wait from its arrival until the batch
 that carries it starts to run is reported to `core.timing` (its `Server-Timing` queue, not its forward).
 No thread of its own: the batch runs on the thread of one of the requests waiting for it. While a batch runs with
-no other batch running and no request waiting or on its way (`coming`), `running_alone()` is true on its thread:
-a session may then run in ways that are faster alone but would take cores from runs side by side
-(`models.runtimes.Twins`).
+no other batch running, no request waiting or on its way (`coming`) and no other thread runnable on the machine
+(`runnable_elsewhere`), `running_alone()` is true on its thread: a session may then run in ways that are faster
+alone but would take cores from anything beside it (`models.runtimes.Twins`). That is read before the run starts
+(and before its time limit's watchdog thread is woken).
 """
 
 from __future__ import annotations
@@ -42,9 +43,25 @@ _ALONE: contextvars.ContextVar[bool] = contextvars.ContextVar("batch_runs_alone"
 
 
 def running_alone() -> bool:
-    """Whether the batch being run on this thread started with no other batch running and no request waiting or
-    coming."""
+    """Whether the batch being run on this thread started alone: no other batch running, no request waiting or
+    coming, and no other thread runnable on the machine."""
     return _ALONE.get()
+
+
+def runnable_elsewhere() -> int | None:
+    """Threads runnable on this machine at this moment besides the caller and the process's main thread (the
+    API's event loop, whose work between two awaits is short); None where that is not known. Linux: the fourth
+    field of /proc/loadavg counts runnable threads, the reader included (a container may see its host's), and
+    /proc/self/stat gives the main thread's state."""
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            runnable = int(f.read().split()[3].split(b"/")[0]) - 1
+        if threading.current_thread() is not threading.main_thread():
+            with open("/proc/self/stat", "rb") as f:
+                runnable -= f.read().rpartition(b")")[2].split()[0] == b"R"
+        return runnable
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @dataclass
@@ -123,7 +140,7 @@ class DynamicBatcher:
                     batch = self._take(queue)
                     spare = self._next_leader(queue)
                     alone = (not self._running and not any(q.waiting for q in self._queues.values())
-                             and (self.coming is None or self.coming() <= 1))
+                             and (self.coming is None or self.coming() <= 1) and not runnable_elsewhere())
                     self._running += 1
                     counted = True
                 if spare is not None:

@@ -79,22 +79,17 @@ class InFlight:
 
 class Twins:
     """One session built twice, the same graph and threads: `quick`'s intra-op pool threads spin between the ops of a
-    run (ONNX Runtime's default, stopped when the run ends), `quiet`'s sleep. A batch that runs alone
-    (`models.batching.running_alone`) on a machine with a core free for each of its pool threads takes `quick`: a
-    waking thread per op is what a lone run waits for. Otherwise `quiet`: beside another run, or beside another
-    process (a worker's job), a spinning thread takes a core the other needs, and a parallel op whose thread was
-    descheduled waits for it, so the lone run's slowest answers get slower. Anything else is `quiet`'s (outputs,
-    providers), so callers see one session."""
+    run (ONNX Runtime's default, stopped when the run ends), `quiet`'s sleep. A batch that runs alone on the machine
+    (`models.batching.running_alone`) takes `quick`: a waking thread per op is what a lone run waits for. Otherwise
+    `quiet`: beside another run, or beside another process (a worker's job), a spinning thread takes a core the
+    other needs, and a parallel op whose thread was descheduled waits for it, so the slowest answers get slower.
+    Anything else is `quiet`'s (outputs, providers), so callers see one session."""
 
-    def __init__(self, quiet, quick, spare_cores: int):
-        self.quiet, self.quick, self.spare_cores = quiet, quick, spare_cores
+    def __init__(self, quiet, quick):
+        self.quiet, self.quick = quiet, quick
 
     def run(self, outputs, feeds, options=None) -> list[np.ndarray]:
-        return (self.quick if running_alone() and self._cores_free() else self.quiet).run(outputs, feeds, options)
-
-    def _cores_free(self) -> bool:
-        others = runtime.runnable_elsewhere()
-        return others is None or others <= self.spare_cores
+        return (self.quick if running_alone() else self.quiet).run(outputs, feeds, options)
 
     def __getattr__(self, name: str):
         return getattr(self.quiet, name)
@@ -169,9 +164,7 @@ class ModelRuntime:
     def _build_views(self, extra_outputs: list[str] = (), path: Path | None = None):
         """A session of the forward views: `Twins` when `_twinned`, else one session."""
         quiet = self._build(extra_outputs, path)
-        if not self._twinned():
-            return quiet
-        return Twins(quiet, self._build(extra_outputs, path, spinning=True), max(0, ort_threads(0) - self._threads()))
+        return Twins(quiet, self._build(extra_outputs, path, spinning=True)) if self._twinned() else quiet
 
     def _runs(self, variant: str, session, outputs: list[str], x: np.ndarray) -> np.ndarray:
         """The first output for the rows of `x`, in runs of at most `batch_rows` images, through the dynamic

@@ -167,7 +167,11 @@ class Alone:
         return [feeds["x"]]
 
 
-def test_a_batch_runs_alone_only_with_no_other_running_waiting_or_coming():
+def test_a_batch_runs_alone_only_with_no_other_running_waiting_or_coming_nor_any_thread_runnable(monkeypatch):
+    from models import batching
+
+    busy = 0  # threads runnable elsewhere on the machine
+    monkeypatch.setattr(batching, "runnable_elsewhere", lambda: busy)
     session, one, two = Alone(), np.zeros((1, 1), np.float32), np.ones((1, 1), np.float32)
     batcher = DynamicBatcher(max_rows=1, instances=2)
     first = threading.Thread(target=batcher.run, args=("a", session, ["y"], "x", one))
@@ -188,11 +192,31 @@ def test_a_batch_runs_alone_only_with_no_other_running_waiting_or_coming():
     batcher.run("a", session, ["y"], "x", one)
     coming = 1
     batcher.run("a", session, ["y"], "x", one)
-    assert session.seen == [(0, False), (0, True)]
+    busy = 1  # another process's thread wants a core
+    batcher.run("a", session, ["y"], "x", one)
+    assert session.seen == [(0, False), (0, True), (0, False)]
+
+
+def test_runnable_elsewhere_counts_threads_that_want_a_core():
+    import subprocess
+    import sys
+    import time
+
+    from models.batching import runnable_elsewhere
+
+    assert runnable_elsewhere() is not None
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # another process's busy thread
+    try:
+        time.sleep(0.5)
+        during = max(runnable_elsewhere() for _ in range(50))
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert during >= 1
 
 
 def test_twins_spin_for_a_lone_run_and_sleep_beside_others(builtin_store, builtin, monkeypatch):
-    from models import runtime
+    from models import batching
 
     runtimes = Runtimes(builtin_store, Settings(ort_intra_threads=2, forward_batch_tune=False), batch_rows=4)
     rt = runtimes.get(builtin)
@@ -211,9 +235,9 @@ def test_twins_spin_for_a_lone_run_and_sleep_beside_others(builtin_store, builti
                                                or s.run(o, f, opt)})())
     x = np.zeros((1, 3, 224, 224), np.float32)
     busy = 0  # threads runnable besides the caller
-    monkeypatch.setattr(runtime, "runnable_elsewhere", lambda: busy)
+    monkeypatch.setattr(batching, "runnable_elsewhere", lambda: busy)
     rt.logits(x)  # alone on an idle machine: the twin that spins
-    busy = twins.spare_cores + 1  # another process (a worker's job) wants a core its pool threads would spin on
+    busy = 1  # another process (a worker's job) wants a core its pool threads would spin on
     rt.logits(x)
     assert ran == ["quick", "quiet"]
     assert not isinstance(Runtimes(builtin_store, Settings(ort_intra_threads=2)).get(builtin).plain, Twins)  # no batcher

@@ -74,7 +74,7 @@ class Settings(BaseSettings):
                                      "and everything else on a busy or shared one)")
     ort_spin_alone: bool = Field(True, description="build the API's forward-view sessions twice on a CPU, the twin's "
                                  "pool threads spinning between ops: a forward run with no other run in flight or "
-                                 "waiting, and a core free for each pool thread, takes the twin (lower latency "
+                                 "waiting and no other thread runnable on the machine takes the twin (lower latency "
                                  "alone); other runs take the session that sleeps (no core taken from another run "
                                  "or process); they weigh twice in session_cache_bytes")
     ort_providers: str = Field("auto", description="'auto' (CUDA when a GPU is present), or a comma list")

@@ -228,6 +228,10 @@ def test_twins_spin_for_a_lone_run_and_sleep_beside_others(builtin_store, builti
     assert quick.get_session_config_entry("session.force_spinning_stop") == "1"  # it spins in a run, not after it
     with pytest.raises(RuntimeError):  # not set: ONNX Runtime's default, its pool threads spin between ops
         quick.get_session_config_entry("session.intra_op.allow_spinning")
+    x = np.random.default_rng(3).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    feeds = {builtin.input_name: x}
+    np.testing.assert_array_equal(twins.quick.run([builtin.logits_name], feeds)[0],
+                                  twins.quiet.run([builtin.logits_name], feeds)[0])  # the same numbers, either way
     ran = []
     for name in ("quiet", "quick"):
         session = getattr(twins, name)

@@ -140,11 +140,12 @@ class DynamicBatcher:
                     batch = self._take(queue)
                     spare = self._next_leader(queue)
                     alone = (not self._running and not any(q.waiting for q in self._queues.values())
-                             and (self.coming is None or self.coming() <= 1) and not runnable_elsewhere())
+                             and (self.coming is None or self.coming() <= 1))
                     self._running += 1
                     counted = True
                 if spare is not None:
                     spare.wake.set()
+                alone = alone and not runnable_elsewhere()  # read outside the lock
                 self._run(batch, session, outputs, input_name, alone)
             finally:
                 self._slots.release()

@@ -38,16 +38,6 @@ def gpu_present() -> bool:
     return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
 
 
-def runnable_elsewhere() -> int | None:
-    """Threads runnable on this machine at this moment besides the caller (Linux: /proc/loadavg, whose fourth field
-    counts them, the reader included; a container may see its host's), None where that is not known."""
-    try:
-        with open("/proc/loadavg", "rb") as f:
-            return int(f.read().split()[3].split(b"/")[0]) - 1
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def providers(setting: str = "auto") -> list[str]:
     """Execution providers in order of preference: CUDA first when a GPU is here, then CPU."""
     available = ort.get_available_providers()

@@ -26,6 +26,7 @@ occlusion) is `models.forward`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -153,6 +154,7 @@ class ModelRuntime:
                                          inter_threads=s.ort_inter_threads, provider_setting=s.ort_providers,
                                          allow_spinning=s.ort_allow_spinning if spinning is None else spinning)
 
+    @functools.cached_property
     def _twinned(self) -> bool:
         """Whether the forward views' sessions come as `Twins`: batched runs (the API), a pool to spin (more than one
         thread, on the CPU: on a GPU the twin would only hold a second copy of the weights in its memory), and
@@ -164,7 +166,7 @@ class ModelRuntime:
     def _build_views(self, extra_outputs: list[str] = (), path: Path | None = None):
         """A session of the forward views: `Twins` when `_twinned`, else one session."""
         quiet = self._build(extra_outputs, path)
-        return Twins(quiet, self._build(extra_outputs, path, spinning=True)) if self._twinned() else quiet
+        return Twins(quiet, self._build(extra_outputs, path, spinning=True)) if self._twinned else quiet
 
     def _runs(self, variant: str, session, outputs: list[str], x: np.ndarray) -> np.ndarray:
         """The first output for the rows of `x`, in runs of at most `batch_rows` images, through the dynamic
@@ -264,7 +266,7 @@ class ModelRuntime:
 
     def variant_bytes(self, variant: str) -> int:
         """Estimated bytes of the session `variant` (what the session cache weighs it)."""
-        twice = 2 if self._twinned() else 1
+        twice = 2 if self._twinned else 1
         if variant.startswith("upto:"):
             return twice * upto_bytes(self.record, self._position(variant.removeprefix("upto:")))
         return twice * estimate_bytes(self.record, probe=variant == "probe")

@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtimes = Runtimes(store, settings, batch_rows=settings.forward_batch_max,
                             batch_wait_s=settings.forward_batch_wait_ms / 1000, batch_instances=run_slots(settings),
                             background=True, used=recent, time_limit_s=settings.forward_time_limit_s,
-                            coming=lambda: app.state.admission.coming())
+                            coming=app.state.admission.coming)
         recent.submit = runtimes.background.submit
         # Sessions warm on a background thread: /healthz answers at once, /readyz once the built-in model's is warm.
         warmer = Warmer(runtimes, store, recent, prepare=first_request_imports)

@@ -1,6 +1,6 @@
 """One key floods, another key works: what the second key sees, against the same key alone, in one run.
 
-    python -m bench.tenants [--seconds 20] [--worker-nice N] [--flood-predicts 2] [--no-record]
+    python -m bench.tenants [--seconds 20] [--worker-nice N] [--beyond-share-nice N] [--flood-predicts 2] [--no-record]
 
 Starts its own API (uvicorn, keys `flood` and `calm`) and two workers (`python -m workers`) against the configured
 Redis, under a private key prefix and queue (deleted afterwards). Two phases of `--seconds` each:
@@ -198,13 +198,13 @@ def flood_process(url: str, image: str, holds: int, predicts: int, stop, out) ->
     out.put((len(flood.jobs), flood.refused))
 
 
-def start(settings, token: str, logs: Path, nice: int) -> tuple[list[subprocess.Popen], str]:
+def start(settings, token: str, logs: Path, nice: int, beyond_share_nice: int) -> tuple[list[subprocess.Popen], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVSCOPE_")}
     env.update(CONVSCOPE_REDIS_URL=settings.redis_url, CONVSCOPE_REDIS_PREFIX=f"bench-ten-{token}:",
                CONVSCOPE_JOB_QUEUE=f"bench-ten-{token}", CONVSCOPE_DATA_DIR=str(settings.data_dir),
                CONVSCOPE_LOG_LEVEL="WARNING", CONVSCOPE_WORKER_WARM_UP="false",
                CONVSCOPE_API_KEYS="flood:key-flood,calm:key-calm", CONVSCOPE_WORKER_NICE=str(nice),
-               PYTHONPATH=str(ROOT))
+               CONVSCOPE_FORWARD_BEYOND_SHARE_NICE=str(beyond_share_nice), PYTHONPATH=str(ROOT))
     port = free_port()
     out = open(logs / "api.log", "wb")
     processes = [subprocess.Popen([sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory", "--host",
@@ -222,6 +222,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--worker-nice", type=int, default=get_settings().worker_nice,
                         help="CONVSCOPE_WORKER_NICE of the two workers (default: the setting's)")
+    parser.add_argument("--beyond-share-nice", type=int, default=get_settings().forward_beyond_share_nice,
+                        help="CONVSCOPE_FORWARD_BEYOND_SHARE_NICE of the API (default: the setting's; 0: no lowered "
+                             "threads)")
     parser.add_argument("--flood-predicts", type=int, default=2, help="closed-loop predict clients of the flood")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
@@ -229,7 +232,7 @@ def main() -> None:
     token = uuid.uuid4().hex[:8]
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-tenants-{token}"
     logs.mkdir(parents=True)
-    processes, url = start(settings, token, logs, args.worker_nice)
+    processes, url = start(settings, token, logs, args.worker_nice, args.beyond_share_nice)
     targets = iter(range(10**6))
     try:
         with httpx.Client(base_url=url, timeout=60) as http:
@@ -272,7 +275,8 @@ def main() -> None:
                 process.kill()
         delete_run(settings.redis_url, f"bench-ten-{token}:", f"bench-ten-{token}")
 
-    lines = [f"built-in model {MODEL}; two workers (niceness {args.worker_nice}); jobs: saliency without scores; "
+    lines = [f"built-in model {MODEL}; two workers (niceness {args.worker_nice}); the API's views beyond a key's share "
+             f"at niceness {args.beyond_share_nice}; jobs: saliency without scores; "
              f"{args.seconds:g} s a phase; the flood's predict clients: {args.flood_predicts}",
              f"load average (1 min) before: {load_before}, at the end of the flood: {load_during} "
              f"({os.cpu_count()} cores)"]

@@ -162,6 +162,11 @@ class Settings(BaseSettings):
     forward_share_linger_ms: float = Field(100.0, ge=0, le=5000, description="how long a key counts as in flight "
                                            "after its last forward view ended (ms), so that a client sending one "
                                            "request after another keeps its share between two of them")
+    forward_beyond_share_nice: int = Field(10, ge=0, le=19, description="CPU niceness of the threads that run a "
+                                           "forward view let in beyond its key's share (it waited for its key's own "
+                                           "views while other keys had some in flight): the other keys' views get the "
+                                           "cores first, a flood gets what they leave (Linux; 0: no such threads, "
+                                           "every view runs at the API's priority)")
     max_concurrent_previews: int = Field(2, gt=0, description="image previews (`GET /v1/images/{id}`) each API "
                                          "process encodes at once (each is then cached with its image); more wait")
     max_concurrent_dataset_decodes: int = Field(1, gt=0, description="dataset uploads each API process decodes at "
@@ -209,10 +214,12 @@ class Settings(BaseSettings):
     worker_heartbeat_s: float = Field(1.0, gt=0, description="how often a worker says it is alive (s)")
     worker_heartbeat_ttl_s: int = Field(6, ge=2, description="a worker silent this long (s) is dead")
     job_monitor_interval_s: float = Field(2.0, gt=0, description="how often API and workers look for lost jobs (s)")
-    worker_nice: int = Field(10, ge=0, le=19, description="CPU niceness a worker takes at start (`os.nice`): jobs "
+    worker_nice: int = Field(19, ge=0, le=19, description="CPU niceness a worker takes at start (`os.nice`): jobs "
                              "are background work, so on a machine that also runs the API (scripts/run.sh, the "
                              "compose file) every key's forward views go before a flood of jobs (bench/tenants.py); "
-                             "19 yields more, 0 gives jobs the API's priority; alone on a machine it changes nothing")
+                             "the most a process can yield, below even the views let in beyond their key's share "
+                             "(forward_beyond_share_nice); 0 gives jobs the API's priority; alone on a machine it "
+                             "changes nothing")
     worker_torch_threads: int = Field(1, ge=1, description="torch (and ONNX Runtime) intra-op threads per "
                                       "worker process; keep the API's and the workers' threads ≤ cores")
     worker_cached_networks: int = Field(4, ge=1, description="models each worker keeps loaded (LRU)")

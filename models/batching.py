@@ -23,6 +23,8 @@ no other batch running, no request waiting or on its way (`coming`) and no other
 (`runnable_elsewhere`), `running_alone()` is true on its thread: a session may then run in ways that are faster
 alone but would take cores from anything beside it (`models.runtimes.Twins`). That is read before the run starts
 (and before its time limit's watchdog thread is woken).
+Requests batch only with requests of their own lane (`in_lane`): threads of a lower CPU priority keep their runs
+to themselves, so that a request of another lane never waits on one of them.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +43,17 @@ import numpy as np
 from core import timing
 
 _ALONE: contextvars.ContextVar[bool] = contextvars.ContextVar("batch_runs_alone", default=False)
+_LANE: contextvars.ContextVar[str] = contextvars.ContextVar("batch_lane", default="")
+
+
+@contextmanager
+def in_lane(name: str) -> Iterator[None]:
+    """Requests made inside batch only with requests of lane `name` (see the module's docstring)."""
+    token = _LANE.set(name)
+    try:
+        yield
+    finally:
+        _LANE.reset(token)
 
 
 def running_alone() -> bool:
@@ -119,7 +133,7 @@ class DynamicBatcher:
         """The session's `outputs` for the rows of `x`, as `session.run` returns them; `key` names the session
         and outputs (calls with the same key and row shape may share a batch); `max_rows` caps that session's
         batches below the batcher's own cap (what `best_batch` found cheapest per image)."""
-        key = (key, tuple(outputs), input_name, x.shape[1:], x.dtype.str)
+        key = (key, tuple(outputs), input_name, x.shape[1:], x.dtype.str, _LANE.get())
         mine = _Request(x, time.monotonic())
         with self._cond:
             queue = self._queues.setdefault(key, _Queue(min(self.max_rows, max_rows or self.max_rows)))

@@ -15,6 +15,9 @@ first come first served within it. Between keys:
   client sending one request after another is not taken for gone in the milliseconds between two of them (then
   another key would take every place, and each of its requests would wait for one of those runs). The places
   it keeps free stay free at most that long.
+- **Beyond its share, a view yields.** A request that had to wait because its key was at its share, and that is
+  let in while other keys are still in flight, is marked `beyond_share`: it runs on threads of a lower CPU priority
+  (`service.lanes`), so the other keys' runs get the cores first.
 - **The longest line gives way.** When the lines are full, a newcomer whose key's line is shorter than the
   longest one takes the place of that line's newest request, which is shed; otherwise the newcomer is shed. So
   a key flooding the line cannot keep another key out of it.
@@ -27,6 +30,7 @@ a future on the event loop, no thread.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import time
 from collections import Counter, deque
@@ -35,11 +39,19 @@ from dataclasses import dataclass, field
 from starlette.types import Message, Receive, Scope
 
 OPEN = ""  # the line of requests without a key
+_BEYOND_SHARE: contextvars.ContextVar[bool] = contextvars.ContextVar("beyond_share", default=False)
+
+
+def beyond_share() -> bool:
+    """Whether the forward view of this request was let in beyond its key's share (set by `Admission.enter`)."""
+    return _BEYOND_SHARE.get()
 
 
 @dataclass
 class _Turn:
     key: str
+    held: bool = False  # it waits because its key was at its share while other keys were in flight
+    beyond: bool = False  # let in beyond its key's share: held, and other keys still in flight then
     future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -80,19 +92,24 @@ class Admission:
         return self.share or max(1, self.run_slots // (len(others) + 1))
 
     async def enter(self, key: str = OPEN) -> bool:
-        """True when admitted (call `leave(key)` when done); False when the request is to be shed."""
+        """True when admitted (call `leave(key)` when done); False when the request is to be shed. Also sets
+        `beyond_share()` for the caller's context."""
         now = time.monotonic()
-        if self.active < self.running and key not in self.lines and self.by_key[key] < self.share_of(key, now):
+        share = self.share_of(key, now)
+        _BEYOND_SHARE.set(False)
+        if self.active < self.running and key not in self.lines and self.by_key[key] < share:
             self._admit(key)
             return True
         if self.waiting >= self.queued and not self._make_room(key):
             self.shed += 1
             return False
-        turn = _Turn(key)
+        turn = _Turn(key, held=share < self.running and self.by_key[key] >= share)
         self.lines.setdefault(key, deque()).append(turn)
         self._dispatch()
         try:
-            return await asyncio.wait_for(asyncio.shield(turn.future), self.wait_s)
+            admitted = await asyncio.wait_for(asyncio.shield(turn.future), self.wait_s)
+            _BEYOND_SHARE.set(admitted and turn.beyond)
+            return admitted
         except (TimeoutError, asyncio.CancelledError) as exc:
             if turn.future.done() and not turn.future.cancelled():
                 if not turn.future.result():  # shed by a shorter line just as the wait ended (counted there)
@@ -139,6 +156,7 @@ class Admission:
             turn = self.lines[key].popleft()
             if not self.lines[key]:
                 del self.lines[key]
+            turn.beyond = turn.held and self.share_of(key, now) < self.running
             self._admit(key)
             turn.future.set_result(True)
         if self.lines and self.active < self.running and self.ended and self._recheck is None:  # held by shares

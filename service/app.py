@@ -31,6 +31,7 @@ from service.context import AppContext
 from service.cors import install_cors, parse_origins
 from service.hosts import LocalOnly, host_names
 from service.jobs import JobService, monitor
+from service.lanes import yielding_lane
 from service.middleware import Admission, Observe
 from service.routes import access, health, images, job_events, jobs, models, units, usage, views
 from service.routes import datasets as dataset_routes
@@ -64,7 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.ctx = AppContext(settings=settings, redis=client, models=store,
                                    images=ImageStore(client, settings.redis_prefix, settings.image_ttl_s,
                                                      settings.image_lease_s, quota_bytes=settings.quota_image_bytes),
-                                   runtimes=runtimes, inputs=InputCache(), warmer=warmer)
+                                   runtimes=runtimes, inputs=InputCache(), warmer=warmer,
+                                   lane=yielding_lane(settings.forward_beyond_share_nice, forward_views_at_once(settings)))
         log.info("convscope API ready", extra={"fields": {"storage": store.storage.url,
                                                          "data_dir": str(settings.data_dir)}})
         if app.state.auth.open:
@@ -79,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         watcher.cancel()
         await app.state.jobs.close()
         runtimes.close()
+        if app.state.ctx.lane is not None:
+            app.state.ctx.lane.shutdown(wait=False)
         client.close()
 
     app = FastAPI(title="convscope", version="1.0.0", lifespan=lifespan, docs_url=None, redoc_url=None,

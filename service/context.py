@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import redis
@@ -27,6 +28,7 @@ class AppContext:
     runtimes: Runtimes
     inputs: InputCache
     warmer: Warmer | None = None  # `/readyz` waits for its `ready` (the built-in model's session warm)
+    lane: Executor | None = None  # threads of lower priority for views beyond their key's share (`service.lanes`)
 
     def model(self, model_id: str) -> ModelRecord:
         try:

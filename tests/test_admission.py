@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from service.admission import Admission
+from service.admission import Admission, beyond_share
 from tests.conftest import run_async
 
 
@@ -171,6 +171,34 @@ def test_while_two_keys_are_in_flight_each_runs_its_share_of_the_run_slots():
             assert not alice.done() and admission.by_key == {"alice": left, "bob": 1}
         admission.leave("alice")
         assert await alice and admission.by_key == {"alice": 1, "bob": 1}
+
+    run(scenario())
+
+
+def test_a_view_let_in_beyond_its_keys_share_is_marked_so():
+    """Two run slots: `flood` has one running and `calm` one; flood's next waits for its own and is let in beyond
+    its share; calm's, let in at once, is not; and flood's request held back while calm was in flight is not beyond
+    its share when calm has gone by the time it goes in (flood is alone then)."""
+    async def scenario():
+        admission = Admission(running=4, queued=20, wait_s=5, run_slots=2, linger_s=0.05)
+
+        async def enter(key: str) -> tuple[bool, bool]:
+            return await admission.enter(key), beyond_share()  # read in the request's own context
+        assert await enter("flood") == (True, False)  # alone: as many as `running`
+        assert await enter("calm") == (True, False)
+        held = asyncio.create_task(enter("flood"))
+        await asyncio.sleep(0.01)
+        assert not held.done()
+        admission.leave("flood")
+        assert await held == (True, True)  # waited for flood's own view while calm was in flight
+        admission.leave("calm")
+        late = asyncio.create_task(enter("flood"))  # flood is at its share while calm lingers
+        await asyncio.sleep(0.01)
+        assert not late.done()
+        assert await late == (True, False)  # let in when calm's linger ended: flood alone by then
+        admission.leave("flood")
+        admission.leave("flood")
+        assert admission.active == 0
 
     run(scenario())
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.settings import Settings
-from models.batching import DynamicBatcher, best_batch, running_alone
+from models.batching import DynamicBatcher, best_batch, in_lane, running_alone
 from models.runtimes import Runtimes, Twins
 from models.sessions import estimate_bytes
 
@@ -276,6 +276,36 @@ def test_up_to_instances_batches_of_one_key_run_at_once():
                                [np.full((1, 1), i, np.float32) for i in range(6)])
         assert not errors and [int(g[0, 0]) for g in got] == list(range(6))
         assert Slow.most == instances
+
+
+def test_requests_batch_only_with_requests_of_their_own_lane():
+    """While one batch runs, six requests of one session wait: three in the yielding lane, three not. They go as
+    two batches, one per lane, each answered with its own rows; with no lanes they would be one batch."""
+    session, batcher = Alone(), DynamicBatcher(max_rows=8, instances=1)
+
+    def run(x: np.ndarray, lane: str = ""):
+        with in_lane(lane):
+            return batcher.run("k", session, ["y"], "x", x)[0]
+    first = threading.Thread(target=run, args=(np.full((1, 1), -1, np.float32),))
+    first.start()
+    assert session.started.wait(10)
+    got, errors = [None] * 6, []
+
+    def each(i: int):
+        try:
+            got[i] = run(np.full((1, 1), i, np.float32), "low" if i % 2 else "")
+        except Exception as exc:
+            errors.append(exc)
+    waiting = [threading.Thread(target=each, args=(i,)) for i in range(6)]
+    for thread in waiting:
+        thread.start()
+    while sum(len(q.waiting) for q in batcher._queues.values()) < 6:
+        threading.Event().wait(0.005)
+    session.go.set()
+    for thread in (first, *waiting):
+        thread.join(10)
+    assert not errors and [int(g[0, 0]) for g in got] == list(range(6))
+    assert batcher.figures.batches == 3 and batcher.figures.requests == 7  # the first batch, then one per lane
 
 
 def test_instances_bound_the_runs_over_all_keys():

@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 
 from core import encoding, images, preprocessing, render, timing
@@ -15,6 +14,8 @@ from core.errors import Invalid
 from core.model_record import ModelRecord
 from core.stores.datasets import DatasetStore
 from models import deadline, forward, runtimes
+from service import lanes
+from service.admission import beyond_share
 from service.auth import current_owner
 from service.bodies import read_request, resolve_image
 from service.context import AppContext, context
@@ -98,7 +99,7 @@ async def in_pool(ctx: AppContext, work):
         timing.wait(time.perf_counter() - asked)
         with ctx.runtimes.in_flight.running(), deadline.request():
             return work()
-    return await run_in_threadpool(timed)
+    return await lanes.run(timed, ctx.lane, beyond_share())
 
 
 @router.post("/{model}/predict", operation_id="predict", response_model=PredictResponse, responses=ERRORS,

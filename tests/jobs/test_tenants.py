@@ -7,15 +7,19 @@ with Retry-After, shared by two API processes."""
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 import uuid
 from contextlib import ExitStack
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+from bench.timing import server_timing
 from core.settings import Settings
 from tests.conftest import BUILTIN_DATA, REDIS_URL, clean_prefix, encode, sample
 from tests.jobs.conftest import MODEL, running_service
@@ -29,15 +33,20 @@ FAST = {"evaluate": False}  # saliency without its faithfulness scores: one forw
 
 
 @pytest.fixture(scope="module")
-def service(builtin_store, tmp_path_factory):
+def running(builtin_store, tmp_path_factory):
     """The API (uvicorn, keys alice, bob, carol) and two workers as real processes on a private prefix and queue."""
     token = uuid.uuid4().hex[:8]
     settings = Settings(redis_url=REDIS_URL, redis_prefix=f"test-ten-{token}:", job_queue=f"test-ten-{token}",
                         data_dir=BUILTIN_DATA)
     with running_service(settings, tmp_path_factory.mktemp("tenant-logs"), workers=2, CONVSCOPE_API_KEYS=KEYS,
                          CONVSCOPE_QUOTA_IMAGE_BYTES=IMAGE_QUOTA, CONVSCOPE_MAX_HOLDS_PER_KEY=HOLDS) as service:
-        with httpx.Client(base_url=service.url, timeout=60) as http:
-            yield http
+        yield service
+
+
+@pytest.fixture(scope="module")
+def service(running):
+    with httpx.Client(base_url=running.url, timeout=60) as http:
+        yield http
 
 
 def upload(http, headers: dict, image: bytes) -> httpx.Response:
@@ -181,3 +190,46 @@ def test_the_request_rate_limit_is_per_key_and_shared_by_api_processes(builtin_s
             assert one.get("/v1/usage", headers=B).status_code == 200  # bob's bucket is his own
     finally:
         clean_prefix(settings.redis_prefix)
+
+
+def niceness_of_threads(pid: int) -> list[int]:
+    """Each thread's niceness (/proc/<pid>/task/<tid>/stat, the 19th field)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found.append(int(task.joinpath("stat").read_text().rpartition(")")[2].split()[16]))
+        except (OSError, IndexError, ValueError):  # a thread that ended meanwhile
+            pass
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own niceness is Linux's")
+def test_a_keys_predicts_beyond_its_share_run_on_lowered_threads_and_the_others_at_the_apis(running, service):
+    """alice sends three predicts at a time, bob one after another: with two run slots, each key's share is one
+    view, so alice's others wait for her own and run, when let in, on the API's threads of niceness
+    `forward_beyond_share_nice` (10); bob's never wait for alice's. Every answer is the prediction."""
+    http = service
+    assert 10 not in niceness_of_threads(running.server.pid)
+    answer = upload(http, A, encode(sample("chelsea")))
+    assert answer.status_code == 201, answer.text
+    cat = answer.json()["id"]
+    dog = upload(http, B, encode(sample("astronaut"))).json()["id"]
+    statuses, queued = [], []
+    end = time.monotonic() + 3
+
+    def client(headers: dict, image: str):
+        with httpx.Client(base_url=running.url, timeout=60) as own:
+            while time.monotonic() < end:
+                answer = own.post(f"/v1/models/{MODEL}/predict", json={"image": {"id": image}}, headers=headers)
+                statuses.append(answer.status_code)
+                if headers is B:
+                    queued.append(server_timing(answer.headers["server-timing"])["queue"])
+    threads = [threading.Thread(target=client, args=(A, cat)) for _ in range(3)]
+    threads.append(threading.Thread(target=client, args=(B, dog)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert statuses and set(statuses) == {200}
+    assert 10 in niceness_of_threads(running.server.pid)
+    assert np.median(queued) < 5  # ms: bob's views go in at once

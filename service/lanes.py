@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import os
 import sys
 import threading
@@ -27,6 +28,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from models.batching import in_lane
 
+log = logging.getLogger("convscope")
 T = TypeVar("T")
 LANE = "beyond_share"  # the batches of the yielding lane
 
@@ -40,7 +42,10 @@ def yielding_lane(nice: int, threads: int) -> Executor | None:
 
 
 def _lower(nice: int) -> None:
-    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except OSError:  # refused (a sandbox's seccomp): the thread runs at the API's priority, the view still runs
+        log.warning("a thread of the yielding lane could not lower its priority", exc_info=True)
 
 
 async def run(work: Callable[[], T], lane: Executor | None, yields: bool) -> T:

@@ -45,3 +45,16 @@ def test_no_lane_at_niceness_zero_and_then_every_view_runs_on_the_pool():
     async def beyond():
         return await lanes.run(where, None, yields=True)
     assert run_async(beyond(), timeout=30)[:2] == (os.getpriority(os.PRIO_PROCESS, 0), "")
+
+
+def test_a_lane_whose_threads_may_not_lower_their_priority_still_runs_the_views(monkeypatch):
+    def refused(*args):
+        raise PermissionError("setpriority refused")
+    monkeypatch.setattr(os, "setpriority", refused)
+    lane = lanes.yielding_lane(10, 1)
+    try:
+        async def beyond():
+            return await lanes.run(where, lane, yields=True)
+        assert run_async(beyond(), timeout=30)[:2] == (os.getpriority(os.PRIO_PROCESS, 0), lanes.LANE)
+    finally:
+        lane.shutdown()

@@ -4,8 +4,10 @@ For predict, activations (JSON statistics of a middle layer) and occlusion (patc
 so that 32 clients finish within a window), at each concurrency of `--levels` (1, 2, 4, 8, 16, 32): closed-loop
 clients on keep-alive HTTP/1.1 connections (each sends its next request when the last is answered) for a warm-up,
 then a window of `--seconds`; the requests that end in the window count: requests/s, p50/p90/p95/p99 latency, and
-the server's own split read from each answer's `Server-Timing` (`queue`, and `compute` = decode + forward + encode,
-medians), so that waiting is told from computing and server time from the client and network.
+the server's own split read from each answer's `Server-Timing` (`queue`, `compute` = decode + forward + encode,
+`other` = the rest of its `total` in the API: routing, checks, hops to a thread and back; and `outside` = the
+client's wait less that `total`: the network, the HTTP server and the client; medians), so that waiting is told
+from computing and server time from the client and network.
 
 The ceiling: the API's forward runs at once (`forward_batch_instances`; one per core), each run back to back in bare
 ONNX Runtime with the API's thread settings (no HTTP, JSON or Python around them), or one run at a time with ONNX
@@ -84,9 +86,13 @@ async def sweep_level(port: int, path: str, body: bytes, clients: int, seconds: 
     latency = [(e - s) * 1000 for s, e, _, _ in ok]
     queue = [p.get("queue", 0.0) for *_, p in ok]
     compute = [p.get("decode", 0.0) + p.get("forward", 0.0) + p.get("encode", 0.0) for *_, p in ok]
+    totals = [(ms, p) for ms, (*_, p) in zip(latency, ok, strict=True) if "total" in p]
+    other = [p["total"] - sum(v for k, v in p.items() if k != "total") for _, p in totals]
+    outside = [ms - p["total"] for ms, p in totals]
     return {"clients": clients, "rps": len(ok) / seconds, "ok": len(ok), "errors": len(window) - len(ok),
             "p50": pct(latency, 50), "p90": pct(latency, 90), "p95": pct(latency, 95), "p99": pct(latency, 99),
-            "queue": pct(queue, 50), "compute": pct(compute, 50)}
+            "queue": pct(queue, 50), "compute": pct(compute, 50), "other": pct(other, 50),
+            "outside": pct(outside, 50)}
 
 
 class Bare:
@@ -254,21 +260,23 @@ def main() -> None:
             f"before {load_before}, after {load_after} (other work on this machine)")
     out = [head, *lines, ""]
     out.append(f"{'view':12} {'clients':>7} {'req/s':>7} {'× ceil':>7} {'p50':>7} {'p90':>7} {'p95':>7} {'p99':>7} "
-               f"{'p99/p50':>7} {'queue':>7} {'compute':>7} {'errors':>6}")
+               f"{'p99/p50':>7} {'queue':>7} {'compute':>7} {'other':>7} {'outside':>7} {'errors':>6}")
     for view in views:
         most = statistics.mean(rate for rate, _, _ in ceilings[view])
         for row in table[view]:
             out.append(f"{view:12} {row['clients']:>7} {row['rps']:7.1f} {row['rps'] / most:7.2f} {row['p50']:7.1f} "
                        f"{row['p90']:7.1f} {row['p95']:7.1f} {row['p99']:7.1f} {row['p99'] / row['p50']:7.2f} "
-                       f"{row['queue']:7.1f} {row['compute']:7.1f} {row['errors']:>6}")
+                       f"{row['queue']:7.1f} {row['compute']:7.1f} {row['other']:7.1f} {row['outside']:7.1f} "
+                       f"{row['errors']:>6}")
         first = table[view][0]
         out.append(f"{view:12} bare ORT: one request's forward {one[view]:.1f} ms (1 client p50 {first['p50']:.1f} ms, "
                    f"{first['p50'] / one[view]:.2f}×); ceiling {most:.1f} req/s (before {ceilings[view][0][0]:.1f} "
                    f"with {ceilings[view][0][1]} images per run, {ceilings[view][0][2]}, after "
                    f"{ceilings[view][1][0]:.1f} with {ceilings[view][1][1]}, {ceilings[view][1][2]}; best of 1, 2, 4 "
                    f"and the {bare.rows[view]} measured here, runs side by side or one spinning)")
-    out.append("latency ms at the client; queue and compute: medians of the server's Server-Timing (compute = decode "
-               "+ forward + encode); × ceil: req/s over the bare-ORT ceiling")
+    out.append("latency ms at the client; queue, compute and other: medians of the server's Server-Timing (compute = "
+               "decode + forward + encode, other = total less the phases); outside: the client's wait less the "
+               "server's total; × ceil: req/s over the bare-ORT ceiling")
     print("\n".join(out))
     if not args.no_record:
         results.record("Forward views under load: bench/serve.py", out)

@@ -96,11 +96,13 @@ class Phase:
                 time.sleep(1.0)
 
     def split(self) -> str:
-        """The predicts' median server phases (ms), and the rest of the client's time (HTTP, the route's own work)."""
+        """The predicts' median server phases and `total` in the API (ms), and the rest of the client's time: outside
+        the API (the network, the HTTP server, the client)."""
         names = dict.fromkeys(name for phases in self.phases for name in phases)
         medians = {name: statistics.median(p.get(name, 0.0) for p in self.phases) for name in names}
-        outside = statistics.median(t - sum(p.values()) for t, p in zip(self.predicts, self.phases, strict=True))
-        return ", ".join(f"{name} {ms:.1f}" for name, ms in [*medians.items(), ("rest", outside)])
+        outside = statistics.median(t - p.get("total", sum(p.values()))
+                                    for t, p in zip(self.predicts, self.phases, strict=True))
+        return ", ".join(f"{name} {ms:.1f}" for name, ms in [*medians.items(), ("outside", outside)])
 
     def waits(self, http: httpx.Client) -> list[float]:
         """Each job's wait in its queue (ms), once all have started."""

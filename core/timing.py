@@ -10,6 +10,10 @@ and waiting from computing:
              an input-cache hit)
     forward  ONNX Runtime runs, less the waits above (a session built or measured on the way counts here)
     encode   making the answer from the outputs: top-k, statistics, PNG, JSON or npy
+    total    the request's whole time in the API, from its arrival at the outermost layer (its head read) to its
+             answer's head: the phases above and what lies between them (routing, the key, the request's
+             checks, the hops to a thread and back); the client's wait less `total` is the network and the
+             HTTP server around the app
 
 One request's phases are one `Phases`, reached through a context variable by whatever runs on its behalf: the
 middleware sets it for the forward views, and the pool thread a view runs its work on inherits it (anyio copies the
@@ -48,9 +52,10 @@ class Phases:
         finally:
             self.seconds[phase] += time.perf_counter() - start - (self._waited - waited)
 
-    def header(self) -> str:
-        """The `Server-Timing` value: every phase, in milliseconds with 0.1 ms steps."""
-        return ", ".join(f"{phase};dur={seconds * 1000:.1f}" for phase, seconds in self.seconds.items())
+    def header(self, total_s: float | None = None) -> str:
+        """The `Server-Timing` value: every phase, then `total` when given, in milliseconds with 0.1 ms steps."""
+        entries = [*self.seconds.items(), *([("total", total_s)] if total_s is not None else [])]
+        return ", ".join(f"{phase};dur={seconds * 1000:.1f}" for phase, seconds in entries)
 
 
 current: ContextVar[Phases | None] = ContextVar("convscope_phases", default=None)

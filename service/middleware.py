@@ -60,7 +60,8 @@ class Observe:
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), header]
                 if phases is not None:
-                    message["headers"].append((b"server-timing", phases.header().encode()))
+                    total = time.perf_counter() - start
+                    message["headers"].append((b"server-timing", phases.header(total).encode()))
             await send(message)
 
         heavy = scope["method"] == "POST" and HEAVY.match(scope["path"]) is not None

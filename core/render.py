@@ -65,15 +65,15 @@ def _grid(tiles: np.ndarray, background: int) -> tuple[np.ndarray, np.ndarray]:
     canvas = np.full((rows * (h + 1) + 1, cols * (tw + GAP) + GAP, *depth), background, np.uint8)
     counts = np.full(len(canvas), zoom)
     counts[::h + 1] = GAP
-    # The cells as a (rows, h, cols, w, zoom[, k]) view of the canvas, each tile pixel broadcast over its zoom
-    # columns: one assignment for the complete rows of tiles, one for the last, partial row.
+    # The cells as a (rows, h, cols, tw[, k]) view of the canvas, filled from the tiles widened to their zoom
+    # (`np.repeat`: contiguous rows, copied whole, where broadcasting each pixel over its zoom columns copied
+    # byte by byte): one assignment for the complete rows of tiles, one for the last, partial row.
     cells = canvas[1:, GAP:].reshape(rows, h + 1, cols, tw + GAP, *depth)[:, :h, :, :tw]
-    cells = cells.reshape(rows, h, cols, w, zoom, *depth)
-    spread = tiles[:, :, :, None]  # n × h × w × 1 [× k]
+    wide = np.repeat(tiles, zoom, axis=2)  # n × h × tw [× k]
     full = n // cols
-    cells[:full] = spread[:full * cols].reshape(full, cols, h, w, 1, *depth).swapaxes(1, 2)
+    cells[:full] = wide[:full * cols].reshape(full, cols, h, tw, *depth).swapaxes(1, 2)
     if full < rows:
-        cells[full, :, :n - full * cols] = spread[full * cols:].swapaxes(0, 1)
+        cells[full, :, :n - full * cols] = wide[full * cols:].swapaxes(0, 1)
     return canvas, counts
 
 

@@ -52,7 +52,7 @@ from bench import results  # noqa: E402
 from bench.cleanup import delete_run  # noqa: E402
 from bench.forward import _post, ceiling, variants  # noqa: E402
 from bench.results import load_average  # noqa: E402
-from bench.timing import free_port, median_s, pct, server_timing, wait_ready  # noqa: E402
+from bench.timing import beyond_phases, free_port, median_s, pct, server_timing, wait_ready  # noqa: E402
 from core import preprocessing  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.stores.models import ModelStore  # noqa: E402
@@ -86,13 +86,11 @@ async def sweep_level(port: int, path: str, body: bytes, clients: int, seconds: 
     latency = [(e - s) * 1000 for s, e, _, _ in ok]
     queue = [p.get("queue", 0.0) for *_, p in ok]
     compute = [p.get("decode", 0.0) + p.get("forward", 0.0) + p.get("encode", 0.0) for *_, p in ok]
-    totals = [(ms, p) for ms, (*_, p) in zip(latency, ok, strict=True) if "total" in p]
-    other = [p["total"] - sum(v for k, v in p.items() if k != "total") for _, p in totals]
-    outside = [ms - p["total"] for ms, p in totals]
+    beyond = [split for ms, (*_, p) in zip(latency, ok, strict=True) if (split := beyond_phases(ms, p))]
     return {"clients": clients, "rps": len(ok) / seconds, "ok": len(ok), "errors": len(window) - len(ok),
             "p50": pct(latency, 50), "p90": pct(latency, 90), "p95": pct(latency, 95), "p99": pct(latency, 99),
-            "queue": pct(queue, 50), "compute": pct(compute, 50), "other": pct(other, 50),
-            "outside": pct(outside, 50)}
+            "queue": pct(queue, 50), "compute": pct(compute, 50), "other": pct([o for o, _ in beyond], 50),
+            "outside": pct([o for _, o in beyond], 50)}
 
 
 class Bare:

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from bench import results  # noqa: E402
 from bench.cleanup import delete_run  # noqa: E402
 from bench.results import load_average  # noqa: E402
-from bench.timing import free_port, pct, server_timing, wait_ready  # noqa: E402
+from bench.timing import beyond_phases, free_port, pct, server_timing, wait_ready  # noqa: E402
 from core.settings import get_settings  # noqa: E402
 
 MODEL = "efficientnet-lite0"
@@ -100,8 +100,8 @@ class Phase:
         the API (the network, the HTTP server, the client)."""
         names = dict.fromkeys(name for phases in self.phases for name in phases)
         medians = {name: statistics.median(p.get(name, 0.0) for p in self.phases) for name in names}
-        outside = statistics.median(t - p.get("total", sum(p.values()))
-                                    for t, p in zip(self.predicts, self.phases, strict=True))
+        outside = pct([split[1] for t, p in zip(self.predicts, self.phases, strict=True)
+                       if (split := beyond_phases(t, p))], 50)
         return ", ".join(f"{name} {ms:.1f}" for name, ms in [*medians.items(), ("outside", outside)])
 
     def waits(self, http: httpx.Client) -> list[float]:

@@ -144,6 +144,15 @@ def server_timing(header: str | None) -> dict[str, float]:
     return phases
 
 
+def beyond_phases(client_ms: float, phases: dict[str, float]) -> tuple[float, float] | None:
+    """A request's time besides its `Server-Timing` phases, from the answer's `total`: (other: in the API between
+    the phases, outside: the client's wait outside the API: network, HTTP server, client), ms; None without a
+    `total`."""
+    if "total" not in phases:
+        return None
+    return phases["total"] - sum(ms for name, ms in phases.items() if name != "total"), client_ms - phases["total"]
+
+
 def pct(values: list[float], q: float) -> float:
     """The `q`th percentile of `values` (NaN when there are none)."""
     return float(np.percentile(values, q)) if values else float("nan")

@@ -74,3 +74,11 @@ def test_a_connection_the_server_closed_is_opened_again(server):
     assert client.get("/big")[0] == 200
     assert client.sock is not first
     client.close()
+
+
+def test_beyond_phases_splits_a_wait_by_the_servers_total():
+    from bench.timing import beyond_phases
+
+    phases = {"queue": 0.3, "decode": 0.1, "forward": 4.0, "encode": 0.1, "total": 5.0}
+    assert beyond_phases(7.0, phases) == pytest.approx((0.5, 2.0))  # 0.5 ms in the API between phases, 2 outside
+    assert beyond_phases(7.0, {"queue": 0.3, "forward": 4.0}) is None  # an answer without its total

@@ -30,6 +30,8 @@ to themselves, so that a request of another lane never waits on one of them.
 from __future__ import annotations
 
 import contextvars
+import functools
+import os
 import statistics
 import threading
 import time
@@ -66,16 +68,23 @@ def runnable_elsewhere() -> int | None:
     """Threads runnable on this machine at this moment besides the caller and the process's main thread (the
     API's event loop, whose work between two awaits is short); None where that is not known. Linux: the fourth
     field of /proc/loadavg counts runnable threads, the reader included (a container may see its host's), and
-    /proc/self/stat gives the main thread's state."""
+    /proc/self/stat gives the main thread's state. Read before every lone run, so through files kept open
+    (`_proc_files`): a read at offset 0 makes their text anew, without the open and close each time."""
     try:
-        with open("/proc/loadavg", "rb") as f:
-            runnable = int(f.read().split()[3].split(b"/")[0]) - 1
+        loadavg, stat = _proc_files(os.getpid())
+        runnable = int(os.pread(loadavg, 128, 0).split()[3].split(b"/")[0]) - 1
         if threading.current_thread() is not threading.main_thread():
-            with open("/proc/self/stat", "rb") as f:
-                runnable -= f.read().rpartition(b")")[2].split()[0] == b"R"
+            runnable -= os.pread(stat, 1024, 0).rpartition(b")")[2].split()[0] == b"R"
         return runnable
     except (OSError, ValueError, IndexError):
         return None
+
+
+@functools.cache
+def _proc_files(pid: int) -> tuple[int, int]:
+    """/proc/loadavg and this process's /proc/<pid>/stat, open for reading; by pid, so that a forked child
+    opens its own (the parent's /proc/self names the parent)."""
+    return os.open("/proc/loadavg", os.O_RDONLY | os.O_CLOEXEC), os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
 
 
 @dataclass

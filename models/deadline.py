@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import heapq
 import itertools
+import math
 import threading
 import time
 from contextlib import contextmanager
@@ -42,13 +43,19 @@ class ForwardTimeout(Unavailable):
 
 
 class Watchdog:
-    """Sets `terminate` on the `RunOptions` of runs past their deadline (`time.monotonic` seconds)."""
+    """Sets `terminate` on the `RunOptions` of runs past their deadline (`time.monotonic` seconds).
+
+    The thread is woken only for a deadline earlier than the time it is already due to look (`_due`): a run's
+    start does not wake it, as a woken thread takes a core from the run it watches for its first ops. When the
+    last run under way ends it sleeps on until the deadline it was due to look at, and the runs that start
+    meanwhile, whose deadlines come later, wake nobody."""
 
     def __init__(self):
         self._heap: list[tuple[float, int, object]] = []
         self._cond = threading.Condition()
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
+        self._due = math.inf  # when the thread next looks at the heap by itself
 
     @contextmanager
     def limit(self, seconds: float):
@@ -62,7 +69,9 @@ class Watchdog:
                 self._thread = threading.Thread(target=self._watch, name="forward-watchdog", daemon=True)
                 self._thread.start()
             heapq.heappush(self._heap, entry)
-            self._cond.notify()
+            if entry[0] < self._due:
+                self._due = entry[0]
+                self._cond.notify()
         try:
             yield options
         finally:
@@ -76,15 +85,17 @@ class Watchdog:
     def _watch(self) -> None:
         while True:
             with self._cond:
-                while not self._heap:
-                    self._cond.wait()
-                deadline, _, options = self._heap[0]
-                left = deadline - time.monotonic()
+                left = self._due - time.monotonic()
                 if left > 0:
-                    self._cond.wait(left)
+                    self._cond.wait(None if math.isinf(left) else left)
                     continue
-                heapq.heappop(self._heap)
-            options.terminate = True
+                now = time.monotonic()
+                late = []
+                while self._heap and self._heap[0][0] <= now:
+                    late.append(heapq.heappop(self._heap)[2])
+                self._due = self._heap[0][0] if self._heap else math.inf
+            for options in late:
+                options.terminate = True
 
 
 WATCHDOG = Watchdog()

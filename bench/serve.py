@@ -52,7 +52,7 @@ from bench import results  # noqa: E402
 from bench.cleanup import delete_run  # noqa: E402
 from bench.forward import _post, ceiling, variants  # noqa: E402
 from bench.results import load_average  # noqa: E402
-from bench.timing import beyond_phases, free_port, median_s, pct, server_timing, wait_ready  # noqa: E402
+from bench.timing import beyond_phases, cpu_seconds, free_port, median_s, pct, server_timing, wait_ready  # noqa: E402
 from core import preprocessing  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.stores.models import ModelStore  # noqa: E402
@@ -63,11 +63,19 @@ OCCLUSION = {"patch": 112, "stride": 56, "format": "json"}
 SETTLE_S = 5  # s after a layer's first request: its sub-graph session built and its batch size measured
 
 
-async def sweep_level(port: int, path: str, body: bytes, clients: int, seconds: float, warmup: float) -> dict:
-    """`clients` closed-loop clients for `warmup` + `seconds`; figures of the requests that ended in the window."""
+async def sweep_level(port: int, path: str, body: bytes, clients: int, seconds: float, warmup: float,
+                      pid: int | None = None) -> dict:
+    """`clients` closed-loop clients for `warmup` + `seconds`; figures of the requests that ended in the window, and
+    with the API's `pid`, the CPU time it used in the window (`cpu_seconds`: its event loop's and all of it)."""
     begin = time.perf_counter() + warmup
     end = begin + seconds
     done: list[tuple[float, float, int, dict]] = []  # (start, end, status, server phases)
+    used: list[tuple[float, float]] = []
+
+    async def watch() -> None:
+        for moment in (begin, end):
+            await asyncio.sleep(max(0.0, moment - time.perf_counter()))
+            used.append(cpu_seconds(pid) if pid is not None else (float("nan"), float("nan")))
 
     async def client() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -80,7 +88,7 @@ async def sweep_level(port: int, path: str, body: bytes, clients: int, seconds: 
         finally:
             writer.close()
 
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(watch(), *(client() for _ in range(clients)))
     window = [d for d in done if begin <= d[1] <= end]
     ok = [d for d in window if d[2] == 200]
     latency = [(e - s) * 1000 for s, e, _, _ in ok]
@@ -90,7 +98,8 @@ async def sweep_level(port: int, path: str, body: bytes, clients: int, seconds: 
     return {"clients": clients, "rps": len(ok) / seconds, "ok": len(ok), "errors": len(window) - len(ok),
             "p50": pct(latency, 50), "p90": pct(latency, 90), "p95": pct(latency, 95), "p99": pct(latency, 99),
             "queue": pct(queue, 50), "compute": pct(compute, 50), "other": pct([o for o, _ in beyond], 50),
-            "outside": pct([o for _, o in beyond], 50)}
+            "outside": pct([o for _, o in beyond], 50), "loop": 1000 * (used[1][0] - used[0][0]) / max(1, len(ok)),
+            "cpu": 1000 * (used[1][1] - used[0][1]) / max(1, len(ok))}
 
 
 class Bare:
@@ -123,21 +132,24 @@ class Bare:
                                                         OCCLUSION["stride"], "mean", 32)}
         return 1000 * median_s(calls[view], 10 if view != "occlusion" else 3)
 
-    def ceiling(self, view: str, seconds: float = 1.5) -> tuple[float, int, str]:
-        """Requests/s at most, the images per run and the runs that gave it: the API's runs at once, back to back, or
+    def ceiling(self, view: str, seconds: float = 1.5) -> tuple[float, int, str, float]:
+        """Requests/s at most, the images per run, the runs that gave it and their CPU ms per request (this process's,
+        all threads): the API's runs at once, back to back, or
         one run at a time on a spinning pool (for occlusion, images/s over its passes), the best of 1, 2 and 4 images
         per run and the size measured here. The best, not the measured size's alone: a size measured on a busy
         machine may not be the cheapest, and the API measures its own."""
-        best = (0.0, 0, "")
+        best = (0.0, 0, "", float("nan"))
         for rt, slots in ((self.rt, runtimes.run_slots(self.rt.settings)), (self.spinning, 1)):
             for rows in sorted({1, 2, 4, self.rows[view]}):
                 xs = np.repeat(self.x, rows, axis=0)
+                start, cpu = time.perf_counter(), time.process_time()
                 if view == "activations":
                     rate = ceiling(lambda xs=xs, rt=rt: len(rt.layer(xs, self.layer)), slots, seconds)
                 else:
                     rate = ceiling(lambda xs=xs, rt=rt: len(rt.logits(xs)), slots, seconds)
                     rate = rate / self.passes if view == "occlusion" else rate
-                best = max(best, (rate, rows, f"{slots} at once" if rt is self.rt else "1 spinning"))
+                cpu_ms = 1000 * (time.process_time() - cpu) / max(1e-9, rate * (time.perf_counter() - start))
+                best = max(best, (rate, rows, f"{slots} at once" if rt is self.rt else "1 spinning", cpu_ms))
         return best
 
 
@@ -241,7 +253,8 @@ def main() -> None:
                              f"{tail['rps']:.1f} req/s, p50 {tail['p50']:.0f} ms, p99 {tail['p99']:.0f} ms, "
                              f"p99/p50 {tail['p99'] / tail['p50']:.2f}, errors {tail['errors']}")
             table = {view: [asyncio.run(sweep_level(port, f"{url}/{view}", json.dumps(bodies[view]).encode(), n,
-                                                    args.seconds, args.warmup)) for n in levels] for view in views}
+                                                    args.seconds, args.warmup, server and server.pid))
+                            for n in levels] for view in views}
     finally:
         if server is not None:
             server.terminate()
@@ -258,23 +271,25 @@ def main() -> None:
             f"before {load_before}, after {load_after} (other work on this machine)")
     out = [head, *lines, ""]
     out.append(f"{'view':12} {'clients':>7} {'req/s':>7} {'× ceil':>7} {'p50':>7} {'p90':>7} {'p95':>7} {'p99':>7} "
-               f"{'p99/p50':>7} {'queue':>7} {'compute':>7} {'other':>7} {'outside':>7} {'errors':>6}")
+               f"{'p99/p50':>7} {'queue':>7} {'compute':>7} {'other':>7} {'outside':>7} {'loop':>6} {'cpu':>6} {'errors':>6}")
     for view in views:
-        most = statistics.mean(rate for rate, _, _ in ceilings[view])
+        most = statistics.mean(rate for rate, *_ in ceilings[view])
         for row in table[view]:
             out.append(f"{view:12} {row['clients']:>7} {row['rps']:7.1f} {row['rps'] / most:7.2f} {row['p50']:7.1f} "
                        f"{row['p90']:7.1f} {row['p95']:7.1f} {row['p99']:7.1f} {row['p99'] / row['p50']:7.2f} "
                        f"{row['queue']:7.1f} {row['compute']:7.1f} {row['other']:7.1f} {row['outside']:7.1f} "
-                       f"{row['errors']:>6}")
+                       f"{row['loop']:6.2f} {row['cpu']:6.2f} {row['errors']:>6}")
         first = table[view][0]
         out.append(f"{view:12} bare ORT: one request's forward {one[view]:.1f} ms (1 client p50 {first['p50']:.1f} ms, "
                    f"{first['p50'] / one[view]:.2f}×); ceiling {most:.1f} req/s (before {ceilings[view][0][0]:.1f} "
                    f"with {ceilings[view][0][1]} images per run, {ceilings[view][0][2]}, after "
                    f"{ceilings[view][1][0]:.1f} with {ceilings[view][1][1]}, {ceilings[view][1][2]}; best of 1, 2, 4 "
-                   f"and the {bare.rows[view]} measured here, runs side by side or one spinning)")
+                   f"and the {bare.rows[view]} measured here, runs side by side or one spinning; CPU "
+                   f"{statistics.mean(cpu for *_, cpu in ceilings[view]):.2f} ms per request)")
     out.append("latency ms at the client; queue, compute and other: medians of the server's Server-Timing (compute = "
                "decode + forward + encode, other = total less the phases); outside: the client's wait less the "
-               "server's total; × ceil: req/s over the bare-ORT ceiling")
+               "server's total; × ceil: req/s over the bare-ORT ceiling; loop and cpu: CPU ms per request the API "
+               "process used in the window, its event loop's (main thread) and all of it (the ceiling's for comparison)")
     print("\n".join(out))
     if not args.no_record:
         results.record("Forward views under load: bench/serve.py", out)

@@ -6,6 +6,7 @@ small helpers every bench that starts its own service needs: a spare port, waiti
 from __future__ import annotations
 
 import json
+import os
 import socket
 import statistics
 import time
@@ -151,6 +152,23 @@ def beyond_phases(client_ms: float, phases: dict[str, float]) -> tuple[float, fl
     if "total" not in phases:
         return None
     return phases["total"] - sum(ms for name, ms in phases.items() if name != "total"), client_ms - phases["total"]
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU time (user + system, s) that process `pid` has used so far: (its main thread's, all its threads'). In
+    the API the main thread is the event loop (HTTP, routing, validation, the hops to and from a thread, the
+    answer); the others run the views' work and ONNX Runtime's pools. Linux (/proc); (NaN, NaN) elsewhere or once
+    the process is gone. Threads that ended are counted in the process's own figure, not in any thread's."""
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat", "rb") as f:
+            main = f.read().rpartition(b")")[2].split()
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            whole = f.read().rpartition(b")")[2].split()
+    except OSError:
+        return float("nan"), float("nan")
+    # Fields after the name: state is 0, utime 11, stime 12; cutime/cstime (13, 14) are children's, not counted.
+    return (int(main[11]) + int(main[12])) / tick, (int(whole[11]) + int(whole[12])) / tick
 
 
 def pct(values: list[float], q: float) -> float:

@@ -82,3 +82,33 @@ def test_beyond_phases_splits_a_wait_by_the_servers_total():
     phases = {"queue": 0.3, "decode": 0.1, "forward": 4.0, "encode": 0.1, "total": 5.0}
     assert beyond_phases(7.0, phases) == pytest.approx((0.5, 2.0))  # 0.5 ms in the API between phases, 2 outside
     assert beyond_phases(7.0, {"queue": 0.3, "forward": 4.0}) is None  # an answer without its total
+
+
+def test_cpu_seconds_tells_the_main_threads_time_from_the_others():
+    """Work on another thread counts for the process, not for its main thread (the API's event loop)."""
+    import math
+    import os
+    import sys
+    import threading
+    import time
+
+    from bench.timing import cpu_seconds
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc")
+
+    def busy(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    main0, whole0 = cpu_seconds(os.getpid())
+    worker = threading.Thread(target=busy, args=(0.4,))
+    worker.start()
+    worker.join()
+    main1, whole1 = cpu_seconds(os.getpid())
+    busy(0.3)
+    main2, whole2 = cpu_seconds(os.getpid())
+    assert whole1 - whole0 >= 0.3 and main1 - main0 < 0.1  # the ended thread's time stays in the process's
+    assert main2 - main1 >= 0.2 and whole2 - whole1 >= 0.2
+    assert all(math.isnan(v) for v in cpu_seconds(2 ** 22 + 7))  # above any pid Linux gives: no such process

@@ -12,10 +12,12 @@ from computing and server time from the client and network.
 The ceiling: the API's forward runs at once (`forward_batch_instances`; one per core), each run back to back in bare
 ONNX Runtime with the API's thread settings (no HTTP, JSON or Python around them), or one run at a time with ONNX
 Runtime's default spinning pool, in this process, the best of 1, 2 and 4 images per run and the batch size measured
-here; before and after the sweep (their mean is the ceiling; both
-are printed, since a shared machine drifts). For
-occlusion, images/s over its passes. Each level's requests/s is given as a fraction of it; the one-client p50 also
-against one bare forward (what a request costs at the least: ONNX Runtime's defaults, whose pool threads spin).
+here, before and after the sweep (both printed). For occlusion, images/s over its passes. A shared VM's speed drifts
+by more than the gaps this bench is for, so every ratio is taken against bare work done at the same time: each
+level's requests/s against the ceiling's best way measured just before and just after its window, and one client's
+latency against one bare forward (what a request costs at the least: ONNX Runtime's defaults, whose pool threads
+spin) called in turns with its requests. The API process's CPU per request (its event loop's and all of it) stands
+beside the ceiling's.
 
 Without `--url`, the service is started as `scripts/run.sh` starts it (`python -m service.cli serve`, with the data
 dir already set up; no workers, the sweep needs none) on a spare port, under a Redis key prefix of its own deleted
@@ -40,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -52,7 +55,17 @@ from bench import results  # noqa: E402
 from bench.cleanup import delete_run  # noqa: E402
 from bench.forward import _post, ceiling, variants  # noqa: E402
 from bench.results import load_average  # noqa: E402
-from bench.timing import beyond_phases, cpu_seconds, free_port, median_s, pct, server_timing, wait_ready  # noqa: E402
+from bench.timing import (  # noqa: E402
+    Lean,
+    alternate_ms,
+    beyond_phases,
+    cpu_seconds,
+    free_port,
+    median_s,
+    pct,
+    server_timing,
+    wait_ready,
+)
 from core import preprocessing  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.stores.models import ModelStore  # noqa: E402
@@ -61,6 +74,7 @@ from models.builtin import BUILTIN_ID  # noqa: E402
 
 OCCLUSION = {"patch": 112, "stride": 56, "format": "json"}
 SETTLE_S = 5  # s after a layer's first request: its sub-graph session built and its batch size measured
+NEAR_S = 1.0  # s of the ceiling's best way measured before and after each level's window
 
 
 async def sweep_level(port: int, path: str, body: bytes, clients: int, seconds: float, warmup: float,
@@ -124,13 +138,34 @@ class Bare:
         self.rows["activations"] = self.rt.measure(variant, session, [layer], self.x)
         self.rows["occlusion"] = self.rows["predict"]
 
+    def call(self, view: str) -> Callable[[], object]:
+        """One request's forward work, bare, with ONNX Runtime's defaults (pool threads that spin)."""
+        rt = self.spinning
+        return {"predict": lambda: rt.logits(self.x), "activations": lambda: rt.layer(self.x, self.layer),
+                "occlusion": lambda: forward.occlusion(rt, self.x, self.target, OCCLUSION["patch"],
+                                                       OCCLUSION["stride"], "mean", 32)}[view]
+
     def one(self, view: str) -> float:
         """ms of one request's forward work, bare (median of 10)."""
-        rt = self.spinning
-        calls = {"predict": lambda: rt.logits(self.x), "activations": lambda: rt.layer(self.x, self.layer),
-                 "occlusion": lambda: forward.occlusion(rt, self.x, self.target, OCCLUSION["patch"],
-                                                        OCCLUSION["stride"], "mean", 32)}
-        return 1000 * median_s(calls[view], 10 if view != "occlusion" else 3)
+        return 1000 * median_s(self.call(view), 10 if view != "occlusion" else 3)
+
+    def runs(self) -> dict[str, tuple[runtimes.ModelRuntime, int]]:
+        """The ways the ceiling runs: the API's runs at once (its sleeping pools), or one spinning run at a time."""
+        slots = runtimes.run_slots(self.rt.settings)
+        return {f"{slots} at once": (self.rt, slots), "1 spinning": (self.spinning, 1)}
+
+    def rate(self, view: str, rows: int, how: str, seconds: float) -> tuple[float, float]:
+        """(requests/s, CPU ms per request of this process) with `rows` images per run, run `how` (`runs`) back to
+        back for `seconds` (for occlusion, images/s over its passes)."""
+        rt, slots = self.runs()[how]
+        xs = np.repeat(self.x, rows, axis=0)
+        start, cpu = time.perf_counter(), time.process_time()
+        if view == "activations":
+            rate = ceiling(lambda: len(rt.layer(xs, self.layer)), slots, seconds)
+        else:
+            rate = ceiling(lambda: len(rt.logits(xs)), slots, seconds)
+            rate = rate / self.passes if view == "occlusion" else rate
+        return rate, 1000 * (time.process_time() - cpu) / max(1e-9, rate * (time.perf_counter() - start))
 
     def ceiling(self, view: str, seconds: float = 1.5) -> tuple[float, int, str, float]:
         """Requests/s at most, the images per run, the runs that gave it and their CPU ms per request (this process's,
@@ -139,18 +174,43 @@ class Bare:
         per run and the size measured here. The best, not the measured size's alone: a size measured on a busy
         machine may not be the cheapest, and the API measures its own."""
         best = (0.0, 0, "", float("nan"))
-        for rt, slots in ((self.rt, runtimes.run_slots(self.rt.settings)), (self.spinning, 1)):
+        for how in self.runs():
             for rows in sorted({1, 2, 4, self.rows[view]}):
-                xs = np.repeat(self.x, rows, axis=0)
-                start, cpu = time.perf_counter(), time.process_time()
-                if view == "activations":
-                    rate = ceiling(lambda xs=xs, rt=rt: len(rt.layer(xs, self.layer)), slots, seconds)
-                else:
-                    rate = ceiling(lambda xs=xs, rt=rt: len(rt.logits(xs)), slots, seconds)
-                    rate = rate / self.passes if view == "occlusion" else rate
-                cpu_ms = 1000 * (time.process_time() - cpu) / max(1e-9, rate * (time.perf_counter() - start))
-                best = max(best, (rate, rows, f"{slots} at once" if rt is self.rt else "1 spinning", cpu_ms))
+                rate, cpu_ms = self.rate(view, rows, how, seconds)
+                best = max(best, (rate, rows, how, cpu_ms))
         return best
+
+
+def sweep(bare: Bare, best: tuple, port: int, path: str, body: bytes, levels: list[int], args,
+          pid: int | None) -> list[dict]:
+    """`sweep_level` at each level, with the ceiling's best way (`best`: rate, rows, how) measured for `NEAR_S`
+    before the first window and after each: a row's `near` is the mean of the two around its window, so that each
+    level is weighed against the machine's speed at that time (it drifts on a shared VM)."""
+    _, rows, how, _ = best
+    view = path.rsplit("/", 1)[-1]
+    near = [bare.rate(view, rows, how, NEAR_S)[0]]
+    table = []
+    for n in levels:
+        table.append(asyncio.run(sweep_level(port, path, body, n, args.seconds, args.warmup, pid)))
+        near.append(bare.rate(view, rows, how, NEAR_S)[0])
+        table[-1]["near"] = (near[-2] + near[-1]) / 2
+    return table
+
+
+def one_client_in_turns(bare: Bare, view: str, port: int, path: str, body: dict) -> tuple[float, float, int, int]:
+    """(ms of one client's request, ms of one bare forward of the same work, calls of each, calls per turn): medians,
+    the two called in turns (`alternate_ms`), the requests on a keep-alive connection, as the sweep's one client
+    sends them."""
+    repeats, block = (30, 5) if view != "occlusion" else (6, 2)
+    client = Lean(port)
+
+    def request() -> None:
+        status, answer = client.post(path, body)
+        assert status == 200, answer[:200]
+    try:
+        return *alternate_ms(request, bare.call(view), repeats, block), repeats, block
+    finally:
+        client.close()
 
 
 def start_server(settings: Settings, **extra: str) -> tuple[subprocess.Popen, int, dict]:
@@ -178,12 +238,12 @@ def one_request(port: int, path: str, body: dict) -> tuple[float, dict]:
     return asyncio.run(call())
 
 
-def cold_start(port: int, client: httpx.Client, photo, layer: str, url: str, bare_forward_ms: float,
+def cold_start(port: int, client: httpx.Client, photo, layer: str, url: str, bare_forward: Callable[[], object],
                lines: list[str]) -> None:
     """First predict (a new image) and first activations of a layer, each against warm ones; the warm ones are timed
     once the layer's own sub-graph session is built and measured (in the background, `SETTLE_S`), as a user calling
     again finds it (not beside that build), and the warm activations also stand against one bare forward of the
-    whole model."""
+    whole model, the two called in turns (`alternate_ms`), so that the machine's drifting speed falls on both."""
     def upload(data: bytes) -> str:
         return client.post("/v1/images", files={"file": ("v.png", data, "image/png")}).json()["id"]
 
@@ -199,12 +259,14 @@ def cold_start(port: int, client: httpx.Client, photo, layer: str, url: str, bar
     warm_layers = [one_request(port, f"{url}/activations", activations) for _ in range(20)]
     warm_predict = statistics.median(ms for ms, _ in warm_predicts)
     warm_layer = statistics.median(ms for ms, _ in warm_layers)
+    png_ms, bare_ms = alternate_ms(lambda: one_request(port, f"{url}/activations", activations), bare_forward, 20, 5)
     lines.append(f"first predict after ready (new image) {first_predict[0]:.1f} ms [{split(first_predict[1])}], warm "
                  f"(new images, median of 5) {warm_predict:.1f} ms: {first_predict[0] / warm_predict:.2f}×")
     lines.append(f"first activations PNG of {layer} {first_layer[0]:.1f} ms [{split(first_layer[1])}], warm (median "
                  f"of 20, {SETTLE_S:g} s later) {warm_layer:.1f} ms [last: {split(warm_layers[-1][1])}]: "
-                 f"{first_layer[0] / warm_layer:.2f}×; the warm PNG against one bare forward of the whole model "
-                 f"({bare_forward_ms:.1f} ms): {warm_layer / bare_forward_ms:.2f}×")
+                 f"{first_layer[0] / warm_layer:.2f}×; the warm PNG against one bare forward of the whole model, "
+                 f"in turns (blocks of 5, medians of 20): {png_ms:.1f} against {bare_ms:.1f} ms, "
+                 f"{png_ms / bare_ms:.2f}×")
 
 
 def main() -> None:
@@ -246,15 +308,15 @@ def main() -> None:
                       "activations": {"image": {"id": image_id}, "layer": layer, "format": "json"},
                       "occlusion": {"image": {"id": image_id}, **OCCLUSION}}
             if server is not None:
-                cold_start(port, client, bare.photo, layer, url, one.get("predict") or bare.one("predict"), lines)
+                cold_start(port, client, bare.photo, layer, url, bare.call("predict"), lines)
                 tail = asyncio.run(sweep_level(port, f"{url}/predict", json.dumps(bodies["predict"]).encode(), 32,
                                                args.seconds, 0.0))
                 lines.append(f"32 clients of predict from a barely used server, no warm-up, {args.seconds:g} s: "
                              f"{tail['rps']:.1f} req/s, p50 {tail['p50']:.0f} ms, p99 {tail['p99']:.0f} ms, "
                              f"p99/p50 {tail['p99'] / tail['p50']:.2f}, errors {tail['errors']}")
-            table = {view: [asyncio.run(sweep_level(port, f"{url}/{view}", json.dumps(bodies[view]).encode(), n,
-                                                    args.seconds, args.warmup, server and server.pid))
-                            for n in levels] for view in views}
+            table = {view: sweep(bare, ceilings[view][0], port, f"{url}/{view}", json.dumps(bodies[view]).encode(),
+                                 levels, args, server and server.pid) for view in views}
+            turns = {view: one_client_in_turns(bare, view, port, f"{url}/{view}", bodies[view]) for view in views}
     finally:
         if server is not None:
             server.terminate()
@@ -275,20 +337,23 @@ def main() -> None:
     for view in views:
         most = statistics.mean(rate for rate, *_ in ceilings[view])
         for row in table[view]:
-            out.append(f"{view:12} {row['clients']:>7} {row['rps']:7.1f} {row['rps'] / most:7.2f} {row['p50']:7.1f} "
+            out.append(f"{view:12} {row['clients']:>7} {row['rps']:7.1f} {row['rps'] / row['near']:7.2f} {row['p50']:7.1f} "
                        f"{row['p90']:7.1f} {row['p95']:7.1f} {row['p99']:7.1f} {row['p99'] / row['p50']:7.2f} "
                        f"{row['queue']:7.1f} {row['compute']:7.1f} {row['other']:7.1f} {row['outside']:7.1f} "
                        f"{row['loop']:6.2f} {row['cpu']:6.2f} {row['errors']:>6}")
-        first = table[view][0]
-        out.append(f"{view:12} bare ORT: one request's forward {one[view]:.1f} ms (1 client p50 {first['p50']:.1f} ms, "
-                   f"{first['p50'] / one[view]:.2f}×); ceiling {most:.1f} req/s (before {ceilings[view][0][0]:.1f} "
+        api_ms, bare_ms, repeats, block = turns[view]
+        out.append(f"{view:12} bare ORT: one request's forward {one[view]:.1f} ms at the start; one client in turns with "
+                   f"it (blocks of {block}, medians of {repeats}): {api_ms:.1f} against {bare_ms:.1f} ms, "
+                   f"{api_ms / bare_ms:.2f}×; "
+                   f"ceiling {most:.1f} req/s (before {ceilings[view][0][0]:.1f} "
                    f"with {ceilings[view][0][1]} images per run, {ceilings[view][0][2]}, after "
                    f"{ceilings[view][1][0]:.1f} with {ceilings[view][1][1]}, {ceilings[view][1][2]}; best of 1, 2, 4 "
                    f"and the {bare.rows[view]} measured here, runs side by side or one spinning; CPU "
                    f"{statistics.mean(cpu for *_, cpu in ceilings[view]):.2f} ms per request)")
     out.append("latency ms at the client; queue, compute and other: medians of the server's Server-Timing (compute = "
                "decode + forward + encode, other = total less the phases); outside: the client's wait less the "
-               "server's total; × ceil: req/s over the bare-ORT ceiling; loop and cpu: CPU ms per request the API "
+               "server's total; × ceil: req/s over the ceiling's best way (found before the sweep) measured for "
+               f"{NEAR_S:g} s just before and after that level's window (their mean); loop and cpu: CPU ms per request the API "
                "process used in the window, its event loop's (main thread) and all of it (the ceiling's for comparison)")
     print("\n".join(out))
     if not args.no_record:

@@ -181,8 +181,8 @@ class Bare:
         return best
 
 
-def sweep(bare: Bare, best: tuple, port: int, path: str, body: bytes, levels: list[int], args,
-          pid: int | None) -> list[dict]:
+def sweep(bare: Bare, best: tuple, port: int, path: str, body: bytes, levels: list[int], seconds: float,
+          warmup: float, pid: int | None) -> list[dict]:
     """`sweep_level` at each level, with the ceiling's best way (`best`: rate, rows, how) measured for `NEAR_S`
     before the first window and after each: a row's `near` is the mean of the two around its window, so that each
     level is weighed against the machine's speed at that time (it drifts on a shared VM)."""
@@ -191,7 +191,7 @@ def sweep(bare: Bare, best: tuple, port: int, path: str, body: bytes, levels: li
     near = [bare.rate(view, rows, how, NEAR_S)[0]]
     table = []
     for n in levels:
-        table.append(asyncio.run(sweep_level(port, path, body, n, args.seconds, args.warmup, pid)))
+        table.append(asyncio.run(sweep_level(port, path, body, n, seconds, warmup, pid)))
         near.append(bare.rate(view, rows, how, NEAR_S)[0])
         table[-1]["near"] = (near[-2] + near[-1]) / 2
     return table
@@ -315,7 +315,7 @@ def main() -> None:
                              f"{tail['rps']:.1f} req/s, p50 {tail['p50']:.0f} ms, p99 {tail['p99']:.0f} ms, "
                              f"p99/p50 {tail['p99'] / tail['p50']:.2f}, errors {tail['errors']}")
             table = {view: sweep(bare, ceilings[view][0], port, f"{url}/{view}", json.dumps(bodies[view]).encode(),
-                                 levels, args, server and server.pid) for view in views}
+                                 levels, args.seconds, args.warmup, server and server.pid) for view in views}
             turns = {view: one_client_in_turns(bare, view, port, f"{url}/{view}", bodies[view]) for view in views}
     finally:
         if server is not None:

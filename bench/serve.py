@@ -61,7 +61,6 @@ from bench.timing import (  # noqa: E402
     beyond_phases,
     cpu_seconds,
     free_port,
-    median_s,
     pct,
     server_timing,
     wait_ready,
@@ -144,10 +143,6 @@ class Bare:
         return {"predict": lambda: rt.logits(self.x), "activations": lambda: rt.layer(self.x, self.layer),
                 "occlusion": lambda: forward.occlusion(rt, self.x, self.target, OCCLUSION["patch"],
                                                        OCCLUSION["stride"], "mean", 32)}[view]
-
-    def one(self, view: str) -> float:
-        """ms of one request's forward work, bare (median of 10)."""
-        return 1000 * median_s(self.call(view), 10 if view != "occlusion" else 3)
 
     def runs(self) -> dict[str, tuple[runtimes.ModelRuntime, int]]:
         """The ways the ceiling runs: the API's runs at once (its sleeping pools), or one spinning run at a time."""
@@ -286,7 +281,6 @@ def main() -> None:
     load_before = load_average()
     bare = Bare(settings, layer)
     ceilings = {view: [bare.ceiling(view)] for view in views}
-    one = {view: bare.one(view) for view in views}
     lines: list[str] = []
     server = env = None
     try:
@@ -342,8 +336,8 @@ def main() -> None:
                        f"{row['queue']:7.1f} {row['compute']:7.1f} {row['other']:7.1f} {row['outside']:7.1f} "
                        f"{row['loop']:6.2f} {row['cpu']:6.2f} {row['errors']:>6}")
         api_ms, bare_ms, repeats, block = turns[view]
-        out.append(f"{view:12} bare ORT: one request's forward {one[view]:.1f} ms at the start; one client in turns with "
-                   f"it (blocks of {block}, medians of {repeats}): {api_ms:.1f} against {bare_ms:.1f} ms, "
+        out.append(f"{view:12} bare ORT: one client in turns with one request's bare forward (blocks of {block}, "
+                   f"medians of {repeats}): {api_ms:.1f} against {bare_ms:.1f} ms, "
                    f"{api_ms / bare_ms:.2f}×; "
                    f"ceiling {most:.1f} req/s (before {ceilings[view][0][0]:.1f} "
                    f"with {ceilings[view][0][1]} images per run, {ceilings[view][0][2]}, after "

@@ -154,6 +154,18 @@ def beyond_phases(client_ms: float, phases: dict[str, float]) -> tuple[float, fl
     return phases["total"] - sum(ms for name, ms in phases.items() if name != "total"), client_ms - phases["total"]
 
 
+# Positions in `proc_stat`'s fields (proc(5), counted from the state): the CPU time a process or thread spent in
+# user and in system mode (its children's come next and are not counted here), and its niceness.
+UTIME, STIME, NICE = 11, 12, 16
+
+
+def proc_stat(path: str) -> list[bytes]:
+    """The fields of a /proc `stat` file (a process's or a thread's) after the command name, which may itself hold
+    spaces and parentheses; OSError when the process or thread is gone."""
+    with open(path, "rb") as f:
+        return f.read().rpartition(b")")[2].split()
+
+
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """CPU time (user + system, s) that process `pid` has used so far: (its main thread's, all its threads'). In
     the API the main thread is the event loop (HTTP, routing, validation, the hops to and from a thread, the
@@ -161,14 +173,10 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     the process is gone. Threads that ended are counted in the process's own figure, not in any thread's."""
     tick = os.sysconf("SC_CLK_TCK")
     try:
-        with open(f"/proc/{pid}/task/{pid}/stat", "rb") as f:
-            main = f.read().rpartition(b")")[2].split()
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            whole = f.read().rpartition(b")")[2].split()
+        main, whole = proc_stat(f"/proc/{pid}/task/{pid}/stat"), proc_stat(f"/proc/{pid}/stat")
     except OSError:
         return float("nan"), float("nan")
-    # Fields after the name: state is 0, utime 11, stime 12; cutime/cstime (13, 14) are children's, not counted.
-    return (int(main[11]) + int(main[12])) / tick, (int(whole[11]) + int(whole[12])) / tick
+    return (int(main[UTIME]) + int(main[STIME])) / tick, (int(whole[UTIME]) + int(whole[STIME])) / tick
 
 
 def pct(values: list[float], q: float) -> float:

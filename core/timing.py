@@ -53,7 +53,7 @@ class Phases:
             self.seconds[phase] += time.perf_counter() - start - (self._waited - waited)
 
     def header(self, total_s: float | None = None) -> str:
-        """The `Server-Timing` value: every phase, then `total` when given, in milliseconds with 0.1 ms steps."""
+        """The `Server-Timing` value: every phase, then `total` when given, in milliseconds to one decimal."""
         entries = [*self.seconds.items(), *([("total", total_s)] if total_s is not None else [])]
         return ", ".join(f"{phase};dur={seconds * 1000:.1f}" for phase, seconds in entries)
 

@@ -80,7 +80,7 @@ def test_beyond_phases_splits_a_wait_by_the_servers_total():
     from bench.timing import beyond_phases
 
     phases = {"queue": 0.3, "decode": 0.1, "forward": 4.0, "encode": 0.1, "total": 5.0}
-    assert beyond_phases(7.0, phases) == pytest.approx((0.5, 2.0))  # 0.5 ms in the API between phases, 2 outside
+    assert beyond_phases(7.0, phases) == pytest.approx((0.5, 2.0))  # (in the API between its phases, outside it)
     assert beyond_phases(7.0, {"queue": 0.3, "forward": 4.0}) is None  # an answer without its total
 
 

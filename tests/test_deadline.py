@@ -41,7 +41,7 @@ def test_a_run_past_its_limit_is_terminated_and_one_within_it_is_not():
 
 
 def test_a_shorter_deadline_wakes_the_watchdog_due_later():
-    """A run of 30 s is under way; a run of 50 ms that starts beside it is still stopped in time."""
+    """A long run is under way; a short one that starts beside it is still stopped in time."""
     watchdog = Watchdog()
     with watchdog.limit(30) as long:
         time.sleep(0.05)  # the watchdog's thread now sleeps until the long run's deadline

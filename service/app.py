@@ -7,7 +7,6 @@ import logging
 import threading
 from contextlib import asynccontextmanager
 
-import anyio.to_thread
 import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,7 +30,7 @@ from service.context import AppContext
 from service.cors import install_cors, parse_origins
 from service.hosts import LocalOnly, host_names
 from service.jobs import JobService, monitor
-from service.lanes import yielding_lane
+from service.lanes import Lanes
 from service.middleware import Admission, Observe
 from service.routes import access, health, images, job_events, jobs, models, units, usage, views
 from service.routes import datasets as dataset_routes
@@ -46,9 +45,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         logs.setup(settings.log_level)
-        # Forward views wait for their batch on a pool thread: room for every request let in, and the other routes.
-        limiter = anyio.to_thread.current_default_thread_limiter()
-        limiter.total_tokens = max(limiter.total_tokens, forward_views_at_once(settings) + 16)
         client = connect(settings.redis_url)
         # Uploads and deletes of the same bytes take one lock per digest in Redis, shared by every API process.
         locks = JobStore(client, settings.redis_prefix, settings.artifact_ttl_s)
@@ -66,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                    images=ImageStore(client, settings.redis_prefix, settings.image_ttl_s,
                                                      settings.image_lease_s, quota_bytes=settings.quota_image_bytes),
                                    runtimes=runtimes, inputs=InputCache(), warmer=warmer,
-                                   lane=yielding_lane(settings.forward_beyond_share_nice, forward_views_at_once(settings)))
+                                   lanes=Lanes(forward_views_at_once(settings), settings.forward_beyond_share_nice))
         log.info("convscope API ready", extra={"fields": {"storage": store.storage.url,
                                                          "data_dir": str(settings.data_dir)}})
         if app.state.auth.open:
@@ -81,8 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         watcher.cancel()
         await app.state.jobs.close()
         runtimes.close()
-        if app.state.ctx.lane is not None:
-            app.state.ctx.lane.shutdown(wait=False)
+        app.state.ctx.lanes.close()
         client.close()
 
     app = FastAPI(title="convscope", version="1.0.0", lifespan=lifespan, docs_url=None, redoc_url=None,

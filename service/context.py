@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import redis
@@ -17,6 +16,7 @@ from core.stores.models import ModelStore
 from models.runtimes import Runtimes
 from models.warm import Warmer
 from service.auth import visible
+from service.lanes import Lanes
 
 
 @dataclass
@@ -27,8 +27,8 @@ class AppContext:
     images: ImageStore
     runtimes: Runtimes
     inputs: InputCache
+    lanes: Lanes  # the threads forward views run on (`service.lanes`)
     warmer: Warmer | None = None  # `/readyz` waits for its `ready` (the built-in model's session warm)
-    lane: Executor | None = None  # threads of lower priority for views beyond their key's share (`service.lanes`)
 
     def model(self, model_id: str) -> ModelRecord:
         try:

@@ -1,4 +1,8 @@
-"""Where a forward view's work runs: the thread pool, or the yielding lane for views beyond their key's share.
+"""Where a forward view's work runs: the views' own threads, or the yielding lane for views beyond their key's share.
+
+The views' threads are a pool of their own (`Lanes.views`), handed work with the event loop's executor call rather
+than through anyio's thread pool, whose capacity limiter and backend lookups run on the event loop on every hop.
+Admission lets in no more views at once than it has threads; one more would wait in its queue, counted as queue time.
 
 Admission (`service.admission`) keeps each key to its share of the forward runs while other keys have views in
 flight, but the runs it lets go at once share the cores evenly: a key that sends one request at a time still
@@ -9,13 +13,14 @@ flood gets what is left, which, with no other key active, is all of it. Its batc
 views' (`models.batching.in_lane`), so another key's request never rides on a lowered thread.
 
 Linux only: there a thread's niceness is its own (`setpriority` on its thread id). Elsewhere no lane is made and
-every view runs on the thread pool.
+every view runs on the views' threads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import os
 import sys
@@ -23,8 +28,6 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TypeVar
-
-from fastapi.concurrency import run_in_threadpool
 
 from models.batching import in_lane
 
@@ -48,19 +51,35 @@ def _lower(nice: int) -> None:
         log.warning("a thread of the yielding lane could not lower its priority", exc_info=True)
 
 
-async def run(work: Callable[[], T], lane: Executor | None, yields: bool) -> T:
-    """`work()` off the event loop, in the request's context: on `lane` when the view `yields` and there is one,
-    else on the thread pool. Like the thread pool, the caller waits for the work to end even when cancelled, so
-    the view's place in admission is not handed on while its work still runs."""
-    if lane is None or not yields:
-        return await run_in_threadpool(work)
+class Lanes:
+    """The threads forward views run on: `views` at the API's priority, and the yielding lane (`beyond`, None when
+    there is none) of niceness `nice`; `threads` each."""
 
-    def in_its_lane() -> T:
-        with in_lane(LANE):
-            return work()
-    future = asyncio.get_running_loop().run_in_executor(lane, contextvars.copy_context().run, in_its_lane)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await asyncio.wait([future])
-        raise
+    def __init__(self, threads: int, nice: int):
+        self.views = ThreadPoolExecutor(threads, thread_name_prefix="views")
+        self.beyond = yielding_lane(nice, threads)
+
+    async def run(self, work: Callable[[], T], yields: bool) -> T:
+        """`work()` off the event loop, in the request's context: on the yielding lane when the view `yields` and
+        there is one, else on the views' threads. The caller waits for the work to end even when cancelled, so the
+        view's place in admission is not handed on while its work still runs."""
+        if self.beyond is not None and yields:
+            pool, call = self.beyond, functools.partial(_in_lane, work)
+        else:
+            pool, call = self.views, work
+        future = asyncio.get_running_loop().run_in_executor(pool, contextvars.copy_context().run, call)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            await asyncio.wait([future])
+            raise
+
+    def close(self) -> None:
+        for pool in (self.views, self.beyond):
+            if pool is not None:
+                pool.shutdown(wait=False)
+
+
+def _in_lane(work: Callable[[], T]) -> T:
+    with in_lane(LANE):
+        return work()

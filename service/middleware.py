@@ -13,9 +13,9 @@ own and copies the response through a stream, a cost paid on every request.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -46,7 +46,7 @@ class Observe:
             await self.app(scope, receive, send)
             return
         incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
-        rid = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex[:16]
+        rid = incoming if REQUEST_ID.match(incoming) else os.urandom(8).hex()
         token = logs.request_id.set(rid)
         start = time.perf_counter()
         status = 500

@@ -96,7 +96,7 @@ class LocalStorage:
 
     def version(self, key: str) -> str | None:
         try:
-            st = self._path(key).stat()
+            st = os.stat(f"{self.url}/{key}")
         except (FileNotFoundError, NotADirectoryError):
             return None
         return f"{st.st_mtime_ns}-{st.st_size}"

@@ -14,7 +14,6 @@ from core.errors import Invalid
 from core.model_record import ModelRecord
 from core.stores.datasets import DatasetStore
 from models import deadline, forward, runtimes
-from service import lanes
 from service.admission import beyond_share
 from service.auth import current_owner
 from service.bodies import read_request, resolve_image
@@ -88,8 +87,8 @@ async def _spec(request: Request, ctx: AppContext, model: type):
 
 
 async def in_pool(ctx: AppContext, work):
-    """`work()` on the thread pool (no ONNX Runtime on the event loop); the wait for a thread is the request's
-    queue time (`core.timing`; the thread inherits the request's context, its phases included). Its forward runs
+    """`work()` on the views' threads (`service.lanes`; no ONNX Runtime on the event loop); the wait for a thread is
+    the request's queue time (`core.timing`; the thread inherits the request's context, its phases included). Its forward runs
     share one time limit (`models.deadline`). It counts as in flight from its decode to its encode, not only during
     its forward runs: background session work (a layer's first request hands one over) starts after it, not beside
     its encoding (`models.runtimes.InFlight`)."""
@@ -99,7 +98,7 @@ async def in_pool(ctx: AppContext, work):
         timing.wait(time.perf_counter() - asked)
         with ctx.runtimes.in_flight.running(), deadline.request():
             return work()
-    return await lanes.run(timed, ctx.lane, beyond_share())
+    return await ctx.lanes.run(timed, beyond_share())
 
 
 @router.post("/{model}/predict", operation_id="predict", response_model=PredictResponse, responses=ERRORS,

@@ -234,7 +234,7 @@ def main() -> None:
                 return answer
 
             def row(what, fn):
-                rows.append((what, *alternate_ms(fn, bare_call, args.repeat, args.block)))
+                rows.append((what, *alternate_ms((fn, bare_call), args.repeat, args.block)))
 
             row("predict over HTTP (image seen before)", lambda: call("predict", {}))
             row("predict over HTTP (new image)", lambda: call("predict", {}, next(cold_ids)))

@@ -193,9 +193,9 @@ def main() -> None:
         counter = iter(range(1, 10**6))
         rows, parts = [], {}
         for kind in kinds:
-            direct, reference = alternate_ms(direct_call(kind, network, x, target, settings.attribution_batch),
-                                           captum_call(kind, network.module, x, target, settings.attribution_batch),
-                                           args.repeats)
+            direct, reference = alternate_ms((direct_call(kind, network, x, target, settings.attribution_batch),
+                                              captum_call(kind, network.module, x, target, settings.attribution_batch)),
+                                             args.repeats)
             row = {"kind": kind, "torch": direct, "captum": reference}
             for evaluate in (False, True):
                 job_once(client, kind, photo(next(counter)), evaluate, target)  # warm-up

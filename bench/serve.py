@@ -16,8 +16,10 @@ here, before and after the sweep (both printed). For occlusion, images/s over it
 by more than the gaps this bench is for, so every ratio is taken against bare work done at the same time: each
 level's requests/s against the ceiling's best way measured just before and just after its window, and one client's
 latency against one bare forward (what a request costs at the least: ONNX Runtime's defaults, whose pool threads
-spin) called in turns with its requests. The API process's CPU per request (its event loop's and all of it) stands
-beside the ceiling's.
+spin) called in turns with its requests; for predict, a bare FastAPI app's predict (`bench.floor`: one route, the
+same forward on a thread, nothing of the service's own) takes its turn too, so that what the service adds is told from
+what any Python web app that hops to a thread adds on this machine. The API process's CPU per request (its event
+loop's and all of it) stands beside the ceiling's.
 
 Without `--url`, the service is started as `scripts/run.sh` starts it (`python -m service.cli serve`, with the data
 dir already set up; no workers, the sweep needs none) on a spare port, under a Redis key prefix of its own deleted
@@ -192,20 +194,35 @@ def sweep(bare: Bare, best: tuple, port: int, path: str, body: bytes, levels: li
     return table
 
 
-def one_client_in_turns(bare: Bare, view: str, port: int, path: str, body: dict) -> tuple[float, float, int, int]:
-    """(ms of one client's request, ms of one bare forward of the same work, calls of each, calls per turn): medians,
-    the two called in turns (`alternate_ms`), the requests on a keep-alive connection, as the sweep's one client
-    sends them."""
+def one_client_in_turns(bare: Bare, view: str, port: int, path: str, body: dict,
+                        floor_port: int | None = None) -> tuple[float, float, int, int, float | None]:
+    """(ms of one client's request, ms of one bare forward of the same work, calls of each, calls per turn, ms of the
+    bare FastAPI app's predict or None): medians, called in turns (`alternate_ms`), the requests on a keep-alive
+    connection, as the sweep's one client sends them. The bare app (`bench.floor`, on `floor_port`) takes its turn
+    for predict when it runs."""
     repeats, block = (30, 5) if view != "occlusion" else (6, 2)
-    client = Lean(port)
+    clients = [Lean(port)] + ([Lean(floor_port)] if floor_port and view == "predict" else [])
 
-    def request() -> None:
-        status, answer = client.post(path, body)
-        assert status == 200, answer[:200]
+    def caller(client: Lean, where: str) -> Callable[[], None]:
+        def request() -> None:
+            status, answer = client.post(where, body)
+            assert status == 200, answer[:200]
+        return request
+    calls = [caller(clients[0], path), bare.call(view)] + [caller(c, "/predict") for c in clients[1:]]
     try:
-        return *alternate_ms(request, bare.call(view), repeats, block), repeats, block
+        api_ms, bare_ms, *floor_ms = alternate_ms(calls, repeats, block)
+        return api_ms, bare_ms, repeats, block, floor_ms[0] if floor_ms else None
     finally:
-        client.close()
+        for client in clients:
+            client.close()
+
+
+def start_floor(env: dict) -> tuple[subprocess.Popen, int]:
+    """The bare FastAPI app (`bench.floor`) on a spare port, started as the API is: (process, port)."""
+    port = free_port()
+    floor = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.floor:create_app", "--factory", "--host",
+                              "127.0.0.1", "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env)
+    return floor, port
 
 
 def start_server(settings: Settings, **extra: str) -> tuple[subprocess.Popen, int, dict]:
@@ -254,7 +271,7 @@ def cold_start(port: int, client: httpx.Client, photo, layer: str, url: str, bar
     warm_layers = [one_request(port, f"{url}/activations", activations) for _ in range(20)]
     warm_predict = statistics.median(ms for ms, _ in warm_predicts)
     warm_layer = statistics.median(ms for ms, _ in warm_layers)
-    png_ms, bare_ms = alternate_ms(lambda: one_request(port, f"{url}/activations", activations), bare_forward, 20, 5)
+    png_ms, bare_ms = alternate_ms((lambda: one_request(port, f"{url}/activations", activations), bare_forward), 20, 5)
     lines.append(f"first predict after ready (new image) {first_predict[0]:.1f} ms [{split(first_predict[1])}], warm "
                  f"(new images, median of 5) {warm_predict:.1f} ms: {first_predict[0] / warm_predict:.2f}×")
     lines.append(f"first activations PNG of {layer} {first_layer[0]:.1f} ms [{split(first_layer[1])}], warm (median "
@@ -310,7 +327,16 @@ def main() -> None:
                              f"p99/p50 {tail['p99'] / tail['p50']:.2f}, errors {tail['errors']}")
             table = {view: sweep(bare, ceilings[view][0], port, f"{url}/{view}", json.dumps(bodies[view]).encode(),
                                  levels, args.seconds, args.warmup, server and server.pid) for view in views}
-            turns = {view: one_client_in_turns(bare, view, port, f"{url}/{view}", bodies[view]) for view in views}
+            floor, floor_port = start_floor(env or dict(os.environ)) if "predict" in views else (None, None)
+            try:
+                if floor is not None:
+                    wait_ready(f"http://127.0.0.1:{floor_port}")
+                turns = {view: one_client_in_turns(bare, view, port, f"{url}/{view}", bodies[view], floor_port)
+                         for view in views}
+            finally:
+                if floor is not None:
+                    floor.terminate()
+                    floor.wait()
     finally:
         if server is not None:
             server.terminate()
@@ -335,10 +361,12 @@ def main() -> None:
                        f"{row['p90']:7.1f} {row['p95']:7.1f} {row['p99']:7.1f} {row['p99'] / row['p50']:7.2f} "
                        f"{row['queue']:7.1f} {row['compute']:7.1f} {row['other']:7.1f} {row['outside']:7.1f} "
                        f"{row['loop']:6.2f} {row['cpu']:6.2f} {row['errors']:>6}")
-        api_ms, bare_ms, repeats, block = turns[view]
+        api_ms, bare_ms, repeats, block, floor_ms = turns[view]
+        beside = ("" if floor_ms is None else f"; a bare FastAPI app's predict in the same turns (bench/floor.py) "
+                  f"{floor_ms:.1f} ms, {floor_ms / bare_ms:.2f}×: the service adds {api_ms - floor_ms:.1f} ms to it")
         out.append(f"{view:12} bare ORT: one client in turns with one request's bare forward (blocks of {block}, "
                    f"medians of {repeats}): {api_ms:.1f} against {bare_ms:.1f} ms, "
-                   f"{api_ms / bare_ms:.2f}×; "
+                   f"{api_ms / bare_ms:.2f}×{beside}; "
                    f"ceiling {most:.1f} req/s (before {ceilings[view][0][0]:.1f} "
                    f"with {ceilings[view][0][1]} images per run, {ceilings[view][0][2]}, after "
                    f"{ceilings[view][1][0]:.1f} with {ceilings[view][1][1]}, {ceilings[view][1][2]}; best of 1, 2, 4 "

@@ -1,5 +1,5 @@
-"""Timing shared by the benchmarks: two calls timed alternately, so that load from elsewhere (or a shared
-VM's drifting speed) falls on both alike; and a lean HTTP client, so that the figures are the service's
+"""Timing shared by the benchmarks: calls timed in turns, so that load from elsewhere (or a shared
+VM's drifting speed) falls on all alike; and a lean HTTP client, so that the figures are the service's
 (on a 2-core machine the client shares the cores with the server, and httpx costs about 1 ms a request). Also the
 small helpers every bench that starts its own service needs: a spare port, waiting for `/readyz`, percentiles."""
 
@@ -16,22 +16,23 @@ import httpx
 import numpy as np
 
 
-def alternate_ms(first, second, repeats: int, block: int = 1) -> tuple[float, float]:
-    """(median ms of `first`, median ms of `second`), each called `repeats` times, the two taking turns in blocks
-    of `block` calls; the first call of each block is a warm-up, not timed (with `block` > 1, each side then runs
-    warm, as it would serving requests back to back, while drift still falls on both)."""
-    times: tuple[list, list] = ([], [])
+def alternate_ms(calls, repeats: int, block: int = 1) -> tuple[float, ...]:
+    """The median ms of each of `calls`, each called `repeats` times, all taking turns in blocks of `block` calls;
+    the first call of each block is a warm-up, not timed (with `block` > 1, each side then runs warm, as it would
+    serving requests back to back, while drift still falls on all of them)."""
+    times: list[list[float]] = [[] for _ in calls]
     if block == 1:
-        first(), second()
+        for fn in calls:
+            fn()
     while len(times[0]) < repeats:
-        for fn, bucket in ((first, times[0]), (second, times[1])):
+        for fn, bucket in zip(calls, times):
             if block > 1:
                 fn()
             for _ in range(min(block, repeats - len(bucket))):
                 start = time.perf_counter()
                 fn()
                 bucket.append(time.perf_counter() - start)
-    return statistics.median(times[0]) * 1000, statistics.median(times[1]) * 1000
+    return tuple(statistics.median(bucket) * 1000 for bucket in times)
 
 
 class Lean:

@@ -112,3 +112,21 @@ def test_cpu_seconds_tells_the_main_threads_time_from_the_others():
     assert whole1 - whole0 >= 0.3 and main1 - main0 < 0.1  # the ended thread's time stays in the process's
     assert main2 - main1 >= 0.2 and whole2 - whole1 >= 0.2
     assert all(math.isnan(v) for v in cpu_seconds(2 ** 22 + 7))  # above any pid Linux gives: no such process
+
+
+def test_alternate_ms_gives_each_call_its_turns_and_its_own_median():
+    """Every call takes its turn in blocks (a warm-up first, not timed), and each median is its own call's."""
+    import time
+
+    from bench.timing import alternate_ms
+
+    order: list[str] = []
+
+    def call(name: str, seconds: float):
+        def run() -> None:
+            order.append(name)
+            time.sleep(seconds)
+        return run
+    fast, slow, slowest = alternate_ms((call("a", 0), call("b", 0.004), call("c", 0.012)), repeats=3, block=2)
+    assert "".join(order) == "aaabbbcccaabbcc"  # a warm-up and two timed calls each, then a warm-up and the last
+    assert fast < 2 < slow < 10 < slowest

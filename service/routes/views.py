@@ -88,10 +88,10 @@ async def _spec(request: Request, ctx: AppContext, model: type):
 
 async def in_pool(ctx: AppContext, work):
     """`work()` on the views' threads (`service.lanes`; no ONNX Runtime on the event loop); the wait for a thread is
-    the request's queue time (`core.timing`; the thread inherits the request's context, its phases included). Its forward runs
-    share one time limit (`models.deadline`). It counts as in flight from its decode to its encode, not only during
-    its forward runs: background session work (a layer's first request hands one over) starts after it, not beside
-    its encoding (`models.runtimes.InFlight`)."""
+    the request's queue time (`core.timing`; the thread inherits the request's context, its phases included). Its
+    forward runs share one time limit (`models.deadline`). It counts as in flight from its decode to its encode, not
+    only during its forward runs: background session work (a layer's first request hands one over) starts after it,
+    not beside its encoding (`models.runtimes.InFlight`)."""
     asked = time.perf_counter()
 
     def timed():

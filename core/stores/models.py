@@ -30,6 +30,10 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 RECORDS = "models/records"
 READABLE_CHECK_TTL_S = 3.0
+# How long a record read from a bucket is trusted before its version is asked again: every forward view looks its
+# model up, on the event loop, and a bucket's answer is a network round trip. Records are written once and only
+# ever deleted, so the one thing this delays is another process's delete, by at most this long.
+RECORD_TRUST_S = 2.0
 
 
 class _LocalLocks:
@@ -55,7 +59,7 @@ class ModelStore:
         self.blobs = blobs or Blobs(self.storage, Path(root or "."), max_bytes=2**62)
         self.lock = lock or _LocalLocks()
         self._guard = threading.Lock()
-        self._cache: dict[str, tuple[str, ModelRecord]] = {}
+        self._cache: dict[str, tuple[str, ModelRecord, float]] = {}  # id → (version, record, when the version was read)
         self._readable: tuple[float, str | None] = (-READABLE_CHECK_TTL_S, None)  # (when checked, the answer)
 
     @classmethod
@@ -125,24 +129,33 @@ class ModelStore:
             self._cache.pop(record.id, None)
 
     def get(self, model_id: str) -> ModelRecord | None:
+        """The record, or None. From the data folder, its version is read each time (one `stat`); from a bucket,
+        a record read in the last `RECORD_TRUST_S` seconds is trusted as it is."""
         if not _ID.match(model_id or ""):
             return None
+        if self.storage.remote:
+            with self._guard:
+                hit = self._cache.get(model_id)
+            if hit is not None and time.monotonic() - hit[2] < RECORD_TRUST_S:
+                return hit[1]
         key = self._record_key(model_id)
         return self._read(model_id, key, self.storage.version(key))
 
     def _read(self, model_id: str, key: str, version: str | None) -> ModelRecord | None:
         if version is None:
             return None
+        now = time.monotonic()
         with self._guard:
             hit = self._cache.get(model_id)
             if hit and hit[0] == version:
+                self._cache[model_id] = (version, hit[1], now)
                 return hit[1]
         try:
             record = ModelRecord.model_validate_json(self.storage.get(key))
         except Missing:
             return None
         with self._guard:
-            self._cache[model_id] = (version, record)
+            self._cache[model_id] = (version, record, now)
         return record
 
     def list(self) -> list[ModelRecord]:

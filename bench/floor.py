@@ -18,23 +18,31 @@ import json
 import numpy as np
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from PIL import Image
 
 from core import preprocessing
+from core.model_record import ModelRecord
 from core.settings import Settings
 from core.stores.models import ModelStore
 from models import forward, runtimes
 from models.builtin import BUILTIN_ID
 
 
-def create_app() -> FastAPI:
-    settings = Settings()
+def bare_builtin(settings: Settings) -> tuple[ModelStore, ModelRecord, runtimes.ModelRuntime, Image.Image, np.ndarray]:
+    """What the benches' bare forward runs: the built-in model's store and record, its runtime with ONNX Runtime's
+    defaults (pool threads that spin, as the API's twin for a lone run: the least a forward costs) and the API's
+    threads, no batcher; and the bench's photo (chelsea) with its model input."""
+    import skimage.data
+
     store = ModelStore(settings.data_dir)
     record = store.get(BUILTIN_ID)
-    rt = runtimes.Runtimes(store, settings.model_copy(update={"ort_allow_spinning": True})).get(record)
-    import skimage.data
-    from PIL import Image
+    spinning = runtimes.Runtimes(store, settings.model_copy(update={"ort_allow_spinning": True})).get(record)
+    photo = Image.fromarray(skimage.data.chelsea())
+    return store, record, spinning, photo, preprocessing.to_tensor(preprocessing.fit(photo, record), record)
 
-    x = preprocessing.to_tensor(preprocessing.fit(Image.fromarray(skimage.data.chelsea()), record), record)
+
+def create_app() -> FastAPI:
+    _, _, rt, _, x = bare_builtin(Settings())
     rt.logits(np.repeat(x, 2, axis=0))  # the session built and run before the first request
     app = FastAPI()
 

@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import results  # noqa: E402
 from bench.cleanup import delete_run  # noqa: E402
+from bench.floor import bare_builtin  # noqa: E402
 from bench.forward import _post, ceiling, variants  # noqa: E402
 from bench.results import load_average  # noqa: E402
 from bench.timing import (  # noqa: E402
@@ -67,7 +68,6 @@ from bench.timing import (  # noqa: E402
     server_timing,
     wait_ready,
 )
-from core import preprocessing  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from core.stores.models import ModelStore  # noqa: E402
 from models import forward, runtimes  # noqa: E402
@@ -121,17 +121,9 @@ class Bare:
     """The views' work in bare ONNX Runtime in this process: the API's thread count and batch sizes, no batcher."""
 
     def __init__(self, settings: Settings, layer: str):
-        store = ModelStore(settings.data_dir)
-        self.record = store.get(BUILTIN_ID)
+        store, self.record, self.spinning, self.photo, self.x = bare_builtin(settings)
         self.rt = runtimes.Runtimes(store, settings).get(self.record)  # the sessions the API runs side by side
-        # ONNX Runtime's defaults (pool threads that spin), as the API's twin for a lone run: the least a forward costs
-        self.spinning = runtimes.Runtimes(store, settings.model_copy(update={"ort_allow_spinning": True})).get(self.record)
         self.layer = layer
-        import skimage.data
-        from PIL import Image
-
-        self.photo = Image.fromarray(skimage.data.chelsea())
-        self.x = preprocessing.to_tensor(preprocessing.fit(self.photo, self.record), self.record)
         self.target = int(np.argmax(self.rt.logits(self.x)[0]))
         self.passes = len(forward.occlusion_positions(224, OCCLUSION["patch"], OCCLUSION["stride"])) ** 2 + 1
         self.rows = {"predict": self.rt.measure("plain", self.rt.plain, [self.record.logits_name], self.x)}
@@ -194,6 +186,14 @@ def sweep(bare: Bare, best: tuple, port: int, path: str, body: bytes, levels: li
     return table
 
 
+def posting(client: Lean, path: str, body: dict) -> Callable[[], None]:
+    """A call that posts `body` to `path` on `client`'s connection and expects 200."""
+    def request() -> None:
+        status, answer = client.post(path, body)
+        assert status == 200, answer[:200]
+    return request
+
+
 def one_client_in_turns(bare: Bare, view: str, port: int, path: str, body: dict,
                         floor_port: int | None = None) -> tuple[float, float, int, int, float | None]:
     """(ms of one client's request, ms of one bare forward of the same work, calls of each, calls per turn, ms of the
@@ -202,13 +202,7 @@ def one_client_in_turns(bare: Bare, view: str, port: int, path: str, body: dict,
     for predict when it runs."""
     repeats, block = (30, 5) if view != "occlusion" else (6, 2)
     clients = [Lean(port)] + ([Lean(floor_port)] if floor_port and view == "predict" else [])
-
-    def caller(client: Lean, where: str) -> Callable[[], None]:
-        def request() -> None:
-            status, answer = client.post(where, body)
-            assert status == 200, answer[:200]
-        return request
-    calls = [caller(clients[0], path), bare.call(view)] + [caller(c, "/predict") for c in clients[1:]]
+    calls = [posting(clients[0], path, body), bare.call(view)] + [posting(c, "/predict", body) for c in clients[1:]]
     try:
         api_ms, bare_ms, *floor_ms = alternate_ms(calls, repeats, block)
         return api_ms, bare_ms, repeats, block, floor_ms[0] if floor_ms else None
@@ -274,12 +268,8 @@ def cold_start(port: int, client: httpx.Client, photo, layer: str, url: str, bar
     warm_predict = statistics.median(ms for ms, _ in warm_predicts)
     warm_layer = statistics.median(ms for ms, _ in warm_layers)
     keep = Lean(port)  # as a client that calls again keeps its connection: no connect or client set-up timed
-
-    def png() -> None:
-        status, answer = keep.post(f"{url}/activations", activations)
-        assert status == 200, answer[:200]
     try:
-        png_ms, bare_ms = alternate_ms((png, bare_forward), 20, 5)
+        png_ms, bare_ms = alternate_ms((posting(keep, f"{url}/activations", activations), bare_forward), 20, 5)
     finally:
         keep.close()
     lines.append(f"first predict after ready (new image) {first_predict[0]:.1f} ms [{split(first_predict[1])}], warm "

@@ -6,6 +6,7 @@ import asyncio
 import io
 import os
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -35,6 +36,16 @@ def encode(array: np.ndarray, fmt: str = "PNG", **options) -> bytes:
     out = io.BytesIO()
     Image.fromarray(array).save(out, format=fmt, **options)
     return out.getvalue()
+
+
+def eventually(check, seconds: float, step: float = 0.02) -> bool:
+    """Whether `check()` came true within `seconds`, asked every `step` seconds."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)
+    return True
 
 
 def clean_prefix(prefix: str) -> None:

@@ -7,6 +7,7 @@ import threading
 import time
 
 from models.deadline import Watchdog
+from tests.conftest import eventually
 
 
 class CountingCondition(threading.Condition):
@@ -22,19 +23,10 @@ class CountingCondition(threading.Condition):
         return woken
 
 
-def until(check, seconds: float = 2.0) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if check():
-            return True
-        time.sleep(0.005)
-    return check()
-
-
 def test_a_run_past_its_limit_is_terminated_and_one_within_it_is_not():
     watchdog = Watchdog()
     with watchdog.limit(0.05) as short:
-        assert until(lambda: short.terminate, 2.0)
+        assert eventually(lambda: short.terminate, 2.0)
     with watchdog.limit(30) as long:
         time.sleep(0.1)
         assert not long.terminate
@@ -47,7 +39,7 @@ def test_a_shorter_deadline_wakes_the_watchdog_due_later():
         time.sleep(0.05)  # the watchdog's thread now sleeps until the long run's deadline
         start = time.monotonic()
         with watchdog.limit(0.05) as short:
-            assert until(lambda: short.terminate, 2.0)
+            assert eventually(lambda: short.terminate, 2.0)
             assert time.monotonic() - start < 1.0
         assert not long.terminate
 
@@ -75,4 +67,4 @@ def test_a_run_that_starts_after_the_thread_went_idle_is_still_stopped():
         pass
     time.sleep(0.1)  # past that deadline: the thread looked, found the heap empty, and sleeps without a time
     with watchdog.limit(0.05) as late:
-        assert until(lambda: late.terminate, 2.0)
+        assert eventually(lambda: late.terminate, 2.0)

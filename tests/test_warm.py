@@ -5,7 +5,6 @@ a new layer's batch size is measured after its first request, not in it."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 
 import pytest
@@ -16,7 +15,7 @@ from models.builtin import BUILTIN_ID
 from models.runtimes import ModelRuntime, Runtimes
 from models.warm import RecentSessions, Warmer
 from service.app import create_app
-from tests.conftest import clean_prefix, encode, sample
+from tests.conftest import clean_prefix, encode, eventually, sample
 
 LAYER = "_blocks.4._relu0"
 
@@ -28,13 +27,6 @@ def own_settings(settings):
     clean_prefix(prefix)
 
 
-def wait_for(condition, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_ready_only_once_the_builtin_session_is_warm_and_its_first_predict_builds_nothing(own_settings, monkeypatch):
     gate = threading.Event()
     real = ModelRuntime.warm
@@ -44,7 +36,7 @@ def test_ready_only_once_the_builtin_session_is_warm_and_its_first_predict_build
         waiting = client.get("/readyz")
         assert waiting.status_code == 503 and "warming up" in waiting.json()["error"]["message"]
         gate.set()
-        wait_for(lambda: client.get("/readyz").status_code == 200)
+        assert eventually(lambda: client.get("/readyz").status_code == 200, 120)
         ctx = client.app.state.ctx
         record = ctx.models.get(BUILTIN_ID)
         rt = ctx.runtimes.get(record)
@@ -60,7 +52,7 @@ def test_ready_only_once_the_builtin_session_is_warm_and_its_first_predict_build
 
 def test_a_new_layers_session_is_built_and_measured_after_its_first_request_not_in_it(own_settings, monkeypatch):
     with TestClient(create_app(own_settings)) as client:
-        wait_for(lambda: client.get("/readyz").status_code == 200)
+        assert eventually(lambda: client.get("/readyz").status_code == 200, 120)
         measuring, release = threading.Event(), threading.Event()
         real = models.runtimes.best_batch
 
@@ -76,16 +68,16 @@ def test_a_new_layers_session_is_built_and_measured_after_its_first_request_not_
         rt = client.app.state.ctx.runtimes.get(client.app.state.ctx.models.get(BUILTIN_ID))
         assert measuring.wait(30) and rt.measured(f"upto:{LAYER}") is None
         release.set()
-        wait_for(lambda: rt.measured(f"upto:{LAYER}") is not None)
+        assert eventually(lambda: rt.measured(f"upto:{LAYER}") is not None, 120)
         again = client.post(f"/v1/models/{BUILTIN_ID}/activations",
                             json={"image": {"id": image}, "layer": LAYER, "format": "json"})
         assert again.json() == first.json()  # the layer's own session gives the probe's numbers
         recent = RecentSessions(client.app.state.ctx.redis, own_settings.redis_prefix, keep=8)
-        wait_for(lambda: (BUILTIN_ID, f"upto:{LAYER}") in recent.newest())
+        assert eventually(lambda: (BUILTIN_ID, f"upto:{LAYER}") in recent.newest(), 120)
 
     with TestClient(create_app(own_settings)) as again:  # a restart warms what was used, in the background
         warmer = again.app.state.ctx.warmer
-        wait_for(lambda: any(w[:2] == (BUILTIN_ID, f"upto:{LAYER}") for w in warmer.warmed))
+        assert eventually(lambda: any(w[:2] == (BUILTIN_ID, f"upto:{LAYER}") for w in warmer.warmed), 120)
         rt = again.app.state.ctx.runtimes.get(again.app.state.ctx.models.get(BUILTIN_ID))
         assert rt.measured(f"upto:{LAYER}") is not None
 

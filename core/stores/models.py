@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
+from typing import NamedTuple
 
 from core.model_record import ModelRecord
 from core.settings import Settings
@@ -34,6 +35,12 @@ READABLE_CHECK_TTL_S = 3.0
 # model up, on the event loop, and a bucket's answer is a network round trip. Records are written once and only
 # ever deleted, so the one thing this delays is another process's delete, by at most this long.
 RECORD_TRUST_S = 2.0
+
+
+class _Cached(NamedTuple):
+    version: str
+    record: ModelRecord
+    read_at: float  # `time.monotonic()` when `version` was last read from the storage
 
 
 class _LocalLocks:
@@ -59,7 +66,7 @@ class ModelStore:
         self.blobs = blobs or Blobs(self.storage, Path(root or "."), max_bytes=2**62)
         self.lock = lock or _LocalLocks()
         self._guard = threading.Lock()
-        self._cache: dict[str, tuple[str, ModelRecord, float]] = {}  # id → (version, record, when the version was read)
+        self._cache: dict[str, _Cached] = {}
         self._readable: tuple[float, str | None] = (-READABLE_CHECK_TTL_S, None)  # (when checked, the answer)
 
     @classmethod
@@ -136,8 +143,8 @@ class ModelStore:
         if self.storage.remote:
             with self._guard:
                 hit = self._cache.get(model_id)
-            if hit is not None and time.monotonic() - hit[2] < RECORD_TRUST_S:
-                return hit[1]
+            if hit is not None and time.monotonic() - hit.read_at < RECORD_TRUST_S:
+                return hit.record
         key = self._record_key(model_id)
         return self._read(model_id, key, self.storage.version(key))
 
@@ -147,15 +154,15 @@ class ModelStore:
         now = time.monotonic()
         with self._guard:
             hit = self._cache.get(model_id)
-            if hit and hit[0] == version:
-                self._cache[model_id] = (version, hit[1], now)
-                return hit[1]
+            if hit and hit.version == version:
+                self._cache[model_id] = hit._replace(read_at=now)
+                return hit.record
         try:
             record = ModelRecord.model_validate_json(self.storage.get(key))
         except Missing:
             return None
         with self._guard:
-            self._cache[model_id] = (version, record, now)
+            self._cache[model_id] = _Cached(version, record, now)
         return record
 
     def list(self) -> list[ModelRecord]:

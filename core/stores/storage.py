@@ -96,7 +96,7 @@ class LocalStorage:
 
     def version(self, key: str) -> str | None:
         try:
-            st = os.stat(f"{self.url}/{key}")  # a string, not a joined Path: every forward view reads a record
+            st = self._path(key).stat()
         except (FileNotFoundError, NotADirectoryError):
             return None
         return f"{st.st_mtime_ns}-{st.st_size}"
